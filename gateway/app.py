@@ -1,0 +1,118 @@
+"""`create_app(config)`: the FastAPI application and the lifespan that owns its resources.
+
+The lifespan opens the store, starts the recorder, builds one pooled HTTP session and
+the upstream backends, and closes them in reverse order on shutdown (flushing records).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from gateway import ops_routes, routes
+from gateway.auth import KeyRing
+from gateway.config import Config
+from gateway.errors import install_error_handlers
+from gateway.metrics import Metrics
+from gateway.requestid import RequestIdMiddleware
+from gateway.serving import Proxy
+from gateway.state import AppState
+from gateway.store.recorder import Recorder
+from gateway.store.sqlite import Store
+from gateway.upstream.base import UpstreamFailure
+from gateway.upstream.litellm_backend import import_litellm
+from gateway.upstream.pool import Upstreams, build_backend
+
+log = logging.getLogger("slimgate")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    config: Config = app.state.config
+    # litellm is imported now, not on the first request or record, so its ~2 s import
+    # never stalls the event loop while traffic is flowing.
+    import_litellm()
+    metrics = Metrics()
+    store = await Store.open(config.store.path)
+    recorder = Recorder(
+        store, metrics,
+        queue_size=config.store.queue_size,
+        batch_size=config.store.batch_size,
+        flush_interval_s=config.store.flush_interval_ms / 1000,
+        record_bodies=config.store.record_requests,
+    )
+    recorder.start()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60),
+        json_serialize=None,  # bodies are pre-serialised with orjson
+    )
+
+    def count_failure(model: Any, f: UpstreamFailure) -> None:
+        metrics.upstream_errors.labels(model.name, f.kind).inc()
+
+    backends = {m.name: build_backend(m, session) for m in config.models}
+    upstreams = Upstreams(config, backends, on_failure=count_failure)
+    app.state.slimgate = AppState(
+        config=config,
+        keys=KeyRing.from_env(config.server.api_keys_env),
+        metrics=metrics,
+        store=store,
+        recorder=recorder,
+        session=session,
+        upstreams=upstreams,
+        proxy=Proxy(config, upstreams, recorder, metrics),
+    )
+    try:
+        yield
+    finally:
+        await upstreams.aclose()
+        await session.close()
+        await recorder.close()
+        await store.close()
+
+
+def _openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
+    """Add the hand-validated request bodies to the generated OpenAPI schema."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for path, model in routes.BODY_MODELS.items():
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(config: Config) -> FastAPI:
+    app = FastAPI(title="slimgate", version="0.1.0", lifespan=_lifespan)
+    app.state.config = config
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(ops_routes.router)
+    if config.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.server.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id", "x-slimgate-task"],
+            expose_headers=["x-request-id"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    app.openapi = lambda: _openapi_with_bodies(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,132 @@
+"""Configuration: one TOML file loaded into strict pydantic models.
+
+Unknown keys and wrong types fail at start with the TOML path in the message
+(`models[0].timout: unknown key`). Secrets are never in the file, only the names of
+the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"  # address to bind; keep loopback unless behind a proxy
+    port: int = Field(8080, ge=1, le=65535)
+    api_keys_env: str = "SLIMGATE_API_KEYS"  # env var with comma-separated gateway keys
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # larger request bodies get 413
+    cors_origins: list[str] = []  # CORS is off unless origins are listed
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreConfig(_Strict):
+    path: str = "slimgate.db"  # SQLite file; created with its directory if missing
+    queue_size: int = Field(50_000, ge=1)  # records waiting for the writer before drops
+    batch_size: int = Field(500, ge=1)  # rows written per transaction at most
+    flush_interval_ms: int = Field(100, ge=1)  # longest a record waits before a write
+    record_requests: bool = True  # set false to record metadata only (no bodies)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)  # the model name clients send
+    provider: str = "openai"  # "openai" = any OpenAI-compatible URL; else a litellm provider
+    model: str | None = None  # the upstream's own model name; defaults to `name`
+    base_url: str | None = None  # required for provider "openai"
+    api_key_env: str | None = None  # env var holding the provider key
+    timeout_s: float = Field(60.0, gt=0)  # whole request (non-streaming) / between chunks
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)  # on 429, 5xx, timeouts, refused connections
+    backoff_initial_s: float = Field(0.25, ge=0)
+    backoff_max_s: float = Field(8.0, ge=0)
+    fallbacks: list[str] = []  # other model names tried in order when this one fails
+    headers: dict[str, str] = {}  # extra headers sent upstream (no secrets: use api_key_env)
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    @model_validator(mode="after")
+    def _openai_needs_base_url(self) -> ModelConfig:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError(f"model '{self.name}': provider 'openai' needs base_url")
+        return self
+
+
+class Config(_Strict):
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    models: list[ModelConfig] = []
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Config:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        for m in self.models:
+            for fb in m.fallbacks:
+                if fb not in names:
+                    raise ValueError(f"model '{m.name}': fallback '{fb}' is not a configured model")
+                if fb == m.name:
+                    raise ValueError(f"model '{m.name}' lists itself as a fallback")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "value_error")):
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = _loc(e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {where}: {msg}")
+    return f"invalid config {source}:\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the TOML file at `path`, else at $SLIMGATE_CONFIG."""
+    path = path or os.environ.get("SLIMGATE_CONFIG")
+    if not path:
+        raise ConfigError("no config file: pass --config PATH or set SLIMGATE_CONFIG")
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{p}' does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file '{p}' is not valid TOML: {e}") from None
+    return parse_config(data, f"'{p}'")

@@ -1,0 +1,86 @@
+"""OpenAI-compatible routes: thin handlers that parse, call `Proxy`, and answer.
+
+Request bodies are read and validated by hand (orjson + pydantic) rather than through
+FastAPI's body parameters, so the client's JSON is forwarded exactly as sent; the
+OpenAPI schema still documents them (see `app.openapi_with_bodies`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gateway.body import parse_json, read_body
+from gateway.errors import ModelNotFound
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+)
+from gateway.state import get_state
+from gateway.upstream.base import Endpoint
+
+router = APIRouter()
+
+BODY_MODELS: dict[str, type[Any]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
+}
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Response:
+    state = get_state(request)
+    ctx = state.begin(request)
+    body = parse_json(await read_body(request, state.config.server.max_body_bytes), model)
+    if body.get("stream"):
+        chunks = await state.proxy.stream(endpoint, body, ctx)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return _json(await state.proxy.complete(endpoint, body, ctx))
+
+
+@router.post("/v1/chat/completions", tags=["openai"])
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, "chat/completions", ChatCompletionRequest)
+
+
+@router.post("/v1/completions", tags=["openai"])
+async def completions(request: Request) -> Response:
+    return await _serve(request, "completions", CompletionRequest)
+
+
+@router.post("/v1/embeddings", tags=["openai"])
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, "embeddings", EmbeddingRequest)
+
+
+def _cards(request: Request) -> list[ModelCard]:
+    state = get_state(request)
+    created = int(state.metrics.started_at)
+    return [ModelCard(id=m.name, created=created, owned_by="slimgate") for m in state.config.models]
+
+
+@router.get("/v1/models", tags=["openai"], response_model=ModelList)
+async def list_models(request: Request) -> Response:
+    get_state(request).begin(request)
+    return _json(ModelList(data=_cards(request)).model_dump())
+
+
+@router.get("/v1/models/{model_id:path}", tags=["openai"], response_model=ModelCard)
+async def get_model(model_id: str, request: Request) -> Response:
+    get_state(request).begin(request)
+    for card in _cards(request):
+        if card.id == model_id:
+            return _json(card.model_dump())
+    raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")

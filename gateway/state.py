@@ -1,0 +1,44 @@
+"""Everything the app holds while it runs, built and torn down by the lifespan."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from fastapi import Request
+
+from gateway.auth import KeyRing
+from gateway.config import Config
+from gateway.metrics import Metrics
+from gateway.serving import Proxy, RequestContext
+from gateway.store.recorder import Recorder
+from gateway.store.sqlite import Store
+from gateway.upstream.pool import Upstreams
+
+
+@dataclass
+class AppState:
+    config: Config
+    keys: KeyRing
+    metrics: Metrics
+    store: Store
+    recorder: Recorder
+    session: aiohttp.ClientSession
+    upstreams: Upstreams
+    proxy: Proxy
+
+    def begin(self, request: Request) -> RequestContext:
+        """Authenticate and open the context of one API request."""
+        key_id = self.keys.check(request.headers.get("authorization"))
+        return RequestContext(
+            request_id=request.state.request_id,
+            key_id=key_id,
+            created_at=time.time(),
+            started=time.perf_counter(),
+        )
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.slimgate
+    return state

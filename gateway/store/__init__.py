@@ -1,0 +1,1 @@
+"""The traffic store: every exchange the gateway sees, written in batches off the request path."""

@@ -1,0 +1,173 @@
+"""Records exchanges through a bounded queue drained by one background writer.
+
+`Recorder.record` never waits: it puts the exchange on an in-memory queue and returns.
+The writer turns queued exchanges into rows (streams assembled, usage and cost
+extracted) and writes them in batches, one transaction per batch. When the queue is
+full the exchange is dropped, counted in `slimgate_records_dropped_total` and logged —
+the reply is never held back for the disk. `close()` flushes everything queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.cost import CostTable
+from gateway.metrics import Metrics
+from gateway.store.sqlite import Store
+from gateway.streams import assemble_chat, assemble_text
+
+log = logging.getLogger("slimgate.recorder")
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    created_at: float
+    endpoint: str
+    model: str
+    stream: bool
+    request: dict[str, Any] | None
+    status: int = 200
+    key_id: str | None = None
+    upstream: str | None = None
+    upstream_model: str | None = None  # provider's model name, for pricing
+    backend: str = "teacher"
+    task: str | None = None
+    response: dict[str, Any] | None = None
+    chunks: list[dict[str, Any]] | None = None  # a stream's chunks, assembled at write time
+    error: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _summarise_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
+    # Vectors are large and useless for distillation: keep their count and size only.
+    data = resp.get("data") or []
+    dims = len(data[0].get("embedding") or []) if data and isinstance(data[0], dict) else 0
+    return {k: v for k, v in resp.items() if k != "data"} | {"data_count": len(data), "dims": dims}
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        queue_size: int = 50_000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.1,
+        record_bodies: bool = True,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._record_bodies = record_bodies
+        self._costs = CostTable()
+        self._task: asyncio.Task[None] | None = None
+        self._last_drop_log = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="slimgate-recorder")
+
+    def record(self, ex: Exchange) -> None:
+        try:
+            self._queue.put_nowait(ex)
+        except asyncio.QueueFull:
+            self._metrics.records_dropped.inc()
+            now = time.monotonic()
+            if now - self._last_drop_log > 5:
+                self._last_drop_log = now
+                log.error("record queue full (%d): dropping records", self._queue.maxsize)
+            return
+        self._metrics.record_queue_depth.set(self._queue.qsize())
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = time.monotonic() + self._flush_interval_s
+            while len(batch) < self._batch_size:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+
+    async def _write(self, batch: list[Exchange]) -> None:
+        rows = []
+        for ex in batch:
+            try:
+                rows.append(self._row(ex))
+            except Exception:
+                log.exception("could not build the record for request %s", ex.request_id)
+                self._metrics.records_dropped.inc()
+        try:
+            await self._store.write_exchanges(rows)
+            self._metrics.records_written.inc(len(rows))
+        except Exception:
+            log.exception("store write failed; %d records lost", len(rows))
+            self._metrics.records_dropped.inc(len(rows))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+            self._metrics.record_queue_depth.set(self._queue.qsize())
+
+    def _row(self, ex: Exchange) -> tuple[Any, ...]:
+        resp = ex.response
+        if ex.chunks is not None:
+            resp = assemble_chat(ex.chunks) if ex.endpoint == "chat/completions" else (
+                assemble_text(ex.chunks)
+            )
+        usage = (resp or {}).get("usage") or {}
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
+        choices = (resp or {}).get("choices") or []
+        finish = choices[0].get("finish_reason") if choices else None
+        if resp is not None and ex.endpoint == "embeddings":
+            resp = _summarise_embeddings(resp)
+        cost = None
+        if ex.upstream_model and ex.status < 400:
+            cost = self._costs.estimate(ex.upstream_model, prompt_tokens, completion_tokens)
+        labels = (ex.model, ex.backend, ex.task or "")
+        if prompt_tokens:
+            self._metrics.tokens.labels(*labels, "prompt").inc(prompt_tokens)
+        if completion_tokens:
+            self._metrics.tokens.labels(*labels, "completion").inc(completion_tokens)
+        keep = self._record_bodies
+        return (
+            ex.request_id, ex.created_at, ex.key_id, ex.endpoint, ex.model, ex.upstream,
+            ex.backend, ex.task, int(ex.stream),
+            orjson.dumps(ex.request).decode() if keep and ex.request is not None else None,
+            orjson.dumps(resp).decode() if keep and resp is not None else None,
+            ex.status, ex.error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
+            completion_tokens, cost,
+        )
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

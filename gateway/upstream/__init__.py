@@ -1,0 +1,1 @@
+"""Upstream backends: where the gateway sends a request (teacher providers, student engines)."""

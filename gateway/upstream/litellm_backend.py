@@ -1,0 +1,111 @@
+"""Backend for every non-OpenAI provider (Anthropic, Bedrock, Gemini, ...) through litellm.
+
+litellm translates OpenAI-format requests to the provider's API and its answers back,
+streaming included. It is imported on first use so `slimgate --help` stays fast; its own
+retries are off because the gateway retries (one policy, one set of metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import openai
+
+from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+
+
+def import_litellm() -> ModuleType:
+    # Without this litellm fetches its cost map from the internet at import time.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def _failure(e: Exception) -> UpstreamFailure:
+    if isinstance(e, openai.APITimeoutError):
+        return UpstreamFailure("timeout", "provider did not answer in time")
+    if isinstance(e, openai.APIConnectionError):
+        return UpstreamFailure("connect", "could not reach the provider")
+    if isinstance(e, openai.APIStatusError):
+        retry_after = e.response.headers.get("retry-after") if e.response is not None else None
+        f = failure_from_status(e.status_code, b"", retry_after)
+        f.message = f"provider answered HTTP {e.status_code}: {_short(e)}"
+        return f
+    if isinstance(e, openai.APIError):
+        return UpstreamFailure("server", f"provider error: {_short(e)}")
+    return UpstreamFailure("malformed", f"could not translate the provider's answer: {_short(e)}")
+
+
+def _short(e: Exception) -> str:
+    text = str(getattr(e, "message", None) or e)
+    return text[:300]
+
+
+class LiteLLMBackend:
+    def __init__(
+        self,
+        name: str,
+        provider: str,
+        upstream_model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        prefix = f"{provider}/"
+        self._model = upstream_model if upstream_model.startswith(prefix) else prefix + upstream_model
+        self._opts: dict[str, Any] = {"timeout": timeout_s, "num_retries": 0}
+        if base_url:
+            self._opts["api_base"] = base_url
+        if api_key:
+            self._opts["api_key"] = api_key
+        if extra_headers:
+            self._opts["extra_headers"] = extra_headers
+        self._litellm = import_litellm()
+
+    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, **self._opts, "model": self._model}
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        fn = {
+            "chat/completions": self._litellm.acompletion,
+            "completions": self._litellm.atext_completion,
+            "embeddings": self._litellm.aembedding,
+        }[endpoint]
+        kwargs = self._kwargs(body)
+        kwargs.pop("stream", None)
+        try:
+            resp = await fn(**kwargs)
+        except Exception as e:  # litellm raises openai-typed errors; anything else is a bug there
+            raise _failure(e) from None
+        data: dict[str, Any] = resp.model_dump()
+        data.pop("_hidden_params", None)
+        return data
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        if endpoint == "embeddings":
+            raise UpstreamFailure("client", "embeddings cannot be streamed", status=400)
+        fn = self._litellm.acompletion if endpoint == "chat/completions" else (
+            self._litellm.atext_completion
+        )
+        try:
+            resp = await fn(**self._kwargs(body), stream=True)
+            async for chunk in resp:
+                yield chunk.model_dump(exclude_none=True)
+        except UpstreamFailure:
+            raise
+        except Exception as e:
+            raise _failure(e) from None
+
+    async def aclose(self) -> None:
+        """litellm pools its own clients per process; nothing to close per backend."""

@@ -1,0 +1,114 @@
+"""Direct HTTP backend for any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp).
+
+This is the fast path: one pooled aiohttp session for the whole process, the request body
+sent as the client wrote it (model name swapped), SSE parsed line by line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+
+
+class OpenAIHTTPBackend:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        upstream_model: str,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self._base = base_url.rstrip("/")
+        self._session = session
+        self._model = upstream_model
+        self._headers = {"content-type": "application/json", **(extra_headers or {})}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        # Streams may run long: bound the wait for each chunk, not the whole stream.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
+        )
+        self._timeout_s = timeout_s
+
+    def _payload(self, body: dict[str, Any]) -> bytes:
+        return orjson.dumps({**body, "model": self._model})
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self._base}/{endpoint}"
+        try:
+            async with self._session.post(
+                url, data=self._payload(body), headers=self._headers, timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise failure_from_status(resp.status, raw, resp.headers.get("retry-after"))
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"no answer within {self._timeout_s:g}s") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamFailure("connect", f"connection failed: {type(e).__name__}") from None
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure("malformed", "upstream answer is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamFailure("malformed", "upstream answer is not a JSON object")
+        return data
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        url = f"{self._base}/{endpoint}"
+        finished = False
+        try:
+            async with self._session.post(
+                url, data=self._payload(body), headers=self._headers, timeout=self._stream_timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise failure_from_status(resp.status, raw, resp.headers.get("retry-after"))
+                async for line in resp.content:
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments, `event:` lines
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        return
+                    try:
+                        chunk = orjson.loads(payload)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamFailure(
+                            "malformed", "upstream sent an invalid stream chunk"
+                        ) from None
+                    if not isinstance(chunk, dict):
+                        raise UpstreamFailure("malformed", "upstream sent a non-object chunk")
+                    if "error" in chunk:
+                        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                        raise UpstreamFailure(
+                            "server", f"upstream stream error: {err.get('message', 'unknown')}"
+                        )
+                    if any(c.get("finish_reason") for c in chunk.get("choices") or ()):
+                        finished = True
+                    yield chunk
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"no chunk within {self._timeout_s:g}s") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamFailure("connect", f"stream broke: {type(e).__name__}") from None
+        except asyncio.CancelledError:
+            raise
+        if not finished:
+            raise UpstreamFailure("connect", "upstream closed the stream before it finished")
+
+    async def aclose(self) -> None:
+        """The session is shared and owned by the app's lifespan."""

@@ -1,0 +1,256 @@
+"""A scriptable loopback LLM server for tests and benchmarks (OpenAI and Anthropic wire formats).
+
+It runs an aiohttp server in its own thread on 127.0.0.1 and an ephemeral port. The last
+user message scripts faults: `fault:500`, `fault:429`, `fault:401`, `fault:400`,
+`fault:503`, `fault:timeout`, `fault:slowfirst`, `fault:cut`, `fault:badjson`,
+`fault:500x2` (fail twice, then answer). `call:NAME` makes a tool call to NAME.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+def _last_user(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
+def _usage(prompt: str, completion: str) -> dict[str, int]:
+    p, c = max(1, len(prompt) // 4), max(1, len(completion) // 4)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+class FakeUpstream:
+    def __init__(self, *, delay_s: float = 0.0, hang_s: float = 30.0) -> None:
+        self.delay_s = delay_s  # added to every answer, to mimic a real provider
+        self.hang_s = hang_s  # how long `fault:timeout` sleeps
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.attempts: Counter[str] = Counter()
+        self.record = True  # benchmarks switch this off
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_post("/v1/completions", self._completions)
+            app.router.add_post("/v1/embeddings", self._embeddings)
+            app.router.add_post("/v1/messages", self._anthropic)
+            self._runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fake-upstream")
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- shared scripting ----------------------------------------------------------------
+
+    async def _fault(self, text: str, key: str) -> web.Response | None:
+        if "fault:" not in text:
+            return None
+        fault = text.split("fault:", 1)[1].split()[0]
+        self.attempts[key] += 1
+        if "x" in fault:  # fault:500x2 = fail the first two attempts of this request
+            fault, times = fault.split("x", 1)
+            if self.attempts[key] > int(times):
+                return None
+        if fault == "timeout":
+            await asyncio.sleep(self.hang_s)
+            return None
+        if fault == "badjson":
+            return web.Response(body=b"{not json", content_type="application/json")
+        if fault.isdigit():
+            status = int(fault)
+            headers = {"retry-after": "0"} if status == 429 else {}
+            err = {"message": f"scripted {status}", "type": "test", "param": None, "code": None}
+            return web.json_response({"error": err}, status=status, headers=headers)
+        return None
+
+    async def _read(self, request: web.Request) -> dict[str, Any]:
+        body: dict[str, Any] = orjson.loads(await request.read())
+        if self.record:
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return body
+
+    @staticmethod
+    def _answer(body: dict[str, Any], text: str) -> dict[str, Any]:
+        tools = body.get("tools") or []
+        if "call:" in text and tools:
+            name = text.split("call:", 1)[1].split()[0]
+            args = orjson.dumps({"query": text[:40]}).decode()
+            return {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}}
+            ]}
+        rf = (body.get("response_format") or {}).get("type")
+        content = orjson.dumps({"echo": text}).decode() if rf in ("json_object", "json_schema") \
+            else f"echo: {text}"
+        return {"role": "assistant", "content": content}
+
+    # --- OpenAI -----------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read(request)
+        text = _last_user(body.get("messages") or [])
+        fault = await self._fault(text, orjson.dumps(body.get("messages")).decode())
+        if fault is not None:
+            return fault
+        msg = self._answer(body, text)
+        finish = "tool_calls" if msg.get("tool_calls") else "stop"
+        usage = _usage(text, msg.get("content") or "")
+        head = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model")}
+        if not body.get("stream"):
+            return web.json_response({
+                "object": "chat.completion", **head,
+                "choices": [{"index": 0, "message": msg, "finish_reason": finish,
+                             "logprobs": None}],
+                "usage": usage,
+            })
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(chunk: dict[str, Any]) -> None:
+            await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+        def chunk(delta: dict[str, Any], fin: str | None = None) -> dict[str, Any]:
+            return {"object": "chat.completion.chunk", **head,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+
+        if "fault:slowfirst" in text:
+            await asyncio.sleep(self.hang_s)
+        await send(chunk({"role": "assistant", "content": ""}))
+        if msg.get("tool_calls"):
+            call = msg["tool_calls"][0]
+            args = call["function"]["arguments"]
+            await send(chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                              "function": {"name": call["function"]["name"],
+                                                           "arguments": args[:5]}}]}))
+            await send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[5:]}}]}))
+        else:
+            words = msg["content"].split(" ")
+            for i, w in enumerate(words):
+                await send(chunk({"content": w if i == 0 else " " + w}))
+                if "fault:cut" in text and i == 1:
+                    request.transport.close()  # type: ignore[union-attr]
+                    return resp
+        await send(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send({"object": "chat.completion.chunk", **head, "choices": [], "usage": usage})
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body = await self._read(request)
+        prompt = str(body.get("prompt"))
+        return web.json_response({
+            "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "text": f"echo: {prompt}", "finish_reason": "stop",
+                         "logprobs": None}],
+            "usage": _usage(prompt, prompt),
+        })
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await self._read(request)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                for i in range(len(inputs))]
+        return web.json_response({"object": "list", "data": data, "model": body.get("model"),
+                                  "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+
+    # --- Anthropic Messages API (for the litellm path) -------------------------------------
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read(request)
+        text = _last_user(body.get("messages") or [])
+        fault = await self._fault(text, orjson.dumps(body.get("messages")).decode())
+        if fault is not None:
+            return fault
+        tools = body.get("tools") or []
+        if "call:" in text and tools:
+            name = text.split("call:", 1)[1].split()[0]
+            content = [{"type": "tool_use", "id": "toolu_1", "name": name,
+                        "input": {"query": text[:40]}}]
+            stop = "tool_use"
+        else:
+            content = [{"type": "text", "text": f"echo: {text}"}]
+            stop = "end_turn"
+        usage = {"input_tokens": max(1, len(text) // 4), "output_tokens": 5}
+        msg = {"id": "msg_fake", "type": "message", "role": "assistant",
+               "model": body.get("model"), "content": content, "stop_reason": stop,
+               "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            return web.json_response(msg)
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def event(name: str, data: dict[str, Any]) -> None:
+            await resp.write(f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n")
+
+        await event("message_start", {"type": "message_start", "message": {
+            **msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}})
+        await event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {"type": "text", "text": ""}})
+        for w in f"echo: {text}".split(" "):
+            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta", "text": w + " "}})
+        await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await event("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": stop, "stop_sequence": None},
+                                      "usage": {"output_tokens": 5}})
+        await event("message_stop", {"type": "message_stop"})
+        return resp
