@@ -31,18 +31,26 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
+    """`messages.1.user.content` -> `messages[1].content` (union tags dropped)."""
     out = ""
-    for part in loc:
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        prev = parts[i - 1] if i else None
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str):
-            # pydantic puts union member tags in the path ("user", "function-after"...)
-            if part in {"system", "developer", "user", "assistant", "tool", "function", "text",
-                        "json_object", "json_schema", "str", "list[str]", "list[int]",
-                        "list[list[int]]", "list[dict[str,any]]"}:
-                continue
-            out += f".{part}" if out else part
+            continue
+        # pydantic names the chosen member of a tagged union (a message role, a format
+        # type) or of a plain union (`str`, `list[str]`) in the location: not a field.
+        tagged = prev == "response_format" or (isinstance(prev, int) and "messages" in out)
+        if tagged or "[" in part or part.split("-")[0] in _TYPE_TAGS or part.startswith(
+            "function-"
+        ):
+            continue
+        out += f".{part}" if out else part
     return out or None
 
 

@@ -25,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Third-party debug logs echo request bodies and call parameters (keys included):
+    # they stay at WARNING whatever our own level is.
+    for noisy in ("LiteLLM", "litellm", "aiosqlite", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     uvicorn.run(
         create_app(config),
         host=host,

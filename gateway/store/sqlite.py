@@ -59,12 +59,16 @@ class Store:
         except Exception as e:
             raise StoreError(f"cannot open store '{path}': {e}") from None
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode; only an OS crash or power
-        # loss can drop the last transactions.
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA busy_timeout=5000")
-        await migrate(db)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; only an OS crash or
+            # power loss can drop the last transactions.
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db, path)
 
     async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None:

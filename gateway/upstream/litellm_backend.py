@@ -99,7 +99,7 @@ class LiteLLMBackend:
             self._litellm.atext_completion
         )
         try:
-            resp = await fn(**self._kwargs(body), stream=True)
+            resp = await fn(**{**self._kwargs(body), "stream": True})
             async for chunk in resp:
                 yield chunk.model_dump(exclude_none=True)
         except UpstreamFailure:

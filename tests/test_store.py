@@ -1,0 +1,98 @@
+"""The SQLite store: migrations from older files, WAL, the recorder's queue behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.metrics import Metrics
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from gateway.store.recorder import Exchange, Recorder
+from gateway.store.sqlite import Store, StoreError
+
+
+def exchange(i: int) -> Exchange:
+    return Exchange(
+        request_id=f"r{i}", created_at=1.0, endpoint="chat/completions", model="m",
+        stream=False, request={"messages": [{"role": "user", "content": str(i)}]},
+        response={"choices": [{"message": {"role": "assistant", "content": "x"},
+                               "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+    )
+
+
+async def test_new_file_is_wal_and_current(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "sub" / "s.db"))
+    await store.close()
+    con = sqlite3.connect(tmp_path / "sub" / "s.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_oldest_schema_file_opens_and_keeps_rows(tmp_path: Path) -> None:
+    """A file written by the first slimgate (schema 1) opens with this one, rows intact."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(MIGRATIONS[0])
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO exchanges (request_id, created_at, endpoint, model, stream, status) "
+                "VALUES ('old', 1.0, 'chat/completions', 'm', 0, 200)")
+    con.commit()
+    con.close()
+    store = await Store.open(str(path))
+    assert [r["request_id"] for r in await store.exchanges()] == ["old"]
+    await store.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_newer_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="newer than this slimgate"):
+        await Store.open(str(path))
+
+
+async def test_recorder_writes_in_batches_and_flushes_on_close(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "s.db"))
+    metrics = Metrics()
+    rec = Recorder(store, metrics, batch_size=7, flush_interval_s=0.01)
+    rec.start()
+    for i in range(100):
+        rec.record(exchange(i))
+    await rec.close()
+    assert await store.count_exchanges() == 100
+    assert metrics.records_written._value.get() == 100
+    rows = await store.exchanges(limit=1)
+    assert rows[0]["prompt_tokens"] == 3 and rows[0]["finish_reason"] == "stop"
+    await store.close()
+
+
+async def test_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "s.db"))
+    metrics = Metrics()
+    rec = Recorder(store, metrics, queue_size=10)  # writer not started: the queue fills
+    for i in range(25):
+        rec.record(exchange(i))  # must return at once even when full
+    assert metrics.records_dropped._value.get() == 15
+    rec.start()
+    await asyncio.wait_for(rec.close(), 5)
+    assert await store.count_exchanges() == 10
+    await store.close()
+
+
+async def test_metadata_only_recording(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "s.db"))
+    rec = Recorder(store, Metrics(), record_bodies=False)
+    rec.start()
+    rec.record(exchange(1))
+    await rec.close()
+    [row] = await store.exchanges()
+    assert row["request"] is None and row["response"] is None and row["prompt_tokens"] == 3
+    await store.close()
