@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/slimgate demo
+	@echo "make demo: the offline end-to-end demo is not built yet (issue: the whole loop on one command)." >&2
+	@exit 1
 
 serve: $(STAMP)
 	$(BIN)/slimgate serve --config $(CONFIG)

@@ -254,3 +254,24 @@ class FakeUpstream:
                                       "usage": {"output_tokens": 5}})
         await event("message_stop", {"type": "message_stop"})
         return resp
+
+
+def main() -> None:
+    """Run the fake upstream in the foreground (used by the benchmarks)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="loopback fake LLM upstream")
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    args = p.parse_args()
+    up = FakeUpstream(delay_s=args.delay_ms / 1000)
+    up.record = False
+    up.start()
+    print(up.port, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        up.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""How much latency and throughput does slimgate cost? Direct vs through the gateway.
+
+Starts a fast fake upstream on loopback, then sends the same chat requests directly and
+through `slimgate serve` (recording on), at concurrency 1 and 16, and prints req/s and
+p50/p99 latency and the latency slimgate adds. If LiteLLM's proxy is installed
+(`pip install 'litellm[proxy]'`), it is measured in the same run on the same upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = {"model": "bench", "messages": [
+    {"role": "system", "content": "You classify support tickets into billing, bug or other."},
+    {"role": "user", "content": "I was charged twice for my subscription this month."}],
+    "max_tokens": 16}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except Exception:
+            time.sleep(0.25)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+async def load(url: str, n: int, concurrency: int, key: str | None) -> tuple[float, list[float]]:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    lat: list[float] = []
+    todo = iter(range(n))
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async def worker() -> None:
+            for _ in todo:
+                t = time.perf_counter()
+                async with s.post(url, json=BODY, headers=headers) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                lat.append(time.perf_counter() - t)
+
+        for _ in range(min(50, n)):  # warm-up: connections, caches
+            async with s.post(url, json=BODY, headers=headers) as r:
+                await r.read()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return n / elapsed, lat
+
+
+def pct(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100)[int(q) - 1] * 1000 if len(xs) > 1 else xs[0] * 1000
+
+
+def start_slimgate(upstream: str, tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cfg = tmp / "bench.toml"
+    cfg.write_text(f"""
+[server]
+port = {port}
+api_keys_env = "BENCH_KEYS"
+log_level = "warning"
+[store]
+path = "{tmp / 'bench.db'}"
+[[models]]
+name = "bench"
+provider = "openai"
+base_url = "{upstream}"
+max_retries = 0
+""")
+    env = {**os.environ, "BENCH_KEYS": key}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+                            env=env, cwd=ROOT)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def start_litellm_proxy(upstream: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    exe = shutil.which("litellm") or str(Path(sys.executable).parent / "litellm")
+    try:
+        import litellm.proxy.proxy_server  # noqa: F401
+    except Exception:
+        return None
+    port = free_port()
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text(f"""model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: {upstream}
+      api_key: none
+""")
+    proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health/liveliness", proc, timeout=120)
+    except RuntimeError:
+        proc.kill()
+        return None
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=3000, help="requests per run at c=16")
+    ap.add_argument("--serial", type=int, default=500, help="requests per run at c=1")
+    args = ap.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    tmp = Path(tempfile.mkdtemp(prefix="slimgate-bench-"))
+    up = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream"], cwd=ROOT,
+                          stdout=subprocess.PIPE)
+    assert up.stdout is not None
+    upstream = f"http://127.0.0.1:{int(up.stdout.readline())}/v1"
+    procs = [up]
+    targets = [("direct", f"{upstream}/chat/completions", None)]
+    try:
+        key = "sk-bench"
+        gw, gw_url = start_slimgate(upstream, tmp, key)
+        procs.append(gw)
+        targets.append(("slimgate", gw_url, key))
+        lp = start_litellm_proxy(upstream, tmp)
+        if lp:
+            procs.append(lp[0])
+            targets.append(("litellm-proxy", lp[1], None))
+        results: dict[tuple[str, int], tuple[float, float, float]] = {}
+        for name, url, k in targets:
+            for conc, n in ((1, args.serial), (16, args.requests)):
+                rps, lat = asyncio.run(load(url, n, conc, k))
+                results[(name, conc)] = (rps, pct(lat, 50), pct(lat, 99))
+        print(f"\n{'target':<15}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'added p50':>11}{'added p99':>11}")
+        for (name, conc), (rps, p50, p99) in results.items():
+            base = results[("direct", conc)]
+            print(f"{name:<15}{conc:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
+                  f"{p50 - base[1]:>11.2f}{p99 - base[2]:>11.2f}")
+        time.sleep(0.5)
+        rows = sqlite3.connect(tmp / "bench.db").execute("SELECT COUNT(*) FROM exchanges").fetchone()
+        print(f"\nslimgate recorded {rows[0]} exchanges (recording on, async batched writes)")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
