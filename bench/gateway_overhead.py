@@ -160,7 +160,8 @@ def main() -> None:
             print(f"{name:<15}{conc:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
                   f"{p50 - base[1]:>11.2f}{p99 - base[2]:>11.2f}")
         time.sleep(0.5)
-        rows = sqlite3.connect(tmp / "bench.db").execute("SELECT COUNT(*) FROM exchanges").fetchone()
+        con = sqlite3.connect(tmp / "bench.db")
+        rows = con.execute("SELECT COUNT(*) FROM exchanges").fetchone()
         print(f"\nslimgate recorded {rows[0]} exchanges (recording on, async batched writes)")
     finally:
         for p in reversed(procs):

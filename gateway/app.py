@@ -50,7 +50,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     recorder.start()
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60),
-        json_serialize=None,  # bodies are pre-serialised with orjson
     )
 
     def count_failure(model: Any, f: UpstreamFailure) -> None:

@@ -21,7 +21,9 @@ class CostTable:
                 self._prices[model] = None
         return self._prices[model]
 
-    def estimate(self, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    def estimate(
+        self, model: str, prompt_tokens: int | None, completion_tokens: int | None
+    ) -> float | None:
         price = self.prices(model)
         if price is None or (prompt_tokens is None and completion_tokens is None):
             return None

@@ -65,7 +65,7 @@ api_key_env = "SDK_TEST_PROVIDER_KEY"
 max_retries = 0
 """)
     env = {**os.environ, "SDK_TEST_KEYS": KEY, "SDK_TEST_PROVIDER_KEY": PROVIDER_KEY}
-    log = open(tmp / "gateway.log", "w")
+    log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed in the teardown below
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp / "config.toml")],
         env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -10,6 +10,7 @@ the reply is never held back for the disk. `close()` flushes everything queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -167,7 +168,5 @@ class Recorder:
         await self.flush()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass

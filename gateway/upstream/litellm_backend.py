@@ -61,7 +61,8 @@ class LiteLLMBackend:
     ) -> None:
         self.name = name
         prefix = f"{provider}/"
-        self._model = upstream_model if upstream_model.startswith(prefix) else prefix + upstream_model
+        with_prefix = upstream_model.startswith(prefix)
+        self._model = upstream_model if with_prefix else prefix + upstream_model
         self._opts: dict[str, Any] = {"timeout": timeout_s, "num_retries": 0}
         if base_url:
             self._opts["api_base"] = base_url

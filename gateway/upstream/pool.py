@@ -39,7 +39,9 @@ class Served:
 def build_backend(m: ModelConfig, session: aiohttp.ClientSession) -> Backend:
     key = os.environ.get(m.api_key_env) if m.api_key_env else None
     if m.api_key_env and not key:
-        log.warning("model '%s': env var %s is not set; calling without a key", m.name, m.api_key_env)
+        log.warning(
+            "model '%s': env var %s is not set; calling without a key", m.name, m.api_key_env
+        )
     if m.provider == "openai":
         assert m.base_url is not None  # checked by the config
         return OpenAIHTTPBackend(
