@@ -38,6 +38,7 @@ class StoreConfig(_Strict):
     batch_size: int = Field(500, ge=1)  # rows written per transaction at most
     flush_interval_ms: int = Field(100, ge=1)  # longest a record waits before a write
     record_requests: bool = True  # set false to record metadata only (no bodies)
+    scrub: bool = False  # scrub secrets/PII from bodies before they are written
 
 
 class ModelConfig(_Strict):
@@ -65,10 +66,46 @@ class ModelConfig(_Strict):
         return self
 
 
+class CandidateConfig(_Strict):
+    model: str  # HF id, local path, or scratch:tiny / scratch:small (built offline)
+    params: int = Field(ge=1)  # parameter count, for the size cap and smallest-first order
+    context: int = Field(ge=64)  # context length in tokens
+    licence: str = "apache-2.0"  # checked against distill.licences
+    method: Literal["auto", "lora", "full"] = "auto"  # auto: full for scratch, LoRA otherwise
+
+
+class TrainingConfig(_Strict):
+    time_budget_s: float = Field(600.0, gt=0)  # per task and candidate
+    max_steps: int = Field(3000, ge=1)
+    epochs: float = Field(20.0, gt=0)  # upper bound; budgets usually stop first
+    learning_rate: float | None = None  # None: the method's default (higher for scratch)
+    batch_size: int = Field(16, ge=1)
+    max_seq_len: int = Field(512, ge=32)
+
+
+class DistillConfig(_Strict):
+    students_dir: str = "students"  # registry root: students/<task>/<version>/
+    min_examples: int = Field(200, ge=2)  # clean examples a task needs before training
+    max_train_examples: int = Field(5000, ge=1)  # newest first beyond this
+    heldout_percent: int = Field(10, ge=1, le=50)  # by request hash; never trained on
+    heldout_min_agreement: float = Field(0.8, ge=0, le=1)  # lower confidence bound to pass
+    heldout_confidence: float = Field(0.9, gt=0, lt=1)
+    text_similarity: float = Field(0.85, ge=0, le=1)  # free-text answers agree above this
+    licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
+    max_params: int = Field(8_000_000_000, ge=1)  # size cap for candidates
+    scrub_kinds: list[str] | None = None  # None: every kind the scrubber knows
+    candidates: list[CandidateConfig] = [
+        CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024),
+        CandidateConfig(model="scratch:small", params=10_000_000, context=1024),
+    ]
+    training: TrainingConfig = TrainingConfig()
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     models: list[ModelConfig] = []
+    distill: DistillConfig = DistillConfig()
 
     @model_validator(mode="after")
     def _check_models(self) -> Config:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.metrics import Metrics
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, StoreError
 from gateway.store.recorder import Exchange, Recorder
-from gateway.store.sqlite import Store, StoreError
+from gateway.store.sqlite import Store
 
 
 def exchange(i: int) -> Exchange:

@@ -1,11 +1,15 @@
 """Schema versions of the SQLite store, applied in order.
 
 `PRAGMA user_version` holds the version a file is at; opening a file runs every later
-migration in one transaction, so a newer slimgate opens an older file and never the
-reverse silently (a file from a newer slimgate is refused).
+migration, each in one transaction, so a newer slimgate opens an older file and never the
+reverse silently (a file from a newer slimgate is refused). Plain sqlite3 on purpose: the
+gateway runs it in a thread before connecting, the distill worker calls it directly.
 """
 
 from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
 
 MIGRATIONS: list[str] = [
     # 1: recorded exchanges
@@ -36,6 +40,76 @@ MIGRATIONS: list[str] = [
     CREATE INDEX exchanges_task_time ON exchanges(task, created_at);
     CREATE INDEX exchanges_time ON exchanges(created_at);
     """,
+    # 2: discovered tasks, trained students and their per-example held-out scores
+    """
+    CREATE TABLE tasks (
+        id            TEXT PRIMARY KEY,
+        label         TEXT NOT NULL,
+        kind          TEXT NOT NULL,          -- tool_call, json, label, text
+        stage         TEXT NOT NULL DEFAULT 'observe',
+        explicit      INTEGER NOT NULL DEFAULT 0,  -- named by the client, not discovered
+        info          TEXT NOT NULL,          -- JSON: fingerprints, centroid, counts, lengths
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL
+    );
+    CREATE TABLE students (
+        task          TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        path          TEXT NOT NULL,          -- relative to distill.students_dir
+        base_model    TEXT NOT NULL,
+        status        TEXT NOT NULL,          -- passed, failed (held-out gate)
+        metrics       TEXT NOT NULL,          -- JSON: agreement, interval, valid rate, latency
+        created_at    REAL NOT NULL,
+        PRIMARY KEY (task, version)
+    );
+    CREATE TABLE evaluations (
+        task          TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        request_id    TEXT NOT NULL,
+        score         REAL NOT NULL,
+        agree         INTEGER NOT NULL,
+        valid         INTEGER NOT NULL,
+        detail        TEXT,
+        student       TEXT,                   -- JSON assistant message
+        teacher       TEXT,                   -- JSON assistant message
+        latency_ms    REAL
+    );
+    CREATE INDEX evaluations_task ON evaluations(task, version);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The store file cannot be opened or is from a newer slimgate."""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A synchronous connection to a migrated store (WAL, busy timeout), for workers and CLIs."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, isolation_level=None, timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=10000")
+        migrate(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def migrate(con: sqlite3.Connection) -> int:
+    """Bring the file to SCHEMA_VERSION; returns the version it was at."""
+    current = int(con.execute("PRAGMA user_version").fetchone()[0])
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"store is at schema version {current}, newer than this slimgate ({SCHEMA_VERSION})"
+        )
+    for version in range(current, SCHEMA_VERSION):
+        con.executescript(
+            "BEGIN;\n" + MIGRATIONS[version] + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+        )
+    return current

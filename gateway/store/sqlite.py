@@ -6,13 +6,13 @@ never holds the event loop; the gateway never awaits a write on the request path
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from gateway.store.migrations import StoreError, connect
 
 EXCHANGE_COLUMNS = (
     "request_id", "created_at", "key_id", "endpoint", "model", "upstream", "backend", "task",
@@ -25,26 +25,6 @@ _INSERT_EXCHANGE = (
 )
 
 
-class StoreError(Exception):
-    """The store file cannot be opened or is from a newer slimgate."""
-
-
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the file to SCHEMA_VERSION; returns the version it was at."""
-    async with db.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    current = int(row[0]) if row else 0
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"store is at schema version {current}, newer than this slimgate ({SCHEMA_VERSION})"
-        )
-    for version in range(current, SCHEMA_VERSION):
-        await db.executescript(
-            "BEGIN;\n" + MIGRATIONS[version] + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-        )
-    return current
-
-
 class Store:
     def __init__(self, db: aiosqlite.Connection, path: str) -> None:
         self._db = db
@@ -52,8 +32,9 @@ class Store:
 
     @classmethod
     async def open(cls, path: str) -> Store:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Create and migrate with plain sqlite3 in a thread (one migration code path for
+        # the gateway and the workers), then connect for async use.
+        await asyncio.to_thread(lambda: connect(path).close())
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except Exception as e:
@@ -65,7 +46,6 @@ class Store:
             # power loss can drop the last transactions.
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
-            await migrate(db)
         except BaseException:
             await db.close()
             raise

@@ -1,0 +1,144 @@
+"""Tasks, students and held-out evaluations in the store (synchronous sqlite3).
+
+Used by the distill worker and the CLI, which run outside the gateway's event loop. The
+gateway reads the `tasks` table through its async `Store` with the same columns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+STAGES = ("observe", "shadow", "canary", "primary")
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    label: str
+    kind: str
+    stage: str = "observe"
+    explicit: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # fingerprints, centroid, counts
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class StudentRecord:
+    task: str
+    version: int
+    path: str
+    base_model: str
+    status: str  # "passed" or "failed" at the held-out gate
+    metrics: dict[str, Any]
+    created_at: float = 0.0
+
+
+def _task(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        id=row["id"], label=row["label"], kind=row["kind"], stage=row["stage"],
+        explicit=bool(row["explicit"]), info=orjson.loads(row["info"]),
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+def _student(row: sqlite3.Row) -> StudentRecord:
+    return StudentRecord(
+        task=row["task"], version=row["version"], path=row["path"],
+        base_model=row["base_model"], status=row["status"],
+        metrics=orjson.loads(row["metrics"]), created_at=row["created_at"],
+    )
+
+
+def upsert_task(con: sqlite3.Connection, t: TaskRecord) -> None:
+    """Insert or refresh a task; its stage is left alone (only policies change it)."""
+    now = time.time()
+    con.execute(
+        "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET label = excluded.label, "
+        "kind = excluded.kind, info = excluded.info, updated_at = excluded.updated_at",
+        (t.id, t.label, t.kind, t.stage, int(t.explicit), orjson.dumps(t.info).decode(), now, now),
+    )
+
+
+def list_tasks(con: sqlite3.Connection) -> list[TaskRecord]:
+    return [_task(r) for r in con.execute("SELECT * FROM tasks ORDER BY label")]
+
+
+def get_task(con: sqlite3.Connection, task_id: str) -> TaskRecord | None:
+    row = con.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return _task(row) if row else None
+
+
+def set_exchange_tasks(con: sqlite3.Connection, assignments: Iterable[tuple[str, int]]) -> None:
+    """Back-fill task ids (task, seq) on exchanges recorded before the task was known."""
+    con.execute("BEGIN")
+    con.executemany("UPDATE exchanges SET task = ? WHERE seq = ?", assignments)
+    con.execute("COMMIT")
+
+
+def chat_exchanges(con: sqlite3.Connection, since_seq: int = 0) -> Iterator[dict[str, Any]]:
+    """Recorded chat exchanges with bodies, oldest first, decoded."""
+    cur = con.execute(
+        "SELECT seq, request_id, created_at, task, status, finish_reason, backend, request, "
+        "response FROM exchanges WHERE endpoint = 'chat/completions' AND seq > ? "
+        "AND request IS NOT NULL ORDER BY seq", (since_seq,),
+    )
+    for row in cur:
+        yield {
+            **{k: row[k] for k in ("seq", "request_id", "created_at", "task", "status",
+                                   "finish_reason", "backend")},
+            "request": orjson.loads(row["request"]),
+            "response": orjson.loads(row["response"]) if row["response"] else None,
+        }
+
+
+def next_version(con: sqlite3.Connection, task_id: str) -> int:
+    row = con.execute("SELECT MAX(version) FROM students WHERE task = ?", (task_id,)).fetchone()
+    return int(row[0] or 0) + 1
+
+
+def add_student(con: sqlite3.Connection, s: StudentRecord) -> None:
+    con.execute(
+        "INSERT INTO students (task, version, path, base_model, status, metrics, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (s.task, s.version, s.path, s.base_model, s.status, orjson.dumps(s.metrics).decode(),
+         s.created_at or time.time()),
+    )
+
+
+def list_students(con: sqlite3.Connection, task_id: str | None = None) -> list[StudentRecord]:
+    if task_id is None:
+        rows = con.execute("SELECT * FROM students ORDER BY task, version")
+    else:
+        rows = con.execute("SELECT * FROM students WHERE task = ? ORDER BY version", (task_id,))
+    return [_student(r) for r in rows]
+
+
+def best_student(con: sqlite3.Connection, task_id: str) -> StudentRecord | None:
+    """The newest student of a task that passed its held-out gate."""
+    row = con.execute(
+        "SELECT * FROM students WHERE task = ? AND status = 'passed' ORDER BY version DESC LIMIT 1",
+        (task_id,),
+    ).fetchone()
+    return _student(row) if row else None
+
+
+def add_evaluations(
+    con: sqlite3.Connection, task_id: str, version: int, rows: Iterable[dict[str, Any]]
+) -> None:
+    con.execute("BEGIN")
+    con.executemany(
+        "INSERT INTO evaluations (task, version, request_id, score, agree, valid, detail, "
+        "student, teacher, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(task_id, version, r["request_id"], r["score"], int(r["agree"]), int(r["valid"]),
+          r.get("detail"), orjson.dumps(r.get("student")).decode(),
+          orjson.dumps(r.get("teacher")).decode(), r.get("latency_ms")) for r in rows],
+    )
+    con.execute("COMMIT")
