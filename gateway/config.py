@@ -39,6 +39,7 @@ class StoreConfig(_Strict):
     flush_interval_ms: int = Field(100, ge=1)  # longest a record waits before a write
     record_requests: bool = True  # set false to record metadata only (no bodies)
     scrub: bool = False  # scrub secrets/PII from bodies before they are written
+    durability: Literal["async", "sync"] = "async"  # sync: committed before the reply
 
 
 class ModelConfig(_Strict):

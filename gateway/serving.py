@@ -97,14 +97,14 @@ class Proxy:
             )
         return m
 
-    def _finish(self, ex: Exchange, ctx: RequestContext, status: int) -> None:
+    async def _finish(self, ex: Exchange, ctx: RequestContext, status: int) -> None:
         elapsed = time.perf_counter() - ctx.started
         ex.status = status
         ex.latency_ms = elapsed * 1000
         labels = (ex.model, ex.backend, ex.task or "")
         self._metrics.requests.labels(*labels, str(status)).inc()
         self._metrics.latency.labels(*labels).observe(elapsed)
-        self._recorder.record(ex)
+        await self._recorder.submit(ex)
 
     def _exchange(
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, stream: bool
@@ -127,11 +127,11 @@ class Proxy:
         except UpstreamFailure as f:
             err = to_gateway_error(f, model.name)
             ex.error = f.message
-            self._finish(ex, ctx, err.status)
+            await self._finish(ex, ctx, err.status)
             raise err from None
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ex.response = data
-        self._finish(ex, ctx, 200)
+        await self._finish(ex, ctx, 200)
         return data
 
     async def stream(
@@ -154,7 +154,7 @@ class Proxy:
         except UpstreamFailure as f:
             err = to_gateway_error(f, model.name)
             ex.error = f.message
-            self._finish(ex, ctx, err.status)
+            await self._finish(ex, ctx, err.status)
             raise err from None
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ttft = time.perf_counter() - ctx.started
@@ -180,6 +180,8 @@ class Proxy:
                     continue
                 yield sse_event(chunk)
             status = 200
+            # In durable mode the record is committed before the client sees [DONE].
+            await self._finish(ex, ctx, status)
             yield DONE
         except UpstreamFailure as f:
             err = to_gateway_error(f, model_name)
@@ -188,6 +190,7 @@ class Proxy:
             yield sse_event(err.envelope())
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-            if status == 499 and ex.error is None:
-                ex.error = "client closed the connection before the stream ended"
-            self._finish(ex, ctx, status)
+            if status != 200:
+                if status == 499 and ex.error is None:
+                    ex.error = "client closed the connection before the stream ended"
+                await self._finish(ex, ctx, status)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import orjson
 
 from gateway.state import AppState
+from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 
 
@@ -150,3 +152,18 @@ async def test_completions_and_embeddings(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and len(r.json()["data"]) == 2
     emb = [row for row in await rows(client) if row["endpoint"] == "embeddings"][0]
     assert orjson.loads(emb["response"])["data_count"] == 2  # vectors are not stored
+
+
+async def test_sync_durability_commits_before_the_reply(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    cfg = gateway_config(tmp_path, fresh_upstream, store={
+        "path": str(tmp_path / "s.db"), "durability": "sync", "flush_interval_ms": 20})
+    async with running_client(cfg) as c:
+        c.headers["authorization"] = f"Bearer {keys}"
+        r = await c.post("/v1/chat/completions", json=chat("durable"))
+        async with c.stream("POST", "/v1/chat/completions",
+                            json=chat("durable stream", stream=True)) as s:
+            _ = [ln async for ln in s.aiter_lines()]
+        ids = {row["request_id"] for row in await state(c).store.exchanges()}  # no flush()
+        assert {r.headers["x-request-id"], s.headers["x-request-id"]} <= ids

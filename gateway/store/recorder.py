@@ -1,6 +1,9 @@
 """Records exchanges through a bounded queue drained by one background writer.
 
-`Recorder.record` never waits: it puts the exchange on an in-memory queue and returns.
+In the default `async` durability, `Recorder.submit` never waits: it puts the exchange on
+an in-memory queue and returns. In `sync` durability it waits until the batch holding the
+exchange is committed (group commit: concurrent requests share one transaction), and a
+full queue applies back-pressure instead of dropping.
 The writer turns queued exchanges into rows (streams assembled, usage and cost
 extracted) and writes them in batches, one transaction per batch. When the queue is
 full the exchange is dropped, counted in `slimgate_records_dropped_total` and logged —
@@ -13,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -45,7 +48,7 @@ class Exchange:
     error: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    committed: asyncio.Future[None] | None = None  # set in sync durability
 
 
 def _summarise_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +68,7 @@ class Recorder:
         batch_size: int = 500,
         flush_interval_s: float = 0.1,
         record_bodies: bool = True,
+        durable: bool = False,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -72,12 +76,23 @@ class Recorder:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._record_bodies = record_bodies
+        self.durable = durable
         self._costs = CostTable()
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="slimgate-recorder")
+
+    async def submit(self, ex: Exchange) -> None:
+        """Record per the configured durability (see the module docstring)."""
+        if not self.durable:
+            self.record(ex)
+            return
+        ex.committed = asyncio.get_running_loop().create_future()
+        await self._queue.put(ex)
+        self._metrics.record_queue_depth.set(self._queue.qsize())
+        await ex.committed
 
     def record(self, ex: Exchange) -> None:
         try:
@@ -125,7 +140,9 @@ class Recorder:
             log.exception("store write failed; %d records lost", len(rows))
             self._metrics.records_dropped.inc(len(rows))
         finally:
-            for _ in batch:
+            for ex in batch:
+                if ex.committed is not None and not ex.committed.done():
+                    ex.committed.set_result(None)
                 self._queue.task_done()
             self._metrics.record_queue_depth.set(self._queue.qsize())
 

@@ -1,0 +1,146 @@
+"""A student served in-process with transformers, for the embedded (single-process) default.
+
+Generation runs in a worker thread so the event loop never waits on the model. Concurrent
+requests to the same student are batched: the first request opens a short window
+(`batch_wait_ms`), everything that arrives within it is generated together. torch and
+transformers are imported only when the student is loaded (`distill.student`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.upstream.base import Endpoint, UpstreamFailure
+
+_DEFAULT_MAX_TOKENS = 256
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    return int(body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_MAX_TOKENS)
+
+
+class EmbeddedStudentBackend:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        *,
+        max_batch: int = 8,
+        batch_wait_ms: float = 5.0,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self._max_batch = max_batch
+        self._batch_wait_s = batch_wait_ms / 1000
+        self._timeout_s = timeout_s
+        self._student: Any = None
+        self._load_lock = asyncio.Lock()
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
+        self._batcher: asyncio.Task[None] | None = None
+        self._gen_lock = asyncio.Lock()  # one generation at a time on this model
+
+    async def load(self) -> None:
+        if self._student is not None:
+            return
+        async with self._load_lock:
+            if self._student is None:
+                from distill.student import Student
+
+                self._student = await asyncio.to_thread(Student.load, self.path)
+
+    async def _generate_one(self, body: dict[str, Any]) -> Any:
+        await self.load()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((body, fut))
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._run_batch())
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self._timeout_s)
+        except TimeoutError:
+            raise UpstreamFailure(
+                "timeout", f"student '{self.name}' gave no answer within {self._timeout_s:g}s"
+            ) from None
+
+    async def _run_batch(self) -> None:
+        await asyncio.sleep(self._batch_wait_s)
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            requests = [b for b, _ in batch]
+            max_new = max(_max_tokens(b) for b in requests)
+            try:
+                async with self._gen_lock:
+                    results = await asyncio.to_thread(
+                        self._student.generate, requests, max_new_tokens=max_new
+                    )
+            except Exception as e:  # a model failure must fail these requests, not the loop
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(
+                            UpstreamFailure("server", f"student '{self.name}' failed: {e}")
+                        )
+                continue
+            for (_, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+
+    def _response(self, body: dict[str, Any], gens: list[Any]) -> dict[str, Any]:
+        choices = []
+        prompt_tokens = completion_tokens = 0
+        for i, g in enumerate(gens):
+            choices.append({"index": i, "message": g.message, "finish_reason": g.finish_reason,
+                            "logprobs": None})
+            prompt_tokens = g.prompt_tokens
+            completion_tokens += g.completion_tokens
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", self.name),
+            "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        if endpoint != "chat/completions":
+            raise UpstreamFailure("client", f"student '{self.name}' serves chat only", status=400)
+        n = int(body.get("n") or 1)
+        gens = await asyncio.gather(*(self._generate_one(body) for _ in range(n)))
+        return self._response(body, list(gens))
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The whole answer is generated first, then sent as chunks.
+
+        Students are small and fast; generating first lets the gateway check a structured
+        answer against the request's contract before the first byte leaves (see
+        docs/students.md), at the cost of time to first token on long free text.
+        """
+        resp = await self.complete(endpoint, body)
+        head = {"id": resp["id"], "object": "chat.completion.chunk", "created": resp["created"],
+                "model": resp["model"]}
+        for choice in resp["choices"]:
+            i, msg = choice["index"], choice["message"]
+            yield {**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                        "finish_reason": None}]}
+            if msg.get("tool_calls"):
+                calls = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
+                yield {**head, "choices": [{"index": i, "delta": {"tool_calls": calls},
+                                            "finish_reason": None}]}
+            elif msg.get("content"):
+                text = msg["content"]
+                for start in range(0, len(text), 16):
+                    yield {**head, "choices": [{"index": i,
+                                                "delta": {"content": text[start:start + 16]},
+                                                "finish_reason": None}]}
+            yield {**head, "choices": [{"index": i, "delta": {},
+                                        "finish_reason": choice["finish_reason"]}]}
+        yield {**head, "choices": [], "usage": resp["usage"]}
+
+    async def aclose(self) -> None:
+        self._student = None
