@@ -20,6 +20,7 @@ from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
 from gateway.requestid import RequestIdMiddleware
 from gateway.serving import Proxy
 from gateway.state import AppState
@@ -58,6 +59,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     backends = {m.name: build_backend(m, session) for m in config.models}
     upstreams = Upstreams(config, backends, on_failure=count_failure)
+    limiter = RateLimiter(
+        config.server.rate_limit.requests_per_minute, config.server.rate_limit.tokens_per_minute
+    )
     app.state.slimgate = AppState(
         config=config,
         keys=KeyRing.from_env(config.server.api_keys_env),
@@ -66,7 +70,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=recorder,
         session=session,
         upstreams=upstreams,
-        proxy=Proxy(config, upstreams, recorder, metrics),
+        proxy=Proxy(config, upstreams, recorder, metrics, limiter),
+        limiter=limiter,
     )
     try:
         yield

@@ -23,13 +23,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RateLimitConfig(_Strict):
+    requests_per_minute: int = Field(0, ge=0)  # per gateway key; 0 = unlimited
+    tokens_per_minute: int = Field(0, ge=0)  # prompt + completion tokens per key; 0 = unlimited
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"  # address to bind; keep loopback unless behind a proxy
     port: int = Field(8080, ge=1, le=65535)
     api_keys_env: str = "SLIMGATE_API_KEYS"  # env var with comma-separated gateway keys
+    admin_keys_env: str = "SLIMGATE_ADMIN_KEYS"  # env var with admin keys (admin API, dashboard)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # larger request bodies get 413
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    rate_limit: RateLimitConfig = RateLimitConfig()
 
 
 class StoreConfig(_Strict):

@@ -24,6 +24,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
 from gateway.store.recorder import Exchange, Recorder
 from gateway.streams import DONE, sse_event
 from gateway.upstream.base import Endpoint, UpstreamFailure
@@ -34,6 +35,7 @@ from gateway.upstream.pool import Upstreams
 class RequestContext:
     request_id: str
     key_id: str | None
+    caller: str  # the rate-limit bucket: key id, or client address on an open gateway
     created_at: float  # wall clock, for the record
     started: float  # perf_counter, for latency
     task: str | None = None
@@ -79,14 +81,27 @@ def upstream_body(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _total_tokens(ex: Exchange) -> int:
+    usage = (ex.response or {}).get("usage")
+    if usage is None and ex.chunks:
+        usage = ex.chunks[-1].get("usage")
+    return int((usage or {}).get("total_tokens") or 0)
+
+
 class Proxy:
     def __init__(
-        self, config: Config, upstreams: Upstreams, recorder: Recorder, metrics: Metrics
+        self,
+        config: Config,
+        upstreams: Upstreams,
+        recorder: Recorder,
+        metrics: Metrics,
+        limiter: RateLimiter,
     ) -> None:
         self._config = config
         self._upstreams = upstreams
         self._recorder = recorder
         self._metrics = metrics
+        self._limiter = limiter
 
     def resolve(self, name: str) -> ModelConfig:
         m = self._config.model(name)
@@ -104,6 +119,8 @@ class Proxy:
         labels = (ex.model, ex.backend, ex.task or "")
         self._metrics.requests.labels(*labels, str(status)).inc()
         self._metrics.latency.labels(*labels).observe(elapsed)
+        if self._limiter.tpm:
+            self._limiter.charge_tokens(ctx.caller, _total_tokens(ex))
         await self._recorder.submit(ex)
 
     def _exchange(

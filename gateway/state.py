@@ -11,6 +11,7 @@ from fastapi import Request
 from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
 from gateway.serving import Proxy, RequestContext
 from gateway.store.recorder import Recorder
 from gateway.store.sqlite import Store
@@ -27,13 +28,17 @@ class AppState:
     session: aiohttp.ClientSession
     upstreams: Upstreams
     proxy: Proxy
+    limiter: RateLimiter
 
     def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""
         key_id = self.keys.check(request.headers.get("authorization"))
+        caller = key_id or (request.client.host if request.client else "unknown")
+        self.limiter.admit(caller)
         return RequestContext(
             request_id=request.state.request_id,
             key_id=key_id,
+            caller=caller,
             created_at=time.time(),
             started=time.perf_counter(),
         )

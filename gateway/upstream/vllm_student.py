@@ -49,7 +49,7 @@ class VLLMStudentBackend(OpenAIHTTPBackend):
             if resp.status >= 400:
                 raise failure_from_status(resp.status, raw)
         data = orjson.loads(raw)
-        return {m.get("id") for m in data.get("data", []) if isinstance(m, dict)}
+        return {str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)}
 
     async def ensure_adapter(self) -> None:
         """Load the adapter into the vLLM server unless it is there already."""

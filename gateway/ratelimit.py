@@ -1,0 +1,76 @@
+"""Per-key rate limits: requests and tokens per minute, as token buckets in memory.
+
+Each gateway key (or, on an open gateway, each client address) has one bucket of requests
+and one of tokens, refilled continuously. A request is refused with 429 and a Retry-After
+when its request bucket is empty or its token bucket is in debt; tokens are charged after
+the answer, from its usage. Buckets are per replica: with N replicas behind a load
+balancer the effective limit is up to N times the configured one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from gateway.errors import RateLimited
+
+_MAX_BUCKETS = 10_000  # least recently seen callers are forgotten beyond this
+
+
+@dataclass(slots=True)
+class _Bucket:
+    requests: float
+    tokens: float
+    stamp: float
+
+
+class RateLimiter:
+    def __init__(self, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> None:
+        self.rpm = requests_per_minute
+        self.tpm = tokens_per_minute
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rpm or self.tpm)
+
+    def _bucket(self, key: str, now: float) -> _Bucket:
+        b = self._buckets.get(key)
+        if b is None:
+            b = _Bucket(float(self.rpm), float(self.tpm), now)
+            self._buckets[key] = b
+            if len(self._buckets) > _MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            elapsed = now - b.stamp
+            b.requests = min(float(self.rpm), b.requests + elapsed * self.rpm / 60)
+            b.tokens = min(float(self.tpm), b.tokens + elapsed * self.tpm / 60)
+            b.stamp = now
+        return b
+
+    def admit(self, key: str) -> None:
+        """Take one request from the caller's bucket, or raise 429."""
+        if not self.enabled:
+            return
+        b = self._bucket(key, time.monotonic())
+        if self.tpm and b.tokens < 0:
+            wait = -b.tokens * 60 / self.tpm
+            raise RateLimited(
+                f"Token rate limit of {self.tpm} per minute reached for this key.",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        if self.rpm:
+            if b.requests < 1:
+                wait = (1 - b.requests) * 60 / self.rpm
+                raise RateLimited(
+                    f"Request rate limit of {self.rpm} per minute reached for this key.",
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
+                )
+            b.requests -= 1
+
+    def charge_tokens(self, key: str, tokens: int) -> None:
+        if self.tpm and tokens > 0:
+            self._bucket(key, time.monotonic()).tokens -= tokens
