@@ -78,16 +78,19 @@ def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] * 1000 if len(xs) > 1 else xs[0] * 1000
 
 
-def start_slimgate(upstream: str, tmp: Path, key: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_slimgate(
+    upstream: str, tmp: Path, key: str, durability: str = "async"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cfg = tmp / "bench.toml"
+    cfg = tmp / f"bench-{durability}.toml"
     cfg.write_text(f"""
 [server]
 port = {port}
 api_keys_env = "BENCH_KEYS"
 log_level = "warning"
 [store]
-path = "{tmp / 'bench.db'}"
+path = "{tmp / f'bench-{durability}.db'}"
+durability = "{durability}"
 [[models]]
 name = "bench"
 provider = "openai"
@@ -144,6 +147,9 @@ def main() -> None:
         gw, gw_url = start_slimgate(upstream, tmp, key)
         procs.append(gw)
         targets.append(("slimgate", gw_url, key))
+        gw_sync, sync_url = start_slimgate(upstream, tmp, key, "sync")
+        procs.append(gw_sync)
+        targets.append(("slimgate-sync", sync_url, key))
         lp = start_litellm_proxy(upstream, tmp)
         if lp:
             procs.append(lp[0])
@@ -160,9 +166,10 @@ def main() -> None:
             print(f"{name:<15}{conc:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
                   f"{p50 - base[1]:>11.2f}{p99 - base[2]:>11.2f}")
         time.sleep(0.5)
-        con = sqlite3.connect(tmp / "bench.db")
+        con = sqlite3.connect(tmp / "bench-async.db")
         rows = con.execute("SELECT COUNT(*) FROM exchanges").fetchone()
-        print(f"\nslimgate recorded {rows[0]} exchanges (recording on, async batched writes)")
+        print(f"\nslimgate recorded {rows[0]} exchanges (recording on, async batched writes);"
+              f" slimgate-sync commits each record before its reply")
     finally:
         for p in reversed(procs):
             p.terminate()

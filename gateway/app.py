@@ -45,7 +45,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         store, metrics,
         queue_size=config.store.queue_size,
         batch_size=config.store.batch_size,
-        flush_interval_s=config.store.flush_interval_ms / 1000,
         record_bodies=config.store.record_requests,
         durable=config.store.durability == "sync",
     )

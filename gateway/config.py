@@ -42,8 +42,7 @@ class ServerConfig(_Strict):
 class StoreConfig(_Strict):
     path: str = "slimgate.db"  # SQLite file; created with its directory if missing
     queue_size: int = Field(50_000, ge=1)  # records waiting for the writer before drops
-    batch_size: int = Field(500, ge=1)  # rows written per transaction at most
-    flush_interval_ms: int = Field(100, ge=1)  # longest a record waits before a write
+    batch_size: int = Field(500, ge=1, le=1000)  # rows per write transaction at most
     record_requests: bool = True  # set false to record metadata only (no bodies)
     scrub: bool = False  # scrub secrets/PII from bodies before they are written
     durability: Literal["async", "sync"] = "async"  # sync: committed before the reply

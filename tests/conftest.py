@@ -37,7 +37,7 @@ def fresh_upstream(upstream: FakeUpstream) -> FakeUpstream:
 def gateway_config(tmp_path: Path, upstream: FakeUpstream, **overrides: Any) -> Config:
     data: dict[str, Any] = {
         "server": {"api_keys_env": "SLIMGATE_TEST_KEYS"},
-        "store": {"path": str(tmp_path / "slimgate.db"), "flush_interval_ms": 10},
+        "store": {"path": str(tmp_path / "slimgate.db")},
         "models": [
             {"name": "gpt-test", "provider": "openai", "base_url": upstream.base_url,
              "model": "upstream-model", "api_key_env": "SLIMGATE_TEST_PROVIDER_KEY",

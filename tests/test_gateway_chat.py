@@ -158,7 +158,7 @@ async def test_sync_durability_commits_before_the_reply(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     cfg = gateway_config(tmp_path, fresh_upstream, store={
-        "path": str(tmp_path / "s.db"), "durability": "sync", "flush_interval_ms": 20})
+        "path": str(tmp_path / "s.db"), "durability": "sync"})
     async with running_client(cfg) as c:
         c.headers["authorization"] = f"Bearer {keys}"
         r = await c.post("/v1/chat/completions", json=chat("durable"))

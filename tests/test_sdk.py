@@ -46,7 +46,6 @@ api_keys_env = "SDK_TEST_KEYS"
 
 [store]
 path = "{db}"
-flush_interval_ms = 20
 
 [[models]]
 name = "gpt-4o-mini"

@@ -62,7 +62,7 @@ async def test_newer_file_is_refused(tmp_path: Path) -> None:
 async def test_recorder_writes_in_batches_and_flushes_on_close(tmp_path: Path) -> None:
     store = await Store.open(str(tmp_path / "s.db"))
     metrics = Metrics()
-    rec = Recorder(store, metrics, batch_size=7, flush_interval_s=0.01)
+    rec = Recorder(store, metrics, batch_size=7)
     rec.start()
     for i in range(100):
         rec.record(exchange(i))

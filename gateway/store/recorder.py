@@ -66,7 +66,6 @@ class Recorder:
         *,
         queue_size: int = 50_000,
         batch_size: int = 500,
-        flush_interval_s: float = 0.1,
         record_bodies: bool = True,
         durable: bool = False,
     ) -> None:
@@ -74,7 +73,6 @@ class Recorder:
         self._metrics = metrics
         self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
-        self._flush_interval_s = flush_interval_s
         self._record_bodies = record_bodies
         self.durable = durable
         self._costs = CostTable()
@@ -111,17 +109,16 @@ class Recorder:
         return self._queue.qsize()
 
     async def _run(self) -> None:
+        # Natural batching: take everything queued (up to batch_size) and write it in one
+        # transaction; whatever arrives meanwhile is the next batch. Items are taken with
+        # get_nowait, never one await per item: under load each await costs a full turn
+        # of a busy event loop.
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = time.monotonic() + self._flush_interval_s
+            batch = [await self._queue.get()]
             while len(batch) < self._batch_size:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
                     break
             await self._write(batch)
 

@@ -1,0 +1,81 @@
+"""Helpers to run the fake upstream and `slimgate serve` as real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_upstream_process() -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_upstream"], cwd=ROOT,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def write_config(tmp: Path, upstream: str, port: int, extra_store: str = "") -> Path:
+    cfg = tmp / "config.toml"
+    cfg.write_text(f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+api_keys_env = "SERVED_TEST_KEYS"
+log_level = "warning"
+
+[store]
+path = "{tmp / 'store.db'}"
+{extra_store}
+
+[[models]]
+name = "m"
+provider = "openai"
+base_url = "{upstream}"
+api_key_env = "SERVED_TEST_PROVIDER_KEY"
+max_retries = 0
+""")
+    return cfg
+
+
+def start_gateway(cfg: Path, port: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("gateway did not become ready:\n" + log.read_text())
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
