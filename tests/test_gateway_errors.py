@@ -176,3 +176,25 @@ async def test_openapi_documents_request_bodies(client: httpx.AsyncClient) -> No
         "application/json"]["schema"]["$ref"]
     assert ref.endswith("ChatCompletionRequest")
     assert "messages" in spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+
+
+async def test_stream_slow_first_byte_times_out_cleanly(client: httpx.AsyncClient) -> None:
+    async with client.stream("POST", "/v1/chat/completions",
+                             json={**chat("fault:slowfirst"), "model": "backup",
+                                   "stream": True}) as r:
+        assert r.status_code == 504  # no chunk within timeout_s: a plain HTTP error
+        await r.aread()
+        assert r.json()["error"]["code"] == "upstream_timeout"
+
+
+async def test_cors_off_by_default_and_configurable(
+    tmp_path: Path, fresh_upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    pre = {"origin": "https://app.example.com", "access-control-request-method": "POST"}
+    r = await client.options("/v1/chat/completions", headers=pre)
+    assert "access-control-allow-origin" not in r.headers
+    cfg = gateway_config(tmp_path, fresh_upstream, server={
+        "api_keys_env": "SLIMGATE_TEST_KEYS", "cors_origins": ["https://app.example.com"]})
+    async with running_client(cfg) as c:
+        r = await c.options("/v1/chat/completions", headers=pre)
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
