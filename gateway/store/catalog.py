@@ -27,6 +27,10 @@ class TaskRecord:
     info: dict[str, Any] = field(default_factory=dict)  # fingerprints, centroid, counts
     created_at: float = 0.0
     updated_at: float = 0.0
+    step: int = 0  # canary step index while in canary
+    stage_since: float | None = None  # when the current stage/step began
+    student_version: int | None = None  # the student shadowed or serving
+    pin: str | None = None  # operator pin: teacher | student
 
 
 @dataclass
@@ -44,7 +48,8 @@ def _task(row: sqlite3.Row) -> TaskRecord:
     return TaskRecord(
         id=row["id"], label=row["label"], kind=row["kind"], stage=row["stage"],
         explicit=bool(row["explicit"]), info=orjson.loads(row["info"]),
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"], step=row["step"],
+        stage_since=row["stage_since"], student_version=row["student_version"], pin=row["pin"],
     )
 
 

@@ -76,6 +76,48 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX evaluations_task ON evaluations(task, version);
     """,
+    # 3: routing state per task, live shadow/audit comparisons, the stage-change audit log
+    """
+    ALTER TABLE exchanges ADD COLUMN student_version INTEGER;  -- student that served it
+    ALTER TABLE exchanges ADD COLUMN fallback TEXT;  -- why a student answer was replaced
+    ALTER TABLE tasks ADD COLUMN step INTEGER NOT NULL DEFAULT 0;  -- canary step index
+    ALTER TABLE tasks ADD COLUMN stage_since REAL;  -- when the current stage/step began
+    ALTER TABLE tasks ADD COLUMN student_version INTEGER;  -- student shadowed or serving
+    ALTER TABLE tasks ADD COLUMN pin TEXT;  -- operator pin: teacher | student
+    CREATE TABLE comparisons (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at    REAL NOT NULL,
+        task          TEXT NOT NULL,
+        version       INTEGER NOT NULL,       -- student version compared
+        mode          TEXT NOT NULL,          -- shadow (teacher served) | audit (student served)
+        request_id    TEXT NOT NULL,
+        score         REAL NOT NULL,
+        agree         INTEGER NOT NULL,
+        valid         INTEGER NOT NULL,
+        detail        TEXT,
+        student       TEXT,                   -- JSON assistant message
+        teacher       TEXT,                   -- JSON assistant message
+        student_ms    REAL,
+        teacher_ms    REAL,
+        student_tokens INTEGER,
+        teacher_tokens INTEGER
+    );
+    CREATE INDEX comparisons_task ON comparisons(task, version, created_at);
+    CREATE TABLE stage_changes (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at            REAL NOT NULL,
+        task          TEXT NOT NULL,
+        from_stage    TEXT NOT NULL,
+        from_step     INTEGER NOT NULL,
+        to_stage      TEXT NOT NULL,
+        to_step       INTEGER NOT NULL,
+        version       INTEGER,                -- student version concerned
+        actor         TEXT NOT NULL,          -- policy | operator | distill
+        reason        TEXT NOT NULL,
+        evidence      TEXT                    -- JSON: the numbers behind the decision
+    );
+    CREATE INDEX stage_changes_task ON stage_changes(task, at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

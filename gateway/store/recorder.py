@@ -49,6 +49,37 @@ class Exchange:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     committed: asyncio.Future[None] | None = None  # set in sync durability
+    student_version: int | None = None  # the student that served or was tried
+    fallback: str | None = None  # why the student's answer was replaced by the teacher's
+
+
+@dataclass(slots=True)
+class LiveComparison:
+    """A shadow or audit comparison of a student's answer with the teacher's."""
+
+    created_at: float
+    task: str
+    version: int
+    mode: str  # shadow | audit
+    request_id: str
+    score: float
+    agree: bool
+    valid: bool
+    detail: str
+    student: dict[str, Any] | None
+    teacher: dict[str, Any] | None
+    student_ms: float | None
+    teacher_ms: float | None
+    student_tokens: int | None
+    teacher_tokens: int | None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.created_at, self.task, self.version, self.mode, self.request_id, self.score,
+            int(self.agree), int(self.valid), self.detail,
+            orjson.dumps(self.student).decode(), orjson.dumps(self.teacher).decode(),
+            self.student_ms, self.teacher_ms, self.student_tokens, self.teacher_tokens,
+        )
 
 
 def _summarise_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +102,7 @@ class Recorder:
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Exchange | LiveComparison] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._record_bodies = record_bodies
         self.durable = durable
@@ -92,7 +123,7 @@ class Recorder:
         self._metrics.record_queue_depth.set(self._queue.qsize())
         await ex.committed
 
-    def record(self, ex: Exchange) -> None:
+    def record(self, ex: Exchange | LiveComparison) -> None:
         try:
             self._queue.put_nowait(ex)
         except asyncio.QueueFull:
@@ -122,23 +153,30 @@ class Recorder:
                     break
             await self._write(batch)
 
-    async def _write(self, batch: list[Exchange]) -> None:
+    async def _write(self, batch: list[Exchange | LiveComparison]) -> None:
         rows = []
+        comparisons = []
         for ex in batch:
             try:
-                rows.append(self._row(ex))
+                if isinstance(ex, LiveComparison):
+                    comparisons.append(ex.row())
+                else:
+                    rows.append(self._row(ex))
             except Exception:
                 log.exception("could not build the record for request %s", ex.request_id)
                 self._metrics.records_dropped.inc()
         try:
-            await self._store.write_exchanges(rows)
-            self._metrics.records_written.inc(len(rows))
+            if rows:
+                await self._store.write_exchanges(rows)
+            if comparisons:
+                await self._store.write_comparisons(comparisons)
+            self._metrics.records_written.inc(len(rows) + len(comparisons))
         except Exception:
-            log.exception("store write failed; %d records lost", len(rows))
-            self._metrics.records_dropped.inc(len(rows))
+            log.exception("store write failed; %d records lost", len(rows) + len(comparisons))
+            self._metrics.records_dropped.inc(len(rows) + len(comparisons))
         finally:
             for ex in batch:
-                if ex.committed is not None and not ex.committed.done():
+                if isinstance(ex, Exchange) and ex.committed is not None and not ex.committed.done():
                     ex.committed.set_result(None)
                 self._queue.task_done()
             self._metrics.record_queue_depth.set(self._queue.qsize())
@@ -171,7 +209,7 @@ class Recorder:
             orjson.dumps(ex.request).decode() if keep and ex.request is not None else None,
             orjson.dumps(resp).decode() if keep and resp is not None else None,
             ex.status, ex.error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
-            completion_tokens, cost,
+            completion_tokens, cost, ex.student_version, ex.fallback,
         )
 
     async def flush(self) -> None:

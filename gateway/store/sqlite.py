@@ -17,7 +17,11 @@ from gateway.store.migrations import StoreError, connect
 EXCHANGE_COLUMNS = (
     "request_id", "created_at", "key_id", "endpoint", "model", "upstream", "backend", "task",
     "stream", "request", "response", "status", "error", "finish_reason", "latency_ms",
-    "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd",
+    "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "student_version", "fallback",
+)
+COMPARISON_COLUMNS = (
+    "created_at", "task", "version", "mode", "request_id", "score", "agree", "valid", "detail",
+    "student", "teacher", "student_ms", "teacher_ms", "student_tokens", "teacher_tokens",
 )
 _ROW = "(" + ", ".join("?" for _ in EXCHANGE_COLUMNS) + ")"
 
@@ -56,6 +60,19 @@ class Store:
         # One statement, one implicit transaction: a single round trip to aiosqlite's
         # thread, which matters when the event loop is busy serving requests.
         await self._db.execute(_INSERT_MANY(len(rows)), [v for row in rows for v in row])
+
+    async def write_comparisons(self, rows: Sequence[Sequence[Any]]) -> None:
+        marks = "(" + ", ".join("?" for _ in COMPARISON_COLUMNS) + ")"
+        await self._db.execute(
+            f"INSERT INTO comparisons ({', '.join(COMPARISON_COLUMNS)}) VALUES "
+            + ", ".join([marks] * len(rows)),
+            [v for row in rows for v in row],
+        )
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        """Every task row (the gateway's routing table is built from these)."""
+        async with self._db.execute("SELECT * FROM tasks") as cur:
+            return [dict(r) for r in await cur.fetchall()]
 
     async def ping(self) -> bool:
         try:

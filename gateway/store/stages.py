@@ -1,0 +1,155 @@
+"""Task stages in the store: changing them (with the audit log), pins, and the evidence the
+gate reads (live comparisons, student-served requests, fallbacks, latency).
+
+Synchronous sqlite3, for the worker, the CLI and the admin API (in a thread). Every stage
+change and the log line describing it are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.store.catalog import STAGES
+
+ERROR_FALLBACKS = ("timeout", "error")  # fallbacks caused by the student failing outright
+
+
+@dataclass
+class StageChange:
+    seq: int
+    at: float
+    task: str
+    from_stage: str
+    from_step: int
+    to_stage: str
+    to_step: int
+    version: int | None
+    actor: str
+    reason: str
+    evidence: dict[str, Any]
+
+
+def set_stage(
+    con: sqlite3.Connection,
+    task_id: str,
+    to_stage: str,
+    *,
+    to_step: int = 0,
+    version: int | None = None,
+    actor: str,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> StageChange:
+    """Move a task to a stage (and canary step) and log why, atomically."""
+    if to_stage not in STAGES:
+        raise ValueError(f"unknown stage {to_stage!r}; stages are {', '.join(STAGES)}")
+    now = time.time() if now is None else now
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        row = con.execute(
+            "SELECT stage, step, student_version FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"task '{task_id}' does not exist")
+        if version is None:
+            version = row["student_version"]
+        con.execute(
+            "UPDATE tasks SET stage = ?, step = ?, stage_since = ?, student_version = ?, "
+            "updated_at = ? WHERE id = ?",
+            (to_stage, to_step, now, version, now, task_id),
+        )
+        cur = con.execute(
+            "INSERT INTO stage_changes (at, task, from_stage, from_step, to_stage, to_step, "
+            "version, actor, reason, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, task_id, row["stage"], row["step"], to_stage, to_step, version, actor, reason,
+             orjson.dumps(evidence or {}).decode()),
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return StageChange(
+        int(cur.lastrowid or 0), now, task_id, row["stage"], row["step"], to_stage, to_step,
+        version, actor, reason, evidence or {},
+    )
+
+
+def set_pin(con: sqlite3.Connection, task_id: str, pin: str | None) -> None:
+    if pin not in (None, "teacher", "student"):
+        raise ValueError(f"pin must be 'teacher' or 'student', not {pin!r}")
+    cur = con.execute(
+        "UPDATE tasks SET pin = ?, updated_at = ? WHERE id = ?", (pin, time.time(), task_id)
+    )
+    if cur.rowcount == 0:
+        raise KeyError(f"task '{task_id}' does not exist")
+
+
+def set_student_status(con: sqlite3.Connection, task_id: str, version: int, status: str) -> None:
+    con.execute(
+        "UPDATE students SET status = ? WHERE task = ? AND version = ?", (status, task_id, version)
+    )
+
+
+def stage_changes(
+    con: sqlite3.Connection, task_id: str | None = None, limit: int = 200
+) -> list[StageChange]:
+    sql = "SELECT * FROM stage_changes"
+    args: list[Any] = []
+    if task_id is not None:
+        sql += " WHERE task = ?"
+        args.append(task_id)
+    sql += " ORDER BY seq DESC LIMIT ?"
+    args.append(limit)
+    return [
+        StageChange(
+            r["seq"], r["at"], r["task"], r["from_stage"], r["from_step"], r["to_stage"],
+            r["to_step"], r["version"], r["actor"], r["reason"], orjson.loads(r["evidence"] or "{}"),
+        )
+        for r in con.execute(sql, args)
+    ][::-1]
+
+
+def live_evidence(
+    con: sqlite3.Connection, task_id: str, version: int, since: float
+) -> dict[str, Any]:
+    """What live traffic says about one student version since `since` (plain numbers)."""
+    n, agree = con.execute(
+        "SELECT COUNT(*), COALESCE(SUM(agree), 0) FROM comparisons "
+        "WHERE task = ? AND version = ? AND created_at >= ?",
+        (task_id, version, since),
+    ).fetchone()
+    served, fallbacks, errors = con.execute(
+        "SELECT COUNT(*), COALESCE(SUM(fallback IS NOT NULL), 0), "
+        f"COALESCE(SUM(fallback IN ({', '.join('?' for _ in ERROR_FALLBACKS)})), 0) "
+        "FROM exchanges WHERE task = ? AND student_version = ? AND created_at >= ?",
+        (*ERROR_FALLBACKS, task_id, version, since),
+    ).fetchone()
+    latencies = sorted(
+        r[0] for r in con.execute(
+            "SELECT latency_ms FROM exchanges WHERE task = ? AND student_version = ? "
+            "AND backend = 'student' AND created_at >= ? AND latency_ms IS NOT NULL "
+            "ORDER BY seq DESC LIMIT 2000",
+            (task_id, version, since),
+        )
+    )
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
+    return {
+        "live_n": int(n), "live_agree": int(agree), "student_served": int(served),
+        "fallbacks": int(fallbacks), "student_errors": int(errors), "student_p95_ms": p95,
+    }
+
+
+def count_task_examples(con: sqlite3.Connection, task_id: str) -> int:
+    """Successful teacher answers recorded for a task (what a retrain would learn from)."""
+    row = con.execute(
+        "SELECT COUNT(*) FROM exchanges WHERE task = ? AND status = 200 AND backend = 'teacher' "
+        "AND endpoint = 'chat/completions'",
+        (task_id,),
+    ).fetchone()
+    return int(row[0])
