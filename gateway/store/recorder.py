@@ -176,8 +176,9 @@ class Recorder:
             self._metrics.records_dropped.inc(len(rows) + len(comparisons))
         finally:
             for ex in batch:
-                if isinstance(ex, Exchange) and ex.committed is not None and not ex.committed.done():
-                    ex.committed.set_result(None)
+                done = ex.committed if isinstance(ex, Exchange) else None
+                if done is not None and not done.done():
+                    done.set_result(None)
                 self._queue.task_done()
             self._metrics.record_queue_depth.set(self._queue.qsize())
 

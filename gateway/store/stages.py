@@ -109,7 +109,8 @@ def stage_changes(
     return [
         StageChange(
             r["seq"], r["at"], r["task"], r["from_stage"], r["from_step"], r["to_stage"],
-            r["to_step"], r["version"], r["actor"], r["reason"], orjson.loads(r["evidence"] or "{}"),
+            r["to_step"], r["version"], r["actor"], r["reason"],
+            orjson.loads(r["evidence"] or "{}"),
         )
         for r in con.execute(sql, args)
     ][::-1]
