@@ -1,0 +1,203 @@
+"""The stage machine of a task: promote, hold or roll back, from counted evidence.
+
+observe → shadow → canary (each step) → primary, gated on the Wilson lower bound of
+agreement over enough comparisons; any later stage rolls back to observe when the upper
+bound falls below the bar, or the student falls back, fails or lags too often.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from policies.settings import TaskPolicy
+from policies.stats import wilson
+
+Stage = Literal["observe", "shadow", "canary", "primary"]
+Action = Literal["promote", "hold", "rollback"]
+STAGES: tuple[Stage, ...] = ("observe", "shadow", "canary", "primary")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    stage: Stage
+    step: int | None = None  # index into canary_steps while in canary
+    stage_since: float = 0.0  # unix time the current stage (or canary step) began
+    student_version: int | None = None  # the student that would serve; None = none yet
+    heldout_passed: bool | None = None  # distill's own held-out verdict; None = not evaluated
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Counts since `stage_since`, for the current student version."""
+
+    heldout_n: int = 0  # held-out comparisons
+    heldout_agree: int = 0
+    live_n: int = 0  # live comparisons: shadow + audit
+    live_agree: int = 0
+    student_served: int = 0  # requests the student answered for the client (or tried to)
+    fallbacks: int = 0  # of those, answers replaced by the teacher (contract violations)
+    student_errors: int = 0  # of those, student failures (crash, timeout)
+    student_p95_ms: float | None = None  # p95 latency of student-served requests
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    to_stage: Stage
+    to_step: int | None  # canary step index when to_stage is canary, else None
+    reason: str  # one readable sentence with the numbers
+    evidence: dict[str, Any]  # the numbers used, for the audit log
+
+
+def _agreement(name: str, agree: int, n: int, bounds: tuple[float, float]) -> str:
+    rate = agree / n if n else 0.0
+    return f"{name} agreement {rate:.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}] over {n} comparisons"
+
+
+def _where(stage: str, step: int | None, policy: TaskPolicy) -> str:
+    if stage != "canary":
+        return stage
+    steps = policy.canary_steps
+    return f"canary {steps[_step(step, policy)]}%" if steps else "canary"
+
+
+def _step(step: int | None, policy: TaskPolicy) -> int:
+    return min(max(step or 0, 0), max(len(policy.canary_steps) - 1, 0))
+
+
+def _numbers(state: TaskState, ev: Evidence, policy: TaskPolicy, now: float) -> dict[str, Any]:
+    served = ev.student_served
+    heldout = wilson(ev.heldout_agree, ev.heldout_n, policy.confidence)
+    live = wilson(ev.live_agree, ev.live_n, policy.confidence)
+    return {
+        **asdict(ev),
+        "heldout_lower": heldout[0], "heldout_upper": heldout[1],
+        "live_lower": live[0], "live_upper": live[1],
+        "fallback_rate": ev.fallbacks / served if served else 0.0,
+        "error_rate": ev.student_errors / served if served else 0.0,
+        "seconds_in_stage": max(0.0, now - state.stage_since),
+        "min_agreement": policy.min_agreement,
+        "confidence": policy.confidence,
+        "student_version": state.student_version,
+    }
+
+
+def _rollback_trigger(ev: Evidence, policy: TaskPolicy, num: dict[str, Any]) -> str | None:
+    bar = policy.min_agreement
+    if ev.live_n >= policy.rollback_min_comparisons and num["live_upper"] < bar:
+        return (_agreement("live", ev.live_agree, ev.live_n, (num["live_lower"], num["live_upper"]))
+                + f", upper bound {num['live_upper']:.2f} < {bar:.2f}")
+    served = ev.student_served
+    if served < policy.rollback_min_requests:
+        return None
+    if num["fallback_rate"] > policy.max_fallback_rate:
+        return (f"fallback rate {num['fallback_rate']:.2f} ({ev.fallbacks} of {served} "
+                f"student-served) > {policy.max_fallback_rate:.2f}")
+    if num["error_rate"] > policy.max_error_rate:
+        return (f"error rate {num['error_rate']:.2f} ({ev.student_errors} of {served} "
+                f"student-served) > {policy.max_error_rate:.2f}")
+    p95 = ev.student_p95_ms
+    if p95 is not None and p95 > policy.max_p95_latency_ms:
+        return (f"student p95 latency {p95:.0f} ms over {served} requests "
+                f"> {policy.max_p95_latency_ms:.0f} ms")
+    return None
+
+
+def _needs(n: int, need: int, what: str, lower: float, bar: float) -> list[str]:
+    """What stands between `n` comparisons with this lower bound and the gate."""
+    missing = [f"needs {need} {what} comparisons, has {n}"] if n < need else []
+    if n and lower < bar:
+        missing.append(f"{what} lower bound {lower:.2f} < {bar:.2f}")
+    return missing
+
+
+def _next(state: TaskState, policy: TaskPolicy) -> tuple[Stage, int | None]:
+    steps = policy.canary_steps
+    if state.stage == "observe":
+        return "shadow", None
+    if state.stage == "shadow":
+        return ("canary", 0) if steps else ("primary", None)
+    k = _step(state.step, policy)
+    return ("canary", k + 1) if k + 1 < len(steps) else ("primary", None)
+
+
+def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float) -> Verdict:
+    """Promote, hold or roll back one task; pure, so it can be re-run and audited."""
+    if state.stage not in STAGES:
+        raise ValueError(f"unknown stage {state.stage!r}; expected one of {STAGES}")
+    num = _numbers(state, evidence, policy, now)
+    here = _where(state.stage, state.step, policy)
+
+    def verdict(action: Action, stage: Stage, step: int | None, reason: str) -> Verdict:
+        if action == "hold":
+            reason = f"{here}: {reason}"
+        else:
+            reason = f"{reason}: {here} → {_where(stage, step, policy)}"
+        return Verdict(action, stage, step if stage == "canary" else None, reason, num)
+
+    def hold(missing: list[str]) -> Verdict:
+        return verdict("hold", state.stage, state.step, "; ".join(missing))
+
+    if policy.pin == "teacher":
+        if state.stage != "observe":
+            return verdict("rollback", "observe", None, "task is pinned to the teacher")
+        return hold(["pinned to the teacher, never distilled nor routed to a student"])
+    if policy.pin == "student":
+        return hold(["pinned to the student, which serves every request without gates"])
+    bar = policy.min_agreement
+    if state.stage == "observe":
+        missing = _observe_missing(state, evidence, policy, num)
+        if missing:
+            return hold(missing)
+        heldout = _agreement("held-out", evidence.heldout_agree, evidence.heldout_n,
+                             (num["heldout_lower"], num["heldout_upper"]))
+        return verdict("promote", "shadow", None, f"{heldout} ≥ {bar:.2f}")
+    if state.student_version is None:
+        return verdict("rollback", "observe", None, "no student to serve")
+    trigger = _rollback_trigger(evidence, policy, num)
+    if trigger:
+        return verdict("rollback", "observe", None, trigger)
+    live = _agreement("live", evidence.live_agree, evidence.live_n,
+                      (num["live_lower"], num["live_upper"]))
+    if state.stage == "primary":
+        return hold([f"{live}; no rollback trigger"])
+    need = policy.min_live if state.stage == "shadow" else policy.canary_min_comparisons
+    missing = _needs(evidence.live_n, need, "live", num["live_lower"], bar)
+    if state.stage == "canary" and num["seconds_in_stage"] < policy.canary_min_seconds:
+        missing.append(f"needs {policy.canary_min_seconds:.0f} s at this step, "
+                       f"has {num['seconds_in_stage']:.0f} s")
+    if missing:
+        return hold(missing)
+    return verdict("promote", *_next(state, policy), f"{live} ≥ {bar:.2f}")
+
+
+def _observe_missing(state: TaskState, ev: Evidence, policy: TaskPolicy,
+                     num: dict[str, Any]) -> list[str]:
+    """What keeps a task in observe: no student, a failed held-out run, or thin evidence."""
+    if state.student_version is None:
+        return ["no student yet"]
+    if state.heldout_passed is False:
+        return [f"student v{state.student_version} failed its held-out evaluation"]
+    return _needs(ev.heldout_n, policy.min_heldout, "held-out", num["heldout_lower"],
+                  policy.min_agreement)
+
+
+def should_retrain(task_examples: int, trained_on: int, live_upper: float | None,
+                   policy: TaskPolicy, *, heldout_passed: bool = True) -> str | None:
+    """Why the task's student should be retrained now, or None.
+
+    Growth: the task's clean data grew by `retrain_growth` since the student was trained.
+    Drift: live agreement's upper bound fell below `min_agreement` although the student
+    passed its held-out set, so the traffic no longer looks like what it learned from.
+    """
+    reasons = []
+    if (policy.retrain_on_drift and heldout_passed and live_upper is not None
+            and live_upper < policy.min_agreement):
+        reasons.append(f"live agreement upper bound {live_upper:.2f} < "
+                       f"{policy.min_agreement:.2f} while the held-out set passed (drift)")
+    if trained_on > 0 and task_examples >= trained_on * (1.0 + policy.retrain_growth):
+        grown = task_examples / trained_on - 1.0
+        reasons.append(f"clean data grew {grown:.0%} since training ({trained_on} → "
+                       f"{task_examples} examples, threshold {policy.retrain_growth:.0%})")
+    return "; ".join(reasons) or None

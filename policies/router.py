@@ -1,0 +1,142 @@
+"""Who serves a request, and whether the other model answers it too in the background.
+
+Canary routing is sticky: a stable hash puts each conversation (or user) in a bucket in
+[0, 1), and the student serves buckets below the canary share. Raising the share only moves
+more buckets to the student, never back. Shadow and audit samples hash the request id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from policies.gate import STAGES
+from policies.settings import TaskPolicy
+
+SESSION_HEADER = "x-slimgate-session"
+_STICKY_SALT = b"sg-sticky"
+_SHADOW_SALT = b"sg-shadow"
+_AUDIT_SALT = b"sg-audit"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    serve: Literal["teacher", "student"]
+    shadow: bool = False  # teacher serves; the student answers too, in the background
+    audit: bool = False  # student serves; the teacher answers too, in the background
+
+
+TEACHER = Route("teacher")
+
+
+def unit_hash(key: str, salt: bytes) -> float:
+    """A stable, uniform number in [0, 1) for `key`; different salts are independent."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, salt=salt)
+    return int.from_bytes(digest.digest(), "big") / 2.0**64
+
+
+def route(*, stage: str, share_percent: float, sticky_key: str, request_id: str,
+          shadow_rate: float, audit_rate: float, pin: str | None, has_student: bool) -> Route:
+    """Decide one request. `share_percent` only matters in canary; `audit_rate` is the rate
+    for the stage at hand (the caller passes primary_audit_rate in primary)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    if not has_student or pin == "teacher":
+        return TEACHER
+    audit = unit_hash(request_id, _AUDIT_SALT) < audit_rate
+    if pin == "student" or stage == "primary":
+        return Route("student", audit=audit)
+    if stage == "observe":
+        return TEACHER
+    if stage == "shadow":
+        return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT) < shadow_rate)
+    if unit_hash(sticky_key, _STICKY_SALT) < share_percent / 100.0:
+        return Route("student", audit=audit)
+    # Teacher-served canary traffic keeps shadowing: at a 5% share with 10% audits only 0.5%
+    # of requests would be compared, and a step could wait days for its comparisons.
+    return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT) < shadow_rate)
+
+
+def canary_share(policy: TaskPolicy, stage: str, step: int | None) -> float:
+    """The student's share in percent for a stage and canary step (clamped to the steps)."""
+    if stage == "primary":
+        return 100.0
+    if stage != "canary" or not policy.canary_steps:
+        return 0.0
+    index = min(max(step or 0, 0), len(policy.canary_steps) - 1)
+    return float(policy.canary_steps[index])
+
+
+def route_task(policy: TaskPolicy, *, stage: str, step: int | None, sticky_key: str,
+               request_id: str, has_student: bool) -> Route:
+    """`route` with the share and rates taken from a task's resolved policy."""
+    forced = policy.pin == "student" or stage == "primary"
+    return route(
+        stage=stage,
+        share_percent=canary_share(policy, stage, step),
+        sticky_key=sticky_key,
+        request_id=request_id,
+        shadow_rate=policy.shadow_rate,
+        audit_rate=policy.primary_audit_rate if forced else policy.audit_rate,
+        pin=policy.pin,
+        has_student=has_student,
+    )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:  # a plain dict is case-sensitive; HTTP header names are not
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return (value.strip() or None) if value else None
+
+
+def _user(request: dict[str, Any]) -> str | None:
+    metadata = request.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    for value in (request.get("user"), request.get("safety_identifier"),
+                  metadata.get("user"), metadata.get("user_id")):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _conversation(request: dict[str, Any]) -> str | None:
+    """A digest of the system prompt and first user message: constant over a conversation."""
+    system = first_user = None
+    for message in request.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if system is None and role in ("system", "developer"):
+            system = message.get("content")
+        if role == "user":
+            first_user = message.get("content")
+            break
+    if first_user is None:
+        return None
+    text = json.dumps([system, first_user], sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def sticky_key(request: dict[str, Any], headers: Mapping[str, str], mode: str,
+               request_id: str) -> str:
+    """The key that keeps related requests on one backend within a canary step.
+
+    "user": the request's user (or metadata user); without one, falls back to the
+    conversation. "conversation": the x-slimgate-session header, else a digest of the
+    system prompt and first user message. Either falls back to the request id.
+    """
+    if mode not in ("conversation", "user", "request"):
+        raise ValueError(f"unknown sticky mode {mode!r}")
+    if mode == "user" and (user := _user(request)):
+        return f"user:{user}"
+    if mode in ("user", "conversation"):
+        if session := _header(headers, SESSION_HEADER):
+            return f"session:{session}"
+        if digest := _conversation(request):
+            return f"conv:{digest}"
+    return f"request:{request_id}"
