@@ -15,20 +15,24 @@ import aiohttp
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from gateway import ops_routes, routes
+from gateway import admin_routes, ops_routes, report_routes, routes
 from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
 from gateway.requestid import RequestIdMiddleware
+from gateway.routing import RoutingTable
 from gateway.serving import Proxy
+from gateway.shadow import ShadowRunner
 from gateway.state import AppState
 from gateway.store.recorder import Recorder
 from gateway.store.sqlite import Store
+from gateway.students import StudentFactory, StudentPool
 from gateway.upstream.base import UpstreamFailure
 from gateway.upstream.litellm_backend import import_litellm
 from gateway.upstream.pool import Upstreams, build_backend
+from gateway.worker_process import start_worker, stop_worker
 
 log = logging.getLogger("slimgate")
 
@@ -61,6 +65,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter = RateLimiter(
         config.server.rate_limit.requests_per_minute, config.server.rate_limit.tokens_per_minute
     )
+    students = StudentPool(config, session, app.state.student_factory)
+    routing = RoutingTable(config, store, students)
+    await routing.refresh()
+    routing.start()
+    shadow = ShadowRunner(config, upstreams, recorder, metrics)
+    shadow.start()
+    worker = start_worker(app.state.config_path, config)
     app.state.slimgate = AppState(
         config=config,
         keys=KeyRing.from_env(config.server.api_keys_env),
@@ -69,12 +80,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=recorder,
         session=session,
         upstreams=upstreams,
-        proxy=Proxy(config, upstreams, recorder, metrics, limiter),
+        proxy=Proxy(config, upstreams, recorder, metrics, limiter, routing, shadow),
         limiter=limiter,
+        routing=routing,
+        shadow=shadow,
+        students=students,
     )
     try:
         yield
     finally:
+        stop_worker(worker)
+        await routing.aclose()
+        await shadow.aclose()
+        await students.aclose()
         await upstreams.aclose()
         await session.close()
         await recorder.close()
@@ -103,12 +121,21 @@ def _openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(config: Config) -> FastAPI:
+def create_app(
+    config: Config, *, config_path: str | None = None,
+    student_factory: StudentFactory | None = None,
+) -> FastAPI:
+    """The gateway app. With `config_path` and `worker.embedded`, it runs the worker too;
+    `student_factory` replaces how student backends are built (tests, custom engines)."""
     app = FastAPI(title="slimgate", version="0.1.0", lifespan=_lifespan)
     app.state.config = config
+    app.state.config_path = config_path
+    app.state.student_factory = student_factory
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(ops_routes.router)
+    app.include_router(admin_routes.router)
+    app.include_router(report_routes.router)
     if config.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

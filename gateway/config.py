@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from policies.settings import PolicyConfig
+
 
 class ConfigError(Exception):
     """The configuration file is missing, unreadable or invalid."""
@@ -95,8 +97,6 @@ class DistillConfig(_Strict):
     min_examples: int = Field(200, ge=2)  # clean examples a task needs before training
     max_train_examples: int = Field(5000, ge=1)  # newest first beyond this
     heldout_percent: int = Field(10, ge=1, le=50)  # by request hash; never trained on
-    heldout_min_agreement: float = Field(0.8, ge=0, le=1)  # lower confidence bound to pass
-    heldout_confidence: float = Field(0.9, gt=0, lt=1)
     text_similarity: float = Field(0.85, ge=0, le=1)  # free-text answers agree above this
     licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
     max_params: int = Field(8_000_000_000, ge=1)  # size cap for candidates
@@ -108,11 +108,34 @@ class DistillConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
 
 
+class StudentsConfig(_Strict):
+    engine: Literal["embedded", "vllm"] = "embedded"  # in-process transformers, or a vLLM server
+    vllm_base_url: str | None = None  # e.g. http://vllm:8000/v1 (engine = "vllm")
+    vllm_api_key_env: str | None = None  # env var with the vLLM server's key, if it has one
+    vllm_adapters_dir: str | None = None  # students_dir as the vLLM server sees it
+    timeout_s: float = Field(10.0, gt=0)  # a student slower than this falls back to the teacher
+    max_batch: int = Field(8, ge=1)  # embedded engine: requests generated together
+    batch_wait_ms: float = Field(5.0, ge=0)  # embedded engine: how long a batch waits to fill
+    refresh_s: float = Field(2.0, gt=0)  # how often the gateway re-reads task stages
+    shadow_queue: int = Field(1000, ge=1)  # shadow/audit jobs waiting; beyond: dropped, counted
+    shadow_concurrency: int = Field(2, ge=1)  # shadow/audit jobs running at once
+
+
+class WorkerConfig(_Strict):
+    embedded: bool = True  # `slimgate serve` runs the worker as a subprocess beside it
+    interval_s: float = Field(30.0, gt=0)  # how often tasks are discovered and (re)trained
+    gate_interval_s: float = Field(5.0, gt=0)  # how often the gate reads the evidence
+    max_discover_rows: int = Field(20_000, ge=100)  # newest exchanges used for discovery
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     models: list[ModelConfig] = []
     distill: DistillConfig = DistillConfig()
+    students: StudentsConfig = StudentsConfig()
+    worker: WorkerConfig = WorkerConfig()
+    policy: PolicyConfig = PolicyConfig()
 
     @model_validator(mode="after")
     def _check_models(self) -> Config:

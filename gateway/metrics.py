@@ -56,5 +56,25 @@ class Metrics:
             registry=r,
         )
 
+        self.task_assignments = Counter(
+            "slimgate_task_assignments", "Requests assigned to a task, by how.", ["how"], registry=r
+        )
+        self.student_fallbacks = Counter(
+            "slimgate_student_fallbacks",
+            "Student answers replaced by the teacher's inside the request, by reason.",
+            ["task", "reason"], registry=r,
+        )
+        self.shadow_jobs = Counter(
+            "slimgate_shadow_jobs", "Background comparisons, by mode and outcome.",
+            ["task", "mode", "outcome"], registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "slimgate_shadow_dropped", "Shadow/audit jobs dropped because their queue was full.",
+            ["mode"], registry=r,
+        )
+        self.shadow_queue_depth = Gauge(
+            "slimgate_shadow_queue_depth", "Shadow/audit jobs waiting.", registry=r
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,6 +22,7 @@ from gateway.protocol import (
     ModelCard,
     ModelList,
 )
+from gateway.serving import RequestContext
 from gateway.state import get_state
 from gateway.upstream.base import Endpoint
 
@@ -46,8 +47,20 @@ async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Resp
     body = parse_json(await read_body(request, state.config.server.max_body_bytes), model)
     if body.get("stream"):
         chunks = await state.proxy.stream(endpoint, body, ctx)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=_SSE_HEADERS)
-    return _json(await state.proxy.complete(endpoint, body, ctx))
+        headers = {**_SSE_HEADERS, **_who_answered(ctx)}
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+    data = await state.proxy.complete(endpoint, body, ctx)
+    response = _json(data)
+    response.headers.update(_who_answered(ctx))
+    return response
+
+
+def _who_answered(ctx: RequestContext) -> dict[str, str]:
+    """Tell agent developers who answered: teacher or student, and for which task."""
+    out = {"x-slimgate-backend": ctx.backend}
+    if ctx.task:
+        out["x-slimgate-task"] = ctx.task
+    return out
 
 
 @router.post("/v1/chat/completions", tags=["openai"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config, ModelConfig
@@ -25,10 +25,13 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
+from gateway.routing import Decision, RoutingTable
+from gateway.shadow import Job, ShadowRunner, completion_tokens, first_message
 from gateway.store.recorder import Exchange, Recorder
-from gateway.streams import DONE, sse_event
+from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
+from policies.contract import check_contract
 
 
 @dataclass(slots=True)
@@ -39,6 +42,9 @@ class RequestContext:
     created_at: float  # wall clock, for the record
     started: float  # perf_counter, for latency
     task: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # the client's request headers
+    backend: str = "teacher"  # who answered: teacher | student (sent as x-slimgate-backend)
+    record: bool = True  # false for tasks a policy excludes from recording
 
 
 def to_gateway_error(f: UpstreamFailure, model: str) -> GatewayError:
@@ -96,12 +102,16 @@ class Proxy:
         recorder: Recorder,
         metrics: Metrics,
         limiter: RateLimiter,
+        routing: RoutingTable,
+        shadow: ShadowRunner,
     ) -> None:
         self._config = config
         self._upstreams = upstreams
         self._recorder = recorder
         self._metrics = metrics
         self._limiter = limiter
+        self._routing = routing
+        self._shadow = shadow
 
     def resolve(self, name: str) -> ModelConfig:
         m = self._config.model(name)
@@ -121,7 +131,8 @@ class Proxy:
         self._metrics.latency.labels(*labels).observe(elapsed)
         if self._limiter.tpm:
             self._limiter.charge_tokens(ctx.caller, _total_tokens(ex))
-        await self._recorder.submit(ex)
+        if ctx.record:
+            await self._recorder.submit(ex)
 
     def _exchange(
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, stream: bool
@@ -132,11 +143,87 @@ class Proxy:
             task=ctx.task,
         )
 
+    async def _decide(
+        self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext
+    ) -> Decision | None:
+        """Which task this request is and who serves it (chat only)."""
+        if endpoint != "chat/completions":
+            return None
+        try:
+            assignment = self._routing.assigner.assign(body, ctx.headers.get("x-slimgate-task"))
+        except ValueError as e:
+            raise InvalidRequest(str(e), param="metadata.task") from None
+        if assignment.task is None and self._routing.any_serving:
+            assignment = await self._routing.assigner.assign_by_centroid(body)
+        self._metrics.task_assignments.labels(assignment.how).inc()
+        decision = self._routing.decide(assignment, body, ctx.headers, ctx.request_id)
+        ctx.task, ctx.record = decision.task, decision.record
+        return decision
+
+    async def _try_student(
+        self, decision: Decision, body: dict[str, Any], ex: Exchange, ctx: RequestContext
+    ) -> dict[str, Any] | None:
+        """The student's answer if it honours the request's contract, else None (fallback)."""
+        assert decision.student is not None and decision.task is not None
+        send = {k: v for k, v in upstream_body("chat/completions", body).items()
+                if k not in ("stream", "stream_options")}
+        started = time.perf_counter()
+        reason = None
+        try:
+            resp = await decision.student.complete("chat/completions", send)
+        except UpstreamFailure as f:
+            reason = "timeout" if f.kind == "timeout" else "error"
+        else:
+            for choice in resp.get("choices") or [{}]:
+                violation = check_contract(body, choice.get("message") or {})
+                if violation is not None:
+                    reason = violation.code
+                    break
+        ex.student_version = decision.version
+        if reason is not None:
+            ex.fallback = reason
+            self._metrics.student_fallbacks.labels(decision.task, reason).inc()
+            return None
+        student_ms = (time.perf_counter() - started) * 1000
+        resp["model"] = body["model"]
+        ex.backend = ctx.backend = "student"
+        ex.upstream = f"student:{decision.task}:v{decision.version}"
+        ex.response = resp
+        if decision.route.audit:
+            self._shadow.submit(Job(
+                mode="audit", task=decision.task, version=decision.version or 0,
+                kind=decision.kind or "text", request_id=ctx.request_id, body=send,
+                served=first_message(resp), served_ms=student_ms,
+                served_tokens=completion_tokens(resp), teacher=self.resolve(body["model"]),
+            ))
+        return resp
+
+    def _shadow_job(
+        self, decision: Decision | None, body: dict[str, Any], resp: dict[str, Any],
+        ctx: RequestContext,
+    ) -> None:
+        if decision is None or not decision.route.shadow or decision.student is None:
+            return
+        send = {k: v for k, v in upstream_body("chat/completions", body).items()
+                if k not in ("stream", "stream_options")}
+        self._shadow.submit(Job(
+            mode="shadow", task=decision.task or "", version=decision.version or 0,
+            kind=decision.kind or "text", request_id=ctx.request_id, body=send,
+            served=first_message(resp), served_ms=(time.perf_counter() - ctx.started) * 1000,
+            served_tokens=completion_tokens(resp), student=decision.student,
+        ))
+
     async def complete(
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext
     ) -> dict[str, Any]:
         model = self.resolve(body["model"])
+        decision = await self._decide(endpoint, body, ctx)
         ex = self._exchange(endpoint, body, ctx, stream=False)
+        if decision is not None and decision.route.serve == "student":
+            answer = await self._try_student(decision, body, ex, ctx)
+            if answer is not None:
+                await self._finish(ex, ctx, 200)
+                return answer
         try:
             data, served = await self._upstreams.complete(
                 model, endpoint, upstream_body(endpoint, body)
@@ -149,6 +236,7 @@ class Proxy:
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ex.response = data
         await self._finish(ex, ctx, 200)
+        self._shadow_job(decision, body, data, ctx)
         return data
 
     async def stream(
@@ -158,10 +246,18 @@ class Proxy:
         model = self.resolve(body["model"])
         if endpoint == "embeddings":
             raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
+        decision = await self._decide(endpoint, body, ctx)
         ex = self._exchange(endpoint, body, ctx, stream=True)
         send = upstream_body(endpoint, body)
         opts = send.get("stream_options") or {}
         client_wants_usage = bool(opts.get("include_usage"))
+        if decision is not None and decision.route.serve == "student":
+            # A student's answer is generated whole and checked against the request's
+            # contract before the first byte leaves; then it is sent as a stream.
+            answer = await self._try_student(decision, body, ex, ctx)
+            if answer is not None:
+                ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+                return self._replay(answer, ex, ctx, client_wants_usage)
         if not client_wants_usage:
             # Ask for usage anyway so the record has token counts; the extra chunk is
             # not relayed to a client that did not ask for it.
@@ -177,7 +273,24 @@ class Proxy:
         ttft = time.perf_counter() - ctx.started
         ex.ttft_ms = ttft * 1000
         self._metrics.ttft.labels(ex.model, ex.backend, ex.task or "").observe(ttft)
-        return self._relay(chunks, ex, ctx, client_wants_usage, model.name)
+        return self._relay(chunks, ex, ctx, client_wants_usage, model.name, decision, body)
+
+    async def _replay(
+        self, resp: dict[str, Any], ex: Exchange, ctx: RequestContext, client_wants_usage: bool
+    ) -> AsyncIterator[bytes]:
+        status = 499
+        try:
+            for chunk in chunks_from_response(resp):
+                if chunk.get("usage") and not chunk.get("choices") and not client_wants_usage:
+                    continue
+                yield sse_event(chunk)
+            status = 200
+            await self._finish(ex, ctx, status)
+            yield DONE
+        finally:
+            if status != 200:
+                ex.error = "client closed the connection before the stream ended"
+                await self._finish(ex, ctx, status)
 
     async def _relay(
         self,
@@ -186,6 +299,8 @@ class Proxy:
         ctx: RequestContext,
         client_wants_usage: bool,
         model_name: str,
+        decision: Decision | None = None,
+        body: dict[str, Any] | None = None,
     ) -> AsyncIterator[bytes]:
         seen: list[dict[str, Any]] = []
         ex.chunks = seen
@@ -199,6 +314,8 @@ class Proxy:
             status = 200
             # In durable mode the record is committed before the client sees [DONE].
             await self._finish(ex, ctx, status)
+            if decision is not None and body is not None and ex.endpoint == "chat/completions":
+                self._shadow_job(decision, body, assemble_chat(seen), ctx)
             yield DONE
         except UpstreamFailure as f:
             err = to_gateway_error(f, model_name)

@@ -12,9 +12,12 @@ from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
+from gateway.routing import RoutingTable
 from gateway.serving import Proxy, RequestContext
+from gateway.shadow import ShadowRunner
 from gateway.store.recorder import Recorder
 from gateway.store.sqlite import Store
+from gateway.students import StudentPool
 from gateway.upstream.pool import Upstreams
 
 
@@ -29,6 +32,9 @@ class AppState:
     upstreams: Upstreams
     proxy: Proxy
     limiter: RateLimiter
+    routing: RoutingTable
+    shadow: ShadowRunner
+    students: StudentPool
 
     def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""
@@ -41,6 +47,7 @@ class AppState:
             caller=caller,
             created_at=time.time(),
             started=time.perf_counter(),
+            headers=request.headers,
         )
 
 

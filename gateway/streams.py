@@ -96,3 +96,33 @@ def assemble_text(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
     if usage is not None:
         out["usage"] = usage
     return out
+
+
+def chunks_from_response(resp: dict[str, Any], piece: int = 24) -> list[dict[str, Any]]:
+    """A whole chat.completion as the chunk sequence a stream would have carried.
+
+    Used where an answer is complete before its first byte is sent (a student's answer is
+    checked against the request's contract first), so the client still gets a stream.
+    """
+    head = {"id": resp.get("id"), "object": "chat.completion.chunk",
+            "created": resp.get("created"), "model": resp.get("model")}
+    out: list[dict[str, Any]] = []
+    for choice in resp.get("choices") or ():
+        i, msg = choice.get("index", 0), choice.get("message") or {}
+        out.append({**head, "choices": [{"index": i, "delta": {"role": "assistant",
+                                                               "content": ""},
+                                         "finish_reason": None}]})
+        if msg.get("tool_calls"):
+            calls = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
+            out.append({**head, "choices": [{"index": i, "delta": {"tool_calls": calls},
+                                             "finish_reason": None}]})
+        text = msg.get("content") or ""
+        for start in range(0, len(text), piece):
+            out.append({**head, "choices": [{"index": i,
+                                             "delta": {"content": text[start:start + piece]},
+                                             "finish_reason": None}]})
+        out.append({**head, "choices": [{"index": i, "delta": {},
+                                         "finish_reason": choice.get("finish_reason")}]})
+    if resp.get("usage"):
+        out.append({**head, "choices": [], "usage": resp["usage"]})
+    return out

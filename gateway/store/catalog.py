@@ -88,12 +88,24 @@ def set_exchange_tasks(con: sqlite3.Connection, assignments: Iterable[tuple[str,
     con.execute("COMMIT")
 
 
-def chat_exchanges(con: sqlite3.Connection, since_seq: int = 0) -> Iterator[dict[str, Any]]:
-    """Recorded chat exchanges with bodies, oldest first, decoded."""
+def chat_exchanges(
+    con: sqlite3.Connection, since_seq: int = 0, *, task: str | None = None,
+    newest: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Recorded chat exchanges with bodies, oldest first, decoded (optionally one task's, or
+    only the `newest` ones)."""
+    where = "endpoint = 'chat/completions' AND seq > ? AND request IS NOT NULL"
+    args: list[Any] = [since_seq]
+    if task is not None:
+        where += " AND task = ?"
+        args.append(task)
+    if newest is not None:
+        where += " AND seq > COALESCE((SELECT seq FROM exchanges ORDER BY seq DESC " \
+                 "LIMIT 1 OFFSET ?), 0)"
+        args.append(newest)
     cur = con.execute(
         "SELECT seq, request_id, created_at, task, status, finish_reason, backend, request, "
-        "response FROM exchanges WHERE endpoint = 'chat/completions' AND seq > ? "
-        "AND request IS NOT NULL ORDER BY seq", (since_seq,),
+        f"response FROM exchanges WHERE {where} ORDER BY seq", args,
     )
     for row in cur:
         yield {

@@ -128,16 +128,15 @@ class EmbeddedStudentBackend:
             i, msg = choice["index"], choice["message"]
             yield {**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                         "finish_reason": None}]}
+            text = msg.get("content") or ""  # content may precede tool calls: send both
+            for start in range(0, len(text), 16):
+                yield {**head, "choices": [{"index": i,
+                                            "delta": {"content": text[start:start + 16]},
+                                            "finish_reason": None}]}
             if msg.get("tool_calls"):
                 calls = [{"index": k, **c} for k, c in enumerate(msg["tool_calls"])]
                 yield {**head, "choices": [{"index": i, "delta": {"tool_calls": calls},
                                             "finish_reason": None}]}
-            elif msg.get("content"):
-                text = msg["content"]
-                for start in range(0, len(text), 16):
-                    yield {**head, "choices": [{"index": i,
-                                                "delta": {"content": text[start:start + 16]},
-                                                "finish_reason": None}]}
             yield {**head, "choices": [{"index": i, "delta": {},
                                         "finish_reason": choice["finish_reason"]}]}
         yield {**head, "choices": [], "usage": resp["usage"]}

@@ -1,0 +1,124 @@
+"""Held-out evaluation: a trained student against the teacher's answers it never saw.
+
+The comparators are the ones live shadow evaluation uses (`policies.compare`), chosen by the
+task's output kind; free text is compared by sentence-embedding cosine. The summary carries
+agreement with its Wilson interval, the valid-format rate and the student's latency.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill.curate import Example
+from policies.compare import NotComparable, compare, texts_identical
+from policies.stats import wilson
+
+Similarity = Callable[[list[tuple[str, str]]], list[float]]
+
+
+@dataclass
+class Evaluation:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per example, for the store
+
+    @property
+    def lower(self) -> float:
+        return float(self.summary["lower"])
+
+
+def embedding_similarity() -> Similarity:
+    """Cosine of all-MiniLM-L6-v2 embeddings for pairs of texts."""
+    from distill.embed import get_embedder
+
+    embedder = get_embedder()
+
+    def similarity(pairs: list[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        vecs = embedder.encode([t for pair in pairs for t in pair])
+        return [float(vecs[2 * i] @ vecs[2 * i + 1]) for i in range(len(pairs))]
+
+    return similarity
+
+
+def request_of(ex: Example, max_tokens: int) -> dict[str, Any]:
+    req: dict[str, Any] = {"messages": ex.messages, "max_tokens": max_tokens}
+    if ex.tools:
+        req["tools"] = ex.tools
+    if ex.response_format:
+        req["response_format"] = ex.response_format
+    return req
+
+
+def evaluate(
+    student: Any,
+    heldout: list[Example],
+    kind: str,
+    *,
+    confidence: float,
+    text_threshold: float,
+    max_tokens: int = 256,
+    batch_size: int = 8,
+    similarity: Similarity | None = None,
+) -> Evaluation:
+    """Generate an answer for every held-out example and compare it with the teacher's."""
+    answers: list[Any] = []
+    per_example_ms: list[float] = []
+    completion_tokens = 0
+    gen_seconds = 0.0
+    for start in range(0, len(heldout), batch_size):
+        batch = heldout[start:start + batch_size]
+        began = time.perf_counter()
+        gens = student.generate([request_of(ex, max_tokens) for ex in batch],
+                                max_new_tokens=max_tokens)
+        took = time.perf_counter() - began
+        gen_seconds += took
+        per_example_ms += [took * 1000 / len(batch)] * len(batch)
+        completion_tokens += sum(g.completion_tokens for g in gens)
+        answers += gens
+
+    sims: dict[int, float] = {}
+    if kind in ("text", "tool_call"):  # a tool-call task's text turns are compared as text
+        pending = []
+        for i, (ex, gen) in enumerate(zip(heldout, answers, strict=True)):
+            a, b = str(gen.message.get("content") or ""), str(ex.answer.get("content") or "")
+            if not (a.strip() and b.strip()):
+                continue
+            if texts_identical(a, b):
+                sims[i] = 1.0
+            else:
+                pending.append((i, a, b))
+        if pending:
+            sim_fn = similarity or embedding_similarity()
+            for (i, _, _), value in zip(
+                pending, sim_fn([(a, b) for _, a, b in pending]), strict=True
+            ):
+                sims[i] = value
+
+    rows = []
+    for i, (ex, gen) in enumerate(zip(heldout, answers, strict=True)):
+        try:
+            c = compare(kind, gen.message, ex.answer, request=request_of(ex, max_tokens),
+                        similarity=sims.get(i), text_threshold=text_threshold)
+        except NotComparable:
+            continue  # the teacher's answer is no usable reference for this kind
+        rows.append({"request_id": ex.request_id, "score": c.score, "agree": c.agree,
+                     "valid": c.valid, "detail": c.detail, "student": gen.message,
+                     "teacher": ex.answer, "latency_ms": per_example_ms[i]})
+    n = len(rows)
+    agree = sum(1 for r in rows if r["agree"])
+    lower, upper = wilson(agree, n, confidence)
+    summary = {
+        "n": n, "agree": agree, "agreement": agree / n if n else 0.0,
+        "lower": lower, "upper": upper, "confidence": confidence,
+        "valid_rate": sum(1 for r in rows if r["valid"]) / n if n else 0.0,
+        "mean_score": statistics.fmean(r["score"] for r in rows) if rows else 0.0,
+        "student_p50_ms": statistics.median(per_example_ms) if per_example_ms else None,
+        "tokens_per_s": completion_tokens / gen_seconds if gen_seconds else None,
+        "kind": kind,
+    }
+    return Evaluation(summary, rows)

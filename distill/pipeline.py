@@ -1,0 +1,219 @@
+"""Steps S2-S5 for every task: curate → discover → select → fine-tune → held-out evaluation.
+
+`run_distill` discovers tasks in the recorded traffic, then for each task with enough clean
+data (and no student yet, or data grown enough / drift seen) trains candidates smallest
+first, evaluates each on the task's held-out set and registers it. A version is trained in a
+`.partial` directory and becomes visible only when complete: a kill never leaves a
+half-written student behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill.curate import Curated, curate
+from distill.registry import Registry
+from distill.scrub import ScrubConfig
+from distill.select import eligible, rank_candidates
+from gateway.config import CandidateConfig, Config
+from gateway.store.catalog import (
+    StudentRecord,
+    TaskRecord,
+    add_evaluations,
+    add_student,
+    chat_exchanges,
+    list_students,
+    list_tasks,
+    next_version,
+    set_exchange_tasks,
+    upsert_task,
+)
+from gateway.store.stages import live_evidence
+from policies.gate import should_retrain
+from policies.stats import wilson
+
+log = logging.getLogger("slimgate.distill")
+Report = Callable[[str], None]
+
+
+@dataclass
+class TaskOutcome:
+    task: str
+    label: str
+    action: str  # trained | skipped
+    reason: str
+    version: int | None = None
+    passed: bool | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def discover_tasks(con: sqlite3.Connection, cfg: Config) -> int:
+    """Discover tasks in the newest traffic, store them, back-fill task ids. Returns count."""
+    from distill.discover import discover
+    from distill.embed import get_embedder
+
+    rows = list(chat_exchanges(con, newest=cfg.worker.max_discover_rows))
+    if not rows:
+        return 0
+    found = discover(rows, existing=list_tasks(con), embedder=get_embedder(),
+                     min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)))
+    for task in found.tasks:
+        upsert_task(con, task)
+    changed = [(t, seq) for t, seq in found.assignments]
+    if changed:
+        set_exchange_tasks(con, changed)
+    return len(found.tasks)
+
+
+def curate_task(con: sqlite3.Connection, cfg: Config, task: TaskRecord) -> Curated:
+    kinds = cfg.distill.scrub_kinds
+    return curate(
+        chat_exchanges(con, task=task.id),
+        heldout_percent=cfg.distill.heldout_percent,
+        scrub=ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None),
+    )
+
+
+def _live_upper(con: sqlite3.Connection, cfg: Config, task: TaskRecord) -> float | None:
+    if not task.student_version or task.stage == "observe":
+        return None
+    ev = live_evidence(con, task.id, task.student_version, task.stage_since or 0.0)
+    if not ev["live_n"]:
+        return None
+    policy = cfg.policy.for_task(task.id, task.label)
+    return wilson(ev["live_agree"], ev["live_n"], policy.confidence)[1]
+
+
+def why_train(
+    con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated
+) -> str | None:
+    """The reason to train this task now, or None."""
+    n = len(curated.train)
+    if n < cfg.distill.min_examples:
+        return None
+    students = list_students(con, task.id)
+    if not students:
+        return f"{n} clean examples, no student yet"
+    trained_on = int(students[-1].metrics.get("train_examples", 0))
+    policy = cfg.policy.for_task(task.id, task.label)
+    return should_retrain(n, trained_on, _live_upper(con, cfg, task), policy)
+
+
+def _token_budget(task: TaskRecord) -> tuple[int, int]:
+    """(context the task needs, tokens to generate) from its length statistics."""
+    prompt = int(task.info.get("prompt_tokens_p99") or 256)
+    answer = int(task.info.get("answer_tokens_p99") or 128)
+    max_new = min(1024, max(32, int(answer * 1.5) + 16))
+    return prompt + max_new, max_new
+
+
+def train_candidate(
+    con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
+    candidate: CandidateConfig, *, max_new: int, progress: bool,
+) -> TaskOutcome:
+    from distill.evaluate import evaluate
+    from distill.student import Student
+    from distill.train import train_student
+
+    registry = Registry(cfg.distill.students_dir)
+    policy = cfg.policy.for_task(task.id, task.label)
+    version = max(next_version(con, task.id), max(registry.versions(task.id), default=0) + 1)
+    final = registry.version_dir(task.id, version)
+    partial = final.with_name(f".v{version}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    started = time.time()
+    train = [ex.as_training() for ex in curated.train[-cfg.distill.max_train_examples:]]
+    report = train_student(train, base_model=candidate.model, method=candidate.method,
+                           cfg=cfg.distill.training, out_dir=partial, progress=progress)
+    student = Student.load(str(partial))
+    ev = evaluate(student, curated.heldout, task.kind, confidence=policy.confidence,
+                  text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
+    del student
+    passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
+    metrics = {**ev.summary, "train_examples": len(train),
+               "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
+               "scrubbed": dict(curated.scrubbed), "training": dict(vars(report)),
+               "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
+               "min_heldout": policy.min_heldout}
+    partial.rename(final)
+    registry.write_meta(final, {"task": task.id, "version": version, "base_model": candidate.model,
+                                "candidate": candidate.model_dump(), "metrics": metrics})
+    add_evaluations(con, task.id, version, ev.rows)
+    add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(final),
+                                   base_model=candidate.model,
+                                   status="passed" if passed else "failed", metrics=metrics))
+    verdict = "passed" if passed else "failed"
+    reason = (f"{candidate.model}: held-out agreement {ev.summary['agreement']:.2f} "
+              f"[{ev.summary['lower']:.2f}, {ev.summary['upper']:.2f}] over {ev.summary['n']} "
+              f"{verdict} the gate (lower bound ≥ {policy.min_agreement:.2f}, "
+              f"n ≥ {policy.min_heldout})")
+    return TaskOutcome(task.id, task.label, "trained", reason, version, passed, metrics,
+                       time.time() - started)
+
+
+def distill_task(
+    con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
+    progress: bool = True, report: Report = log.info,
+) -> TaskOutcome:
+    """Train candidates smallest first until one passes its held-out gate."""
+    needed, max_new = _token_budget(task)
+    choices = rank_candidates(cfg.distill.candidates, needed_tokens=needed,
+                              licences=cfg.distill.licences, max_params=cfg.distill.max_params)
+    for c in choices:
+        if c.reason:
+            report(f"{task.id}: skipping {c.candidate.model}: {c.reason}")
+    outcome = None
+    for candidate in eligible(choices):
+        report(f"{task.id} ({task.label}): training {candidate.model} on "
+               f"{len(curated.train)} examples, {len(curated.heldout)} held out")
+        outcome = train_candidate(con, cfg, task, curated, candidate, max_new=max_new,
+                                  progress=progress)
+        report(f"{task.id}: v{outcome.version} {outcome.reason}")
+        if outcome.passed:
+            break
+    return outcome or TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
+
+
+def run_distill(
+    cfg: Config, *, task_id: str | None = None, progress: bool = True,
+    report: Report = log.info, stop: threading.Event | None = None,
+) -> list[TaskOutcome]:
+    from gateway.store.migrations import connect
+
+    con = connect(cfg.store.path)
+    try:
+        found = discover_tasks(con, cfg)
+        report(f"discovered {found} tasks")
+        outcomes = []
+        for task in list_tasks(con):
+            if stop is not None and stop.is_set():
+                break
+            if task_id and task.id != task_id:
+                continue
+            policy = cfg.policy.for_task(task.id, task.label)
+            if (task.pin or policy.pin) == "teacher":
+                outcomes.append(TaskOutcome(task.id, task.label, "skipped", "pinned to teacher"))
+                continue
+            curated = curate_task(con, cfg, task)
+            why = why_train(con, cfg, task, curated)
+            if why is None:
+                outcomes.append(TaskOutcome(
+                    task.id, task.label, "skipped",
+                    f"{len(curated.train)} clean examples (needs {cfg.distill.min_examples}) "
+                    "or nothing new since the last student"))
+                continue
+            report(f"{task.id}: {why}")
+            outcomes.append(distill_task(con, cfg, task, curated, progress=progress,
+                                         report=report))
+        return outcomes
+    finally:
+        con.close()

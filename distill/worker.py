@@ -1,0 +1,142 @@
+"""The loop that makes slimgate automatic: discover, (re)train, and apply the gate.
+
+Two threads in one process: the gate thread reads every task's evidence every
+`worker.gate_interval_s` and promotes, holds or rolls back (so a regression is acted on
+within seconds even while a model trains); the main thread discovers tasks and trains
+students every `worker.interval_s`. `slimgate serve` runs it as a subprocess;
+`slimgate worker` runs it alone, e.g. on a GPU machine sharing the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
+from gateway.store.migrations import connect
+from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
+from policies.gate import Evidence, TaskState, decide
+
+log = logging.getLogger("slimgate.worker")
+
+
+def _candidate(task: TaskRecord, students: list[StudentRecord]) -> StudentRecord | None:
+    """The student the gate judges: the one in play, else the newest that passed."""
+    if task.student_version and task.stage != "observe":
+        return next((s for s in students if s.version == task.student_version), None)
+    passed = [s for s in students if s.status == "passed"]
+    return passed[-1] if passed else None
+
+
+def gate_task(
+    con: sqlite3.Connection, cfg: Config, task: TaskRecord, now: float
+) -> StageChange | None:
+    """Apply the policy gate to one task; writes and returns the change, if any."""
+    policy = cfg.policy.for_task(task.id, task.label)
+    if task.pin and task.pin != policy.pin:
+        import dataclasses
+
+        policy = dataclasses.replace(policy, pin=task.pin)
+    student = _candidate(task, list_students(con, task.id))
+    since = task.stage_since or task.created_at
+    heldout = student.metrics if student else {}
+    live: dict[str, Any] = {}
+    if student is not None and task.stage != "observe":
+        live = live_evidence(con, task.id, student.version, since)
+    state = TaskState(
+        stage=task.stage,  # type: ignore[arg-type]
+        step=task.step if task.stage == "canary" else None,
+        stage_since=since,
+        student_version=student.version if student else None,
+        heldout_passed=(student.status == "passed") if student else None,
+    )
+    evidence = Evidence(
+        heldout_n=int(heldout.get("n", 0)), heldout_agree=int(heldout.get("agree", 0)),
+        live_n=live.get("live_n", 0), live_agree=live.get("live_agree", 0),
+        student_served=live.get("student_served", 0), fallbacks=live.get("fallbacks", 0),
+        student_errors=live.get("student_errors", 0), student_p95_ms=live.get("student_p95_ms"),
+    )
+    verdict = decide(state, evidence, policy, now)
+    if verdict.action == "hold":
+        return None
+    if verdict.action == "rollback" and student is not None and not task.pin:
+        set_student_status(con, task.id, student.version, "rolled_back")
+    change = set_stage(
+        con, task.id, verdict.to_stage, to_step=verdict.to_step or 0,
+        version=student.version if student else None, actor="policy", reason=verdict.reason,
+        evidence=verdict.evidence, now=now,
+    )
+    log.info("task %s: %s", task.id, verdict.reason)
+    return change
+
+
+def apply_gates(
+    con: sqlite3.Connection, cfg: Config, now: float | None = None
+) -> list[StageChange]:
+    now = time.time() if now is None else now
+    changes = []
+    for task in list_tasks(con):
+        try:
+            change = gate_task(con, cfg, task, now)
+        except Exception:
+            log.exception("gate failed for task %s", task.id)
+            continue
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def clean_partials(students_dir: str) -> int:
+    """Remove versions left half-trained by a killed worker (they were never registered)."""
+    removed = 0
+    for partial in Path(students_dir).glob("*/.v*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _gate_loop(cfg: Config, stop: threading.Event) -> None:
+    con = connect(cfg.store.path)
+    try:
+        while not stop.is_set():
+            try:
+                apply_gates(con, cfg)
+            except Exception:
+                log.exception("gate pass failed")
+            stop.wait(cfg.worker.gate_interval_s)
+    finally:
+        con.close()
+
+
+def run_worker(cfg: Config, *, once: bool = False, stop: threading.Event | None = None) -> None:
+    """Run until stopped (SIGTERM/SIGINT or `stop`); `once` does one distill pass and returns."""
+    from distill.pipeline import run_distill
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    if removed := clean_partials(cfg.distill.students_dir):
+        log.info("removed %d half-trained student(s) left by an interrupted run", removed)
+    gate = threading.Thread(target=_gate_loop, args=(cfg, stop), name="slimgate-gate",
+                            daemon=True)
+    gate.start()
+    try:
+        while not stop.is_set():
+            try:
+                run_distill(cfg, progress=False, stop=stop)
+            except Exception:
+                log.exception("distill pass failed")
+            if once:
+                break
+            stop.wait(cfg.worker.interval_s)
+    finally:
+        stop.set()
+        gate.join(30)

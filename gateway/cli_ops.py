@@ -1,0 +1,135 @@
+"""The store-facing `slimgate` commands: distill, tasks, operator overrides, report, traces.
+
+Each reads the same config as the gateway and works on its store directly (plain sqlite3,
+WAL: safe beside a running gateway). Output is rich tables for people; `--json` where a
+machine reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from gateway.config import Config
+from gateway.store.catalog import best_student, list_students, list_tasks
+from gateway.store.migrations import connect
+from gateway.store.stages import count_task_examples
+
+
+def _tasks(config: Config, console: Console) -> int:
+    con = connect(config.store.path)
+    try:
+        tasks = list_tasks(con)
+        if not tasks:
+            console.print("no tasks yet: send traffic through the gateway, then run "
+                          "`slimgate distill` (or let the worker do it)")
+            return 0
+        table = Table(title="tasks")
+        for col in ("id", "label", "kind", "stage", "pin", "examples", "held-out",
+                    "best student", "held-out agreement"):
+            table.add_column(col)
+        for t in tasks:
+            best = best_student(con, t.id)
+            students = list_students(con, t.id)
+            latest = students[-1] if students else None
+            shown = best or latest
+            m = shown.metrics if shown else {}
+            agreement = (f"{m.get('agreement', 0):.2f} [{m.get('lower', 0):.2f}, "
+                         f"{m.get('upper', 0):.2f}]" if m else "—")
+            steps = config.policy.canary_steps
+            stage = t.stage + (f" {steps[min(t.step, len(steps) - 1)]}%"
+                               if t.stage == "canary" and steps else "")
+            table.add_row(
+                t.id, t.label, t.kind, stage, t.pin or "", str(count_task_examples(con, t.id)),
+                str(m.get("heldout_examples", "—")),
+                f"v{shown.version} {shown.base_model} ({shown.status})" if shown else "—",
+                agreement,
+            )
+        console.print(table)
+        return 0
+    finally:
+        con.close()
+
+
+def _distill(config: Config, task: str | None, console: Console) -> int:
+    from distill.pipeline import run_distill
+
+    outcomes = run_distill(config, task_id=task, progress=True, report=console.print)
+    table = Table(title="distill summary")
+    for col in ("task", "label", "action", "version", "result", "seconds"):
+        table.add_column(col)
+    for o in outcomes:
+        verdict = "" if o.passed is None else ("passed: " if o.passed else "failed: ")
+        result = verdict + o.reason
+        table.add_row(o.task, o.label, o.action, f"v{o.version}" if o.version else "",
+                      result, f"{o.seconds:.0f}")
+    console.print(table)
+    return 0
+
+
+def _override(args: argparse.Namespace, config: Config, console: Console) -> int:
+    from gateway import operator
+
+    con = connect(config.store.path)
+    try:
+        if args.command == "promote":
+            change = operator.promote(con, args.task, list(config.policy.canary_steps),
+                                      args.reason)
+            console.print(f"{args.task}: {change.from_stage} → {change.to_stage}"
+                          + (f" step {change.to_step}" if change.to_stage == "canary" else ""))
+        elif args.command == "rollback":
+            change = operator.rollback(con, args.task, args.reason)
+            console.print(f"{args.task}: {change.from_stage} → observe")
+        elif args.command == "pin":
+            operator.pin(con, args.task, args.to)
+            console.print(f"{args.task}: pinned to the {args.to}")
+        else:
+            operator.unpin(con, args.task)
+            console.print(f"{args.task}: unpinned")
+        return 0
+    except operator.OperatorError as e:
+        print(f"slimgate: {e}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+
+
+def _report(args: argparse.Namespace, config: Config, console: Console) -> int:
+    from gateway.report import build_report, parse_since, policy_numbers, render_html
+    from gateway.report.terminal import print_report
+
+    report = build_report(config.store.path, since=parse_since(args.since), worst=args.worst,
+                          **policy_numbers(config))
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(render_html(report))
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_report(report, console)
+        if args.html:
+            console.print(f"HTML report written to {args.html}")
+    return 0
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    console = Console()
+    if args.command == "tasks":
+        return _tasks(config, console)
+    if args.command == "distill":
+        return _distill(config, args.task, console)
+    if args.command in ("promote", "rollback", "pin", "unpin"):
+        return _override(args, config, console)
+    if args.command == "report":
+        return _report(args, config, console)
+    if args.command == "traces":
+        from gateway.traces import export_traces
+
+        n = export_traces(config.store.path, args.out, task=args.task, model=args.model)
+        console.print(f"wrote {n} traces to {args.out}")
+        return 0
+    raise ValueError(f"unknown command {args.command}")

@@ -1,0 +1,81 @@
+"""Operator overrides: promote, roll back, pin and unpin a task, each in the audit log.
+
+Shared by the `slimgate promote|rollback|pin|unpin` commands and the `/admin/...` API.
+Plain functions over a sqlite3 connection; they refuse what makes no sense (promoting a
+task that has no student) with a message saying why.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.store.catalog import get_task, list_students
+from gateway.store.stages import StageChange, set_pin, set_stage, set_student_status
+
+
+class OperatorError(ValueError):
+    """An override that cannot be applied, with the reason."""
+
+
+def _task(con: sqlite3.Connection, task_id: str):  # type: ignore[no-untyped-def]
+    task = get_task(con, task_id)
+    if task is None:
+        raise OperatorError(f"task '{task_id}' does not exist (see `slimgate tasks`)")
+    return task
+
+
+def promote(
+    con: sqlite3.Connection, task_id: str, canary_steps: list[int], reason: str = ""
+) -> StageChange:
+    """One stage (or canary step) forward: observe → shadow → canary steps → primary."""
+    task = _task(con, task_id)
+    why = reason or "promoted by an operator"
+    if task.stage == "observe":
+        usable = [s for s in list_students(con, task_id) if s.status in ("passed", "rolled_back")]
+        if not usable:
+            raise OperatorError(f"task '{task_id}' has no student that passed its held-out "
+                                "evaluation; run `slimgate distill` first")
+        student = usable[-1]
+        set_student_status(con, task_id, student.version, "passed")
+        return set_stage(con, task_id, "shadow", version=student.version, actor="operator",
+                         reason=why)
+    if task.stage == "shadow":
+        return set_stage(con, task_id, "canary", to_step=0, actor="operator", reason=why)
+    if task.stage == "canary":
+        if task.step + 1 < len(canary_steps):
+            return set_stage(con, task_id, "canary", to_step=task.step + 1, actor="operator",
+                             reason=why)
+        return set_stage(con, task_id, "primary", actor="operator", reason=why)
+    raise OperatorError(f"task '{task_id}' is already primary")
+
+
+def rollback(con: sqlite3.Connection, task_id: str, reason: str = "") -> StageChange:
+    """Back to observe: the teacher serves everything again; the student is set aside."""
+    task = _task(con, task_id)
+    if task.stage == "observe":
+        raise OperatorError(f"task '{task_id}' is in observe already")
+    if task.student_version:
+        set_student_status(con, task_id, task.student_version, "rolled_back")
+    return set_stage(con, task_id, "observe", actor="operator",
+                     reason=reason or "rolled back by an operator")
+
+
+def pin(con: sqlite3.Connection, task_id: str, to: str) -> None:
+    """Pin to the teacher (never distilled nor routed to a student) or force the student."""
+    task = _task(con, task_id)
+    if to == "student" and not task.student_version:
+        raise OperatorError(f"task '{task_id}' has no student to pin to; promote one first")
+    try:
+        set_pin(con, task_id, to)
+    except ValueError as e:
+        raise OperatorError(str(e)) from None
+    # Logged as a stage change so the audit log shows every override; a teacher pin also
+    # takes the task back to observe.
+    stage, step = ("observe", 0) if to == "teacher" else (task.stage, task.step)
+    set_stage(con, task_id, stage, to_step=step, actor="operator", reason=f"pinned to the {to}")
+
+
+def unpin(con: sqlite3.Connection, task_id: str) -> None:
+    task = _task(con, task_id)
+    set_pin(con, task_id, None)
+    set_stage(con, task_id, task.stage, to_step=task.step, actor="operator", reason="unpinned")

@@ -1,0 +1,150 @@
+"""The gateway's view of the tasks: which task a request belongs to and who serves it.
+
+`RoutingTable` is rebuilt from the store's `tasks` table every `students.refresh_s`
+seconds (stages are changed by the worker's gate and by operators, never here) and after
+each admin change. Lookups on the request path are dictionary reads; the decision itself is
+`policies.router.route`, a pure function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import Config
+from gateway.store.catalog import TaskRecord
+from gateway.store.sqlite import Store
+from gateway.students import StudentPool
+from gateway.task_assign import Assignment, TaskAssigner
+from gateway.upstream.base import Backend
+from policies.router import Route, canary_share, route, route_task, sticky_key
+from policies.settings import TaskPolicy
+
+log = logging.getLogger("slimgate.routing")
+
+SERVING_STAGES = ("shadow", "canary", "primary")
+
+
+@dataclass(frozen=True)
+class TaskRoute:
+    task: TaskRecord
+    policy: TaskPolicy
+    share_percent: float  # student share of the traffic at this stage/step
+
+
+@dataclass(frozen=True)
+class Decision:
+    task: str | None
+    route: Route
+    version: int | None
+    student: Backend | None
+    record: bool
+    kind: str | None
+
+
+def task_from_row(row: Mapping[str, Any]) -> TaskRecord:
+    import orjson
+
+    return TaskRecord(
+        id=row["id"], label=row["label"], kind=row["kind"], stage=row["stage"],
+        explicit=bool(row["explicit"]), info=orjson.loads(row["info"] or "{}"),
+        created_at=row["created_at"], updated_at=row["updated_at"], step=row["step"],
+        stage_since=row["stage_since"], student_version=row["student_version"], pin=row["pin"],
+    )
+
+
+class RoutingTable:
+    def __init__(self, config: Config, store: Store, students: StudentPool) -> None:
+        self._config = config
+        self._store = store
+        self._students = students
+        self._routes: dict[str, TaskRoute] = {}
+        self.assigner = TaskAssigner.from_tasks([])
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="slimgate-routing-refresh")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("could not refresh the routing table")
+            await asyncio.sleep(self._config.students.refresh_s)
+
+    async def refresh(self) -> None:
+        tasks = [task_from_row(r) for r in await self._store.tasks()]
+        routes = {}
+        wanted: set[tuple[str, int]] = set()
+        for t in tasks:
+            policy = self._config.policy.for_task(t.id, t.label)
+            pin = t.pin or policy.pin  # an operator's pin wins over the config file's
+            if pin != policy.pin:
+                policy = dataclasses.replace(policy, pin=pin)
+            share = 100.0 if pin == "student" else canary_share(policy, t.stage, t.step)
+            routes[t.id] = TaskRoute(t, policy, share)
+            if t.student_version and (t.stage in SERVING_STAGES or pin == "student"):
+                wanted.add((t.id, t.student_version))
+        self._routes = routes
+        self.assigner = TaskAssigner.from_tasks(tasks)
+        await self._students.retain(wanted)
+        for task_id, version in wanted:
+            backend = self._students.get(task_id, version)
+            load = getattr(backend, "load", None)
+            if load is not None:  # warm embedded students before their first request
+                asyncio.create_task(self._warm(load, task_id, version))
+
+    @staticmethod
+    async def _warm(load: Any, task_id: str, version: int) -> None:
+        try:
+            await load()
+        except Exception as e:
+            log.error("student %s v%d failed to load: %s", task_id, version, e)
+
+    @property
+    def any_serving(self) -> bool:
+        """Whether any task has a student in play (else a centroid lookup is not worth it)."""
+        return any(r.task.stage in SERVING_STAGES for r in self._routes.values())
+
+    def policy_for(self, task_id: str | None, label: str = "") -> TaskPolicy:
+        r = self._routes.get(task_id or "")
+        return r.policy if r else self._config.policy.for_task(task_id or "", label)
+
+    def decide(
+        self,
+        assignment: Assignment,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+    ) -> Decision:
+        task_id = assignment.task
+        r = self._routes.get(task_id or "")
+        if r is None:
+            policy = self.policy_for(task_id)
+            teacher = route(stage="observe", share_percent=0, sticky_key=request_id,
+                            request_id=request_id, shadow_rate=0, audit_rate=0,
+                            pin=None, has_student=False)
+            return Decision(task_id, teacher, None, None, policy.record, None)
+        t, policy = r.task, r.policy
+        version = t.student_version
+        student = None
+        if version and (t.stage in SERVING_STAGES or policy.pin == "student"):
+            student = self._students.get(t.id, version)
+        decision = route_task(
+            policy, stage=t.stage, step=t.step,
+            sticky_key=sticky_key(body, headers, policy.sticky, request_id),
+            request_id=request_id, has_student=student is not None,
+        )
+        return Decision(t.id, decision, version, student, policy.record, t.kind)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

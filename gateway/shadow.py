@@ -1,0 +1,161 @@
+"""Shadow and audit comparisons, run in the background with bounded queue and concurrency.
+
+Shadow: the teacher served; the student answers the same request and is compared.
+Audit: the student served; the teacher answers and is compared. Either way the reply has
+already left: a slow or failing student never delays it. A full queue drops the job and
+counts it (`slimgate_shadow_dropped_total`); replies are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.config import Config, ModelConfig
+from gateway.metrics import Metrics
+from gateway.similarity import TextSimilarity
+from gateway.store.recorder import LiveComparison, Recorder
+from gateway.upstream.base import Backend, UpstreamFailure
+from gateway.upstream.pool import Upstreams
+from policies.compare import NotComparable, compare, texts_identical
+
+log = logging.getLogger("slimgate.shadow")
+
+
+@dataclass(slots=True)
+class Job:
+    mode: Literal["shadow", "audit"]
+    task: str
+    version: int
+    kind: str
+    request_id: str
+    body: dict[str, Any]  # what the upstream got, not streamed
+    served: dict[str, Any]  # the assistant message the client got
+    served_ms: float
+    served_tokens: int | None
+    student: Backend | None = None  # shadow: the student to ask
+    teacher: ModelConfig | None = None  # audit: the teacher to ask
+
+
+def first_message(resp: dict[str, Any]) -> dict[str, Any]:
+    choices = resp.get("choices") or [{}]
+    return dict(choices[0].get("message") or {})
+
+
+def completion_tokens(resp: dict[str, Any]) -> int | None:
+    usage = resp.get("usage") or {}
+    value = usage.get("completion_tokens")
+    return int(value) if value is not None else None
+
+
+class ShadowRunner:
+    def __init__(
+        self, config: Config, upstreams: Upstreams, recorder: Recorder, metrics: Metrics
+    ) -> None:
+        self._config = config
+        self._upstreams = upstreams
+        self._recorder = recorder
+        self._metrics = metrics
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.students.shadow_queue)
+        self._workers: list[asyncio.Task[None]] = []
+        self._similarity = TextSimilarity()
+
+    def start(self) -> None:
+        for i in range(self._config.students.shadow_concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"slimgate-shadow-{i}"))
+
+    def submit(self, job: Job) -> bool:
+        """Queue a comparison; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._metrics.shadow_dropped.labels(job.mode).inc()
+            return False
+        self._metrics.shadow_queue_depth.set(self._queue.qsize())
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._metrics.shadow_queue_depth.set(self._queue.qsize())
+            try:
+                outcome = await self._run(job)
+            except Exception:
+                log.exception("%s comparison for %s failed", job.mode, job.request_id)
+                outcome = "error"
+            finally:
+                self._queue.task_done()
+            self._metrics.shadow_jobs.labels(job.task, job.mode, outcome).inc()
+
+    async def _ask(self, job: Job) -> tuple[dict[str, Any], float]:
+        started = time.perf_counter()
+        if job.mode == "shadow":
+            assert job.student is not None
+            resp = await job.student.complete("chat/completions", job.body)
+        else:
+            assert job.teacher is not None
+            resp, _ = await self._upstreams.complete(job.teacher, "chat/completions", job.body)
+        return resp, (time.perf_counter() - started) * 1000
+
+    async def _run(self, job: Job) -> str:
+        try:
+            resp, ms = await self._ask(job)
+        except UpstreamFailure as f:
+            if job.mode == "audit":
+                return "teacher_failed"  # says nothing about the student
+            # A student that fails in shadow has disagreed: that is evidence too.
+            self._record(job, None, job.served, None, job.served_ms, None, job.served_tokens,
+                         score=0.0, agree=False, valid=False, detail=f"student failed: {f}")
+            return "student_failed"
+        other = first_message(resp)
+        tokens = completion_tokens(resp)
+        student, teacher = (other, job.served) if job.mode == "shadow" else (job.served, other)
+        similarity = None
+        a, b = str(student.get("content") or ""), str(teacher.get("content") or "")
+        if job.kind in ("text", "tool_call") and a.strip() and b.strip():
+            similarity = 1.0 if texts_identical(a, b) else await self._similarity(a, b)
+        try:
+            result = compare(
+                job.kind, student, teacher, request=job.body, similarity=similarity,
+                text_threshold=self._config.distill.text_similarity,
+            )
+        except NotComparable:
+            return "not_comparable"  # the teacher's own answer is no usable reference
+        s_ms, t_ms = (ms, job.served_ms) if job.mode == "shadow" else (job.served_ms, ms)
+        s_tok, t_tok = (
+            (tokens, job.served_tokens) if job.mode == "shadow" else (job.served_tokens, tokens)
+        )
+        self._record(job, student, teacher, s_ms, t_ms, s_tok, t_tok, score=result.score,
+                     agree=result.agree, valid=result.valid, detail=result.detail)
+        return "agree" if result.agree else "disagree"
+
+    def _record(
+        self, job: Job, student: dict[str, Any] | None, teacher: dict[str, Any] | None,
+        student_ms: float | None, teacher_ms: float | None, student_tokens: int | None,
+        teacher_tokens: int | None, *, score: float, agree: bool, valid: bool, detail: str,
+    ) -> None:
+        self._recorder.record(LiveComparison(
+            created_at=time.time(), task=job.task, version=job.version, mode=job.mode,
+            request_id=job.request_id, score=score, agree=agree, valid=valid, detail=detail,
+            student=student, teacher=teacher, student_ms=student_ms, teacher_ms=teacher_ms,
+            student_tokens=student_tokens, teacher_tokens=teacher_tokens,
+        ))
+
+    async def drain(self) -> None:
+        """Wait until every queued comparison has run (tests, shutdown)."""
+        await self._queue.join()
+
+    async def aclose(self) -> None:
+        for w in self._workers:
+            w.cancel()
+        for w in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w

@@ -1,0 +1,88 @@
+"""The students the gateway can call: one backend per (task, version), built on demand.
+
+The embedded engine loads a registered student in-process (transformers, in a worker
+thread); the vLLM engine serves the student's LoRA adapter from a vLLM server over its
+OpenAI API. Backends for versions no longer routed to are closed on the next refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from gateway.config import Config
+from gateway.upstream.base import Backend
+from gateway.upstream.embedded_student import EmbeddedStudentBackend
+from gateway.upstream.vllm_student import VLLMStudentBackend
+
+log = logging.getLogger("slimgate.students")
+
+
+def student_dir(students_dir: str, task: str, version: int) -> Path:
+    """Where the registry keeps a version (see distill/registry.py), checked to stay inside."""
+    root = Path(students_dir).resolve()
+    path = (root / task / f"v{version}").resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"student path for task {task!r} leaves the students directory")
+    return path
+
+
+StudentFactory = Callable[[str, int], Backend]
+
+
+class StudentPool:
+    def __init__(
+        self, config: Config, session: aiohttp.ClientSession,
+        factory: StudentFactory | None = None,
+    ) -> None:
+        self._config = config
+        self._session = session
+        self._backends: dict[tuple[str, int], Backend] = {}
+        self._build = factory or self._from_registry  # tests and embedders may supply their own
+
+    def get(self, task: str, version: int) -> Backend | None:
+        """The backend for a student, built on first use; None if it cannot be."""
+        key = (task, version)
+        backend = self._backends.get(key)
+        if backend is None:
+            try:
+                backend = self._build(task, version)
+            except Exception as e:
+                log.error("student %s v%d cannot be served: %s", task, version, e)
+                return None
+            self._backends[key] = backend
+        return backend
+
+    def _from_registry(self, task: str, version: int) -> Backend:
+        cfg = self._config.students
+        path = student_dir(self._config.distill.students_dir, task, version)
+        if not (path / "slimgate.json").exists():
+            raise FileNotFoundError(f"{path} is not a complete student (no slimgate.json)")
+        name = f"{task}-v{version}"
+        if cfg.engine == "vllm":
+            if not cfg.vllm_base_url:
+                raise ValueError("students.engine = 'vllm' needs students.vllm_base_url")
+            remote_root = cfg.vllm_adapters_dir or self._config.distill.students_dir
+            key = os.environ.get(cfg.vllm_api_key_env) if cfg.vllm_api_key_env else None
+            return VLLMStudentBackend(
+                name, cfg.vllm_base_url, self._session, adapter_name=name,
+                adapter_path=f"{remote_root.rstrip('/')}/{task}/v{version}", api_key=key,
+                timeout_s=cfg.timeout_s,
+            )
+        return EmbeddedStudentBackend(
+            name, str(path), max_batch=cfg.max_batch, batch_wait_ms=cfg.batch_wait_ms,
+            timeout_s=cfg.timeout_s,
+        )
+
+    async def retain(self, wanted: set[tuple[str, int]]) -> None:
+        """Close the backends of students that are no longer routed to."""
+        for key in [k for k in self._backends if k not in wanted]:
+            backend = self._backends.pop(key)
+            await backend.aclose()
+
+    async def aclose(self) -> None:
+        await self.retain(set())

@@ -1,0 +1,239 @@
+"""Who serves: task assignment, student serving with per-request fallback, shadow and audit.
+
+The teacher is the loopback fake upstream; the student is a scripted in-process backend
+given to `create_app(student_factory=...)`, so every path is driven deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.fingerprint import fingerprint
+from gateway.store.migrations import connect
+from gateway.upstream.base import UpstreamFailure
+from tests.conftest import gateway_config
+from tests.fake_upstream import FakeUpstream
+
+SYSTEM = "You extract order data. Answer with JSON only."
+JSON_BODY = {
+    "model": "gpt-test",
+    "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "order 42"}],
+    "response_format": {"type": "json_object"},
+}
+
+
+class ScriptedStudent:
+    """A student whose answer and speed the test sets."""
+
+    def __init__(self, content: str = '{"echo": "order 42"}', delay_s: float = 0.0,
+                 fail: bool = False) -> None:
+        self.name = "scripted"
+        self.content = content
+        self.delay_s = delay_s
+        self.fail = fail
+        self.calls = 0
+        self.finished = 0
+
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        self.finished += 1
+        if self.fail:
+            raise UpstreamFailure("server", "scripted student crash")
+        return {"id": "chatcmpl-student", "object": "chat.completion", "created": 0,
+                "model": "student", "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": self.content}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        raise AssertionError("the gateway checks a student's whole answer before streaming it")
+        yield {}  # pragma: no cover
+
+    async def aclose(self) -> None:
+        pass
+
+
+def add_task(db: str, stage: str, *, step: int = 0, pin: str | None = None,
+             body: dict[str, Any] = JSON_BODY, kind: str = "json") -> None:
+    con = connect(db)
+    info = orjson.dumps({"fingerprints": [fingerprint(body)]}).decode()
+    con.execute(
+        "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at, "
+        "step, stage_since, student_version, pin) VALUES ('t-orders', 'orders', ?, ?, 0, ?, "
+        "?, ?, ?, ?, 1, ?)",
+        (kind, stage, info, time.time(), time.time(), step, time.time(), pin),
+    )
+    con.close()
+
+
+async def run(tmp_path: Path, upstream: FakeUpstream, student: ScriptedStudent, stage: str,
+              **overrides: Any) -> tuple[Any, httpx.AsyncClient]:
+    cfg = gateway_config(tmp_path, upstream, **overrides)
+    add_task(cfg.store.path, stage)
+    app = create_app(cfg, student_factory=lambda task, version: student)
+    return app, cfg
+
+
+@pytest.fixture
+def db_rows(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def rows(sql: str) -> list[sqlite3.Row]:
+        con = connect(str(tmp_path / "slimgate.db"))
+        try:
+            return list(con.execute(sql))
+        finally:
+            con.close()
+    return rows
+
+
+async def _serve(app: Any, keys: str, requests: list[dict[str, Any]]) -> list[httpx.Response]:
+    out = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw",
+                                     headers={"authorization": f"Bearer {keys}"}) as c:
+            for body in requests:
+                out.append(await c.post("/v1/chat/completions", json=body))
+            state = app.state.slimgate
+            await state.shadow.drain()
+            await state.recorder.flush()
+    return out
+
+
+async def test_primary_student_serves_and_is_recorded(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
+) -> None:
+    student = ScriptedStudent()
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    [r] = await _serve(app, keys, [JSON_BODY])
+    assert r.status_code == 200
+    assert r.headers["x-slimgate-backend"] == "student"
+    assert r.headers["x-slimgate-task"] == "t-orders"
+    assert r.json()["choices"][0]["message"]["content"] == '{"echo": "order 42"}'
+    assert r.json()["model"] == "gpt-test"  # the client's model name, not the student's
+    [row] = db_rows("SELECT * FROM exchanges")
+    assert (row["backend"], row["task"], row["student_version"], row["fallback"]) == (
+        "student", "t-orders", 1, None)
+
+
+@pytest.mark.parametrize("student", [ScriptedStudent(content="not json {"),
+                                     ScriptedStudent(fail=True)])
+async def test_broken_student_answer_falls_back_to_teacher(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any,
+    student: ScriptedStudent,
+) -> None:
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    [r] = await _serve(app, keys, [JSON_BODY])
+    assert r.status_code == 200
+    assert r.headers["x-slimgate-backend"] == "teacher"
+    assert orjson.loads(r.json()["choices"][0]["message"]["content"]) == {"echo": "order 42"}
+    [row] = db_rows("SELECT * FROM exchanges")
+    assert row["fallback"] == ("error" if student.fail else "invalid_json")
+    assert row["backend"] == "teacher" and row["student_version"] == 1
+
+
+async def test_streamed_student_answer_is_checked_then_streamed(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    student = ScriptedStudent(content='{"echo": "a long enough answer to be cut in pieces"}')
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+            body = {**JSON_BODY, "stream": True, "stream_options": {"include_usage": True}}
+            r = await c.post("/v1/chat/completions", json=body,
+                             headers={"authorization": f"Bearer {keys}"})
+    assert r.headers["x-slimgate-backend"] == "student"
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == student.content
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+async def test_shadow_never_delays_the_reply_and_is_compared(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
+) -> None:
+    student = ScriptedStudent(delay_s=1.5)
+    policy = {"shadow_rate": 1.0}
+    app, _ = await run(tmp_path, fresh_upstream, student, "shadow", policy=policy)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json=JSON_BODY,
+                             headers={"authorization": f"Bearer {keys}"})
+            # The reply is back while the student is still thinking.
+            assert r.status_code == 200 and r.headers["x-slimgate-backend"] == "teacher"
+            assert student.finished == 0
+            await app.state.slimgate.shadow.drain()
+            await app.state.slimgate.recorder.flush()
+    [cmp] = db_rows("SELECT * FROM comparisons")
+    assert (cmp["task"], cmp["version"], cmp["mode"], cmp["agree"]) == ("t-orders", 1, "shadow", 1)
+    assert orjson.loads(cmp["student"])["content"] == student.content
+
+
+async def test_audit_compares_a_student_served_answer_with_the_teacher(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
+) -> None:
+    student = ScriptedStudent(content='{"echo": "something else"}')
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary",
+                       policy={"primary_audit_rate": 1.0})
+    [r] = await _serve(app, keys, [JSON_BODY])
+    assert r.headers["x-slimgate-backend"] == "student"
+    [cmp] = db_rows("SELECT * FROM comparisons")
+    assert cmp["mode"] == "audit" and cmp["agree"] == 0
+    assert "echo" in cmp["detail"]
+
+
+async def test_full_shadow_queue_drops_comparisons_not_replies(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    student = ScriptedStudent(delay_s=0.5)
+    app, _ = await run(tmp_path, fresh_upstream, student, "shadow", policy={"shadow_rate": 1.0},
+                       students={"shadow_queue": 2, "shadow_concurrency": 1})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw",
+                                     headers={"authorization": f"Bearer {keys}"}) as c:
+            replies = await asyncio.gather(*(c.post("/v1/chat/completions", json=JSON_BODY)
+                                             for _ in range(10)))
+            metrics = (await c.get("/metrics")).text
+    assert all(r.status_code == 200 for r in replies)
+    dropped = [line for line in metrics.splitlines()
+               if line.startswith('slimgate_shadow_dropped_total{mode="shadow"}')]
+    assert dropped and float(dropped[0].split()[-1]) >= 7
+
+
+async def test_observe_stage_and_unknown_requests_go_to_the_teacher(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    student = ScriptedStudent()
+    app, _ = await run(tmp_path, fresh_upstream, student, "observe")
+    other = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
+    r1, r2 = await _serve(app, keys, [JSON_BODY, other])
+    assert r1.headers["x-slimgate-backend"] == "teacher"
+    assert r1.headers["x-slimgate-task"] == "t-orders"
+    assert "x-slimgate-task" not in r2.headers
+    assert student.calls == 0
+
+
+async def test_explicit_task_tag_is_validated(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    app, _ = await run(tmp_path, fresh_upstream, ScriptedStudent(), "observe")
+    bad = {**JSON_BODY, "metadata": {"task": "../../etc"}}
+    good = {**JSON_BODY, "metadata": {"task": "invoices"}}
+    r_bad, r_good = await _serve(app, keys, [bad, good])
+    assert r_bad.status_code == 400
+    assert r_bad.json()["error"]["param"] == "metadata.task"
+    assert r_good.status_code == 200 and r_good.headers["x-slimgate-task"] == "invoices"
