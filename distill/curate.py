@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from distill.scrub import ScrubConfig, scrub_exchange
+from gateway.traces import request_key
 
 _REFUSAL = re.compile(
     r"^\s*(I'?m sorry,? but I (can(no|')t|won't)|I (can(no|')t|won't) (help|assist|comply)"
@@ -54,12 +53,6 @@ class Curated:
         for ex in self.train:
             h.update(ex.key.encode())
         return h.hexdigest()[:16]
-
-
-def request_key(request: dict[str, Any]) -> str:
-    """What the request asks, canonically: messages, tools and response format."""
-    what = {k: request.get(k) for k in ("messages", "tools", "response_format")}
-    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def is_heldout(key: str, percent: int) -> bool:

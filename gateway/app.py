@@ -51,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         batch_size=config.store.batch_size,
         record_bodies=config.store.record_requests,
         durable=config.store.durability == "sync",
+        scrub=config.store.scrub,
     )
     recorder.start()
     session = aiohttp.ClientSession(

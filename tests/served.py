@@ -28,7 +28,8 @@ def start_upstream_process() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def write_config(tmp: Path, upstream: str, port: int, extra_store: str = "") -> Path:
+def write_config(tmp: Path, upstream: str, port: int, extra_store: str = "",
+                 extra: str = "[worker]\nembedded = false\n") -> Path:
     cfg = tmp / "config.toml"
     cfg.write_text(f"""
 [server]
@@ -47,6 +48,8 @@ provider = "openai"
 base_url = "{upstream}"
 api_key_env = "SERVED_TEST_PROVIDER_KEY"
 max_retries = 0
+
+{extra}
 """)
     return cfg
 

@@ -62,6 +62,9 @@ model = "claude-3-5-haiku-20241022"
 base_url = "{up.root_url}"
 api_key_env = "SDK_TEST_PROVIDER_KEY"
 max_retries = 0
+
+[worker]
+embedded = false  # these tests are about the wire protocol; the loop has its own tests
 """)
     env = {**os.environ, "SDK_TEST_KEYS": KEY, "SDK_TEST_PROVIDER_KEY": PROVIDER_KEY}
     log = open(tmp / "gateway.log", "w")  # noqa: SIM115 - closed in the teardown below

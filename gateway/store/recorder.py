@@ -99,6 +99,7 @@ class Recorder:
         batch_size: int = 500,
         record_bodies: bool = True,
         durable: bool = False,
+        scrub: bool = False,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -106,6 +107,7 @@ class Recorder:
         self._batch_size = batch_size
         self._record_bodies = record_bodies
         self.durable = durable
+        self._scrub = scrub  # secrets/PII replaced by placeholders before the write
         self._costs = CostTable()
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
@@ -204,11 +206,18 @@ class Recorder:
         if completion_tokens:
             self._metrics.tokens.labels(*labels, "completion").inc(completion_tokens)
         keep = self._record_bodies
+        request_json = orjson.dumps(ex.request).decode() if keep and ex.request is not None \
+            else None
+        response_json = orjson.dumps(resp).decode() if keep and resp is not None else None
+        if self._scrub and request_json is not None:
+            # One scrubber for both, so a value gets the same placeholder in each.
+            from distill.scrub import scrub_texts
+
+            texts, _ = scrub_texts([request_json, response_json or ""])
+            request_json, response_json = texts[0], (texts[1] if response_json else None)
         return (
             ex.request_id, ex.created_at, ex.key_id, ex.endpoint, ex.model, ex.upstream,
-            ex.backend, ex.task, int(ex.stream),
-            orjson.dumps(ex.request).decode() if keep and ex.request is not None else None,
-            orjson.dumps(resp).decode() if keep and resp is not None else None,
+            ex.backend, ex.task, int(ex.stream), request_json, response_json,
             ex.status, ex.error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
             completion_tokens, cost, ex.student_version, ex.fallback,
         )

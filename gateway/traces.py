@@ -1,0 +1,116 @@
+"""Recorded chat exchanges as JSONL traces, and the canonical key of a request.
+
+A trace line is `{"request": {...chat request...}, "response": {...chat.completion...}}`.
+`export_traces` writes a store's successful teacher exchanges in that format, so users can
+replay their own traffic with `slimgate replay-teacher`; `read_traces` reads them back.
+`request_key` is what identifies a request for replay, deduplication and the held-out split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from gateway.store.migrations import connect
+
+KEY_FIELDS = ("messages", "tools", "response_format")  # what a request asks, for the key
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """What the request asks, canonically: messages, tools and response format.
+
+    The model name, sampling parameters and `stream` are left out: the same question to
+    another model or with another temperature is still the same question.
+    """
+    what = {k: request.get(k) for k in KEY_FIELDS}
+    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class Trace:
+    request: dict[str, Any]  # the chat request as the client sent it
+    response: dict[str, Any]  # the chat.completion answer (streams already assembled)
+
+
+class TraceError(Exception):
+    """A trace file is missing or has a line that is not a trace."""
+
+
+def read_traces(path: str | os.PathLike[str]) -> Iterator[Trace]:
+    """The traces of a JSONL file, in order; blank lines are skipped."""
+    p = Path(path)
+    try:
+        f = p.open("rb")
+    except OSError as e:
+        raise TraceError(f"cannot read traces from '{p}': {e.strerror}") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                raise TraceError(f"{p}:{n}: not JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise TraceError(f"{p}:{n}: expected an object with 'request' and 'response'")
+            req, resp = obj.get("request"), obj.get("response")
+            if not isinstance(req, dict) or not isinstance(req.get("messages"), list):
+                raise TraceError(f"{p}:{n}: 'request' must be a chat request with 'messages'")
+            if not isinstance(resp, dict) or not isinstance(resp.get("choices"), list) \
+                    or not resp["choices"]:
+                raise TraceError(f"{p}:{n}: 'response' must be a chat.completion with 'choices'")
+            yield Trace(req, resp)
+
+
+def export_traces(
+    store_path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | IO[bytes],
+    *,
+    task: str | None = None,
+    model: str | None = None,
+) -> int:
+    """Write the store's successful teacher chat exchanges to `out` as JSONL.
+
+    `out` is a path ("-" for standard output) or a binary file. `task` keeps one task's
+    exchanges; `model` those a client sent under that model name. Returns the lines written.
+    """
+    sql = ("SELECT request, response FROM exchanges WHERE endpoint = 'chat/completions' "
+           "AND status = 200 AND backend = 'teacher' AND request IS NOT NULL "
+           "AND response IS NOT NULL")
+    params: list[Any] = []
+    if task is not None:
+        sql += " AND task = ?"
+        params.append(task)
+    if model is not None:
+        sql += " AND model = ?"
+        params.append(model)
+    if not Path(store_path).is_file():  # connect() would create an empty store
+        raise TraceError(f"store '{os.fspath(store_path)}' does not exist")
+    con = connect(os.fspath(store_path))
+    written = 0
+    try:
+        with ExitStack() as stack:
+            if isinstance(out, (str, os.PathLike)):
+                sink: IO[bytes] = (sys.stdout.buffer if os.fspath(out) == "-"
+                                   else stack.enter_context(Path(out).open("wb")))
+            else:
+                sink = out
+            for row in con.execute(sql + " ORDER BY seq", params):
+                response = orjson.loads(row["response"])
+                if not response.get("choices"):
+                    continue
+                line = {"request": orjson.loads(row["request"]), "response": response}
+                sink.write(orjson.dumps(line) + b"\n")
+                written += 1
+            sink.flush()
+    finally:
+        con.close()
+    return written
