@@ -115,10 +115,20 @@ def _gate_loop(cfg: Config, stop: threading.Event) -> None:
         con.close()
 
 
+def _limit_threads(threads: int) -> None:
+    """Leave a core to the gateway: on a small machine two busy torch pools thrash."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
+
+
 def run_worker(cfg: Config, *, once: bool = False, stop: threading.Event | None = None) -> None:
     """Run until stopped (SIGTERM/SIGINT or `stop`); `once` does one distill pass and returns."""
     from distill.pipeline import run_distill
 
+    _limit_threads(cfg.worker.torch_threads)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -119,6 +119,7 @@ class StudentsConfig(_Strict):
     refresh_s: float = Field(2.0, gt=0)  # how often the gateway re-reads task stages
     shadow_queue: int = Field(1000, ge=1)  # shadow/audit jobs waiting; beyond: dropped, counted
     shadow_concurrency: int = Field(2, ge=1)  # shadow/audit jobs running at once
+    torch_threads: int = Field(1, ge=0)  # embedded engine: CPU threads (0 = torch's default)
 
 
 class WorkerConfig(_Strict):
@@ -126,6 +127,7 @@ class WorkerConfig(_Strict):
     interval_s: float = Field(30.0, gt=0)  # how often tasks are discovered and (re)trained
     gate_interval_s: float = Field(5.0, gt=0)  # how often the gate reads the evidence
     max_discover_rows: int = Field(20_000, ge=100)  # newest exchanges used for discovery
+    torch_threads: int = Field(0, ge=0)  # CPU threads for training; 0 = all cores but one
 
 
 class Config(_Strict):

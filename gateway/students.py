@@ -75,7 +75,7 @@ class StudentPool:
             )
         return EmbeddedStudentBackend(
             name, str(path), max_batch=cfg.max_batch, batch_wait_ms=cfg.batch_wait_ms,
-            timeout_s=cfg.timeout_s,
+            timeout_s=cfg.timeout_s, torch_threads=cfg.torch_threads,
         )
 
     async def retain(self, wanted: set[tuple[str, int]]) -> None:

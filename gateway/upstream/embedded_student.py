@@ -32,9 +32,11 @@ class EmbeddedStudentBackend:
         max_batch: int = 8,
         batch_wait_ms: float = 5.0,
         timeout_s: float = 30.0,
+        torch_threads: int = 0,
     ) -> None:
         self.name = name
         self.path = path
+        self._torch_threads = torch_threads  # 0: leave torch's default
         self._max_batch = max_batch
         self._batch_wait_s = batch_wait_ms / 1000
         self._timeout_s = timeout_s
@@ -51,6 +53,11 @@ class EmbeddedStudentBackend:
             if self._student is None:
                 from distill.student import Student
 
+                if self._torch_threads:
+                    import torch
+
+                    # Process-wide: students are small, and the worker trains beside us.
+                    torch.set_num_threads(self._torch_threads)
                 self._student = await asyncio.to_thread(Student.load, self.path)
 
     async def _generate_one(self, body: dict[str, Any]) -> Any:

@@ -1,0 +1,279 @@
+"""Step S5: fine-tune one candidate student on a task's logged teacher answers (TRL SFT).
+
+Examples are tokenized here, prompt and answer separately, exactly as the student sees them
+when serving (`chat_format.prompt_text` + generated tokens): the loss covers the answer and
+its end-of-turn token only. Scratch candidates get a full fine-tune, pretrained ones a LoRA
+adapter. Training stops at `max_steps`, the epoch bound or the time budget, whichever first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from distill.chat_format import CHAT_TEMPLATE, answer_message, conversation, prepare, render
+from distill.chat_format import stop_token_ids as _stop_ids
+from gateway.config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+Method = Literal["auto", "lora", "full"]
+DEFAULT_LR = {"scratch": 3e-3, "lora": 2e-4, "full": 2e-5}
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    epochs: float  # passes over the training examples actually made
+    first_loss: float  # loss of the first step
+    final_loss: float  # mean loss of the last (up to) 10 steps
+    seconds: float  # wall time, model building and saving included
+    trainable_params: int
+    total_params: int
+    method: Literal["lora", "full"]
+    base_model: str
+    stopped_by: Literal["steps", "time", "epochs"]
+    examples: int  # examples trained on
+    skipped: int  # examples longer than max_seq_len, left out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Clock:
+    """Wall time against the budget, and the training progress the LR schedule follows."""
+
+    def __init__(self, budget_s: float, total_steps: int = 1) -> None:
+        self.start = time.monotonic()
+        self.budget_s = budget_s
+        self.total_steps = total_steps
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def expired(self) -> bool:
+        return self.elapsed() >= self.budget_s
+
+    def progress(self, step: int) -> float:
+        """How far along training is: by steps or by time, whichever is further."""
+        return min(1.0, max(step / self.total_steps, self.elapsed() / self.budget_s))
+
+
+def lr_factor(step: int, clock: Clock, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 10% over `clock.progress` (so a run cut short by
+    its time budget still ends at a low learning rate)."""
+    warm = min(1.0, (step + 1) / warmup)
+    return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * clock.progress(step))))
+
+
+def encode_example(
+    example: dict[str, Any], tokenizer: Any, stop_ids: set[int]
+) -> dict[str, list[int]]:
+    """input_ids and labels of one example: -100 on the prompt, then the answer's ids through
+    its stop token (the template's newline after the turn is not learnt)."""
+    messages, tools = prepare(example)
+    prompt = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                           tokenize=False)
+    full = tokenizer.apply_chat_template([*messages, answer_message(example)], tools=tools,
+                                         tokenize=False)
+    if not full.startswith(prompt):  # e.g. templates that render the last turn differently
+        k = next((i for i, (a, b) in enumerate(zip(prompt, full, strict=False)) if a != b),
+                 min(len(prompt), len(full)))
+        log.warning("chat template renders the prompt differently alone; split at char %d", k)
+        prompt = full[:k]
+    completion = full[len(prompt):]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    end = next((i for i, t in enumerate(answer_ids) if t in stop_ids), None)
+    answer_ids = [*answer_ids, tokenizer.eos_token_id] if end is None else answer_ids[: end + 1]
+    return {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
+
+
+def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
+    """(model, tokenizer) for a candidate: `scratch:<size>` or an HF id / local path.
+
+    Pretrained tokenizers keep their own chat template (what the model was tuned on and what
+    vLLM renders for it); one without a template gets CHAT_TEMPLATE, its markers then plain text.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if base_model.startswith("scratch:"):
+        from distill.scratch import build_scratch
+
+        model, tokenizer = build_scratch(base_model.split(":", 1)[1], texts, seed=seed)  # type: ignore[arg-type]
+        return model, tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, dtype=torch.bfloat16 if bf16 else torch.float32, local_files_only=True)
+    return model, tokenizer
+
+
+def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *,
+                 cfg: TrainingConfig, learning_rate: float, clock: Clock, lora: bool,
+                 output_dir: str, seed: int = 0, progress: bool = False) -> Any:
+    """An SFTTrainer over pre-tokenized rows; its `step_losses` and `hit_time_budget` fill in.
+
+    Sets `clock.total_steps`: max_steps or the epoch bound, whichever is fewer steps.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    batch = min(cfg.batch_size, len(rows))
+    per_epoch = math.ceil(len(rows) / batch)
+    clock.total_steps = max(1, min(cfg.max_steps, math.ceil(cfg.epochs * per_epoch)))
+    warmup = max(1, min(50, clock.total_steps // 20))
+
+    class Budget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if clock.expired():
+                trainer.hit_time_budget = True
+                control.should_training_stop = True
+
+    class Trainer(SFTTrainer):  # type: ignore[misc]
+        step_losses: list[float]
+        hit_time_budget = False
+
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            if self.lr_scheduler is None:
+                opt: Any = optimizer or self.optimizer
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda step: lr_factor(step, clock, warmup))
+            return self.lr_scheduler
+
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            loss = super().compute_loss(model, inputs, *args, **kwargs)
+            if model.training:
+                value = loss[0] if isinstance(loss, tuple) else loss
+                self.step_losses.append(float(value.detach()))
+            return loss
+
+    args = SFTConfig(
+        output_dir=output_dir, max_steps=clock.total_steps, per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1, learning_rate=learning_rate, weight_decay=0.0,
+        max_length=cfg.max_seq_len, seed=seed, data_seed=seed,
+        bf16=cuda and torch.cuda.is_bf16_supported() and lora, fp16=False, use_cpu=not cuda,
+        save_strategy="no", eval_strategy="no", report_to="none",
+        logging_steps=max(1, clock.total_steps // 20), disable_tqdm=not progress,
+        log_level="warning", dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        **_no_checkpointing(SFTConfig),
+    )
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", **LORA)  # type: ignore[arg-type]
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=[Budget()])
+    trainer.step_losses = []
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _no_checkpointing(config_cls: Any) -> dict[str, Any]:
+    # TRL turns activation checkpointing on by default; it only slows small models down.
+    # transformers 5.x renamed gradient_checkpointing to activation_checkpointing.
+    if "activation_checkpointing" in config_cls.__dataclass_fields__:
+        return {"activation_checkpointing": False}
+    return {"gradient_checkpointing": False}
+
+
+@contextmanager
+def _quiet(progress: bool) -> Iterator[None]:
+    """Without `progress`, no bars from dataset preparation, weight loading or saving."""
+    if progress:
+        yield
+        return
+    import datasets
+
+    from distill.student import quiet_progress_bars
+
+    was_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        with quiet_progress_bars():
+            yield
+    finally:
+        if not was_off:
+            datasets.enable_progress_bars()
+
+
+def _params(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def train_student(
+    train: list[dict[str, Any]], *, base_model: str, method: Method = "auto",
+    cfg: TrainingConfig, out_dir: Path, seed: int = 0, progress: bool = True,
+) -> TrainReport:
+    """Train one student and save it (model or PEFT adapter, plus tokenizer) into `out_dir`.
+
+    `slimgate.json` is not written here: the registry writes it last, once evaluated.
+    """
+    if not train:
+        raise ValueError("no training examples")
+    from transformers import set_seed
+
+    clock = Clock(cfg.time_budget_s)
+    set_seed(seed)
+    scratch = base_model.startswith("scratch:")
+    if scratch and method == "lora":
+        raise ValueError(f"{base_model} is randomly initialised: LoRA needs pretrained "
+                         "weights; use method 'full' or 'auto'")
+    lora = method == "lora" or (method == "auto" and not scratch)
+    if not scratch and Path(base_model).is_dir():
+        base_model = str(Path(base_model).resolve())  # adapter_config.json must find it later
+    texts = [render(*conversation(ex)) for ex in train] if scratch else []
+    with _quiet(progress):
+        model, tokenizer = load_base(base_model, seed, texts)
+        stop_ids = _stop_ids(tokenizer, model.generation_config)
+        encoded = [encode_example(ex, tokenizer, stop_ids) for ex in train]
+        limit = min(cfg.max_seq_len,
+                    getattr(model.config, "max_position_embeddings", None) or cfg.max_seq_len)
+        rows = [r for r in encoded if len(r["input_ids"]) <= limit]
+        if not rows:
+            raise ValueError(f"every example is longer than {limit} tokens")
+        lr = cfg.learning_rate or DEFAULT_LR["scratch" if scratch else "lora" if lora else "full"]
+        with tempfile.TemporaryDirectory(prefix="slimgate-train-") as tmp:
+            trainer = make_trainer(model, tokenizer, rows, cfg=cfg, learning_rate=lr,
+                                   clock=clock, lora=lora, output_dir=tmp, seed=seed,
+                                   progress=progress)
+            trainer.train()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        trainer.model.save_pretrained(out_dir)  # a PeftModel saves only its adapter
+        tokenizer.save_pretrained(out_dir)
+
+    steps = trainer.state.global_step
+    trainable, total = _params(trainer.model)
+    losses = trainer.step_losses or [float("nan")]
+    stopped_by: Literal["steps", "time", "epochs"] = "epochs"
+    if trainer.hit_time_budget and steps < clock.total_steps:
+        stopped_by = "time"
+    elif clock.total_steps == cfg.max_steps:
+        stopped_by = "steps"
+    return TrainReport(
+        steps=steps, epochs=round(steps * trainer.args.per_device_train_batch_size / len(rows), 3),
+        first_loss=losses[0], final_loss=sum(losses[-10:]) / len(losses[-10:]),
+        seconds=round(clock.elapsed(), 2), trainable_params=trainable, total_params=total,
+        method="lora" if lora else "full", base_model=base_model, stopped_by=stopped_by,
+        examples=len(rows), skipped=len(encoded) - len(rows),
+    )

@@ -1,0 +1,140 @@
+"""A saved student reloads and answers: tool calls and JSON that stop at the end token,
+batched the same as alone, within each request's own token cap and stop strings."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import TrainingConfig
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object",
+                                          "properties": {"city": {"type": "string"}}}}}
+CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi", "Cairo", "Bern"]
+
+
+def tool_request(city: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": f"Weather in {city}?"}], "tools": [WEATHER]}
+
+
+def json_request(city: str) -> dict[str, Any]:
+    return {"messages": [{"role": "system", "content": "Check the city."},
+                         {"role": "user", "content": city}],
+            "response_format": {"type": "json_object"}}
+
+
+def training_set() -> list[dict[str, Any]]:
+    """Two trivially learnable tasks, one fixed answer each."""
+    call = {"id": "c", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    out = []
+    for city in CITIES * 3:
+        out.append({**tool_request(city), "response_format": None,
+                    "answer": {"role": "assistant", "content": None, "tool_calls": [call]}})
+        out.append({**json_request(city), "tools": None,
+                    "answer": {"role": "assistant", "content": '{"ok": true}'}})
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Other test runs share this small CPU; two contending threads each slow torch tenfold.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Any:
+    from distill.student import Student
+    from distill.train import train_student
+
+    out = tmp_path_factory.mktemp("student")
+    report = train_student(training_set(), base_model="scratch:tiny", out_dir=Path(out),
+                           cfg=TrainingConfig(time_budget_s=45, max_steps=120, batch_size=8),
+                           progress=False)
+    print(f"\ntrained {report.steps} steps in {report.seconds:.1f}s "
+          f"({report.steps / report.seconds:.1f} steps/s), loss {report.first_loss:.2f} -> "
+          f"{report.final_loss:.3f}, stopped by {report.stopped_by}")
+    return Student.load(out)
+
+
+def test_answers_parse_and_end_at_the_end_token(student: Any) -> None:
+    tool, js = student.generate([tool_request("Lima"), json_request("Rome")], max_new_tokens=64)
+    assert tool.finish_reason == "tool_calls"
+    [call] = tool.message["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    assert call["id"].startswith("call_") and tool.message["content"] is None
+    assert js.finish_reason == "stop" and json.loads(js.message["content"]) == {"ok": True}
+    assert js.completion_tokens < 64 and tool.completion_tokens < 64
+    prompt = student.tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Check the city.\n\nAnswer with a JSON object."},
+         {"role": "user", "content": "Rome"}], add_generation_prompt=True)
+    assert js.prompt_tokens == len(prompt["input_ids"])
+
+
+def test_a_batch_answers_like_each_request_alone(student: Any) -> None:
+    requests = [tool_request("Oslo"), json_request("Bern"),
+                json_request("Quito"), tool_request("Dakar")]
+    together = student.generate(requests)
+    alone = [student.generate([r])[0] for r in requests]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert [g.finish_reason for g in together] == ["tool_calls", "stop", "stop", "tool_calls"]
+
+
+def test_token_caps_and_stop_strings_are_per_request(student: Any) -> None:
+    capped, free, stopped, newest = student.generate([
+        {**json_request("Lima"), "max_tokens": 3},
+        json_request("Lima"),
+        {**json_request("Lima"), "stop": ["true"]},
+        {**json_request("Lima"), "max_tokens": 50, "max_completion_tokens": 2},
+    ])
+    assert (capped.finish_reason, capped.completion_tokens) == ("length", 3)
+    assert free.finish_reason == "stop" and free.text.startswith(capped.text)
+    assert stopped.finish_reason == "stop" and stopped.text == '{"ok": '
+    assert (newest.finish_reason, newest.completion_tokens) == ("length", 2)
+    [ceiling] = student.generate([{**json_request("Lima"), "max_tokens": 100}], max_new_tokens=2)
+    assert ceiling.completion_tokens == 2
+    assert student.generate([]) == []
+
+
+def test_generate_from_several_threads(student: Any) -> None:
+    results: dict[int, Any] = {}
+
+    def run(i: int) -> None:
+        results[i] = student.generate([tool_request(CITIES[i]), json_request(CITIES[i])])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for gens in results.values():
+        assert [g.finish_reason for g in gens] == ["tool_calls", "stop"]
+
+
+def test_latency_per_request(student: Any) -> None:
+    """Prints ms per request at batch 1 and 8 (a benchmark; nothing is timed-asserted)."""
+    requests = [json_request(c) if i % 2 else tool_request(c) for i, c in enumerate(CITIES[:8])]
+    student.generate(requests[:1])  # warm up
+    t0 = time.perf_counter()
+    for r in requests:
+        student.generate([r])
+    single = (time.perf_counter() - t0) / len(requests) * 1000
+    t0 = time.perf_counter()
+    gens = student.generate(requests)
+    batched = (time.perf_counter() - t0) / len(requests) * 1000
+    tokens = sum(g.completion_tokens for g in gens) / len(gens)
+    print(f"\n{student.model.num_parameters():,} params, ~{tokens:.0f} tokens/answer: "
+          f"{single:.1f} ms/request at batch 1, {batched:.1f} ms/request at batch 8")
+    assert all(g.finish_reason in ("stop", "tool_calls") for g in gens)

@@ -1,0 +1,208 @@
+"""Fine-tuning students: the loss falls, weights move, only the answer is learnt, budgets stop
+training, and both save formats (full scratch model, PEFT adapter) come out loadable."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.chat_format import IM_END, conversation, render, stop_token_ids
+from gateway.config import TrainingConfig
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object",
+                                          "properties": {"city": {"type": "string"}}}}}
+CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Other test runs share this small CPU; two contending threads each slow torch tenfold.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def examples(n: int = 32) -> list[dict[str, Any]]:
+    """Two templated tasks: a tool call and a JSON answer."""
+    rnd = random.Random(0)
+    out = []
+    for i in range(n):
+        city = rnd.choice(CITIES)
+        if i % 2:
+            out.append({"messages": [{"role": "user", "content": f"Weather in {city}?"}],
+                        "tools": [WEATHER], "response_format": None,
+                        "answer": {"role": "assistant", "content": None, "tool_calls": [
+                            {"id": "c", "type": "function", "function": {
+                                "name": "get_weather", "arguments": json.dumps({"city": city})}}]}})
+        else:
+            out.append({"messages": [{"role": "system", "content": "Name the country."},
+                                     {"role": "user", "content": city}],
+                        "tools": None, "response_format": {"type": "json_object"},
+                        "answer": {"role": "assistant", "content": json.dumps({"city": city})}})
+    return out
+
+
+def test_loss_is_on_the_answer_only_and_training_changes_weights(tmp_path: Path) -> None:
+    import torch
+
+    from distill.scratch import build_scratch
+    from distill.train import Clock, encode_example, make_trainer
+
+    data = examples()
+    model, tok = build_scratch("tiny", [render(*conversation(ex)) for ex in data])
+    rows = [encode_example(ex, tok, stop_token_ids(tok)) for ex in data]
+    cfg = TrainingConfig(max_steps=15, batch_size=8, epochs=100)
+    trainer = make_trainer(model, tok, rows, cfg=cfg, learning_rate=3e-3, clock=Clock(120),
+                           lora=False, output_dir=str(tmp_path))
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape == batch["labels"].shape
+    answers = {render(*conversation(ex)).rsplit("<|im_start|>assistant\n", 1)[1] for ex in data}
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"],
+                                 strict=True):
+        learnt = labels != -100
+        first = int(learnt.nonzero()[0])
+        assert not learnt[:first].any() and learnt[first:].sum() == (mask[first:] == 1).sum()
+        assert torch.equal(labels[learnt], ids[learnt])  # the answer, unshifted, and nothing else
+        text = tok.decode(ids[learnt])
+        assert text.endswith(IM_END) and text + "\n" in answers  # ends on the stop token
+        assert "<|im_start|>" not in text  # no prompt token is learnt
+
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer.train()
+    assert trainer.state.global_step == 15
+    changed = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before)
+    losses = trainer.step_losses
+    assert len(losses) == 15 and sum(losses[-3:]) / 3 < losses[0] * 0.7
+
+
+def test_train_student_scratch_saves_a_full_model(tmp_path: Path) -> None:
+    from distill.train import train_student
+
+    cfg = TrainingConfig(max_steps=8, batch_size=8, time_budget_s=120)
+    report = train_student(examples(), base_model="scratch:tiny", cfg=cfg, out_dir=tmp_path,
+                           progress=False)
+    assert (report.steps, report.stopped_by, report.method) == (8, "steps", "full")
+    assert report.final_loss < report.first_loss
+    assert report.trainable_params == report.total_params > 500_000
+    assert report.examples == 32 and report.skipped == 0 and report.epochs == 2.0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    assert "slimgate.json" not in names and not any(n.startswith("checkpoint") for n in names)
+
+
+def test_time_budget_and_epochs_stop_training(tmp_path: Path) -> None:
+    from distill.train import train_student
+
+    timed = train_student(examples(8), base_model="scratch:tiny", out_dir=tmp_path / "t",
+                          cfg=TrainingConfig(time_budget_s=0.5, max_steps=10_000),
+                          progress=False)
+    assert timed.stopped_by == "time" and 1 <= timed.steps < 50
+    short = train_student(examples(8), base_model="scratch:tiny", out_dir=tmp_path / "e",
+                          cfg=TrainingConfig(epochs=2, batch_size=4, max_steps=1000),
+                          progress=False)
+    assert (short.stopped_by, short.steps, short.epochs) == ("epochs", 4, 2.0)
+
+
+def test_too_long_examples_are_skipped(tmp_path: Path) -> None:
+    from distill.train import train_student
+
+    data = examples(8)
+    data[0] = {**data[0], "messages": [{"role": "user", "content": "word " * 400}]}
+    report = train_student(data, base_model="scratch:tiny", out_dir=tmp_path, progress=False,
+                           cfg=TrainingConfig(max_steps=2, max_seq_len=256))
+    assert (report.examples, report.skipped) == (7, 1)
+    with pytest.raises(ValueError, match="LoRA needs pretrained"):
+        train_student(data, base_model="scratch:tiny", method="lora", out_dir=tmp_path,
+                      cfg=TrainingConfig(max_steps=1))
+
+
+@pytest.fixture
+def pretrained_dir(tmp_path: Path) -> Path:
+    """A tiny random Llama saved like a downloaded model (its tokenizer has a chat template)."""
+    from distill.scratch import build_scratch
+
+    path = tmp_path / "tiny-llama"
+    build_scratch("tiny", [render(*conversation(ex)) for ex in examples()], path, seed=1)
+    return path
+
+
+def test_lora_adapter_trains_saves_and_reloads(tmp_path: Path, pretrained_dir: Path) -> None:
+    from safetensors import safe_open
+
+    from distill.student import Student
+    from distill.train import train_student
+
+    out = tmp_path / "adapter"
+    report = train_student(examples(), base_model=str(pretrained_dir), cfg=TrainingConfig(
+        max_steps=6, batch_size=8), out_dir=out, progress=False)
+    assert report.method == "lora" and report.steps == 6
+    assert 0 < report.trainable_params < report.total_params / 2
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(pretrained_dir.resolve())
+    assert config["r"] == 16 and config["lora_alpha"] == 32
+    assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys)
+    assert any("q_proj" in k for k in keys) and any("down_proj" in k for k in keys)
+
+    student = Student.load(out)
+    gen = student.generate([{"messages": [{"role": "user", "content": "Lima"}],
+                             "max_tokens": 5}])[0]
+    assert gen.message["role"] == "assistant" and gen.completion_tokens <= 5
+
+
+TEMPLATES = {  # TRL ships the real chat templates of these model families
+    "qwen2_5": ("<|im_end|>", ["<|im_start|>", "<|im_end|>"]),
+    "qwen3": ("<|im_end|>", ["<|im_start|>", "<|im_end|>"]),
+    "llama3_1": ("<|eot_id|>", ["<|begin_of_text|>", "<|start_header_id|>",
+                                "<|end_header_id|>", "<|eot_id|>"]),
+    "phi3": ("<|end|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+}
+
+
+@pytest.mark.parametrize("family", sorted(TEMPLATES))
+def test_pretrained_templates_learn_an_answer_the_parser_reads(family: str) -> None:
+    """A pretrained model keeps its own template; its answers still parse into tool calls."""
+    import trl
+
+    from distill.chat_format import parse_answer
+    from distill.scratch import train_tokenizer
+    from distill.train import encode_example
+
+    template = Path(trl.__file__).parent / "chat_templates" / f"{family}.jinja"
+    if not template.exists():
+        pytest.skip(f"this TRL does not ship {template.name}")
+    end, specials = TEMPLATES[family]
+    tok = train_tokenizer([render(*conversation(ex)) for ex in examples()], vocab_size=600)
+    tok.add_tokens(specials, special_tokens=True)
+    tok.eos_token, tok.chat_template = end, template.read_text()
+    ex = examples(2)[0 if family == "phi3" else 1]  # phi3's template has no tools
+
+    row = encode_example(ex, tok, stop_token_ids(tok))
+    learnt = [t for t in row["labels"] if t != -100]
+    assert row["labels"][-len(learnt):] == row["input_ids"][-len(learnt):] == learnt
+    text = tok.decode(learnt)
+    assert text.endswith(end) and text.count(end) == 1
+    message = parse_answer(text.removesuffix(end), ex)
+    if family == "phi3":
+        assert message == {"role": "assistant", "content": ex["answer"]["content"]}
+    else:
+        [call] = message["tool_calls"]
+        assert call["function"]["name"] == "get_weather"
+        assert json.loads(call["function"]["arguments"]) == json.loads(
+            ex["answer"]["tool_calls"][0]["function"]["arguments"])
