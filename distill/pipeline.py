@@ -141,7 +141,7 @@ def train_candidate(
     passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
     metrics = {**ev.summary, "train_examples": len(train),
                "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
-               "scrubbed": dict(curated.scrubbed), "training": dict(vars(report)),
+               "scrubbed": dict(curated.scrubbed), "training": report.as_dict(),
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
                "min_heldout": policy.min_heldout}
     partial.rename(final)

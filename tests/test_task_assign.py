@@ -1,0 +1,142 @@
+"""Online task assignment: explicit tags, fingerprints, and the nearest centroid."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from distill.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
+from gateway import task_assign
+from gateway.fingerprint import fingerprint, signature
+from gateway.task_assign import TaskAssigner, explicit_task
+
+
+@dataclass
+class Task:
+    id: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _body(system: str = "You sort tickets.", user: str = "hello", **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": user}], **extra}
+
+
+def test_header_wins_then_metadata() -> None:
+    body = _body(metadata={"task": "from-body"})
+    assert explicit_task(body, "from-header") == "from-header"
+    assert explicit_task(body, None) == "from-body"
+    assert explicit_task(_body(), None) is None
+    a = TaskAssigner.from_tasks([]).assign(body, None)
+    assert (a.task, a.how) == ("from-body", "explicit")
+
+
+@pytest.mark.parametrize("bad", ["", "-leading-dash", "has space", "x" * 65, "slash/y", "é"])
+def test_invalid_tags_are_rejected_with_a_clear_message(bad: str) -> None:
+    assigner = TaskAssigner.from_tasks([])
+    with pytest.raises(ValueError, match="is not a valid task name"):
+        assigner.assign(_body(), bad)
+    with pytest.raises(ValueError, match="metadata.task"):
+        assigner.assign(_body(metadata={"task": bad}), None)
+    with pytest.raises(ValueError, match="must be a string"):
+        assigner.assign(_body(metadata={"task": 7}), None)
+
+
+def test_fingerprint_lookup() -> None:
+    known, shared = _body("You sort tickets."), _body(GENERIC_SYSTEM)
+    assigner = TaskAssigner.from_tasks([
+        Task("triage", {"fingerprints": [fingerprint(known)]}),
+        Task("a", {"fingerprints": [fingerprint(shared)]}),
+        Task("b", {"fingerprints": [fingerprint(shared)]}),
+        Task("bare"),
+    ])
+    a = assigner.assign(_body("You sort tickets.", "my invoice is wrong"))
+    assert (a.task, a.how) == ("triage", "fingerprint")
+    assert assigner.assign(_body(GENERIC_SYSTEM, "hi")).how == "none"  # shared: needs content
+    assert assigner.assign(_body("Something else entirely.")).task is None
+
+
+async def test_centroid_path_is_off_without_the_distill_extra(monkeypatch: Any) -> None:
+    def no_embedder() -> Any:
+        raise AssertionError("must not load an embedder")
+
+    monkeypatch.setattr(task_assign, "distill_installed", lambda: False)
+    assigner = TaskAssigner.from_tasks(
+        [Task("t", {"signature": "|", "centroid": [1.0] * 768})], embedder=no_embedder)
+    assert (await assigner.assign_by_centroid(_body())).how == "none"
+    assert (await TaskAssigner.from_tasks([]).assign_by_centroid(_body())).how == "none"
+
+
+def test_importing_the_request_path_stays_light() -> None:
+    code = ("import sys, gateway.task_assign, gateway.fingerprint, policies.kinds; "
+            "print(sorted(m for m in ('numpy', 'torch', 'sentence_transformers', 'sklearn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Any]:
+    import torch
+
+    from distill.embed import get_embedder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # other test runs share this small CPU
+    yield get_embedder()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def assigner(embedder: Any) -> TaskAssigner:
+    """Tasks built from the workload the way discovery records them."""
+    from distill.embed import normalise, request_vectors
+
+    items = generate(150, seed=31, kinds=["ticket_triage", "sentiment", "reply_writer"],
+                     generic=["ticket_triage", "sentiment"])
+    tasks = []
+    for name in ("ticket_triage", "sentiment", "reply_writer"):
+        reqs = [i.request for i in items if i.task == name]
+        centroid = normalise(request_vectors(embedder, reqs).mean(axis=0))
+        tasks.append(Task(name, {"fingerprints": sorted({fingerprint(r) for r in reqs}),
+                                 "signature": signature(reqs[0]),
+                                 "centroid": centroid.tolist()}))
+    return TaskAssigner.from_tasks(tasks, embedder=lambda: embedder)
+
+
+async def test_centroid_picks_between_tasks_sharing_a_prompt(assigner: TaskAssigner) -> None:
+    for item in generate(30, seed=32, kinds=["ticket_triage", "sentiment"],
+                         generic=["ticket_triage", "sentiment"]):
+        assert assigner.assign(item.request).how == "none"
+        a = await assigner.assign_by_centroid(item.request)
+        assert (a.task, a.how) == (item.task, "centroid")
+        assert a.similarity is not None and a.similarity >= task_assign.CONTENT_FLOOR
+
+
+async def test_centroid_finds_a_task_whose_prompt_changed(assigner: TaskAssigner) -> None:
+    item = generate(6, seed=33, kinds=["reply_writer"])[0]
+    body = {**item.request, "messages": [
+        {"role": "system", "content": REPLY_SYSTEM.format(brand="Sunrise Bakery")},
+        *item.request["messages"][1:]]}
+    assert assigner.assign(body).task is None  # a prompt never seen before
+    a = await assigner.assign_by_centroid(body)
+    assert (a.task, a.how) == ("reply_writer", "centroid")
+
+
+async def test_unrelated_requests_get_no_task(assigner: TaskAssigner) -> None:
+    unrelated = [
+        _body(GENERIC_SYSTEM, "Write a haiku about autumn leaves."),
+        _body(GENERIC_SYSTEM, "Translate to French: the weather is lovely today."),
+        _body("You summarise news articles in three bullet points.",
+              "Article: The council voted on Tuesday to add 40 km of bike lanes."),
+        _body(GENERIC_SYSTEM, "My invoice is wrong", tools=[
+            {"type": "function", "function": {"name": "refund", "parameters": {}}}]),
+    ]
+    results = await asyncio.gather(*(assigner.assign_by_centroid(b) for b in unrelated))
+    assert [(a.task, a.how) for a in results] == [(None, "none")] * len(unrelated)
