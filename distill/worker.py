@@ -124,20 +124,45 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
 
 
-def run_worker(cfg: Config, *, once: bool = False, stop: threading.Event | None = None) -> None:
+def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Stop when the process that started us is gone (a gateway killed with -9 included)."""
+    import os
+
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            log.warning("the gateway (pid %d) is gone: worker stopping", parent_pid)
+            stop.set()
+            # A training run does not look at `stop`; nothing it writes is visible until it
+            # completes, so leaving now loses nothing but the half-trained version.
+            os._exit(0)
+
+
+def run_worker(
+    cfg: Config, *, once: bool = False, stop: threading.Event | None = None,
+    parent_pid: int | None = None,
+) -> None:
     """Run until stopped (SIGTERM/SIGINT or `stop`); `once` does one distill pass and returns."""
     from distill.pipeline import run_distill
 
     _limit_threads(cfg.worker.torch_threads)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
+        def on_signal(*_: object) -> None:
+            # Leave at once, training included: a version becomes visible only when it is
+            # complete, so an interrupted one is simply removed at the next start.
+            stop.set()
+            raise SystemExit(0)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, on_signal)
     if removed := clean_partials(cfg.distill.students_dir):
         log.info("removed %d half-trained student(s) left by an interrupted run", removed)
     gate = threading.Thread(target=_gate_loop, args=(cfg, stop), name="slimgate-gate",
                             daemon=True)
     gate.start()
+    if parent_pid:
+        threading.Thread(target=_watch_parent, args=(parent_pid, stop), daemon=True,
+                         name="slimgate-parent-watch").start()
     try:
         while not stop.is_set():
             try:

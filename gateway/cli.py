@@ -60,7 +60,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     config = _config(args)
     _setup_logging(config.server.log_level)
-    run_worker(config, once=args.once)
+    run_worker(config, once=args.once, parent_pid=args.parent_pid)
     return 0
 
 
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("worker", "run the distill loop: discover, train, gate", _worker)
     s.add_argument("--once", action="store_true", help="one distill pass, then exit")
+    s.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `serve`
 
     s = command("distill", "curate, discover, train and evaluate tasks once", _ops)
     s.add_argument("--task", help="only this task id")

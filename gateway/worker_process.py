@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 
@@ -24,7 +25,9 @@ def start_worker(config_path: str | None, config: Config) -> subprocess.Popen[by
         log.warning("worker not started: the distill extra is not installed "
                     "(pip install 'slimgate[distill]'), so the gateway only records")
         return None
-    cmd = [sys.executable, "-m", "gateway.cli", "worker", "--config", config_path]
+    # --parent-pid: the worker exits by itself if the gateway dies, even by kill -9.
+    cmd = [sys.executable, "-m", "gateway.cli", "worker", "--config", config_path,
+           "--parent-pid", str(os.getpid())]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     log.info("distill worker started (pid %d)", proc.pid)
     return proc
