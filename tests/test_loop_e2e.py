@@ -10,6 +10,7 @@ answers. The agent never receives an answer that breaks its request's contract.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from distill.workload import generate, to_traces
 from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.replay_teacher import ReplayTeacher
+from gateway.report import build_report, dumps, policy_numbers, render_html
 from gateway.store.catalog import list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import stage_changes
@@ -69,7 +71,8 @@ def config(tmp_path: Path, teacher_url: str):  # type: ignore[no-untyped-def]
     return parse_config({
         "server": {"api_keys_env": "LOOP_TEST_KEYS"},
         "store": {"path": str(tmp_path / "loop.db")},
-        "models": [{"name": "gpt-4o-mini", "base_url": teacher_url, "max_retries": 0}],
+        "models": [{"name": "gpt-4o-mini", "base_url": teacher_url, "max_retries": 0,
+                    "api_key_env": "LOOP_TEST_PROVIDER_KEY"}],
         "distill": {"students_dir": str(tmp_path / "students"), "min_examples": 60,
                     "heldout_percent": 20,
                     "candidates": [{"model": "scratch:tiny", "params": 2_000_000,
@@ -88,10 +91,17 @@ def config(tmp_path: Path, teacher_url: str):  # type: ignore[no-untyped-def]
     })
 
 
+GATEWAY_KEY = "sk-loop-gateway-planted"
+PROVIDER_KEY = "sk-loop-provider-planted"
+
+
 async def test_the_loop_promotes_serves_and_rolls_back(
-    tmp_path: Path, teacher: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, teacher: Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("LOOP_TEST_KEYS", "sk-loop")
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("LOOP_TEST_KEYS", GATEWAY_KEY)
+    monkeypatch.setenv("LOOP_TEST_PROVIDER_KEY", PROVIDER_KEY)
     replay, items = teacher
     cfg = config(tmp_path, replay.base_url)
     students: dict[tuple[str, int], Breakable] = {}
@@ -111,7 +121,8 @@ async def test_the_loop_promotes_serves_and_rolls_back(
         state = app.state.slimgate
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=60,
-                                     headers={"authorization": "Bearer sk-loop"}) as client:
+                                     headers={"authorization": f"Bearer {GATEWAY_KEY}"}
+                                     ) as client:
 
             async def send(batch: list[Any]) -> list[httpx.Response]:
                 out = []
@@ -180,3 +191,14 @@ async def test_the_loop_promotes_serves_and_rolls_back(
     assert "fallback rate" in log[-1].reason
     for request, r in received:  # the agent never received a broken answer
         assert check_contract(request, r.json()["choices"][0]["message"]) is None
+    # Planted keys reach none of: the store, the students (weights, tokenizers, training
+    # metadata), the traces, the logs, the JSON and HTML reports.
+    report = build_report(cfg.store.path, **policy_numbers(cfg))
+    places = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    places["logs"] = caplog.text.encode()
+    places["report.json"] = dumps(report)
+    places["report.html"] = render_html(report).encode()
+    assert len(places) > 10
+    for where, data in places.items():
+        for secret in (GATEWAY_KEY, PROVIDER_KEY):
+            assert secret.encode() not in data, f"{secret} found in {where}"
