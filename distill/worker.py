@@ -43,7 +43,7 @@ def gate_task(
     if task.pin and task.pin != policy.pin:
         import dataclasses
 
-        policy = dataclasses.replace(policy, pin=task.pin)
+        policy = dataclasses.replace(policy, pin=task.pin)  # type: ignore[arg-type]
     student = _candidate(task, list_students(con, task.id))
     since = task.stage_since or task.created_at
     heldout = student.metrics if student else {}

@@ -86,7 +86,7 @@ class RoutingTable:
             policy = self._config.policy.for_task(t.id, t.label)
             pin = t.pin or policy.pin  # an operator's pin wins over the config file's
             if pin != policy.pin:
-                policy = dataclasses.replace(policy, pin=pin)
+                policy = dataclasses.replace(policy, pin=pin)  # type: ignore[arg-type]
             share = 100.0 if pin == "student" else canary_share(policy, t.stage, t.step)
             routes[t.id] = TaskRoute(t, policy, share)
             if t.student_version and (t.stage in SERVING_STAGES or pin == "student"):
