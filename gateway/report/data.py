@@ -1,8 +1,8 @@
 """The shadow-eval report as plain JSON-able data, built from the store with SQL aggregates.
 
-`build_report` reads each table once (bodies only for the few worst disagreements) and
-returns dicts and lists with the stable field names documented in docs/reports.md. The
-terminal, HTML and JSON outputs all render this one structure.
+`build_report` reads each table once (bodies only for the few worst disagreements, see
+`gateway.report.worst`) and returns dicts and lists with the stable field names documented
+in docs/reports.md. The terminal, HTML and JSON outputs all render this one structure.
 """
 
 from __future__ import annotations
@@ -16,13 +16,17 @@ from typing import Any
 
 import orjson
 
+from gateway.report.worst import TEXT_LIMIT, message_text, worst_disagreements
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import StageChange, stage_changes
 from policies.stats import percentile, wilson
 
+__all__ = ["REPORT_SCHEMA", "TEXT_LIMIT", "Agreement", "build_report", "dumps", "heldout_block",
+           "latency_block", "message_text", "share_percent", "timeline", "verdict",
+           "worst_disagreements"]
+
 REPORT_SCHEMA = "slimgate.report/1"
-TEXT_LIMIT = 4000  # characters kept of each answer and prompt in `worst`
 
 _BUCKET = "MIN(MAX(CAST((created_at - ?) / ? AS INTEGER), 0), ?)"
 # One pass over `exchanges` copies the few columns the report needs into a temp table: the
@@ -455,73 +459,6 @@ def _totals(per_task: dict[str | None, dict[str, Any]], rows: list[dict[str, Any
         "cost_usd_without_students": teacher_cost + saved,
         "tasks": len(rows), "tasks_by_stage": dict(stages),
     }
-
-
-# ---- the worst disagreements -------------------------------------------------------------
-
-
-def message_text(message: Any) -> str:
-    """An assistant message for people: its text, then one `name(arguments)` per tool call."""
-    if not isinstance(message, dict):
-        text = "" if message is None else str(message)
-    else:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-        parts = [str(content)] if content else []
-        for call in message.get("tool_calls") or []:
-            fn = (call or {}).get("function") or {}
-            parts.append(f"{fn.get('name', '?')}({fn.get('arguments', '')})")
-        text = "\n".join(parts)
-    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
-
-
-def _loads(raw: str | None) -> Any:
-    try:
-        return orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        return raw
-
-
-def _last_user_message(con: Any, request_id: str) -> str | None:
-    row = con.execute(
-        "SELECT request FROM exchanges WHERE request_id = ? AND request IS NOT NULL "
-        "ORDER BY seq DESC LIMIT 1", (request_id,),
-    ).fetchone()
-    body = _loads(row[0]) if row else None
-    messages = body.get("messages") if isinstance(body, dict) else None
-    for m in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(m, dict) and m.get("role") == "user":
-            return message_text({"content": m.get("content")})
-    return None
-
-
-def worst_disagreements(
-    con: Any, task_id: str, version: int | None, start: float, limit: int
-) -> list[dict[str, Any]]:
-    """Lowest-scoring disagreements of one version: up to `limit` live, `limit` held-out."""
-    if version is None or limit == 0:
-        return []
-    cols = "request_id, score, valid, detail, student, teacher"
-    live = con.execute(
-        f"SELECT 'live' AS source, mode, created_at, {cols} FROM comparisons WHERE task = ? "
-        "AND version = ? AND created_at >= ? AND (agree = 0 OR valid = 0) "
-        "ORDER BY score, created_at DESC LIMIT ?", (task_id, version, start, limit),
-    ).fetchall()
-    held = con.execute(
-        f"SELECT 'heldout' AS source, NULL AS mode, NULL AS created_at, {cols} FROM evaluations "
-        "WHERE task = ? AND version = ? AND (agree = 0 OR valid = 0) ORDER BY score LIMIT ?",
-        (task_id, version, limit),
-    ).fetchall()
-    return [
-        {"source": r["source"], "mode": r["mode"], "created_at": r["created_at"],
-         "version": version, "request_id": r["request_id"], "score": r["score"],
-         "valid": bool(r["valid"]), "detail": r["detail"],
-         "prompt": _last_user_message(con, r["request_id"]),
-         "student": message_text(_loads(r["student"])),
-         "teacher": message_text(_loads(r["teacher"]))}
-        for r in sorted([*live, *held], key=lambda r: r["score"])
-    ]
 
 
 def dumps(report: dict[str, Any]) -> bytes:
