@@ -189,7 +189,7 @@ class Proxy:
         ex.backend = ctx.backend = "student"
         ex.upstream = f"student:{decision.task}:v{decision.version}"
         ex.response = resp
-        if decision.route.audit:
+        if decision.route.audit and ctx.record:  # a task excluded from recording stores nothing
             self._shadow.submit(Job(
                 mode="audit", task=decision.task, version=decision.version or 0,
                 kind=decision.kind or "text", request_id=ctx.request_id, body=send,
@@ -202,7 +202,8 @@ class Proxy:
         self, decision: Decision | None, body: dict[str, Any], resp: dict[str, Any],
         ctx: RequestContext,
     ) -> None:
-        if decision is None or not decision.route.shadow or decision.student is None:
+        if (decision is None or not decision.route.shadow or decision.student is None
+                or not ctx.record):
             return
         send = {k: v for k, v in upstream_body("chat/completions", body).items()
                 if k not in ("stream", "stream_options")}

@@ -255,3 +255,17 @@ async def test_explicit_task_tag_is_validated(
     assert r_bad.status_code == 400
     assert r_bad.json()["error"]["param"] == "metadata.task"
     assert r_good.status_code == 200 and r_good.headers["x-slimgate-task"] == "invoices"
+
+
+async def test_task_excluded_from_recording_leaves_no_trace(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
+) -> None:
+    policy = {"shadow_rate": 1.0, "tasks": [{"match": "orders", "record": False}]}
+    other = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
+    app, _ = await run(tmp_path, fresh_upstream, ScriptedStudent(), "shadow", policy=policy)
+    r1, r2 = await _serve(app, keys, [JSON_BODY, other])
+    assert r1.status_code == r2.status_code == 200
+    assert r1.headers["x-slimgate-task"] == "t-orders"  # matched by its label
+    rows = db_rows("SELECT task FROM exchanges")
+    assert [row["task"] for row in rows] == [None]  # only the other request
+    assert db_rows("SELECT seq FROM comparisons") == []
