@@ -117,7 +117,7 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 
 def train_candidate(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
-    candidate: CandidateConfig, *, max_new: int, progress: bool,
+    candidate: CandidateConfig, *, max_new: int, needed: int, progress: bool,
 ) -> TaskOutcome:
     from distill.evaluate import evaluate
     from distill.student import Student
@@ -125,19 +125,27 @@ def train_candidate(
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
-    version = max(next_version(con, task.id), max(registry.versions(task.id), default=0) + 1)
+    version = new_version(con, registry, task.id)
     final = registry.version_dir(task.id, version)
     partial = final.with_name(f".v{version}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     started = time.time()
     train = [ex.as_training() for ex in curated.train[-cfg.distill.max_train_examples:]]
-    report = train_student(train, base_model=candidate.model, method=candidate.method,
-                           cfg=cfg.distill.training, out_dir=partial, progress=progress)
-    student = Student.load(str(partial))
-    ev = evaluate(student, curated.heldout, task.kind, confidence=policy.confidence,
-                  text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
-    del student
+    # Long enough for the task's p99 example (within the candidate's context), so a task with
+    # big tool schemas is not silently cut to nothing by a small default.
+    seq_len = min(candidate.context, max(cfg.distill.training.max_seq_len, needed))
+    training = cfg.distill.training.model_copy(update={"max_seq_len": seq_len})
+    try:
+        report = train_student(train, base_model=candidate.model, method=candidate.method,
+                               cfg=training, out_dir=partial, progress=progress)
+        student = Student.load(str(partial))
+        ev = evaluate(student, curated.heldout, task.kind, confidence=policy.confidence,
+                      text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
+        del student
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
     metrics = {**ev.summary, "train_examples": len(train),
                "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
@@ -175,12 +183,38 @@ def distill_task(
     for candidate in eligible(choices):
         report(f"{task.id} ({task.label}): training {candidate.model} on "
                f"{len(curated.train)} examples, {len(curated.heldout)} held out")
-        outcome = train_candidate(con, cfg, task, curated, candidate, max_new=max_new,
-                                  progress=progress)
+        try:
+            outcome = train_candidate(con, cfg, task, curated, candidate, max_new=max_new,
+                                      needed=needed, progress=progress)
+        except Exception as e:  # one candidate's failure must not stop the others
+            log.exception("training %s on task %s failed", candidate.model, task.id)
+            outcome = record_failure(con, cfg, task, candidate, curated,
+                                     f"{type(e).__name__}: {e}")
         report(f"{task.id}: v{outcome.version} {outcome.reason}")
         if outcome.passed:
             break
     return outcome or TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
+
+
+def new_version(con: sqlite3.Connection, registry: Registry, task_id: str) -> int:
+    """The next version number, past both the store's and the disk's (a run killed between
+    writing its files and its row leaves the number taken)."""
+    return max(next_version(con, task_id), max(registry.versions(task_id), default=0) + 1)
+
+
+def record_failure(
+    con: sqlite3.Connection, cfg: Config, task: TaskRecord, candidate: CandidateConfig,
+    curated: Curated, error: str,
+) -> TaskOutcome:
+    """A failed run is registered too (status `error`, no files), so the task is retried only
+    when its data has grown, not on every pass."""
+    version = new_version(con, Registry(cfg.distill.students_dir), task.id)
+    metrics = {"error": error, "train_examples": len(curated.train),
+               "heldout_examples": len(curated.heldout)}
+    add_student(con, StudentRecord(task=task.id, version=version, path="",
+                                   base_model=candidate.model, status="error", metrics=metrics))
+    return TaskOutcome(task.id, task.label, "trained", f"{candidate.model}: {error}", version,
+                       False, metrics)
 
 
 def run_distill(

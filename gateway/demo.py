@@ -89,7 +89,7 @@ candidates = [{{ model = "scratch:tiny", params = 2000000, context = 1024 }}]
 time_budget_s = {plan.train_budget_s}
 max_steps = 4000
 batch_size = 16
-max_seq_len = 384
+max_seq_len = 512
 
 [students]
 timeout_s = 10.0

@@ -1,0 +1,59 @@
+"""The distill pass around training: failures are registered, not repeated; budgets fit the task."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import distill.train
+from distill.pipeline import curate_task, distill_task, why_train
+from distill.workload import generate, to_traces
+from gateway.config import parse_config
+from gateway.store.catalog import TaskRecord, list_students, upsert_task
+from gateway.store.migrations import connect
+
+
+def store_with_task(tmp_path: Path, n: int = 80) -> tuple[Any, Any, TaskRecord]:
+    cfg = parse_config({"store": {"path": str(tmp_path / "s.db")},
+                        "distill": {"students_dir": str(tmp_path / "students"),
+                                    "min_examples": 20, "heldout_percent": 20,
+                                    "candidates": [{"model": "scratch:tiny",
+                                                    "params": 2_000_000, "context": 1024}],
+                                    "training": {"max_seq_len": 64}}})
+    con = connect(cfg.store.path)
+    task = TaskRecord(id="t-triage", label="triage", kind="label",
+                      info={"prompt_tokens_p99": 300, "answer_tokens_p99": 4})
+    upsert_task(con, task)
+    rows = [(f"r{i}", time.time(), "chat/completions", "m", "teacher", "t-triage", 0,
+             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
+            for i, t in enumerate(to_traces(generate(n, seed=2, kinds=["ticket_triage"])))]
+    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
+                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    return cfg, con, task
+
+
+def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, con, task = store_with_task(tmp_path)
+    seen: dict[str, int] = {}
+
+    def explode(train: list[Any], **kw: Any) -> None:
+        seen["max_seq_len"] = kw["cfg"].max_seq_len
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(distill.train, "train_student", explode)
+    curated = curate_task(con, cfg, task)
+    assert why_train(con, cfg, task, curated) is not None
+    outcome = distill_task(con, cfg, task, curated, progress=False)
+    assert outcome.passed is False and "out of memory" in outcome.reason
+    # The sequence budget was raised from 64 to fit the task's p99 prompt and answer.
+    assert seen["max_seq_len"] > 300
+    [student] = list_students(con, "t-triage")
+    assert student.status == "error" and student.metrics["train_examples"] == len(curated.train)
+    assert why_train(con, cfg, task, curated) is None  # same data: not again
+    assert not list((tmp_path / "students").glob("*/.v*.partial"))  # nothing left behind
