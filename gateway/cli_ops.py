@@ -38,8 +38,9 @@ def _tasks(config: Config, console: Console) -> int:
             latest = students[-1] if students else None
             shown = best or latest
             m = shown.metrics if shown else {}
-            agreement = (f"{m.get('agreement', 0):.2f} [{m.get('lower', 0):.2f}, "
-                         f"{m.get('upper', 0):.2f}]" if m else "—")
+            agreement = (f"{m['agreement']:.2f} [{m.get('lower', 0):.2f}, "
+                         f"{m.get('upper', 0):.2f}]" if "agreement" in m
+                         else str(m.get("error", "—"))[:60])
             steps = config.policy.canary_steps
             stage = t.stage + (f" {steps[min(t.step, len(steps) - 1)]}%"
                                if t.stage == "canary" and steps else "")
