@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=["teacher", "student"], default="teacher")
     s = command("unpin", "remove a task's pin", _ops)
     s.add_argument("task")
+    s = command("prune", "delete old student versions from disk (serving ones are kept)", _ops)
+    s.add_argument("--keep", type=int, default=3, help="newest versions kept per task")
     s = command("report", "shadow-eval report: terminal tables, --html, --json", _ops)
     s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     s.add_argument("--json", action="store_true", help="print the report as JSON instead")

@@ -117,6 +117,28 @@ def _report(args: argparse.Namespace, config: Config, console: Console) -> int:
     return 0
 
 
+def _prune(config: Config, keep: int, console: Console) -> int:
+    """Old versions go; the one a task serves or shadows and the newest that passed stay."""
+    from distill.registry import Registry
+    from gateway.store.stages import set_student_status
+
+    registry = Registry(config.distill.students_dir)
+    con = connect(config.store.path)
+    try:
+        removed = 0
+        for t in list_tasks(con):
+            best = best_student(con, t.id)
+            protect = {v for v in (t.student_version, best.version if best else None) if v}
+            for version in registry.prune(t.id, max(1, keep), protect):
+                set_student_status(con, t.id, version, "pruned")
+                removed += 1
+        console.print(f"pruned {removed} student version(s); kept the newest {max(1, keep)} "
+                      "per task and every version in use")
+        return 0
+    finally:
+        con.close()
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     console = Console()
     if args.command == "tasks":
@@ -127,6 +149,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return _override(args, config, console)
     if args.command == "report":
         return _report(args, config, console)
+    if args.command == "prune":
+        return _prune(config, args.keep, console)
     if args.command == "traces":
         from gateway.traces import export_traces
 
