@@ -117,7 +117,7 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 
 def train_candidate(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
-    candidate: CandidateConfig, *, max_new: int, needed: int, progress: bool,
+    candidate: CandidateConfig, *, max_new: int, progress: bool,
 ) -> TaskOutcome:
     from distill.evaluate import evaluate
     from distill.student import Student
@@ -132,13 +132,9 @@ def train_candidate(
     partial.mkdir(parents=True)
     started = time.time()
     train = [ex.as_training() for ex in curated.train[-cfg.distill.max_train_examples:]]
-    # Long enough for the task's p99 example (within the candidate's context), so a task with
-    # big tool schemas is not silently cut to nothing by a small default.
-    seq_len = min(candidate.context, max(cfg.distill.training.max_seq_len, needed))
-    training = cfg.distill.training.model_copy(update={"max_seq_len": seq_len})
     try:
         report = train_student(train, base_model=candidate.model, method=candidate.method,
-                               cfg=training, out_dir=partial, progress=progress)
+                               cfg=cfg.distill.training, out_dir=partial, progress=progress)
         student = Student.load(str(partial))
         ev = evaluate(student, curated.heldout, task.kind, confidence=policy.confidence,
                       text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
@@ -185,7 +181,7 @@ def distill_task(
                f"{len(curated.train)} examples, {len(curated.heldout)} held out")
         try:
             outcome = train_candidate(con, cfg, task, curated, candidate, max_new=max_new,
-                                      needed=needed, progress=progress)
+                                      progress=progress)
         except Exception as e:  # one candidate's failure must not stop the others
             log.exception("training %s on task %s failed", candidate.model, task.id)
             outcome = record_failure(con, cfg, task, candidate, curated,

@@ -246,8 +246,12 @@ def train_student(
         model, tokenizer = load_base(base_model, seed, texts)
         stop_ids = _stop_ids(tokenizer, model.generation_config)
         encoded = [encode_example(ex, tokenizer, stop_ids) for ex in train]
-        limit = min(cfg.max_seq_len,
-                    getattr(model.config, "max_position_embeddings", None) or cfg.max_seq_len)
+        # max_seq_len is a floor, not a cut: a task whose p99 example is longer (big tool
+        # schemas) gets room up to the model's context, rather than losing its examples.
+        context = getattr(model.config, "max_position_embeddings", None) or cfg.max_seq_len
+        lengths = sorted(len(r["input_ids"]) for r in encoded)
+        p99 = lengths[int(0.99 * (len(lengths) - 1))]
+        limit = min(context, max(cfg.max_seq_len, p99))
         rows = [r for r in encoded if len(r["input_ids"]) <= limit]
         if not rows:
             raise ValueError(f"every example is longer than {limit} tokens")

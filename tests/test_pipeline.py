@@ -1,4 +1,4 @@
-"""The distill pass around training: failures are registered, not repeated; budgets fit the task."""
+"""The distill pass around training: a failure is registered, not repeated every pass."""
 
 from __future__ import annotations
 
@@ -40,10 +40,7 @@ def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg, con, task = store_with_task(tmp_path)
-    seen: dict[str, int] = {}
-
     def explode(train: list[Any], **kw: Any) -> None:
-        seen["max_seq_len"] = kw["cfg"].max_seq_len
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(distill.train, "train_student", explode)
@@ -51,8 +48,6 @@ def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
     assert why_train(con, cfg, task, curated) is not None
     outcome = distill_task(con, cfg, task, curated, progress=False)
     assert outcome.passed is False and "out of memory" in outcome.reason
-    # The sequence budget was raised from 64 to fit the task's p99 prompt and answer.
-    assert seen["max_seq_len"] > 300
     [student] = list_students(con, "t-triage")
     assert student.status == "error" and student.metrics["train_examples"] == len(curated.train)
     assert why_train(con, cfg, task, curated) is None  # same data: not again

@@ -127,6 +127,16 @@ def test_too_long_examples_are_skipped(tmp_path: Path) -> None:
                       cfg=TrainingConfig(max_steps=1))
 
 
+def test_max_seq_len_is_raised_to_fit_the_tasks_examples(tmp_path: Path) -> None:
+    from distill.train import train_student
+
+    # Every example is longer than 32 tokens: the limit grows to the task's p99, within the
+    # model's context, instead of leaving nothing to learn from.
+    report = train_student(examples(8), base_model="scratch:tiny", out_dir=tmp_path,
+                           progress=False, cfg=TrainingConfig(max_steps=1, max_seq_len=32))
+    assert (report.examples, report.skipped) == (8, 0)
+
+
 @pytest.fixture
 def pretrained_dir(tmp_path: Path) -> Path:
     """A tiny random Llama saved like a downloaded model (its tokenizer has a chat template)."""
