@@ -140,7 +140,9 @@ def _prune(config: Config, keep: int, console: Console) -> int:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    console = Console()
+    from gateway.report.terminal import wide_console
+
+    console = wide_console()
     if args.command == "tasks":
         return _tasks(config, console)
     if args.command == "distill":

@@ -154,6 +154,7 @@ def _task_row(
         "student": None if student is None else {
             "version": student.version, "base_model": student.base_model,
             "status": student.status, "created_at": student.created_at,
+            "error": student.metrics.get("error"),
         },
         "gate": gate,
         "heldout": heldout_block(data.evals.get(key), student, gate["confidence"]),
@@ -411,6 +412,8 @@ def verdict(row: dict[str, Any]) -> tuple[str, str]:
         low = row["heldout"]["lower"]
         return "heldout_failed", f"{name} failed its held-out gate" + (
             f" (lower bound {low:.2f})" if low is not None else "")
+    if student["status"] == "error":
+        return "training_failed", f"training {name} failed: {student.get('error') or 'see the log'}"
     if student["status"] == "rolled_back" and row["stage"] == "observe":
         return "rolled_back", f"{name} was rolled back: the teacher serves everything"
     if not live["n"]:

@@ -113,9 +113,16 @@ def audit_table(report: dict[str, Any]) -> Table:
     return t
 
 
+def wide_console() -> Console:
+    """stdout; when it is not a terminal (a log, a pipe) wide enough that tables stay whole."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=180)
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     """Print the report's tables; `console` defaults to stdout."""
-    console = console or Console()
+    console = console or wide_console()
     tot, win = report["totals"], report["window"]
     span = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(win["start"])) + " → "
             + time.strftime("%Y-%m-%d %H:%M", time.gmtime(win["end"])))
