@@ -104,7 +104,13 @@ def why_train(
         return f"{n} clean examples, no student yet"
     trained_on = int(students[-1].metrics.get("train_examples", 0))
     policy = cfg.policy.for_task(task.id, task.label)
-    return should_retrain(n, trained_on, _live_upper(con, cfg, task), policy)
+    live_upper = _live_upper(con, cfg, task)
+    if task.stage != "observe":
+        # A student in play is replaced only through a rollback (a new version starts at
+        # shadow); while it holds up, more data is no reason to train its successor.
+        healthy = live_upper is None or live_upper >= policy.min_agreement
+        return None if healthy else should_retrain(n, trained_on, live_upper, policy)
+    return should_retrain(n, trained_on, live_upper, policy)
 
 
 def _token_budget(task: TaskRecord) -> tuple[int, int]:
@@ -224,7 +230,9 @@ def run_distill(
         found = discover_tasks(con, cfg)
         report(f"discovered {found} tasks")
         outcomes = []
-        for task in list_tasks(con):
+        # Quick wins first: short answers train and evaluate fastest and pass most often.
+        order = {"label": 0, "tool_call": 1, "json": 2, "text": 3}
+        for task in sorted(list_tasks(con), key=lambda t: (order.get(t.kind, 4), t.label)):
             if stop is not None and stop.is_set():
                 break
             if task_id and task.id != task_id:

@@ -88,7 +88,7 @@ candidates = [{{ model = "scratch:tiny", params = 2000000, context = 1024 }}]
 [distill.training]
 time_budget_s = {plan.train_budget_s}
 max_steps = 4000
-batch_size = 16
+batch_size = 8
 max_seq_len = 512
 
 [students]

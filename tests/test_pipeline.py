@@ -52,3 +52,19 @@ def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
     assert student.status == "error" and student.metrics["train_examples"] == len(curated.train)
     assert why_train(con, cfg, task, curated) is None  # same data: not again
     assert not list((tmp_path / "students").glob("*/.v*.partial"))  # nothing left behind
+
+
+def test_more_data_retrains_only_a_task_without_a_student_in_play(tmp_path: Path) -> None:
+    from gateway.store.catalog import StudentRecord, add_student, get_task
+
+    cfg, con, task = store_with_task(tmp_path)
+    add_student(con, StudentRecord(task="t-triage", version=1, path="t-triage/v1",
+                                   base_model="scratch:tiny", status="passed",
+                                   metrics={"train_examples": 20, "n": 20, "agree": 20}))
+    curated = curate_task(con, cfg, task)
+    assert len(curated.train) > 40  # grown well past the 50% threshold
+    con.execute("UPDATE tasks SET stage = 'primary', student_version = 1, stage_since = 0")
+    assert why_train(con, cfg, get_task(con, "t-triage"), curated) is None  # healthy: keep it
+    con.execute("UPDATE tasks SET stage = 'observe'")
+    reason = why_train(con, cfg, get_task(con, "t-triage"), curated)
+    assert reason is not None and "grew" in reason
