@@ -35,6 +35,7 @@ class Example:
     tools: list[dict[str, Any]] | None
     response_format: dict[str, Any] | None
     answer: dict[str, Any]  # the teacher's assistant message
+    tool_choice: Any = None  # part of the request's contract, checked at evaluation
 
     def as_training(self) -> dict[str, Any]:
         return {"messages": self.messages, "tools": self.tools,
@@ -118,6 +119,7 @@ def curate(
             request_id=row["request_id"], seq=row["seq"], key=key,
             messages=req["messages"], tools=req.get("tools"),
             response_format=req.get("response_format"), answer=ans,
+            tool_choice=request.get("tool_choice"),
         )
         (out.heldout if is_heldout(key, heldout_percent) else out.train).append(ex)
     return out

@@ -51,6 +51,8 @@ def request_of(ex: Example, max_tokens: int) -> dict[str, Any]:
         req["tools"] = ex.tools
     if ex.response_format:
         req["response_format"] = ex.response_format
+    if ex.tool_choice is not None:
+        req["tool_choice"] = ex.tool_choice
     return req
 
 

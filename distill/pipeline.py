@@ -154,9 +154,12 @@ def train_candidate(
                "scrubbed": dict(curated.scrubbed), "training": report.as_dict(),
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
                "min_heldout": policy.min_heldout}
+    # The metadata marks a version complete; written inside the partial directory and then
+    # renamed with it in one step, a `v<N>` directory is never seen without it.
+    registry.write_meta(partial, {"task": task.id, "version": version,
+                                  "base_model": candidate.model,
+                                  "candidate": candidate.model_dump(), "metrics": metrics})
     partial.rename(final)
-    registry.write_meta(final, {"task": task.id, "version": version, "base_model": candidate.model,
-                                "candidate": candidate.model_dump(), "metrics": metrics})
     add_evaluations(con, task.id, version, ev.rows)
     add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(final),
                                    base_model=candidate.model,
@@ -241,8 +244,14 @@ def run_distill(
             if (task.pin or policy.pin) == "teacher":
                 outcomes.append(TaskOutcome(task.id, task.label, "skipped", "pinned to teacher"))
                 continue
-            curated = curate_task(con, cfg, task)
-            why = why_train(con, cfg, task, curated)
+            try:
+                curated = curate_task(con, cfg, task)
+                why = why_train(con, cfg, task, curated)
+            except Exception as e:  # one task's bad data must not stop the others
+                log.exception("curating task %s failed", task.id)
+                outcomes.append(TaskOutcome(task.id, task.label, "skipped",
+                                            f"curation failed: {e}"))
+                continue
             if why is None:
                 outcomes.append(TaskOutcome(
                     task.id, task.label, "skipped",

@@ -94,10 +94,14 @@ def apply_gates(
 
 
 def clean_partials(students_dir: str) -> int:
-    """Remove versions left half-trained by a killed worker (they were never registered)."""
+    """Remove versions left half-trained by a killed worker (they were never registered), and
+    any version directory without its metadata (left by an older slimgate)."""
     removed = 0
-    for partial in Path(students_dir).glob("*/.v*.partial"):
-        shutil.rmtree(partial, ignore_errors=True)
+    root = Path(students_dir)
+    doomed = [*root.glob("*/.v*.partial"),
+              *(d for d in root.glob("*/v*") if d.is_dir() and not (d / "slimgate.json").exists())]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
         removed += 1
     return removed
 

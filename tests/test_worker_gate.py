@@ -137,5 +137,10 @@ def test_half_trained_students_are_cleaned(tmp_path: Path) -> None:
     partial = tmp_path / "students" / "t-a" / ".v3.partial"
     partial.mkdir(parents=True)
     (partial / "model.safetensors").write_bytes(b"half")
-    assert clean_partials(str(tmp_path / "students")) == 1
-    assert not partial.exists()
+    headless = tmp_path / "students" / "t-a" / "v2"  # files but no slimgate.json
+    headless.mkdir()
+    complete = tmp_path / "students" / "t-a" / "v1"
+    complete.mkdir()
+    (complete / "slimgate.json").write_text("{}")
+    assert clean_partials(str(tmp_path / "students")) == 2
+    assert not partial.exists() and not headless.exists() and complete.exists()
