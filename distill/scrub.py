@@ -265,3 +265,43 @@ def scrub_exchange(
     if "messages" in request:
         req["messages"] = [_rewrite_message(m, sc.replace) for m in messages]
     return req, _rewrite_message(answer, sc.replace), sc.counts
+
+
+def pseudonymize(
+    request: dict[str, Any], cfg: ScrubConfig | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A request as a student was trained to see it: PII replaced by placeholders, exactly as
+    in its training data. Returns the copy and the map placeholder → original value, which
+    `reidentify` applies to the student's answer (copied values come back as they were)."""
+    sc = Scrubber(cfg)
+    messages = request.get("messages") or []
+    for m in messages:
+        _rewrite_message(m, sc.detect)
+    if not sc._surfaces:
+        return request, {}
+    originals: dict[str, str] = {}
+    for surface, (ph, _) in sc._surfaces.items():
+        # A placeholder has several surfaces: the value as written, its JSON-escaped form,
+        # and for a name its parts. Restore the whole value as written.
+        best = originals.get(ph)
+        if best is None or ("\\" in best, -len(best)) > ("\\" in surface, -len(surface)):
+            originals[ph] = surface
+    return {**request, "messages": [_rewrite_message(m, sc.replace) for m in messages]}, originals
+
+
+def reidentify(message: dict[str, Any], originals: dict[str, str]) -> dict[str, Any]:
+    """Put the original values back where the answer has their placeholders."""
+    if not originals:
+        return message
+
+    def restore(text: str) -> str:
+        if "<" not in text:
+            return text
+        json_text = text.lstrip()[:1] in ("{", "[")
+        for ph, value in originals.items():
+            if ph in text:
+                text = text.replace(ph, orjson.dumps(value).decode()[1:-1] if json_text
+                                    else value)
+        return text
+
+    return _rewrite_message(message, restore)  # type: ignore[no-any-return]

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from distill.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.config import Config
-from gateway.upstream.base import Backend
+from gateway.streams import chunks_from_response
+from gateway.upstream.base import Backend, Endpoint
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
 from gateway.upstream.vllm_student import VLLMStudentBackend
 
@@ -32,6 +35,41 @@ def student_dir(students_dir: str, task: str, version: int) -> Path:
 
 
 StudentFactory = Callable[[str, int], Backend]
+
+
+class PseudonymizedStudent:
+    """A student asked the way it was trained: PII in the request replaced by the same
+    placeholders its training data had, and the original values put back in its answer.
+
+    Without this, a student that learnt to copy `<EMAIL_1>` from its prompt would answer
+    with the placeholder where the teacher would have copied the address.
+    """
+
+    def __init__(self, inner: Backend, cfg: ScrubConfig) -> None:
+        self.inner, self.name, self._cfg = inner, inner.name, cfg
+
+    async def load(self) -> None:
+        load = getattr(self.inner, "load", None)
+        if load is not None:
+            await load()
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        send, originals = pseudonymize(body, self._cfg)
+        resp = await self.inner.complete(endpoint, send)
+        if originals:
+            for choice in resp.get("choices") or ():
+                if isinstance(choice.get("message"), dict):
+                    choice["message"] = reidentify(choice["message"], originals)
+        return resp
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        for chunk in chunks_from_response(await self.complete(endpoint, body)):
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class StudentPool:
@@ -54,6 +92,10 @@ class StudentPool:
             except Exception as e:
                 log.error("student %s v%d cannot be served: %s", task, version, e)
                 return None
+            kinds = self._config.distill.scrub_kinds
+            if kinds is None or kinds:  # students learnt from scrubbed data: serve them so
+                backend = PseudonymizedStudent(
+                    backend, ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None))
             self._backends[key] = backend
         return backend
 

@@ -269,3 +269,28 @@ async def test_task_excluded_from_recording_leaves_no_trace(
     rows = db_rows("SELECT task FROM exchanges")
     assert [row["task"] for row in rows] == [None]  # only the other request
     assert db_rows("SELECT seq FROM comparisons") == []
+
+
+class PlaceholderCopier(ScriptedStudent):
+    """Answers like a student trained on scrubbed data: it copies the placeholders it sees."""
+
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.seen = orjson.dumps(body["messages"]).decode()
+        self.content = orjson.dumps({"email": "<EMAIL_1>", "name": "<PERSON_1>"}).decode()
+        return await super().complete(endpoint, body)
+
+
+async def test_students_see_placeholders_and_the_client_gets_the_values_back(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    student = PlaceholderCopier()
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    body = {**JSON_BODY, "messages": [
+        JSON_BODY["messages"][0],
+        {"role": "user", "content": "My name is Ana Jones, mail ana.jones@example.org"}]}
+    [r] = await _serve(app, keys, [body])
+    assert r.headers["x-slimgate-backend"] == "student"
+    assert "ana.jones@example.org" not in student.seen and "<EMAIL_1>" in student.seen
+    answer = orjson.loads(r.json()["choices"][0]["message"]["content"])
+    assert answer["email"] == "ana.jones@example.org"
+    assert answer["name"] == "Ana Jones"
