@@ -7,6 +7,7 @@ the `Recorder`; nothing on this path waits for the store.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -32,6 +33,8 @@ from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
 from policies.contract import check_contract
+
+log = logging.getLogger("slimgate.serving")
 
 
 @dataclass(slots=True)
@@ -85,6 +88,12 @@ def upstream_body(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         else:
             del body["metadata"]
     return body
+
+
+def student_body(body: dict[str, Any]) -> dict[str, Any]:
+    """What a student (or an auditing teacher) gets: the upstream body, never streamed."""
+    return {k: v for k, v in upstream_body("chat/completions", body).items()
+            if k not in ("stream", "stream_options")}
 
 
 def _total_tokens(ex: Exchange) -> int:
@@ -149,10 +158,11 @@ class Proxy:
         """Which task this request is and who serves it (chat only)."""
         if endpoint != "chat/completions":
             return None
+        header_task = ctx.headers.get("x-slimgate-task")
         try:
-            assignment = self._routing.assigner.assign(body, ctx.headers.get("x-slimgate-task"))
-        except ValueError as e:
-            raise InvalidRequest(str(e), param="metadata.task") from None
+            assignment = self._routing.assigner.assign(body, header_task)
+        except ValueError as e:  # a header is no body field: no `param` for it
+            raise InvalidRequest(str(e), param=None if header_task else "metadata.task") from None
         if assignment.task is None and self._routing.any_serving:
             assignment = await self._routing.assigner.assign_by_centroid(body)
         self._metrics.task_assignments.labels(assignment.how).inc()
@@ -165,14 +175,17 @@ class Proxy:
     ) -> dict[str, Any] | None:
         """The student's answer if it honours the request's contract, else None (fallback)."""
         assert decision.student is not None and decision.task is not None
-        send = {k: v for k, v in upstream_body("chat/completions", body).items()
-                if k not in ("stream", "stream_options")}
+        send = student_body(body)
         started = time.perf_counter()
         reason = None
         try:
             resp = await decision.student.complete("chat/completions", send)
         except UpstreamFailure as f:
             reason = "timeout" if f.kind == "timeout" else "error"
+        except Exception:  # whatever breaks on the student's side, the teacher answers
+            log.exception("student %s v%s failed on request %s", decision.task,
+                          decision.version, ctx.request_id)
+            reason = "error"
         else:
             for choice in resp.get("choices") or [{}]:
                 violation = check_contract(body, choice.get("message") or {})
@@ -205,8 +218,7 @@ class Proxy:
         if (decision is None or not decision.route.shadow or decision.student is None
                 or not ctx.record):
             return
-        send = {k: v for k, v in upstream_body("chat/completions", body).items()
-                if k not in ("stream", "stream_options")}
+        send = student_body(body)
         self._shadow.submit(Job(
             mode="shadow", task=decision.task or "", version=decision.version or 0,
             kind=decision.kind or "text", request_id=ctx.request_id, body=send,

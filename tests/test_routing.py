@@ -125,8 +125,13 @@ async def test_primary_student_serves_and_is_recorded(
         "student", "t-orders", 1, None)
 
 
+class BuggyStudent(ScriptedStudent):
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("a bug in a student engine")
+
+
 @pytest.mark.parametrize("student", [ScriptedStudent(content="not json {"),
-                                     ScriptedStudent(fail=True)])
+                                     ScriptedStudent(fail=True), BuggyStudent()])
 async def test_broken_student_answer_falls_back_to_teacher(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any,
     student: ScriptedStudent,
@@ -137,7 +142,8 @@ async def test_broken_student_answer_falls_back_to_teacher(
     assert r.headers["x-slimgate-backend"] == "teacher"
     assert orjson.loads(r.json()["choices"][0]["message"]["content"]) == {"echo": "order 42"}
     [row] = db_rows("SELECT * FROM exchanges")
-    assert row["fallback"] == ("error" if student.fail else "invalid_json")
+    broke = student.fail or isinstance(student, BuggyStudent)
+    assert row["fallback"] == ("error" if broke else "invalid_json")
     assert row["backend"] == "teacher" and row["student_version"] == 1
 
 
