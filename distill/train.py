@@ -252,6 +252,7 @@ def train_student(
         lengths = sorted(len(r["input_ids"]) for r in encoded)
         p99 = lengths[int(0.99 * (len(lengths) - 1))]
         limit = min(context, max(cfg.max_seq_len, p99))
+        cfg = cfg.model_copy(update={"max_seq_len": limit})  # the trainer must not cut either
         rows = [r for r in encoded if len(r["input_ids"]) <= limit]
         if not rows:
             raise ValueError(f"every example is longer than {limit} tokens")

@@ -33,6 +33,8 @@ MODEL = "gpt-4o-mini"
 @dataclass
 class Plan:
     warmup: int  # requests sent before anything can be learned
+    min_examples: int  # per task; reached near the end of the warm-up, so the first
+    # training already has a held-out set big enough for the gate
     train_budget_s: float  # per task
     deadline_s: float  # the whole demo ends by then
     rate_per_s: float  # live traffic after the warm-up
@@ -40,10 +42,10 @@ class Plan:
     ms_per_token: float
 
 
-FAST = Plan(warmup=900, train_budget_s=35, deadline_s=420, rate_per_s=6, latency_ms=250,
-            ms_per_token=3)
-FULL = Plan(warmup=1500, train_budget_s=80, deadline_s=840, rate_per_s=6, latency_ms=400,
-            ms_per_token=6)
+FAST = Plan(warmup=900, min_examples=110, train_budget_s=35, deadline_s=420, rate_per_s=6,
+            latency_ms=250, ms_per_token=3)
+FULL = Plan(warmup=1500, min_examples=190, train_budget_s=80, deadline_s=840, rate_per_s=6,
+            latency_ms=400, ms_per_token=6)
 
 
 @dataclass
@@ -81,7 +83,7 @@ timeout_s = 30.0
 
 [distill]
 students_dir = "{d / 'students'}"
-min_examples = 80
+min_examples = {plan.min_examples}
 heldout_percent = 15
 candidates = [{{ model = "scratch:tiny", params = 2000000, context = 1024 }}]
 
