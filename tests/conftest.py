@@ -20,6 +20,31 @@ from gateway.config import Config, parse_config  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Any]:
+    """all-MiniLM-L6-v2, loaded once per module, on one torch thread."""
+    import torch
+
+    from distill.embed import get_embedder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # other test runs share this small CPU
+    yield get_embedder()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Training and generation tests on one thread: two contending torch pools on a small
+    CPU slow each other tenfold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream(hang_s=3.0) as up:

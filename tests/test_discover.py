@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,18 +29,6 @@ def rows_of(items: list[WorkItem], first_seq: int = 1) -> list[dict[str, Any]]:
 
 def by_seq(d: Discovery) -> dict[int, str]:
     return {seq: task for task, seq in d.assignments}
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Any]:
-    import torch
-
-    from distill.embed import get_embedder
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other test runs share this small CPU
-    yield get_embedder()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,11 @@ def training_set() -> list[dict[str, Any]]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Other test runs share this small CPU; two contending threads each slow torch tenfold.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Any:
+def student(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> Any:
     from distill.student import Student
     from distill.train import train_student
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,18 +78,6 @@ def test_importing_the_request_path_stays_light() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Any]:
-    import torch
-
-    from distill.embed import get_embedder
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other test runs share this small CPU
-    yield get_embedder()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
