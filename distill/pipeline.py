@@ -67,9 +67,8 @@ def discover_tasks(con: sqlite3.Connection, cfg: Config) -> int:
                      min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)))
     for task in found.tasks:
         upsert_task(con, task)
-    changed = [(t, seq) for t, seq in found.assignments]
-    if changed:
-        set_exchange_tasks(con, changed)
+    if found.assignments:
+        set_exchange_tasks(con, found.assignments)
     return len(found.tasks)
 
 
@@ -240,8 +239,7 @@ def run_distill(
                 break
             if task_id and task.id != task_id:
                 continue
-            policy = cfg.policy.for_task(task.id, task.label)
-            if (task.pin or policy.pin) == "teacher":
+            if cfg.policy.for_task(task.id, task.label, task.pin).pin == "teacher":
                 outcomes.append(TaskOutcome(task.id, task.label, "skipped", "pinned to teacher"))
                 continue
             try:

@@ -39,11 +39,7 @@ def gate_task(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, now: float
 ) -> StageChange | None:
     """Apply the policy gate to one task; writes and returns the change, if any."""
-    policy = cfg.policy.for_task(task.id, task.label)
-    if task.pin and task.pin != policy.pin:
-        import dataclasses
-
-        policy = dataclasses.replace(policy, pin=task.pin)  # type: ignore[arg-type]
+    policy = cfg.policy.for_task(task.id, task.label, task.pin)
     student = _candidate(task, list_students(con, task.id))
     since = task.stage_since or task.created_at
     heldout = student.metrics if student else {}

@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.store.catalog import best_student, list_students, list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import count_task_examples
+from policies.router import canary_share
 
 
 def _tasks(config: Config, console: Console) -> int:
@@ -41,9 +42,8 @@ def _tasks(config: Config, console: Console) -> int:
             agreement = (f"{m['agreement']:.2f} [{m.get('lower', 0):.2f}, "
                          f"{m.get('upper', 0):.2f}]" if "agreement" in m
                          else str(m.get("error", "—"))[:60])
-            steps = config.policy.canary_steps
-            stage = t.stage + (f" {steps[min(t.step, len(steps) - 1)]}%"
-                               if t.stage == "canary" and steps else "")
+            share = canary_share(config.policy.for_task(t.id, t.label, t.pin), t.stage, t.step)
+            stage = t.stage + (f" {share:g}%" if t.stage == "canary" else "")
             table.add_row(
                 t.id, t.label, t.kind, stage, t.pin or "", str(count_task_examples(con, t.id)),
                 str(m.get("heldout_examples", "—")),

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from policies.contract import check_contract
+
 DEMO_KEY = "sk-slimgate-demo"  # a local, throwaway gateway key for the demo's own gateway
 MODEL = "gpt-4o-mini"
 
@@ -117,8 +119,6 @@ primary_audit_rate = 0.2
 
 
 def _send(client: Any, item: Any, tally: Tally) -> None:
-    from policies.contract import check_contract
-
     try:
         raw = client.chat.completions.with_raw_response.create(model=MODEL, **item.request)
         resp = raw.parse()

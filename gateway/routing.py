@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
-from gateway.store.catalog import TaskRecord
+from gateway.store.catalog import TaskRecord, task_from_row
 from gateway.store.sqlite import Store
 from gateway.students import StudentPool
 from gateway.task_assign import Assignment, TaskAssigner
 from gateway.upstream.base import Backend
-from policies.router import Route, canary_share, route, route_task, sticky_key
+from policies.router import Route, canary_share, route_task, sticky_key
 from policies.settings import TaskPolicy
 
 log = logging.getLogger("slimgate.routing")
 
 SERVING_STAGES = ("shadow", "canary", "primary")
+TEACHER_ONLY = Route("teacher", shadow=False, audit=False)
 
 
 @dataclass(frozen=True)
@@ -47,17 +47,6 @@ class Decision:
     kind: str | None
 
 
-def task_from_row(row: Mapping[str, Any]) -> TaskRecord:
-    import orjson
-
-    return TaskRecord(
-        id=row["id"], label=row["label"], kind=row["kind"], stage=row["stage"],
-        explicit=bool(row["explicit"]), info=orjson.loads(row["info"] or "{}"),
-        created_at=row["created_at"], updated_at=row["updated_at"], step=row["step"],
-        stage_since=row["stage_since"], student_version=row["student_version"], pin=row["pin"],
-    )
-
-
 class RoutingTable:
     def __init__(self, config: Config, store: Store, students: StudentPool) -> None:
         self._config = config
@@ -65,6 +54,8 @@ class RoutingTable:
         self._students = students
         self._routes: dict[str, TaskRoute] = {}
         self.assigner = TaskAssigner.from_tasks([])
+        # Whether any task has a student in play; only then is a centroid lookup worth it.
+        self.any_serving = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -83,15 +74,13 @@ class RoutingTable:
         routes = {}
         wanted: set[tuple[str, int]] = set()
         for t in tasks:
-            policy = self._config.policy.for_task(t.id, t.label)
-            pin = t.pin or policy.pin  # an operator's pin wins over the config file's
-            if pin != policy.pin:
-                policy = dataclasses.replace(policy, pin=pin)  # type: ignore[arg-type]
-            share = 100.0 if pin == "student" else canary_share(policy, t.stage, t.step)
+            policy = self._config.policy.for_task(t.id, t.label, t.pin)
+            share = 100.0 if policy.pin == "student" else canary_share(policy, t.stage, t.step)
             routes[t.id] = TaskRoute(t, policy, share)
-            if t.student_version and (t.stage in SERVING_STAGES or pin == "student"):
+            if t.student_version and (t.stage in SERVING_STAGES or policy.pin == "student"):
                 wanted.add((t.id, t.student_version))
         self._routes = routes
+        self.any_serving = any(t.stage in SERVING_STAGES for t in tasks)
         self.assigner = TaskAssigner.from_tasks(tasks)
         await self._students.retain(wanted)
         for task_id, version in wanted:
@@ -107,11 +96,6 @@ class RoutingTable:
         except Exception as e:
             log.error("student %s v%d failed to load: %s", task_id, version, e)
 
-    @property
-    def any_serving(self) -> bool:
-        """Whether any task has a student in play (else a centroid lookup is not worth it)."""
-        return any(r.task.stage in SERVING_STAGES for r in self._routes.values())
-
     def policy_for(self, task_id: str | None, label: str = "") -> TaskPolicy:
         r = self._routes.get(task_id or "")
         return r.policy if r else self._config.policy.for_task(task_id or "", label)
@@ -125,22 +109,19 @@ class RoutingTable:
     ) -> Decision:
         task_id = assignment.task
         r = self._routes.get(task_id or "")
-        if r is None:
-            policy = self.policy_for(task_id)
-            teacher = route(stage="observe", share_percent=0, sticky_key=request_id,
-                            request_id=request_id, shadow_rate=0, audit_rate=0,
-                            pin=None, has_student=False)
-            return Decision(task_id, teacher, None, None, policy.record, None)
+        if r is None:  # no task, or one not discovered yet: the teacher serves
+            return Decision(task_id, TEACHER_ONLY, None, None, self.policy_for(task_id).record,
+                            None)
         t, policy = r.task, r.policy
         version = t.student_version
         student = None
         if version and (t.stage in SERVING_STAGES or policy.pin == "student"):
             student = self._students.get(t.id, version)
-        decision = route_task(
-            policy, stage=t.stage, step=t.step,
-            sticky_key=sticky_key(body, headers, policy.sticky, request_id),
-            request_id=request_id, has_student=student is not None,
-        )
+        # Only a canary splits by conversation; elsewhere the key is not worth computing.
+        key = (sticky_key(body, headers, policy.sticky, request_id) if t.stage == "canary"
+               else request_id)
+        decision = route_task(policy, stage=t.stage, step=t.step, sticky_key=key,
+                              request_id=request_id, has_student=student is not None)
         return Decision(t.id, decision, version, student, policy.record, t.kind)
 
     async def aclose(self) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from distill.registry import Registry
 from distill.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.config import Config
 from gateway.streams import chunks_from_response
@@ -23,15 +23,6 @@ from gateway.upstream.embedded_student import EmbeddedStudentBackend
 from gateway.upstream.vllm_student import VLLMStudentBackend
 
 log = logging.getLogger("slimgate.students")
-
-
-def student_dir(students_dir: str, task: str, version: int) -> Path:
-    """Where the registry keeps a version (see distill/registry.py), checked to stay inside."""
-    root = Path(students_dir).resolve()
-    path = (root / task / f"v{version}").resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"student path for task {task!r} leaves the students directory")
-    return path
 
 
 StudentFactory = Callable[[str, int], Backend]
@@ -101,7 +92,8 @@ class StudentPool:
 
     def _from_registry(self, task: str, version: int) -> Backend:
         cfg = self._config.students
-        path = student_dir(self._config.distill.students_dir, task, version)
+        # The registry checks the task id and confines the path to the students directory.
+        path = Registry(self._config.distill.students_dir).version_dir(task, version)
         if not (path / "slimgate.json").exists():
             raise FileNotFoundError(f"{path} is not a complete student (no slimgate.json)")
         name = f"{task}-v{version}"

@@ -101,8 +101,9 @@ class PolicyConfig(_Strict):
         """The first `[[policy.tasks]]` entry matching the task id or its label."""
         return next((t for t in self.tasks if t.matches(task_id, label)), None)
 
-    def for_task(self, task_id: str, label: str = "") -> TaskPolicy:
-        """Every setting resolved for one task: its override's keys over the defaults."""
+    def for_task(self, task_id: str, label: str = "", pin: str | None = None) -> TaskPolicy:
+        """Every setting resolved for one task: its override's keys over the defaults, and an
+        operator's `pin` (stored with the task) over the file's."""
         values: dict[str, Any] = {name: getattr(self, name) for name in _TUNABLE}
         override = self.override_for(task_id, label)
         if override is not None:
@@ -111,6 +112,8 @@ class PolicyConfig(_Strict):
                 if value is not None:
                     values[name] = value
             values.update(pin=override.pin, record=override.record, matched=override.match)
+        if pin is not None:
+            values["pin"] = pin
         values["canary_steps"] = tuple(values["canary_steps"])
         return TaskPolicy(**values)
 

@@ -10,20 +10,19 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
 
 from gateway import report_routes
 from gateway.app import create_app
 from gateway.config import Config
-from tests.conftest import gateway_config
+from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 from tests.served import free_port
 from tests.test_report import SCRIPT, A, B, build_store
@@ -31,22 +30,6 @@ from tests.test_report import SCRIPT, A, B, build_store
 ADMIN = "sk-admin-test-1"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _app(config: Config) -> FastAPI:
-    app = create_app(config)
-    if not any(getattr(r, "path", None) == "/dashboard" for r in app.routes):
-        app.include_router(report_routes.router)  # until create_app includes it
-    return app
-
-
-@asynccontextmanager
-async def admin_client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    app = _app(config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client
 
 
 @pytest.fixture
@@ -66,7 +49,7 @@ async def test_admin_endpoints_are_disabled_without_admin_keys(
     config: Config, keys: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SLIMGATE_ADMIN_KEYS", raising=False)
-    async with admin_client(config) as c:
+    async with running_client(config) as c:
         for path in ("/admin/report", "/dashboard", f"/dashboard?key={keys}"):
             r = await c.get(path, headers={"authorization": f"Bearer {keys}"})
             assert r.status_code == 403
@@ -78,7 +61,7 @@ async def test_admin_key_is_required(
     config: Config, keys: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLIMGATE_ADMIN_KEYS", f"{ADMIN},sk-admin-test-2")
-    async with admin_client(config) as c:
+    async with running_client(config) as c:
         for path in ("/admin/report", "/dashboard"):
             assert (await c.get(path)).status_code == 401
             gateway_key = await c.get(path, headers={"authorization": f"Bearer {keys}"})
@@ -113,7 +96,7 @@ async def test_report_is_built_off_the_event_loop(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(report_routes, "build_report", held_build)
-    async with admin_client(config) as c:
+    async with running_client(config) as c:
         report = asyncio.create_task(
             c.get("/admin/report", headers={"authorization": f"Bearer {ADMIN}"}))
         await asyncio.sleep(0.05)
@@ -127,7 +110,7 @@ async def test_browser_login_sets_a_session_cookie(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLIMGATE_ADMIN_KEYS", ADMIN)
-    async with admin_client(config) as c:
+    async with running_client(config) as c:
         wrong = await c.get("/dashboard?key=sk-wrong")
         assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
         r = await c.get(f"/dashboard?key={ADMIN}&since=30d&refresh=0")
@@ -150,7 +133,7 @@ async def test_browser_login_sets_a_session_cookie(
 def serve(config: Config) -> Iterator[str]:
     """The app with the report router on a real loopback socket, uvicorn in a thread."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(config), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

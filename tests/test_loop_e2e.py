@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from distill.pipeline import run_distill
+from distill.registry import Registry
 from distill.worker import apply_gates
 from distill.workload import generate, to_traces
 from gateway.app import create_app
@@ -29,7 +30,6 @@ from gateway.report import build_report, dumps, policy_numbers, render_html
 from gateway.store.catalog import list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import stage_changes
-from gateway.students import student_dir
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
 from policies.contract import check_contract
 
@@ -107,7 +107,7 @@ async def test_the_loop_promotes_serves_and_rolls_back(
     students: dict[tuple[str, int], Breakable] = {}
 
     def factory(task: str, version: int) -> Breakable:
-        path = student_dir(cfg.distill.students_dir, task, version)
+        path = Registry(cfg.distill.students_dir).version_dir(task, version)
         students[(task, version)] = Breakable(EmbeddedStudentBackend(f"{task}-v{version}",
                                                                      str(path)))
         return students[(task, version)]

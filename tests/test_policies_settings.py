@@ -112,3 +112,13 @@ def test_glob_is_case_sensitive_and_whole_string() -> None:
     cfg = load(CFG)
     assert cfg.for_task("Billing-x").pin is None
     assert cfg.for_task("old-billing-x").pin is None
+
+
+def test_an_operator_pin_wins_over_the_files() -> None:
+    from policies.settings import PolicyConfig
+
+    cfg = PolicyConfig.model_validate({"tasks": [{"match": "t-a", "pin": "student"}]})
+    assert cfg.for_task("t-a").pin == "student"
+    assert cfg.for_task("t-a", pin="teacher").pin == "teacher"
+    assert cfg.for_task("t-b", pin="student").pin == "student"
+    assert cfg.for_task("t-b").pin is None

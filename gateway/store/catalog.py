@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,8 @@ class StudentRecord:
     created_at: float = 0.0
 
 
-def _task(row: sqlite3.Row) -> TaskRecord:
+def task_from_row(row: Mapping[str, Any] | sqlite3.Row) -> TaskRecord:
+    """A `tasks` row (sqlite3 or aiosqlite, as a mapping) as a TaskRecord."""
     return TaskRecord(
         id=row["id"], label=row["label"], kind=row["kind"], stage=row["stage"],
         explicit=bool(row["explicit"]), info=orjson.loads(row["info"]),
@@ -73,12 +74,12 @@ def upsert_task(con: sqlite3.Connection, t: TaskRecord) -> None:
 
 
 def list_tasks(con: sqlite3.Connection) -> list[TaskRecord]:
-    return [_task(r) for r in con.execute("SELECT * FROM tasks ORDER BY label")]
+    return [task_from_row(r) for r in con.execute("SELECT * FROM tasks ORDER BY label")]
 
 
 def get_task(con: sqlite3.Connection, task_id: str) -> TaskRecord | None:
     row = con.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-    return _task(row) if row else None
+    return task_from_row(row) if row else None
 
 
 def set_exchange_tasks(con: sqlite3.Connection, assignments: Iterable[tuple[str, int]]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.store.catalog import STAGES
+from policies.stats import percentile
 
 ERROR_FALLBACKS = ("timeout", "error")  # fallbacks caused by the student failing outright
 
@@ -131,15 +132,15 @@ def live_evidence(
         "FROM exchanges WHERE task = ? AND student_version = ? AND created_at >= ?",
         (*ERROR_FALLBACKS, task_id, version, since),
     ).fetchone()
-    latencies = sorted(
+    latencies = [
         r[0] for r in con.execute(
             "SELECT latency_ms FROM exchanges WHERE task = ? AND student_version = ? "
             "AND backend = 'student' AND created_at >= ? AND latency_ms IS NOT NULL "
             "ORDER BY seq DESC LIMIT 2000",
             (task_id, version, since),
         )
-    )
-    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
+    ]
+    p95 = percentile(latencies, 95)
     return {
         "live_n": int(n), "live_agree": int(agree), "student_served": int(served),
         "fallbacks": int(fallbacks), "student_errors": int(errors), "student_p95_ms": p95,
