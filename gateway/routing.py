@@ -56,6 +56,8 @@ class RoutingTable:
         self.assigner = TaskAssigner.from_tasks([])
         # Whether any task has a student in play; only then is a centroid lookup worth it.
         self.any_serving = False
+        self._seen: tuple[tuple[str, float], ...] | None = None  # task rows last built from
+        self._warming: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -71,6 +73,10 @@ class RoutingTable:
 
     async def refresh(self) -> None:
         tasks = [task_from_row(r) for r in await self._store.tasks()]
+        seen = tuple((t.id, t.updated_at) for t in tasks)  # every change bumps updated_at
+        if seen == self._seen:
+            return
+        self._seen = seen
         routes = {}
         wanted: set[tuple[str, int]] = set()
         for t in tasks:
@@ -83,18 +89,25 @@ class RoutingTable:
         self.any_serving = any(t.stage in SERVING_STAGES for t in tasks)
         self.assigner = TaskAssigner.from_tasks(tasks)
         await self._students.retain(wanted)
+        # Models are loaded now, in the background, not by the first request that needs one.
         for task_id, version in wanted:
             backend = self._students.get(task_id, version)
             load = getattr(backend, "load", None)
-            if load is not None:  # warm embedded students before their first request
-                asyncio.create_task(self._warm(load, task_id, version))
+            if load is not None:
+                self._background(load(), f"student {task_id} v{version}")
+        if self.any_serving:
+            self._background(self.assigner.warm(), "the task assigner's embedder")
 
-    @staticmethod
-    async def _warm(load: Any, task_id: str, version: int) -> None:
-        try:
-            await load()
-        except Exception as e:
-            log.error("student %s v%d failed to load: %s", task_id, version, e)
+    def _background(self, work: Any, what: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as e:
+                log.error("%s failed to load: %s", what, e)
+
+        task = asyncio.create_task(run())
+        self._warming.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._warming.discard)
 
     def policy_for(self, task_id: str | None, label: str = "") -> TaskPolicy:
         r = self._routes.get(task_id or "")

@@ -144,18 +144,33 @@ class TaskAssigner:
             return NO_TASK
         return Assignment(self._centroids[best][0], "centroid", sim)
 
+    def _ensure_model(self) -> None:
+        """Load the embedder and the centroid matrix (in a worker thread, under the lock)."""
+        if self._embedder is None:
+            import numpy as np
+
+            from distill.embed import get_embedder
+
+            self._embedder = (self._embedder_factory or get_embedder)()
+            self._matrix = np.asarray([c for _, _, c in self._centroids], dtype=np.float32)
+
+    async def warm(self) -> None:
+        """Load the model ahead of the first fingerprint miss, off the event loop."""
+        if self._centroids and distill_installed():
+            def load() -> None:
+                with self._lock:
+                    self._ensure_model()
+
+            await asyncio.to_thread(load)
+
     def _nearest(
         self, body: dict[str, Any], allowed: list[int], content_only: bool
     ) -> tuple[int, float]:
         """Runs in a worker thread: embed the request, return (centroid index, cosine)."""
-        import numpy as np
-
-        from distill.embed import get_embedder, normalise, request_vectors
+        from distill.embed import normalise, request_vectors
 
         with self._lock:
-            if self._embedder is None:
-                self._embedder = (self._embedder_factory or get_embedder)()
-                self._matrix = np.asarray([c for _, _, c in self._centroids], dtype=np.float32)
+            self._ensure_model()
             if len(self._system_cache) > _SYSTEM_CACHE_SIZE:
                 self._system_cache.clear()
             vec = request_vectors(self._embedder, [body], system_cache=self._system_cache)[0]
