@@ -103,6 +103,8 @@ class DistillConfig(_Strict):
     licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
     max_params: int = Field(8_000_000_000, ge=1)  # size cap for candidates
     scrub_kinds: list[str] | None = None  # None: every kind the scrubber knows
+    # Student kinds the pipeline may train, tried cheapest first where they fit the answers.
+    student_kinds: list[Literal["encoder", "generative"]] = ["encoder", "generative"]
     candidates: list[CandidateConfig] = [
         CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024),
         CandidateConfig(model="scratch:small", params=10_000_000, context=1024),

@@ -1,0 +1,115 @@
+"""Training one candidate of one student kind for a task, and judging it on held-out data.
+
+`prepare` fits the task's copy slots, measures their coverage, delexicalizes its training
+data and plans the student kinds (`distill.shape`). `fit_generative` trains a causal LM
+candidate (scratch or LoRA), stopping it part-way when it is hopeless; `fit_encoder` trains
+the encoder/classifier kind. Both are evaluated through the copy slots, as they will serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slots
+from distill.curate import Curated, Example
+from distill.evaluate import Evaluation, evaluate
+from distill.shape import KindChoice, Shape, answer_shape, plan_kinds
+from gateway.config import CandidateConfig, Config
+from gateway.copy_slots import CopySlots
+from policies.schedule import hopeless
+from policies.settings import TaskPolicy
+
+log = logging.getLogger("slimgate.distill")
+PROBE_EXAMPLES = 32  # held-out examples the part-way check generates for
+
+
+@dataclass
+class Prepared:
+    """A task made ready for training: what every candidate of every kind shares."""
+
+    shape: Shape
+    slots: CopySlots | None
+    train: list[Example]  # as the student sees them (delexicalized when slots apply)
+    plan: list[KindChoice]
+
+    def slots_meta(self) -> dict[str, Any]:
+        """`copy_slots` for slimgate.json: the proposer's state and its measured coverage."""
+        if self.slots is None:
+            return {"enabled": False, "reason": "the answers copy nothing from the request"}
+        return {"enabled": True, **self.slots.as_dict()}
+
+    @property
+    def coverage(self) -> float | None:
+        if self.slots is None:
+            return None
+        share = (self.slots.coverage.get("heldout") or {}).get("share")
+        return None if share is None else float(share)
+
+
+def prepare(task_kind: str, curated: Curated, max_train: int,
+            encoder: bool | None = None, kinds: list[str] | None = None) -> Prepared:
+    """Copy slots fitted on the training split, coverage measured on both splits."""
+    raw = curated.train[-max_train:]
+    slots = fit_copy_slots(raw)
+    train = raw
+    if slots is not None:
+        slots.coverage.update(train=coverage(raw, slots), heldout=coverage(curated.heldout, slots))
+        train = [delexicalize(ex, slots) for ex in raw]
+    shape = answer_shape(task_kind, slots)
+    plan = plan_kinds(shape, train, slots, encoder=encoder, allowed=kinds)
+    return Prepared(shape, slots, train, plan)
+
+
+def _as_served(student: Any, prep: Prepared) -> Any:
+    return SlottedStudent(student, prep.slots) if prep.slots is not None else student
+
+
+def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,
+          policy: TaskPolicy, cfg: Config, max_new: int) -> Evaluation:
+    return evaluate(_as_served(student, prep), heldout, task_kind, confidence=policy.confidence,
+                    text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
+
+
+def fit_generative(
+    cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
+    candidate: CandidateConfig, out_dir: Path, *, max_new: int, progress: bool, seed: int = 0,
+) -> tuple[dict[str, Any], Evaluation]:
+    """Train and evaluate one generative candidate; (training report, evaluation)."""
+    from distill.student import Student
+    from distill.train import train_student
+
+    probe = random.Random(seed).sample(heldout, min(PROBE_EXAMPLES, len(heldout)))
+
+    def check(model: Any, tokenizer: Any) -> bool:
+        if not probe:
+            return False
+        ev = judge(Student(model, tokenizer), prep, probe, task_kind, policy, cfg, max_new)
+        stop = hopeless(ev.summary["agree"], ev.summary["n"], policy.min_agreement,
+                        policy.confidence)
+        log.info("part-way check: %d/%d held-out agree%s", ev.summary["agree"],
+                 ev.summary["n"], ", hopeless: stopping" if stop else "")
+        return stop
+
+    report = train_student([ex.as_training() for ex in prep.train], base_model=candidate.model,
+                           method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
+                           progress=progress, checkpoint=check, seed=seed)
+    student = Student.load(str(out_dir))
+    ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new)
+    return report.as_dict(), ev
+
+
+def fit_encoder(
+    cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
+    out_dir: Path, *, max_new: int, seed: int = 0,
+) -> tuple[dict[str, Any], Evaluation]:
+    """Train and evaluate the encoder/classifier student kind; (its info, evaluation)."""
+    from distill.encoder_student import EncoderStudent, train_encoder
+
+    info = train_encoder(prep.train, out_dir, budget_s=cfg.distill.training.time_budget_s,
+                         seed=seed)
+    student = EncoderStudent.load(out_dir)
+    return info, judge(student, prep, heldout, task_kind, policy, cfg, max_new)
