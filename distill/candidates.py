@@ -25,6 +25,7 @@ from policies.settings import TaskPolicy
 
 log = logging.getLogger("slimgate.distill")
 PROBE_EXAMPLES = 32  # held-out examples the part-way check generates for
+CHECK_AT = 0.5  # share of the time budget after which a run is checked for hopelessness
 
 
 @dataclass
@@ -88,15 +89,17 @@ def fit_generative(
         if not probe:
             return False
         ev = judge(Student(model, tokenizer), prep, probe, task_kind, policy, cfg, max_new)
-        stop = hopeless(ev.summary["agree"], ev.summary["n"], policy.min_agreement,
-                        policy.confidence)
-        log.info("part-way check: %d/%d held-out agree%s", ev.summary["agree"],
-                 ev.summary["n"], ", hopeless: stopping" if stop else "")
+        n = ev.summary["n"]
+        valid = round(ev.summary["valid_rate"] * n)
+        stop = hopeless(ev.summary["agree"], valid, n, policy.min_agreement, policy.confidence)
+        log.info("part-way check: %d/%d held-out agree, %d valid%s", ev.summary["agree"], n,
+                 valid, ", hopeless: stopping" if stop else "")
         return stop
 
     report = train_student([ex.as_training() for ex in prep.train], base_model=candidate.model,
                            method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
-                           progress=progress, checkpoint=check, seed=seed)
+                           progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
+                           seed=seed)
     student = Student.load(str(out_dir))
     ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new)
     return report.as_dict(), ev
