@@ -26,6 +26,11 @@ from policies.settings import TaskPolicy
 log = logging.getLogger("slimgate.distill")
 PROBE_EXAMPLES = 32  # held-out examples the part-way check generates for
 CHECK_AT = 0.5  # share of the time budget after which a run is checked for hopelessness
+# ... and passes over the data it must have made by then: wall time alone misjudges a loaded
+# machine (bench, 2026-11-30, load 10-12 on 2 cores: intent_router was stopped after 47
+# steps, 1.75 epochs, answering valid JSON with the wrong intents). The labels of the same
+# run reached agreement 1.00 within 6-7 epochs; 4 is a judgement, not a fit.
+CHECK_EPOCHS = 4.0
 
 
 @dataclass
@@ -99,7 +104,7 @@ def fit_generative(
     report = train_student([ex.as_training() for ex in prep.train], base_model=candidate.model,
                            method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
                            progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
-                           seed=seed)
+                           checkpoint_epochs=CHECK_EPOCHS, seed=seed)
     student = Student.load(str(out_dir))
     ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new)
     return report.as_dict(), ev

@@ -127,7 +127,8 @@ def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
 def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *,
                  cfg: TrainingConfig, learning_rate: float, clock: Clock, lora: bool,
                  output_dir: str, seed: int = 0, progress: bool = False,
-                 checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4) -> Any:
+                 checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
+                 checkpoint_epochs: float = 0.0) -> Any:
     """An SFTTrainer over pre-tokenized rows; its `step_losses` and `hit_time_budget` fill in.
 
     Sets `clock.total_steps`: max_steps or the epoch bound, whichever is fewer steps.
@@ -151,7 +152,8 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                 trainer.hit_time_budget = True
                 control.should_training_stop = True
             elif (checkpoint is not None and not self.checked
-                  and clock.elapsed() >= checkpoint_at * clock.budget_s):
+                  and clock.elapsed() >= checkpoint_at * clock.budget_s
+                  and state.global_step * batch >= checkpoint_epochs * len(rows)):
                 self.checked = True
                 side = tokenizer.padding_side  # generation pads left, training right
                 try:
@@ -243,11 +245,13 @@ def train_student(
     train: list[dict[str, Any]], *, base_model: str, method: Method = "auto",
     cfg: TrainingConfig, out_dir: Path, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
+    checkpoint_epochs: float = 0.0,
 ) -> TrainReport:
     """Train one student and save it (model or PEFT adapter, plus tokenizer) into `out_dir`.
 
-    `checkpoint(model, tokenizer)` is called once at `checkpoint_at` of the time budget; if
-    it returns True the run stops there (`stopped_by = "hopeless"`), saved as it is.
+    `checkpoint(model, tokenizer)` is called once, at the first step past both
+    `checkpoint_at` of the time budget and `checkpoint_epochs` passes over the data; if it
+    returns True the run stops there (`stopped_by = "hopeless"`), saved as it is.
     `slimgate.json` is not written here: the registry writes it last, once evaluated.
     """
     if not train:
@@ -283,7 +287,8 @@ def train_student(
             trainer = make_trainer(model, tokenizer, rows, cfg=cfg, learning_rate=lr,
                                    clock=clock, lora=lora, output_dir=tmp, seed=seed,
                                    progress=progress, checkpoint=checkpoint,
-                                   checkpoint_at=checkpoint_at)
+                                   checkpoint_at=checkpoint_at,
+                                   checkpoint_epochs=checkpoint_epochs)
             trainer.train()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
