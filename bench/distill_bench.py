@@ -1,6 +1,6 @@
 """How well and how fast does a tiny student learn each task? Distillation, measured per task.
 
-For every task of the synthetic agent workload (`distill.workload`), or of the public SNIPS
+For every task of the synthetic agent workload (`gateway.offline.workload`), or of the public SNIPS
 benchmark (`--workload snips`), builds the rows the store would hold for the teacher's
 answers, then runs the product's own steps on them: curate (scrub, dedupe, hash split), fit
 copy slots and measure their coverage, pick the student kind by answer shape, train it under
@@ -46,7 +46,7 @@ class BenchConfig:
     quick: bool = False  # a smoke run; its JSON gets a -quick suffix, never replacing a full run
     max_train: int = 500  # training examples at most (the issue's target: ≤ 500)
     kinds: list[str] = field(default_factory=lambda: ["encoder", "generative"])  # allowed
-    workload: str = "demo"  # demo: distill.workload; snips: the public SNIPS benchmark
+    workload: str = "demo"  # demo: gateway.offline.workload; snips: the public SNIPS benchmark
     snips_root: str = "/work/.mirror/snipsco+nlu-benchmark/repo"  # its checkout or git dir
     out_dir: str = str(ROOT / "bench" / "results")  # where the JSON result goes
 
@@ -54,7 +54,7 @@ class BenchConfig:
 def teacher_rows(task: str, n: int, seed: int) -> list[dict[str, Any]]:
     """`n` exchanges of one task as the store holds them: status 200, answered by the teacher,
     tagged with the task (so discovery keeps them together, as for an explicit tag)."""
-    from distill.workload import generate, to_traces
+    from gateway.offline.workload import generate, to_traces
 
     items = generate(n, seed=seed, kinds=[task])
     return [{"request_id": f"{task}-{i}", "seq": i, "status": 200, "backend": "teacher",
@@ -67,7 +67,7 @@ def snips_rows(root: str, n: int) -> list[dict[str, Any]]:
     a local checkout by `bench.snips_workload` (the gold annotation is the teacher's answer)."""
     from bench.snips_workload import work_items
 
-    from distill.workload import WorkItem, to_traces
+    from gateway.offline.workload import WorkItem, to_traces
 
     items = [WorkItem("snips_tools", req, ans) for req, ans in work_items(Path(root))[:n]]
     return [{"request_id": f"snips-{i}", "seq": i, "status": 200, "backend": "teacher",
@@ -84,7 +84,7 @@ def teacher_numbers(rows: list[dict[str, Any]], ids: set[str]) -> dict[str, Any]
     import inspect
 
     from gateway.cost import CostTable
-    from gateway.replay_teacher import ReplayTeacher
+    from gateway.offline.replay_teacher import ReplayTeacher
 
     defaults = inspect.signature(ReplayTeacher.__init__).parameters
     base_ms = float(defaults["latency_ms"].default)
@@ -135,10 +135,10 @@ def bench_task(task_name: str, cfg: BenchConfig, work_dir: Path,
     from distill.discover import discover
     from distill.evaluate import request_of
     from distill.pipeline import _token_budget
-    from distill.scrub import ScrubConfig
     from distill.student import quiet_progress_bars
     from gateway.config import parse_config
     from gateway.copy_slots import CopySlots
+    from gateway.privacy.scrub import ScrubConfig
 
     product = parse_config({"distill": {"training": {"time_budget_s": cfg.budget_s,
                                                      "max_seq_len": cfg.max_seq_len}}})
@@ -260,7 +260,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from distill.workload import KINDS
+    from gateway.offline.workload import KINDS
 
     torch.set_num_threads(cfg.threads)
     known = ["snips_tools"] if cfg.workload == "snips" else list(KINDS)

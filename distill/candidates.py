@@ -16,7 +16,7 @@ from typing import Any
 
 from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, Example
-from distill.evaluate import Evaluation, evaluate
+from distill.evaluate import Evaluation, Similarity, evaluate
 from distill.shape import KindChoice, Shape, answer_shape, plan_kinds
 from gateway.config import CandidateConfig, Config
 from gateway.copy_slots import CopySlots
@@ -75,14 +75,17 @@ def _as_served(student: Any, prep: Prepared) -> Any:
 
 
 def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,
-          policy: TaskPolicy, cfg: Config, max_new: int) -> Evaluation:
+          policy: TaskPolicy, cfg: Config, max_new: int,
+          similarity: Similarity | None = None) -> Evaluation:
     return evaluate(_as_served(student, prep), heldout, task_kind, confidence=policy.confidence,
-                    text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
+                    text_threshold=cfg.distill.text_similarity, max_tokens=max_new,
+                    similarity=similarity)
 
 
 def fit_generative(
     cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
     candidate: CandidateConfig, out_dir: Path, *, max_new: int, progress: bool, seed: int = 0,
+    similarity: Similarity | None = None,
 ) -> tuple[dict[str, Any], Evaluation]:
     """Train and evaluate one generative candidate; (training report, evaluation)."""
     from distill.student import Student
@@ -93,7 +96,8 @@ def fit_generative(
     def check(model: Any, tokenizer: Any) -> bool:
         if not probe:
             return False
-        ev = judge(Student(model, tokenizer), prep, probe, task_kind, policy, cfg, max_new)
+        ev = judge(Student(model, tokenizer), prep, probe, task_kind, policy, cfg, max_new,
+                   similarity)
         n = ev.summary["n"]
         valid = round(ev.summary["valid_rate"] * n)
         stop = hopeless(ev.summary["agree"], valid, n, policy.min_agreement, policy.confidence)
@@ -106,13 +110,13 @@ def fit_generative(
                            progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
                            checkpoint_epochs=CHECK_EPOCHS, seed=seed)
     student = Student.load(str(out_dir))
-    ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new)
+    ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity)
     return report.as_dict(), ev
 
 
 def fit_encoder(
     cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
-    out_dir: Path, *, max_new: int, seed: int = 0,
+    out_dir: Path, *, max_new: int, seed: int = 0, similarity: Similarity | None = None,
 ) -> tuple[dict[str, Any], Evaluation]:
     """Train and evaluate the encoder/classifier student kind; (its info, evaluation)."""
     from distill.encoder_student import EncoderStudent, train_encoder
@@ -120,4 +124,4 @@ def fit_encoder(
     info = train_encoder(prep.train, out_dir, budget_s=cfg.distill.training.time_budget_s,
                          seed=seed)
     student = EncoderStudent.load(out_dir)
-    return info, judge(student, prep, heldout, task_kind, policy, cfg, max_new)
+    return info, judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity)

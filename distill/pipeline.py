@@ -20,11 +20,12 @@ from typing import Any
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
-from distill.registry import Registry
-from distill.scrub import ScrubConfig
 from distill.select import eligible, rank_candidates
 from distill.shape import StudentKind
 from gateway.config import CandidateConfig, Config
+from gateway.embed import SharedEmbedder
+from gateway.privacy.scrub import ScrubConfig
+from gateway.registry import Registry
 from gateway.store.catalog import (
     StudentRecord,
     TaskRecord,
@@ -43,7 +44,7 @@ from policies.schedule import TaskPlan, order_tasks
 from policies.stats import wilson
 
 log = logging.getLogger("slimgate.distill")
-Report = Callable[[str], None]
+Progress = Callable[[str], None]  # where a pass reports what it does, line by line
 
 
 @dataclass
@@ -58,15 +59,14 @@ class TaskOutcome:
     seconds: float = 0.0
 
 
-def discover_tasks(con: sqlite3.Connection, cfg: Config) -> int:
+def discover_tasks(con: sqlite3.Connection, cfg: Config, embedder: SharedEmbedder) -> int:
     """Discover tasks in the newest traffic, store them, back-fill task ids. Returns count."""
     from distill.discover import discover
-    from distill.embed import get_embedder
 
     rows = list(chat_exchanges(con, newest=cfg.worker.max_discover_rows))
     if not rows:
         return 0
-    found = discover(rows, existing=list_tasks(con), embedder=get_embedder(),
+    found = discover(rows, existing=list_tasks(con), embedder=embedder,
                      min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)))
     for task in found.tasks:
         upsert_task(con, task)
@@ -126,11 +126,12 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 def train_candidate(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
     prep: Prepared, kind: StudentKind, candidate: CandidateConfig | None, *, max_new: int,
-    progress: bool,
+    progress: bool, embedder: SharedEmbedder,
 ) -> TaskOutcome:
     """Train one candidate of `kind` (a generative one is `candidate`), evaluate it on the
     held-out set through its copy slots, and register it."""
     from distill.candidates import fit_encoder, fit_generative
+    from distill.evaluate import embedding_similarity
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -140,16 +141,17 @@ def train_candidate(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     started = time.time()
+    similarity = embedding_similarity(embedder)
     try:
         if candidate is None:
             info, ev = fit_encoder(cfg, prep, curated.heldout, task.kind, policy, partial,
-                                   max_new=max_new)
+                                   max_new=max_new, similarity=similarity)
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
         else:
             training, ev = fit_generative(cfg, prep, curated.heldout, task.kind, policy,
                                           candidate, partial, max_new=max_new,
-                                          progress=progress)
+                                          progress=progress, similarity=similarity)
             base_model, info = candidate.model, {}
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -184,7 +186,8 @@ def train_candidate(
 
 def distill_task(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
-    progress: bool = True, report: Report = log.info, encoder: bool | None = None,
+    embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
+    encoder: bool | None = None,
 ) -> TaskOutcome:
     """Train student kinds cheapest first (candidates smallest first) until one passes."""
     from distill.candidates import prepare
@@ -214,7 +217,7 @@ def distill_task(
                f"{len(prep.train)} examples, {len(curated.heldout)} held out")
         try:
             outcome = train_candidate(con, cfg, task, curated, prep, kind, candidate,
-                                      max_new=max_new, progress=progress)
+                                      max_new=max_new, progress=progress, embedder=embedder)
         except Exception as e:  # one candidate's failure must not stop the others
             log.exception("training %s on task %s failed", name, task.id)
             outcome = record_failure(con, cfg, task, name, curated, f"{type(e).__name__}: {e}")
@@ -264,13 +267,16 @@ def schedule(
 
 def run_distill(
     cfg: Config, *, task_id: str | None = None, progress: bool = True,
-    report: Report = log.info, stop: threading.Event | None = None,
+    report: Progress = log.info, stop: threading.Event | None = None,
+    embedder: SharedEmbedder | None = None,
 ) -> list[TaskOutcome]:
+    """One distill pass. `embedder` lets a long-lived caller (the worker) load MiniLM once."""
     from gateway.store.migrations import connect
 
+    embedder = embedder or SharedEmbedder()
     con = connect(cfg.store.path)
     try:
-        found = discover_tasks(con, cfg)
+        found = discover_tasks(con, cfg, embedder)
         report(f"discovered {found} tasks")
         outcomes: list[TaskOutcome] = []
         ready: list[tuple[TaskRecord, Curated, str]] = []
@@ -302,7 +308,7 @@ def run_distill(
                 break
             report(f"{task.id}: {why}")
             outcomes.append(distill_task(con, cfg, task, curated, progress=progress,
-                                         report=report))
+                                         report=report, embedder=embedder))
         return outcomes
     finally:
         con.close()

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from distill.scrub import ScrubConfig
 from gateway.copy_slots import CopySlots, SlotLeak, Slots
+from gateway.privacy.scrub import ScrubConfig
 from gateway.students import StudentAsTrained
 from gateway.upstream.base import UpstreamFailure
 

@@ -14,9 +14,9 @@ import pytest
 
 from distill.copying import coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, curate
-from distill.scrub import ScrubConfig
 from distill.shape import ENCODER_MIN_COVERAGE, answer_shape, plan_kinds
-from distill.workload import generate, to_traces
+from gateway.offline.workload import generate, to_traces
+from gateway.privacy.scrub import ScrubConfig
 
 COVERAGE_FLOOR = 0.9  # every copied value of a demo task is an id, date, number or known value
 
