@@ -67,6 +67,7 @@ class CopySlots:
     numeric_fields: list[str] = field(default_factory=list)  # answer fields copied as numbers
     patterns: bool = True  # also propose ids, numbers, dates, times, quoted and capitalized text
     coverage: dict[str, Any] = field(default_factory=dict)  # measured at training, for reports
+    _ordered: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"gazetteer": self.gazetteer, "numeric_fields": self.numeric_fields,
@@ -110,11 +111,9 @@ class CopySlots:
         return [v for _, v in sorted(found)]
 
     def _by_length(self) -> list[str]:
-        ordered = getattr(self, "_ordered", None)
-        if ordered is None or len(ordered) != len(self.gazetteer):
-            ordered = sorted(self.gazetteer, key=len, reverse=True)
-            self._ordered = ordered
-        return ordered
+        if self._ordered is None or len(self._ordered) != len(self.gazetteer):
+            self._ordered = sorted(self.gazetteer, key=len, reverse=True)
+        return self._ordered
 
 
 # --- walking requests and answers -----------------------------------------------------------
