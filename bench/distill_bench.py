@@ -66,7 +66,6 @@ def snips_rows(root: str, n: int) -> list[dict[str, Any]]:
     """The public SNIPS voice-assistant benchmark as tool-call exchanges (one task), read from
     a local checkout by `bench.snips_workload` (the gold annotation is the teacher's answer)."""
     from bench.snips_workload import work_items
-
     from gateway.offline.workload import WorkItem, to_traces
 
     items = [WorkItem("snips_tools", req, ans) for req, ans in work_items(Path(root))[:n]]

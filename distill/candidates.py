@@ -50,10 +50,30 @@ class Prepared:
 
     @property
     def coverage(self) -> float | None:
-        if self.slots is None:
+        return self._heldout("share")
+
+    @property
+    def ceiling(self) -> float | None:
+        """Share of held-out answers whose copied values the slots capture in full."""
+        return self._heldout("answers_whole")
+
+    def _heldout(self, key: str) -> float | None:
+        value = (self.slots.coverage.get("heldout") or {}).get(key) if self.slots else None
+        return None if value is None else float(value)
+
+    def too_low_for(self, candidate: CandidateConfig, min_agreement: float) -> str | None:
+        """Why the copy slots leave `candidate` no chance at the gate, or None.
+
+        A scratch student's vocabulary is the task's own text: a value the slots miss, it
+        cannot copy, so the answers it can get right are at most those captured whole. A
+        pretrained candidate can still copy by itself and is never ruled out here.
+        """
+        if not candidate.model.startswith("scratch:") or self.ceiling is None:
             return None
-        share = (self.slots.coverage.get("heldout") or {}).get("share")
-        return None if share is None else float(share)
+        if self.ceiling >= min_agreement:
+            return None
+        return (f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
+                f"answers copyable whole, below the gate's {min_agreement:.2f}")
 
 
 def prepare(task_kind: str, curated: Curated, max_train: int,

@@ -74,19 +74,25 @@ def coverage(examples: list[Example], slots: CopySlots) -> dict[str, Any]:
     """Share of the copied answer values (in the copy fields) the proposer captures from the
     request alone; a value captured in part (a longer or shorter span) is a miss."""
     fields = slots.coverage.get("fields")
-    total = captured = 0
+    total = captured = whole = 0
     misses: Counter[str] = Counter()
     for ex in examples:
         request = _request(ex)
         found = set(Slots(slots, request).values)
+        missed = 0
         for path, value in copied_values(request, ex.answer, fields):
             total += 1
             if value in found or FOREIGN.fullmatch(value):  # PII: pseudonymized already
                 captured += 1
             else:
+                missed += 1
                 misses[path] += 1
+        whole += missed == 0
     return {"copied": total, "captured": captured,
             "share": round(captured / total, 4) if total else None,
+            # answers whose every copied value is captured: the most a student that cannot
+            # copy by itself (a scratch model, its vocabulary the task's own) can get right
+            "answers_whole": round(whole / len(examples), 4) if examples else None,
             "missed_by_field": dict(misses.most_common(5))}
 
 

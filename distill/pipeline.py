@@ -20,7 +20,7 @@ from typing import Any
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
-from distill.select import eligible, rank_candidates
+from distill.select import rank_candidates
 from distill.shape import StudentKind
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
@@ -206,10 +206,13 @@ def distill_task(
         elif choice.kind == "encoder":
             runs.append(("encoder", None))
         else:
+            min_agreement = cfg.policy.for_task(task.id, task.label).min_agreement
             for c in choices:
-                if c.reason:
-                    report(f"{task.id}: skipping {c.candidate.model}: {c.reason}")
-            runs += [("generative", c) for c in eligible(choices)]
+                reason = c.reason or prep.too_low_for(c.candidate, min_agreement)
+                if reason:
+                    report(f"{task.id}: skipping {c.candidate.model}: {reason}")
+                else:
+                    runs.append(("generative", c.candidate))
     outcome = None
     for kind, candidate in runs:
         name = candidate.model if candidate else "encoder"

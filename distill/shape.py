@@ -3,8 +3,9 @@
 The shape comes from the task's answers: a label, JSON of enums only, JSON with values
 copied from the request, a tool call, or free text. An encoder/classifier student (labels,
 enums, tool names, copied spans; `distill.encoder_student`) is the cheapest where it can
-express the answers and the copy slots capture enough of the copied values; a generative
-student can express every shape and is always planned last.
+express the answers (its span pointers reach a copied value the slots missed); a generative
+student can express every shape and is always planned last (`Prepared.too_low_for` rules
+out scratch candidates whose copy-slot coverage leaves the gate out of reach).
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from gateway.copy_slots import CopySlots
 
 Shape = Literal["label", "enum_json", "copy_json", "tool_call", "text"]
 StudentKind = Literal["encoder", "generative"]
-
-# The encoder can only classify or point at a span: a copied value the proposer misses is
-# out of its reach, so it is tried only where nearly all copied values are captured.
-ENCODER_MIN_COVERAGE = 0.95
 
 
 @dataclass(frozen=True)
@@ -72,10 +69,6 @@ def _encoder_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
         return KindChoice("encoder", "the encoder student kind is not installed")
     if shape == "text":
         return KindChoice("encoder", "free-text answers: an encoder cannot write them")
-    share = (slots.coverage.get("heldout") or {}).get("share") if slots else None
-    if slots is not None and share is not None and share < ENCODER_MIN_COVERAGE:
-        return KindChoice("encoder", f"copy-slot coverage {share:.2f} is below "
-                                     f"{ENCODER_MIN_COVERAGE:.2f}, which an encoder needs")
     from distill.encoder_student import can_express
 
     ok, why = can_express(train)

@@ -14,7 +14,7 @@ import pytest
 
 from distill.copying import coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, curate
-from distill.shape import ENCODER_MIN_COVERAGE, answer_shape, plan_kinds
+from distill.shape import answer_shape, plan_kinds
 from gateway.offline.workload import generate, to_traces
 from gateway.privacy.scrub import ScrubConfig
 
@@ -79,17 +79,19 @@ def test_kind_selection_tries_the_encoder_first_for_labels_and_only_generative_f
     assert plan[1] == plan[1].__class__("generative", None)
 
 
-def test_a_task_whose_coverage_is_too_low_is_not_trained_with_the_encoder(
-    fake_encoder: None
-) -> None:
-    data = curated_task("order_extract", 80)
-    slots = fit_copy_slots(data.train)
-    assert slots is not None
-    slots.coverage["heldout"] = {"share": 0.6}
-    plan = plan_kinds(answer_shape("json", slots), data.train, slots, encoder=True)
-    assert plan[0].reason is not None and "0.60" in plan[0].reason
-    assert f"{ENCODER_MIN_COVERAGE:.2f}" in plan[0].reason
-    assert plan[1].reason is None
+def test_a_scratch_candidate_is_not_trained_where_the_slots_leave_the_gate_out_of_reach() -> None:
+    from distill.candidates import prepare
+    from gateway.config import CandidateConfig
+
+    prep = prepare("json", curated_task("order_extract", 80), 500, kinds=["generative"])
+    assert prep.slots is not None
+    scratch = CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024)
+    pretrained = CandidateConfig(model="/models/qwen", params=494_000_000, context=32768)
+    assert prep.too_low_for(scratch, 0.9) is None  # every copied value captured
+    prep.slots.coverage["heldout"] = {"share": 0.81, "answers_whole": 0.55}
+    reason = prep.too_low_for(scratch, 0.9)
+    assert reason is not None and "0.81" in reason and "0.55" in reason and "0.90" in reason
+    assert prep.too_low_for(pretrained, 0.9) is None  # it can copy by itself
 
 
 def lookup_rows(n: int, seed: int) -> list[dict[str, Any]]:
