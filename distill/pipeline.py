@@ -1,8 +1,10 @@
 """Steps S2-S5 for every task: curate → discover → select → fine-tune → held-out evaluation.
 
-`run_distill` discovers tasks in the recorded traffic, then for each task with enough clean
-data (and no student yet, or data grown enough / drift seen) trains candidates smallest
-first, evaluates each on the task's held-out set and registers it. A version is trained in a
+`run_distill` discovers tasks in the recorded traffic, then, highest expected win first
+(`policies.schedule`), for each task with enough clean data (and no student yet, or data
+grown enough / drift seen) fits its copy slots, trains student kinds cheapest first
+(`distill.shape`; generative candidates smallest first), evaluates each on the task's
+held-out set through its copy slots and registers it. A version is trained in a
 `.partial` directory and becomes visible only when complete: a kill never leaves a
 half-written student behind.
 """
