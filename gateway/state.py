@@ -12,6 +12,7 @@ from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
+from gateway.responses.serving import ResponsesService
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy, RequestContext
 from gateway.shadow import ShadowRunner
@@ -35,6 +36,7 @@ class AppState:
     routing: RoutingTable
     shadow: ShadowRunner
     students: StudentPool
+    responses: ResponsesService
 
     def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""
