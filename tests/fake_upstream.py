@@ -4,6 +4,7 @@ It runs an aiohttp server in its own thread on 127.0.0.1 and an ephemeral port. 
 user message scripts faults: `fault:500`, `fault:429`, `fault:401`, `fault:400`,
 `fault:503`, `fault:timeout`, `fault:slowfirst`, `fault:cut`, `fault:badjson`,
 `fault:500x2` (fail twice, then answer). `call:NAME` makes a tool call to NAME.
+A tool result as the last message is answered `tool said: RESULT` (an agent loop ends).
 `/v1/responses` answers natively (Responses API), counting the user turns it was sent.
 """
 
@@ -134,8 +135,10 @@ class FakeUpstream:
         return body
 
     @staticmethod
-    def _answer(body: dict[str, Any], text: str) -> dict[str, Any]:
+    def _answer(body: dict[str, Any], text: str, tool_result: str | None = None) -> dict[str, Any]:
         tools = body.get("tools") or []
+        if tool_result is not None:  # a tool's result came back: the agent loop's last turn
+            return {"role": "assistant", "content": f"tool said: {tool_result}"}
         if "call:" in text and tools:
             name = text.split("call:", 1)[1].split()[0]
             args = orjson.dumps({"query": text[:40]}).decode()
@@ -155,7 +158,9 @@ class FakeUpstream:
         fault = await self._fault(text, orjson.dumps(body.get("messages")).decode())
         if fault is not None:
             return fault
-        msg = self._answer(body, text)
+        messages = body.get("messages") or [{}]
+        last = messages[-1]
+        msg = self._answer(body, text, last.get("content") if last.get("role") == "tool" else None)
         finish = "tool_calls" if msg.get("tool_calls") else "stop"
         usage = _usage(text, msg.get("content") or "")
         head = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model")}
@@ -230,7 +235,10 @@ class FakeUpstream:
             return fault
         chat_tools = [{"function": t} for t in body.get("tools") or [] if t["type"] == "function"]
         fmt = ((body.get("text") or {}).get("format") or {}).get("type")
-        msg = self._answer({"tools": chat_tools, "response_format": {"type": fmt}}, text)
+        last = items[-1] if items else {}
+        result = last.get("output") if last.get("type") == "function_call_output" else None
+        msg = self._answer({"tools": chat_tools, "response_format": {"type": fmt}}, text,
+                           result if isinstance(result, str) or result is None else str(result))
         turns = sum(1 for i in items if i.get("role") == "user")
         if msg.get("tool_calls"):
             fn = msg["tool_calls"][0]["function"]
