@@ -3,12 +3,15 @@ request (whole or streamed), contract fallback inside the request, and shadowing
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from gateway.report.data import build_report
+from gateway.traces import export_traces
 from tests.fake_upstream import FakeUpstream
 from tests.test_responses import events
 from tests.test_routing import JSON_BODY, SYSTEM, ScriptedStudent, run
@@ -78,11 +81,19 @@ async def test_one_task_mixes_both_apis_and_responses_traffic_is_shadowed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent()
-    app, _ = await run(tmp_path, fresh_upstream, student, "shadow",
-                       policy={"shadow_rate": 1.0})
+    app, cfg = await run(tmp_path, fresh_upstream, student, "shadow",
+                         policy={"shadow_rate": 1.0})
     chat, resp = await _serve(app, keys, [("/v1/chat/completions", JSON_BODY),
                                           ("/v1/responses", RESPONSES_BODY)])
     assert chat.headers["x-slimgate-task"] == resp.headers["x-slimgate-task"] == "t-orders"
     assert resp.headers["x-slimgate-backend"] == "teacher"
     assert [r["api"] for r in app.state.rows] == ["chat/completions", "responses"]
     assert len(app.state.comparisons) == 2 and all(c["agree"] for c in app.state.comparisons)
+    report = build_report(cfg.store.path)
+    assert report["totals"]["requests"] == 2 and report["totals"]["responses_api"] == 1
+    assert report["tasks"][0]["traffic"]["responses_api"] == 1
+    out = io.BytesIO()
+    assert export_traces(cfg.store.path, out) == 2
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["api"] for line in lines] == ["chat/completions", "responses"]
+    assert lines[1]["request"]["messages"] == JSON_BODY["messages"]  # the same task's shape
