@@ -250,7 +250,7 @@ class FakeUpstream:
                     "role": "assistant", "content": [
                         {"type": "output_text", "text": content, "annotations": []}]}
         u = _usage(text, msg.get("content") or "")
-        resp = {"id": f"resp_native{len(self.requests)}", "object": "response",
+        resp = {"id": f"resp_upstream_{time.monotonic_ns()}", "object": "response",
                 "created_at": int(time.time()), "status": "completed", "model": body["model"],
                 "output": [item], "parallel_tool_calls": True, "tool_choice": "auto",
                 "tools": body.get("tools") or [], "usage": {

@@ -88,6 +88,7 @@ async def test_native_upstream_gets_the_responses_body(
     assert r.status_code == 200, r.text
     [call] = r.json()["output"]
     assert call["type"] == "function_call" and call["name"] == "lookup"
+    assert not r.json()["id"].startswith("resp_upstream")  # the gateway's own response id
     sent = fresh_upstream.requests[-1]
     assert sent["model"] == "native-model" and sent["input"] == "call:lookup cats"
     assert sent["tools"] == TOOLS and sent["custom_field"] == {"kept": True}

@@ -59,6 +59,13 @@ class Turn:
         return {**body, "stream": True} if stream else \
             {k: v for k, v in body.items() if k != "stream"}
 
+    def own(self, resp: dict[str, Any]) -> dict[str, Any]:
+        """A native answer under the gateway's response id (the gateway holds the state, and
+        its ids never collide across upstreams or keys) and the client's previous id."""
+        resp["id"] = self.envelope["id"]
+        resp["previous_response_id"] = self.body.get("previous_response_id")
+        return resp
+
 
 class ResponsesService:
     def __init__(self, proxy: Proxy, upstreams: Upstreams, state: ResponseState) -> None:
@@ -110,8 +117,8 @@ class ResponsesService:
         async def attempt(m: ModelConfig, backend: Backend) -> tuple[dict[str, Any],
                                                                        dict[str, Any]]:
             if m.responses_mode == "native":
-                native = await backend.complete("responses", turn.native_body(stream=False))
-                native["previous_response_id"] = body.get("previous_response_id")
+                native = turn.own(await backend.complete("responses",
+                                                          turn.native_body(stream=False)))
                 return native, response_to_chat(native)
             turn.chat.require_translatable()
             chat = await backend.complete(
@@ -184,9 +191,9 @@ class ResponsesService:
                     yield sse(ev)
             async for item in source:
                 if form == "native":
+                    if isinstance(item.get("response"), dict):
+                        turn.own(item["response"])
                     if item.get("type") in _FINAL:
-                        item["response"]["previous_response_id"] = \
-                            turn.body.get("previous_response_id")
                         tail.append(item)
                     else:
                         yield sse(item)
