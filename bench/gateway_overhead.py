@@ -81,6 +81,24 @@ async def load(url: str, n: int, concurrency: int, key: str | None,
     return n / elapsed, lat
 
 
+async def interleaved(targets: list[tuple[str, str, str | None, dict[str, Any], str]],
+                      n: int) -> dict[str, list[float]]:
+    """Concurrency 1, one request to each target in turn, n rounds: every target sees the
+    same moments of a busy machine, so their difference is the gateway's, not the noise's."""
+    lat: dict[str, list[float]] = {t[0]: [] for t in targets}
+    async with aiohttp.ClientSession() as s:
+        for i in range(n + 50):  # the first 50 rounds warm up
+            for name, url, key, body, _ in targets:
+                headers = {"authorization": f"Bearer {key}"} if key else {}
+                t = time.perf_counter()
+                async with s.post(url, json=body, headers=headers) as r:
+                    await r.read()
+                    assert r.status == 200, (name, r.status)
+                if i >= 50:
+                    lat[name].append(time.perf_counter() - t)
+    return lat
+
+
 def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] * 1000 if len(xs) > 1 else xs[0] * 1000
 
@@ -147,6 +165,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=3000, help="requests per run at c=16")
     ap.add_argument("--serial", type=int, default=500, help="requests per run at c=1")
+    ap.add_argument("--interleaved", type=int, default=1000,
+                    help="rounds of the interleaved concurrency-1 comparison (0: skip)")
     ap.add_argument("--only", default="", help="comma-separated target names to run "
                     "(direct ones always run); default: all")
     args = ap.parse_args()
@@ -200,6 +220,15 @@ def main() -> None:
             base = results[(baseline[name], conc)]
             print(f"{name:<18}{conc:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
                   f"{p50 - base[1]:>11.2f}{p99 - base[2]:>11.2f}")
+        if args.interleaved:
+            chosen = [t for t in targets if t[0] in results and t[0] != "litellm-proxy"]
+            lat = asyncio.run(interleaved(chosen, args.interleaved))
+            print(f"\ninterleaved, concurrency 1, {args.interleaved} rounds\n"
+                  f"{'target':<18}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}")
+            for name, xs in lat.items():
+                base = lat[baseline[name]]
+                print(f"{name:<18}{pct(xs, 50):>9.3f}{pct(xs, 99):>9.3f}"
+                      f"{pct(xs, 50) - pct(base, 50):>11.3f}{pct(xs, 99) - pct(base, 99):>11.3f}")
         time.sleep(0.5)
         con = sqlite3.connect(tmp / "bench-async.db")
         rows = con.execute("SELECT COUNT(*) FROM exchanges").fetchone()
