@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from gateway.report.data import build_report
-from gateway.traces import export_traces
+from gateway.offline.traces import export_traces
 from tests.fake_upstream import FakeUpstream
 from tests.test_responses import events
 from tests.test_routing import JSON_BODY, SYSTEM, ScriptedStudent, run

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
-from gateway.body import parse_json, read_body
+from gateway.body import parse_request_body, read_body
 from gateway.errors import InvalidRequest
 from gateway.responses.protocol import InputItemsQuery, ResponsesRequest
 from gateway.responses.state import input_items_page
@@ -20,7 +20,7 @@ router = APIRouter()
 async def create_response(request: Request) -> Response:
     state = get_state(request)
     ctx = state.begin(request)
-    body = parse_json(await read_body(request, state.config.server.max_body_bytes),
+    body = parse_request_body(await read_body(request, state.config.server.max_body_bytes),
                       ResponsesRequest)
     if body.get("stream"):
         events = await state.responses.stream(body, ctx)

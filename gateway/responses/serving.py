@@ -29,7 +29,7 @@ from gateway.responses.translate import (
     to_chat,
 )
 from gateway.routing import Decision
-from gateway.serving import Proxy, RequestContext, student_body, to_gateway_error, upstream_body
+from gateway.serving import Proxy, RequestContext, student_body, upstream_body
 from gateway.store.recorder import Exchange
 from gateway.store.responses import StoredResponse
 from gateway.streams import assemble_chat, chunks_from_response
@@ -97,11 +97,6 @@ class ResponsesService:
                 previous_id=turn.body.get("previous_response_id"),
                 context=[*turn.history, *turn.items], response=resp))
 
-    async def _failed(self, turn: Turn, ctx: RequestContext, err: GatewayError,
-                      message: str) -> None:
-        turn.ex.error = message
-        await self._proxy.finish(turn.ex, ctx, err.status)
-
     # --- non-streaming ---------------------------------------------------------------------
 
     async def create(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -128,11 +123,10 @@ class ResponsesService:
         try:
             (resp, chat), served = await self._upstreams.call(model, attempt)
         except UpstreamFailure as f:
-            err = to_gateway_error(f, model.name)
-            await self._failed(turn, ctx, err, f.message)
-            raise err from None
-        except GatewayError as err:
-            await self._failed(turn, ctx, err, err.message)
+            raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
+        except GatewayError as err:  # a request translation cannot carry
+            turn.ex.error = err.message
+            await self._proxy.finish(turn.ex, ctx, err.status)
             raise
         turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
         turn.ex.response = chat
@@ -164,11 +158,10 @@ class ResponsesService:
         try:
             source, served = await self._upstreams.open_stream_with(model, opener)
         except UpstreamFailure as f:
-            err = to_gateway_error(f, model.name)
-            await self._failed(turn, ctx, err, f.message)
-            raise err from None
-        except GatewayError as err:
-            await self._failed(turn, ctx, err, err.message)
+            raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
+        except GatewayError as err:  # a request translation cannot carry
+            turn.ex.error = err.message
+            await self._proxy.finish(turn.ex, ctx, err.status)
             raise
         turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
         turn.ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
@@ -217,17 +210,16 @@ class ResponsesService:
             for ev in tail:
                 yield sse(ev)
         except UpstreamFailure as f:
-            err = to_gateway_error(f, model_name)
-            turn.ex.error = f.message
-            status = err.status
+            status = 0  # recorded by failed(); the stream ends with the error event
+            err = await self._proxy.failed(f, turn.ex, ctx, model_name)
             yield sse(events.error(err.code or err.type, err.message))
         finally:
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
                 await aclose()
-            if status != 200:
-                if status == 499 and turn.ex.error is None:
-                    turn.ex.error = "client closed the connection before the stream ended"
+            if status == 499:
+                turn.ex.error = turn.ex.error or \
+                    "client closed the connection before the stream ended"
                 await self._proxy.finish(turn.ex, ctx, status)
 
 
