@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.report.data import build_report
 from gateway.offline.traces import export_traces
+from gateway.report.data import build_report
 from tests.fake_upstream import FakeUpstream
 from tests.test_responses import events
 from tests.test_routing import JSON_BODY, SYSTEM, ScriptedStudent, run
