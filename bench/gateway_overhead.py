@@ -163,8 +163,8 @@ def start_litellm_proxy(upstream: str, tmp: Path) -> tuple[subprocess.Popen[byte
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=3000, help="requests per run at c=16")
-    ap.add_argument("--serial", type=int, default=500, help="requests per run at c=1")
+    ap.add_argument("--requests", type=int, default=3000, help="requests per run at c=16 (0: skip)")
+    ap.add_argument("--serial", type=int, default=500, help="requests per run at c=1 (0: skip)")
     ap.add_argument("--interleaved", type=int, default=1000,
                     help="rounds of the interleaved concurrency-1 comparison (0: skip)")
     ap.add_argument("--only", default="", help="comma-separated target names to run "
@@ -211,6 +211,8 @@ def main() -> None:
             if not name.startswith("direct") and not wanted(name):
                 continue
             for conc, n in ((1, args.serial), (16, args.requests)):
+                if n == 0:  # 0 skips the run (e.g. only the interleaved comparison)
+                    continue
                 rps, lat = asyncio.run(load(url, n, conc, k, body))
                 results[(name, conc)] = (rps, pct(lat, 50), pct(lat, 99))
         baseline = {name: base for name, _, _, _, base in targets}
@@ -221,7 +223,8 @@ def main() -> None:
             print(f"{name:<18}{conc:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
                   f"{p50 - base[1]:>11.2f}{p99 - base[2]:>11.2f}")
         if args.interleaved:
-            chosen = [t for t in targets if t[0] in results and t[0] != "litellm-proxy"]
+            chosen = [t for t in targets if (t[0].startswith("direct") or wanted(t[0]))
+                      and t[0] != "litellm-proxy"]
             lat = asyncio.run(interleaved(chosen, args.interleaved))
             print(f"\ninterleaved, concurrency 1, {args.interleaved} rounds\n"
                   f"{'target':<18}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}")

@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from gateway.config import ConfigError, parse_config
 from gateway.state import AppState
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
@@ -41,6 +42,21 @@ async def rclient(tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
     async with running_client(config) as c:
         c.headers["authorization"] = f"Bearer {keys}"
         yield c
+
+
+def test_responses_mode_defaults_and_checks() -> None:
+    def mode(**model: Any) -> str:
+        return parse_config({"models": [{"name": "m", **model}]}).models[0].responses_mode
+
+    assert mode(base_url="https://api.openai.com/v1") == "native"
+    assert mode(base_url="https://me.openai.azure.com/openai/v1") == "native"
+    assert mode(base_url="http://vllm:8000/v1") == "translate"
+    assert mode(base_url="http://vllm:8000/v1", responses="native") == "native"
+    assert mode(provider="anthropic") == "translate"
+    with pytest.raises(ConfigError, match="needs provider 'openai'"):
+        mode(provider="anthropic", responses="native")
+    with pytest.raises(ConfigError, match="responses"):
+        mode(base_url="http://x/v1", responses="sometimes")
 
 
 def events(raw: bytes) -> list[dict[str, Any]]:
