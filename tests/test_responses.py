@@ -212,6 +212,7 @@ async def test_state_survives_a_restart(tmp_path: Path, fresh_upstream: FakeUpst
 @pytest.mark.parametrize("body,param", [
     ({"model": "chatty", "input": [{"type": "function_call", "call_id": "c"}]}, "input[0].name"),
     ({"model": "chatty", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0]"),
+    ({"model": "chatty", "input": "x", "conversation": "conv_1"}, "conversation"),
     ({"model": "chatty", "input": "x", "text": {"format": {"type": "json_schema"}}},
      "text.format.name"),
     ({"model": "nope", "input": "x"}, "model"),

@@ -44,6 +44,7 @@ class Turn:
     """One Responses request, prepared: its items, its chat view, the loop's record."""
 
     body: dict[str, Any]
+    model: ModelConfig  # the model asked for (its fallbacks may answer)
     history: list[dict[str, Any]]
     items: list[dict[str, Any]]  # this turn's input, normalized with ids
     chat: ChatView
@@ -74,14 +75,14 @@ class ResponsesService:
         self.state = state
 
     async def _prepare(self, body: dict[str, Any], ctx: RequestContext, stream: bool) -> Turn:
-        self._proxy.resolve(body["model"])
+        model = self._proxy.resolve(body["model"])
         history = await self.state.history(body.get("previous_response_id"), ctx.key_id)
         items = normalize_input(body.get("input"))
         chat = to_chat(body, [*history, *items])
         decision = await self._proxy.decide("chat/completions", chat.body, ctx)
         ex = self._proxy.exchange("chat/completions", chat.body, ctx, stream=stream)
         ex.api = "responses"
-        return Turn(body, history, items, chat, decision, ex,
+        return Turn(body, model, history, items, chat, decision, ex,
                     envelope(body, new_id("resp"), ctx.created_at, body["model"]))
 
     async def _served(self, turn: Turn, ctx: RequestContext, resp: dict[str, Any],
@@ -101,7 +102,7 @@ class ResponsesService:
 
     async def create(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         turn = await self._prepare(body, ctx, stream=False)
-        model = self._proxy.resolve(body["model"])
+        model = turn.model
         if turn.decision is not None and turn.decision.route.serve == "student":
             answer = await self._proxy.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
             if answer is not None:
@@ -138,7 +139,7 @@ class ResponsesService:
     async def stream(self, body: dict[str, Any], ctx: RequestContext) -> AsyncIterator[bytes]:
         """Open the stream (errors before the first event raise) and return its events."""
         turn = await self._prepare(body, ctx, stream=True)
-        model = self._proxy.resolve(body["model"])
+        model = turn.model
         if turn.decision is not None and turn.decision.route.serve == "student":
             # Checked whole against the contract before the first byte, then streamed.
             answer = await self._proxy.try_student(turn.decision, turn.chat.body, turn.ex, ctx)

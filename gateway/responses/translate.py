@@ -178,6 +178,9 @@ def to_chat(body: dict[str, Any], items: list[dict[str, Any]]) -> ChatView:
         chat["response_format"] = _FORMATS[fmt["type"]](fmt)
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
+    for key in ("conversation", "prompt"):  # state and templates kept at the provider
+        if body.get(key) is not None:
+            view.untranslatable.append((key, f"'{key}'"))
     effort = (body.get("reasoning") or {}).get("effort")
     if effort:
         chat["reasoning_effort"] = effort
