@@ -77,6 +77,20 @@ async def test_broken_student_answer_falls_back_inside_the_request(
                for r in app.state.rows), app.state.rows
 
 
+async def test_a_request_only_a_native_teacher_can_serve_never_goes_to_the_student(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    student = ScriptedStudent()
+    native = {"name": "gpt-test", "provider": "openai", "base_url": fresh_upstream.base_url,
+              "responses": "native", "max_retries": 0}
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary", models=[native])
+    [r] = await _serve(app, keys, [("/v1/responses", {
+        **RESPONSES_BODY, "tools": [{"type": "web_search"}]})])
+    assert r.status_code == 200 and r.headers["x-slimgate-backend"] == "teacher"
+    assert student.calls == 0
+    assert fresh_upstream.requests[-1]["tools"] == [{"type": "web_search"}]
+
+
 async def test_one_task_mixes_both_apis_and_responses_traffic_is_shadowed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:

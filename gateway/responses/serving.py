@@ -80,6 +80,8 @@ class ResponsesService:
         items = normalize_input(body.get("input"))
         chat = to_chat(body, [*history, *items])
         decision = await self._proxy.decide("chat/completions", chat.body, ctx)
+        if chat.untranslatable:  # hosted tools and the like: only the teacher can answer
+            decision = None
         ex = self._proxy.exchange("chat/completions", chat.body, ctx, stream=stream)
         ex.api = "responses"
         return Turn(body, model, history, items, chat, decision, ex,
