@@ -12,6 +12,7 @@ import orjson
 
 from gateway.offline.traces import export_traces
 from gateway.report.data import build_report
+from gateway.report.html import render_html
 from tests.fake_upstream import FakeUpstream
 from tests.test_responses import events
 from tests.test_routing import JSON_BODY, SYSTEM, ScriptedStudent, run
@@ -106,6 +107,7 @@ async def test_one_task_mixes_both_apis_and_responses_traffic_is_shadowed(
     report = build_report(cfg.store.path)
     assert report["totals"]["requests"] == 2 and report["totals"]["responses_api"] == 1
     assert report["tasks"][0]["traffic"]["responses_api"] == 1
+    assert "through /v1/responses" in render_html(report)  # the dashboard shows the split
     out = io.BytesIO()
     assert export_traces(cfg.store.path, out) == 2
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
