@@ -21,8 +21,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from gateway.offline.local import free_port
 from tests.fake_upstream import FakeUpstream
-from tests.served import ROOT, free_port, start_gateway
+from tests.served import ROOT, start_gateway
 
 KEY, OTHER_KEY = "sk-gw-responses-1", "sk-gw-responses-2"
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
