@@ -15,6 +15,7 @@ from policies.stats import wilson
 # Prior chance, by output kind, that a small student passes the gate: labels are easiest;
 # JSON and tool calls pass once copying is solved (copy slots); free text rarely does.
 SHAPE_PRIOR = {"label": 0.9, "json": 0.7, "tool_call": 0.7, "text": 0.1}
+RETRY_FLOOR = 0.2  # share of its prior a failed task keeps: it is retrained on grown data
 HOPELESS_FRACTION = 0.5  # stop when the upper bound is under this share of the gate's bar
 # ... and only once its answers are mostly well-formed: a student still learning the format
 # (invalid JSON, broken tool calls) is behind, not hopeless. Measured on the demo workload
@@ -35,12 +36,13 @@ class TaskPlan:
 def expected_win(plan: TaskPlan) -> float:
     """Chance the next training passes its gate, by shape, tempered by the last result.
 
-    A task that failed before keeps a share of its prior in proportion to how close it came:
-    a near miss is worth another try before a task that scored zero.
+    A task that failed before keeps a share of its prior in proportion to how close it came
+    (at least RETRY_FLOOR: it is retrained only because its data grew): a near miss is
+    worth another try before a task that scored zero, and that one before free text.
     """
     prior = SHAPE_PRIOR.get(plan.kind, 0.3)
     if plan.last_agreement is not None:
-        prior *= min(1.0, plan.last_agreement / plan.min_agreement)
+        prior *= max(RETRY_FLOOR, min(1.0, plan.last_agreement / plan.min_agreement))
     return prior
 
 
