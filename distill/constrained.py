@@ -82,12 +82,13 @@ class GrammarLogitsProcessor:
         for row, m in enumerate(self.matchers):
             if m is None:
                 continue
-            if not fresh and not m.is_stopped():
+            if not fresh and not (m.is_stopped() or m.is_error()):
                 m.consume_token(int(input_ids[row, -1]))
-            if m.is_stopped():
-                continue  # the row has ended; transformers pads it from here on
-            if m.is_error():
-                self._only_stops(row)  # nothing fits any more: end the answer now
+            if m.is_stopped() or m.is_error():
+                # The grammar is complete (llguidance stops a matcher by itself once
+                # nothing but the end can follow) or broken: only a stop token is left.
+                # Rows that have ended are padded by transformers whatever we allow.
+                self._only_stops(row)
             else:
                 fill_next_token_bitmask(m, self.bitmask, row)
             rows.append(row)
