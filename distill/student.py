@@ -102,7 +102,7 @@ class Student:
         return [self._constrainer.matcher(r) for r in requests]
 
     @classmethod
-    def load(cls, path: str | Path) -> Student:
+    def load(cls, path: str | Path, *, constrained: bool = True) -> Student:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -120,7 +120,7 @@ class Student:
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         model.to(device).eval()
-        return cls(model, tokenizer, path=str(path), device=device)
+        return cls(model, tokenizer, path=str(path), device=device, constrained=constrained)
 
     def generate(
         self, requests: list[dict[str, Any]], max_new_tokens: int = 256

@@ -16,11 +16,11 @@ import aiohttp
 
 from distill.registry import Registry
 from distill.scrub import ScrubConfig, pseudonymize, reidentify
-from gateway.config import Config
+from gateway.config import Config, VLLMEngineConfig
 from gateway.streams import chunks_from_response
 from gateway.upstream.base import Backend, Endpoint
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
-from gateway.upstream.vllm_student import VLLMStudentBackend
+from gateway.upstream.vllm_student import VLLMStudentBackend, tool_tags_are_tokens
 
 log = logging.getLogger("slimgate.students")
 
@@ -97,19 +97,20 @@ class StudentPool:
         if not (path / "slimgate.json").exists():
             raise FileNotFoundError(f"{path} is not a complete student (no slimgate.json)")
         name = f"{task}-v{version}"
-        if cfg.engine == "vllm":
-            if not cfg.vllm_base_url:
-                raise ValueError("students.engine = 'vllm' needs students.vllm_base_url")
-            remote_root = cfg.vllm_adapters_dir or self._config.distill.students_dir
-            key = os.environ.get(cfg.vllm_api_key_env) if cfg.vllm_api_key_env else None
+        engine = cfg.engine
+        if isinstance(engine, VLLMEngineConfig):
+            remote_root = engine.adapters_dir or self._config.distill.students_dir
+            key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
             return VLLMStudentBackend(
-                name, cfg.vllm_base_url, self._session, adapter_name=name,
+                name, engine.base_url, self._session, adapter_name=name,
                 adapter_path=f"{remote_root.rstrip('/')}/{task}/v{version}", api_key=key,
-                timeout_s=cfg.timeout_s,
+                timeout_s=cfg.timeout_s, constrained=engine.constrained,
+                tag_tokens=tool_tags_are_tokens(path),
             )
         return EmbeddedStudentBackend(
-            name, str(path), max_batch=cfg.max_batch, batch_wait_ms=cfg.batch_wait_ms,
-            timeout_s=cfg.timeout_s, torch_threads=cfg.torch_threads,
+            name, str(path), max_batch=engine.max_batch, batch_wait_ms=engine.batch_wait_ms,
+            timeout_s=cfg.timeout_s, torch_threads=engine.torch_threads,
+            constrained=engine.constrained,
         )
 
     async def retain(self, wanted: set[tuple[str, int]]) -> None:

@@ -33,10 +33,12 @@ class EmbeddedStudentBackend:
         batch_wait_ms: float = 5.0,
         timeout_s: float = 30.0,
         torch_threads: int = 0,
+        constrained: bool = True,
     ) -> None:
         self.name = name
         self.path = path
         self._torch_threads = torch_threads  # 0: leave torch's default
+        self._constrained = constrained  # decode under each request's contract
         self._max_batch = max_batch
         self._batch_wait_s = batch_wait_ms / 1000
         self._timeout_s = timeout_s
@@ -58,7 +60,8 @@ class EmbeddedStudentBackend:
 
                     # Process-wide: students are small, and the worker trains beside us.
                     torch.set_num_threads(self._torch_threads)
-                self._student = await asyncio.to_thread(Student.load, self.path)
+                self._student = await asyncio.to_thread(Student.load, self.path,
+                                                        constrained=self._constrained)
 
     async def _generate_one(self, body: dict[str, Any]) -> Any:
         await self.load()
