@@ -98,6 +98,7 @@ def per_token_ms(adapter: Path, constrained: bool, n: int) -> float:
 async def main(args: argparse.Namespace) -> None:
     import aiohttp
 
+    from distill.loading import load_student
     from gateway.upstream.embedded_student import EmbeddedStudentBackend
     from gateway.upstream.vllm_student import VLLMStudentBackend, tool_tags_are_tokens
 
@@ -108,8 +109,9 @@ async def main(args: argparse.Namespace) -> None:
           f"({on - off:+.2f} ms/token)")
     print("| engine | concurrency | req/s | p50 ms | p95 ms | tokens/s |")
     print("| --- | --- | --- | --- | --- | --- |")
-    embedded = EmbeddedStudentBackend("bench-v1", str(adapter), max_batch=32, batch_wait_ms=5,
-                                      timeout_s=600, torch_threads=1)
+    embedded = EmbeddedStudentBackend("bench-v1", str(adapter), load_model=load_student,
+                                      max_batch=32, batch_wait_ms=5, timeout_s=600,
+                                      torch_threads=1)
     await embedded.load()
     await run(embedded, 4, 1)  # warm-up
     for c in CONCURRENCY:

@@ -115,3 +115,23 @@ def test_old_flat_engine_keys_say_where_they_moved(tmp_path: Path) -> None:
                                     'vllm_base_url = "http://127.0.0.1:8000/v1"\n'))
     with pytest.raises(ConfigError, match=r'type = "embedded", max_batch = \.\.\.'):
         load_config(write(tmp_path, '[students]\nmax_batch = 4\n'))
+
+
+def test_request_path_imports_no_learning_code() -> None:
+    """The dependency runs one way: distill → gateway → policies. Every gateway module but
+    the CLI (the composition root) imports without bringing in any `distill` module."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import gateway
+
+    names = [m.name for m in pkgutil.walk_packages(gateway.__path__, "gateway.")
+             if not m.name.startswith("gateway.cli")]
+    assert "gateway.app" in names and "gateway.students" in names
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m == 'distill' or m.startswith('distill.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
