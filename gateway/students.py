@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config import Config, VLLMEngineConfig
+from gateway.config import Config, EmbeddedEngineConfig, VLLMEngineConfig
 from gateway.privacy.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.registry import Registry
 from gateway.streams import chunks_from_response
@@ -100,7 +100,9 @@ class StudentPool:
             raise FileNotFoundError(f"{path} is not a complete student (no slimgate.json)")
         name = f"{task}-v{version}"
         engine = cfg.engine
-        if isinstance(engine, VLLMEngineConfig):
+        # vLLM serves LoRA adapters over its base model; every other kind of student (a
+        # scratch model, an encoder) stays embedded, with the embedded defaults.
+        if isinstance(engine, VLLMEngineConfig) and (path / "adapter_config.json").exists():
             remote_root = engine.adapters_dir or self._config.distill.students_dir
             key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
             return VLLMStudentBackend(
@@ -109,6 +111,8 @@ class StudentPool:
                 timeout_s=cfg.timeout_s, constrained=engine.constrained,
                 tag_tokens=tool_tags_are_tokens(path),
             )
+        if isinstance(engine, VLLMEngineConfig):
+            engine = EmbeddedEngineConfig(constrained=engine.constrained)
         if self._load_student is None:
             raise RuntimeError("no student loader: embedded students are served by "
                                "`slimgate serve` (create_app(load_student=...))")

@@ -50,6 +50,27 @@ def test_tool_tags_are_tokens_reads_the_students_tokenizer(tmp_path: Path) -> No
     assert tool_tags_are_tokens(tmp_path)
 
 
+async def test_only_adapters_go_to_vllm_other_students_stay_embedded(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.students import StudentPool
+    from gateway.upstream.embedded_student import EmbeddedStudentBackend
+
+    for task, files in (("lora", ["adapter_config.json"]), ("scratch", ["model.safetensors"])):
+        d = tmp_path / task / "v1"
+        d.mkdir(parents=True)
+        for name in ["slimgate.json", *files]:
+            (d / name).write_text("{}")
+    cfg = parse_config({"distill": {"students_dir": str(tmp_path), "scrub_kinds": []},
+                        "students": {"engine": {"type": "vllm",
+                                                "base_url": "http://127.0.0.1:9/v1"}}})
+    async with aiohttp.ClientSession() as session:
+        pool = StudentPool(cfg, session, load_student=lambda path: None)
+        lora, scratch = pool.get("lora", 1), pool.get("scratch", 1)
+        assert isinstance(lora, VLLMStudentBackend) and lora.adapter_path.endswith("lora/v1")
+        assert isinstance(scratch, EmbeddedStudentBackend)
+        await pool.aclose()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A tiny local Llama served by vLLM, and a LoRA adapter of it trained on slotted data."""
