@@ -218,3 +218,18 @@ def test_student_batch_mixes_constrained_and_free_rows() -> None:
         assert gen.finish_reason == "length" or check_contract(req, gen.message) is None
     unconstrained = Student(model, tok, constrained=False).generate([free_req])[0]
     assert free_gen.text == unconstrained.text  # a free row is decoded exactly as before
+
+
+def test_names_and_schemas_with_grammar_syntax_in_them_stay_data(constrainer: Any) -> None:
+    name = 'we}ird"na\nme'
+    tool = {"type": "function", "function": {
+        "name": name, "description": 'a } b " c\n %json {', "parameters": {
+            "type": "object", "properties": {"q": {"type": "string", "description": "}}} /x/"}},
+            "required": ["q"]}}}
+    req = {"messages": [{"role": "user", "content": "x"}], "tools": [tool],
+           "tool_choice": "required"}
+    call = '<tool_call>\n{"name": %s, "arguments": {"q": "hi"}}\n</tool_call>'
+    import json
+
+    assert accepts(constrainer, req, call % json.dumps(name))
+    assert not accepts(constrainer, req, call % json.dumps("weird"))
