@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.served import free_port
+from gateway.offline.local import free_port
 
 PYTHON_ENV = "SLIMGATE_VLLM_PYTHON"
 START_TIMEOUT_S = 600.0  # a cold start on a loaded 2-core CPU took ~3 minutes
