@@ -3,11 +3,14 @@
 A fingerprint hashes what an agent keeps fixed for one kind of call — the system prompt(s)
 with their variable parts masked (dates, numbers, ids, e-mails, URLs, quoted spans), the
 sorted tool names and the response format with its schema — and ignores the user content.
-Requests with one fingerprint are one task candidate; discovery may still split it by content.
+Requests with one fingerprint are one task candidate. `instruction_units` gives the constant
+sentences a request's first user message may carry (an instruction under a generic prompt):
+discovery mines them, and the gateway matches them, with the same function.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import re
@@ -35,11 +38,21 @@ _VARIABLE = re.compile(
     r"|(?P<num>(?:(?<!\w)[-+])?\d+(?:[.,]\d+)*%?)",
     re.IGNORECASE,
 )
+# Two masked prompts (or instruction templates) this alike word for word (difflib ratio) are one
+# instruction edited: a word or a name changed. Measured with `bench/discovery_bench.py`: a
+# one-word edit of the shortest task prompt there (τ²-bench/AgentDojo-derived, 31 words) scores
+# 0.97; the most alike prompts of two different tasks score 0.80 (see the bench's output).
+ALIKE_RATIO = 0.9
 _SPACE = re.compile(r"\s+")
 _CONTENT_CHARS = 2000  # the embedder reads ~256 tokens; the rest only costs masking time
 # Only the head of a long system prompt counts (whole lines): instructions come first, and a
 # prompt stuffed with per-request context must not cost milliseconds to mask.
 _SYSTEM_CHARS = 4096
+# An instruction carried in the user turn comes first or is a whole policy (τ²-bench's policies
+# are 5-8k characters); this much of the first user message is split into units.
+_UNIT_CHARS = 8192
+# Sentence ends, colons that introduce a payload ("Ticket: ..."), and line breaks.
+_UNIT_SPLIT = re.compile(r"(?<=[.!?:])\s+|\n+")
 
 
 def mask_variable(text: str) -> str:
@@ -132,3 +145,39 @@ def fingerprint(request: dict[str, Any]) -> str:
     """16 hex digits identifying the request's task candidate."""
     key = "\x1e".join((system_text(request), signature(request)))
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def _first_user_text(request: dict[str, Any]) -> str:
+    for m in _messages(request):
+        if m.get("role") == "user":
+            return message_text(m)
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _units(text: str) -> tuple[str, ...]:
+    masked = (mask_variable(u) for u in _UNIT_SPLIT.split(text))
+    return tuple(u for u in masked if u)
+
+
+def instruction_units(request: dict[str, Any]) -> tuple[str, ...]:
+    """The masked sentences and lines of the first user message, in order.
+
+    A sentence that many requests of one fingerprint share is template text (an instruction,
+    a payload label like "Ticket:"); the rest is the instance. Discovery decides which is which.
+    """
+    return _units(_first_user_text(request)[:_UNIT_CHARS])
+
+
+def unit_hash(unit: str) -> str:
+    """16 hex digits naming one masked unit, as task records store instruction templates."""
+    return hashlib.blake2b(unit.encode(), digest_size=8).hexdigest()
+
+
+def words_alike(a: list[str], b: list[str]) -> bool:
+    """Whether two word sequences are ALIKE_RATIO alike (a word, a name or a date edited)."""
+    if not a and not b:
+        return True
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return (m.real_quick_ratio() >= ALIKE_RATIO and m.quick_ratio() >= ALIKE_RATIO
+            and m.ratio() >= ALIKE_RATIO)
