@@ -75,8 +75,9 @@ def _join_by_evidence(keys: list[tuple[str, ...]], profiles: list[AnswerProfile]
         if a == b:
             continue
         if instruction_in_user:
-            ok = (answered_alike(profiles[i], profiles[j])
-                  or alike(words(keys[i]), words(keys[j])))
+            ok = answered_alike(profiles[i], profiles[j]) or (
+                alike(words(keys[i]), words(keys[j]))
+                and not answered_differently(profiles[i], profiles[j]))
         else:
             ok = not any(answered_differently(profiles[x], profiles[y])
                          for x in comps[a] for y in comps[b])

@@ -43,6 +43,7 @@ _VARIABLE = re.compile(
 # one-word edit of the shortest task prompt there (τ²-bench/AgentDojo-derived, 31 words) scores
 # 0.97; the most alike prompts of two different tasks score 0.80 (see the bench's output).
 ALIKE_RATIO = 0.9
+ALIKE_EDIT_WORDS = 3  # "Acme Outdoor" -> "Blue Harbor Coffee": a brand or a name is 1-3 words
 _SPACE = re.compile(r"\s+")
 _CONTENT_CHARS = 2000  # the embedder reads ~256 tokens; the rest only costs masking time
 # Only the head of a long system prompt counts (whole lines): instructions come first, and a
@@ -175,9 +176,18 @@ def unit_hash(unit: str) -> str:
 
 
 def words_alike(a: list[str], b: list[str]) -> bool:
-    """Whether two word sequences are ALIKE_RATIO alike (a word, a name or a date edited)."""
-    if not a and not b:
+    """Whether two word sequences are one text edited: a single span of at most
+    ALIKE_EDIT_WORDS words replaced, added or dropped (a word, a name, a date) amid at least
+    twice as many unchanged words, or ALIKE_RATIO alike overall (scattered small edits)."""
+    if a == b:
         return True
     m = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return (m.real_quick_ratio() >= ALIKE_RATIO and m.quick_ratio() >= ALIKE_RATIO
-            and m.ratio() >= ALIKE_RATIO)
+    if m.real_quick_ratio() < ALIKE_RATIO / 2:
+        return False
+    edits = [op for op in m.get_opcodes() if op[0] != "equal"]
+    if len(edits) == 1:
+        _, i1, i2, j1, j2 = edits[0]
+        span = max(i2 - i1, j2 - j1)
+        if span <= ALIKE_EDIT_WORDS and len(a) - (i2 - i1) >= 2 * span:
+            return True
+    return m.quick_ratio() >= ALIKE_RATIO and m.ratio() >= ALIKE_RATIO
