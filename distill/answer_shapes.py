@@ -111,14 +111,18 @@ def _label_sets(a: AnswerProfile, b: AnswerProfile) -> tuple[set[str], set[str]]
     return (la, lb) if len(la) >= 2 and len(lb) >= 2 else None
 
 
-def answered_differently(a: AnswerProfile, b: AnswerProfile) -> bool:
+def answered_differently(a: AnswerProfile, b: AnswerProfile, labels: bool = True) -> bool:
     """Evidence of two tasks: other shapes, disjoint label sets, or JSON keys neither of which
-    the other's answers ever carry."""
+    the other's answers ever carry. `labels=False` where the groups are repeated requests:
+    the label follows the content there, so two of them get different labels from one
+    classifier."""
     if not a.n or not b.n:
         return False
     if a.kind_overlap(b) < MIN_KIND_OVERLAP:
         return True
     if (sets := _label_sets(a, b)) is not None:
+        if not labels:
+            return False
         return not sets[0] & sets[1]
     if a.main_kind() == b.main_kind() == "json" and a.key_sets and b.key_sets:
         ra, rb = a.required_keys(), b.required_keys()

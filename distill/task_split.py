@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.answer_shapes import AnswerProfile, answered_alike, answered_differently
-from distill.templates import alike, carried_in_user_turn, template_groups, template_keys, words
+from distill.templates import Template, alike, carried_in_user_turn, mine_templates, words
 from gateway.fingerprint import instruction_units, signature, system_text, unit_hash
 from gateway.task_assign import best_template
 
@@ -60,11 +60,14 @@ def centroid_of(rows: list[dict[str, Any]], embedder: Any, cache: dict[str, Any]
     return normalise(request_vectors(embedder, reqs, system_cache=cache).mean(axis=0))
 
 
-def _join_by_evidence(keys: list[tuple[str, ...]], profiles: list[AnswerProfile],
+def _join_by_evidence(templates: list[Template], profiles: list[AnswerProfile],
                       instruction_in_user: bool) -> list[list[int]]:
     """Template indices grouped into tasks. Instruction in the user turn: separate unless
-    answered alike or worded alike. Otherwise: together unless answered differently, joined
-    complete-linkage (a one-label template must not bridge two classifiers)."""
+    answered alike, or worded alike and not answered differently. Otherwise (templates under one
+    specific prompt): together unless answered differently, joined complete-linkage (a template
+    must not bridge two contracts); label sets count only between templates with a slot (a
+    request repeated word for word gets the same label each time: its label set says nothing)."""
+    keys = [t.key for t in templates]
     comps = [[i] for i in range(len(keys))]
     where = list(range(len(keys)))
     pairs = sorted(
@@ -79,8 +82,9 @@ def _join_by_evidence(keys: list[tuple[str, ...]], profiles: list[AnswerProfile]
                 alike(words(keys[i]), words(keys[j]))
                 and not answered_differently(profiles[i], profiles[j]))
         else:
-            ok = not any(answered_differently(profiles[x], profiles[y])
-                         for x in comps[a] for y in comps[b])
+            ok = not any(answered_differently(
+                profiles[x], profiles[y], labels=templates[x].slotted and templates[y].slotted)
+                for x in comps[a] for y in comps[b])
         if ok:
             comps[a] += comps[b]
             for x in comps[b]:
@@ -97,14 +101,14 @@ def split_group(
     req = group[0]["request"]
     sig, system = signature(req), system_text(req)
     units = [instruction_units(r["request"]) for r in group]
-    templates = template_groups(template_keys(units), min_rows)
-    keys = list(templates)
+    templates = mine_templates(units, min_rows)
+    keys = [t.key for t in templates]
     comps: list[list[int]] = [list(range(len(keys)))]
     mode = None
     if len(keys) >= 2:
-        profiles = [AnswerProfile.of(group[i] for i in templates[k]) for k in keys]
-        mode = "instruction" if carried_in_user_turn(system, keys) else "answer"
-        comps = _join_by_evidence(keys, profiles, mode == "instruction")
+        profiles = [AnswerProfile.of(group[i] for i in t.rows) for t in templates]
+        mode = "instruction" if carried_in_user_turn(system, templates) else "answer"
+        comps = _join_by_evidence(templates, profiles, mode == "instruction")
     entry = {"fingerprint": fp, "rows": len(group), "templates": len(keys), "split": None,
              "parts": 1, "unmatched": 0}
     report["groups"].append(entry)

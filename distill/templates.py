@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gateway.fingerprint import words_alike
 
@@ -40,45 +41,68 @@ def _run(units: Sequence[str], freq: Counter[str]) -> list[str]:
     return run
 
 
-def template_keys(unit_lists: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
-    """Each request's template: the recurring units it opens with and closes with (an
-    instruction comes before its input or after it, as in Drain's positional parse tree),
-    or () when it opens and closes with instance text."""
-    freq = Counter(u for units in unit_lists for u in set(units))
-    keys = []
+@dataclass
+class Template:
+    """Requests sharing one instruction template."""
+
+    key: tuple[str, ...]  # its units, in message order
+    rows: list[int]  # indices of the requests that carry it
+    slotted: bool  # most of its requests carry rarer text beside it: an instance in a slot
+
+
+def _keys(unit_lists: Sequence[Sequence[str]], freq: Counter[str]) -> list[tuple[str, ...]]:
+    """Each request's template key: the recurring
+    units it opens and closes with (an instruction comes before its input or after it, as in
+    Drain's positional parse tree), kept if they recur at least TEMPLATE_SHARE as often as
+    the most frequent of them; () when it opens and closes with instance text."""
+    out = []
     for units in unit_lists:
         head = _run(units, freq)
         tail = _run(units[::-1], freq)[::-1] if len(head) < len(units) else []
-        keys.append(tuple(dict.fromkeys(head + tail)))
-    return keys
+        top = max((freq[u] for u in head + tail), default=0)
+        key = tuple(dict.fromkeys(u for u in head + tail if freq[u] >= TEMPLATE_SHARE * top))
+        out.append(key)
+    return out
 
 
-def template_groups(
-    keys: Sequence[tuple[str, ...]], min_rows: int
-) -> dict[tuple[str, ...], list[int]]:
-    """Row indices per template shared by at least `min_rows` rows (too rare to be a task's
-    instruction otherwise), largest first; rows without such a template are left out.
-
-    A key nested in exactly one more common key (or holding it) is that template with an
-    optional sentence ("Hi," before the instruction in a third of the requests) and joins it.
-    """
+def _nest(keys: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], list[int]]:
+    """Row indices per key, where a key that holds a shorter key is that template with an
+    optional sentence ("Thanks." after the request in a third of them) and joins the longest
+    such key, when only one is longest."""
     rows: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         if key:
             rows[key].append(i)
     accepted: list[tuple[tuple[str, ...], frozenset[str]]] = []
     joined: dict[tuple[str, ...], list[int]] = {}
-    for key, idx in sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[1][0])):
+    for key, idx in sorted(rows.items(), key=lambda kv: (len(kv[0]), -len(kv[1]), kv[1][0])):
         units = frozenset(key)
-        parents = [a for a, au in accepted if au <= units or units <= au]
+        inside = [(len(au), a) for a, au in accepted if au < units]
+        longest = max((n for n, _ in inside), default=0)
+        parents = [a for n, a in inside if n == longest]
         if len(parents) == 1:
             joined[parents[0]] += idx
         else:
             accepted.append((key, units))
             joined[key] = list(idx)
-    kept = [(k, sorted(idx)) for k, idx in joined.items() if len(idx) >= max(min_rows, MIN_REPEAT)]
-    kept.sort(key=lambda kv: (-len(kv[1]), kv[1][0]))
-    return dict(kept)
+    return joined
+
+
+def mine_templates(unit_lists: Sequence[Sequence[str]], min_rows: int) -> list[Template]:
+    """The templates at least `min_rows` requests share (rarer ones cannot be a task's
+    instruction), largest first; requests without one are in none."""
+    freq = Counter(u for units in unit_lists for u in set(units))
+    out = []
+    for key, idx in _nest(_keys(unit_lists, freq)).items():
+        if len(idx) < max(min_rows, MIN_REPEAT):
+            continue
+        floor = min(freq[u] for u in key)
+        inside = set(key)
+        with_slot = sum(1 for i in idx if any(freq[u] < floor for u in unit_lists[i]
+                                              if u not in inside))
+        out.append(Template(key, sorted(idx), 2 * with_slot > len(idx)))
+    out.sort(key=lambda t: (-len(t.rows), t.rows[0]))
+    return out
 
 
 def words(texts: Sequence[str]) -> list[str]:
@@ -90,12 +114,11 @@ def alike(a: Sequence[str], b: Sequence[str]) -> bool:
     return words_alike(list(a), list(b))
 
 
-def carried_in_user_turn(system: str, templates: Sequence[tuple[str, ...]]) -> bool:
-    """Whether the instruction lives in the user turn: the group's templates say more (in
-    words, the median template) than its system prompt does, as under "You are a helpful
-    assistant." with "Classify this ticket as ..." in each user message."""
-    if len(templates) < 2:
-        return False
-    sizes = sorted(len(words(t)) for t in templates)
-    return sizes[len(sizes) // 2] > len(system.split())
-
+def carried_in_user_turn(system: str, templates: Sequence[Template]) -> bool:
+    """Whether the instruction lives in the user turn: at least two templates have a slot
+    (an instance varies beside them; a request repeated word for word has none), and they
+    say more, in words, than the system prompt does, as under "You are a helpful assistant."
+    with "Classify this ticket as ..." in the user turn.
+    """
+    slotted = sorted(len(words(t.key)) for t in templates if t.slotted)
+    return len(slotted) >= 2 and slotted[len(slotted) // 2] > len(system.split())
