@@ -216,6 +216,54 @@ def evaluate(name: str, reqs: list[tuple[str, dict[str, Any], dict[str, Any]]],
                   trainable, fragments, agree, len(fresh))
 
 
+def evidence(name: str, specs: list[TaskSpec], reqs: list[tuple[str, dict[str, Any],
+             dict[str, Any]]]) -> None:
+    """The numbers the constants in distill/templates.py, answer_shapes.py and
+    gateway/fingerprint.py are checked against, on this workload's generic-prompt variant."""
+    import difflib
+
+    from distill.answer_shapes import AnswerProfile
+    from gateway.fingerprint import instruction_units, words_alike
+
+    prompts = [s.system.split() for s in specs]
+    pairs = [(a, b) for i, a in enumerate(prompts) for j, b in enumerate(prompts)
+             if j > i and bool(specs[i].tools) == bool(specs[j].tools)
+             and (specs[i].tools or []) == (specs[j].tools or [])]  # only these may merge
+    ratios = [difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() for a, b in pairs]
+    alike_pairs = sum(words_alike(a, b) for a, b in pairs)
+    rng = random.Random(0)
+    edits = []
+    for p in prompts:
+        q = list(p)
+        q[rng.randrange(len(q))] = "changed"
+        edits.append(difflib.SequenceMatcher(None, p, q, autojunk=False).ratio())
+    # instance sentences against the instruction they come with (generic variant)
+    freq: Counter[str] = Counter()
+    for _, body, _ in reqs:
+        freq.update(set(instruction_units(body)))
+    shares = []
+    for spec in specs:
+        own = {u for u in instruction_units({"messages": [
+            {"role": "user", "content": spec.system}]})}
+        top = max(freq[u] for u in own)
+        noise = set(OPENERS) | set(CLOSERS)
+        rest = [freq[u] for t, body, _ in reqs if t == spec.name
+                for u in instruction_units(body) if u not in own and u not in noise]
+        shares.append(max(rest, default=0) / top)
+    labels = {}
+    for spec in specs:
+        prof = AnswerProfile.of({"request": b, "response": {"choices": [{"message": a}]}}
+                                for t, b, a in reqs if t == spec.name)
+        if prof.main_kind() == "label":
+            labels[spec.name] = set(prof.labels)
+    jacc = [len(a & b) / len(a | b) for i, a in enumerate(labels.values())
+            for b in list(labels.values())[i + 1:]]
+    print(f"  {name}: distinct task prompts: max difflib ratio {max(ratios, default=0):.2f}, "
+          f"{alike_pairs} pairs alike; one-word edits: min ratio {min(edits):.3f}; "
+          f"user-text sentence / instruction recurrence max {max(shares):.2f}; "
+          f"label-set Jaccard between classifiers {', '.join(f'{j:.2f}' for j in jacc) or '-'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-task", type=int, default=300, help="requests per true task")
@@ -248,6 +296,9 @@ def main() -> None:
             results.append(evaluate(label, reqs, fresh, args.min_examples,
                                     args.min_task_examples, embedder))
     results += demo_results(args)
+    print("evidence behind the constants (generic variants):")
+    for name, specs in workloads.items():
+        evidence(name, specs, requests(specs, args.per_task, seed=1, generic=True))
     print(f"{'workload':34} {'true':>4} {'found':>5} {'ARI':>6} {'trainable':>9} "
           f"{'small frags':>11} {'online agrees':>13}")
     for r in results:

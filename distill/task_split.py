@@ -93,6 +93,30 @@ def _join_by_evidence(templates: list[Template], profiles: list[AnswerProfile],
     return [sorted(c) for c in comps if c]
 
 
+def _rejoin_parts(comps: list[list[int]], profiles: list[AnswerProfile]) -> list[list[int]]:
+    """Parts under one specific prompt joined again unless, taken whole, they are answered
+    differently: a few templates with few labels each may look disjoint where the parts
+    they belong to share labels, and then they are one classifier."""
+    merged = True
+    while merged and len(comps) > 1:
+        merged = False
+        for i in range(len(comps)):
+            for j in range(i + 1, len(comps)):
+                if not answered_differently(profiles[i], profiles[j]):
+                    comps[i] += comps.pop(j)
+                    profiles[i] = _joined(profiles[i], profiles.pop(j))
+                    merged = True
+                    break
+            if merged:
+                break
+    return [sorted(c) for c in comps]
+
+
+def _joined(a: AnswerProfile, b: AnswerProfile) -> AnswerProfile:
+    return AnswerProfile(a.n + b.n, a.kinds + b.kinds, a.labels + b.labels,
+                         a.key_sets + b.key_sets)
+
+
 def split_group(
     fp: str, group: list[dict[str, Any]], embedder: Any, min_rows: int,
     cache: dict[str, Any], report: dict[str, Any],
@@ -109,13 +133,16 @@ def split_group(
         profiles = [AnswerProfile.of(group[i] for i in t.rows) for t in templates]
         mode = "instruction" if carried_in_user_turn(system, templates) else "answer"
         comps = _join_by_evidence(templates, profiles, mode == "instruction")
+        if mode == "answer":
+            comps = _rejoin_parts(comps, [AnswerProfile.of(
+                group[i] for k in comp for i in templates[k].rows) for comp in comps])
     entry = {"fingerprint": fp, "rows": len(group), "templates": len(keys), "split": None,
              "parts": 1, "unmatched": 0}
     report["groups"].append(entry)
 
     def candidate(rows: list[dict[str, Any]], part: str, tmpl: list[tuple[str, ...]]) -> Candidate:
         return Candidate(rows, [f"{fp}/{part}"], signature=sig, fingerprints={fp},
-                         systems={system}, templates=tmpl, split=mode if len(comps) > 1 else None)
+                         systems={system}, templates=tmpl, split=mode if tmpl else None)
 
     if len(comps) < 2:
         return [candidate(group, "0", [])]
@@ -128,7 +155,9 @@ def split_group(
         if part is not None:
             parts[part].append(row)
     cands = [candidate(rows, unit_hash("\n".join(min(tmpl))), tmpl)
-             for rows, tmpl in zip(parts, owned, strict=True)]
+             for rows, tmpl in zip(parts, owned, strict=True) if rows]
+    if len(cands) < 2:  # the templates found no rows of their own apart: one task after all
+        return [candidate(group, "0", [])]
     if embedder is not None:
         for c in cands:
             c.centroid = centroid_of(c.rows, embedder, cache)
