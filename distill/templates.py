@@ -51,18 +51,16 @@ class Template:
 
 
 def _keys(unit_lists: Sequence[Sequence[str]], freq: Counter[str]) -> list[tuple[str, ...]]:
-    """Each request's template key: the recurring
-    units it opens and closes with (an instruction comes before its input or after it, as in
-    Drain's positional parse tree), kept if they recur at least TEMPLATE_SHARE as often as
-    the most frequent of them; () when it opens and closes with instance text."""
-    out = []
-    for units in unit_lists:
-        head = _run(units, freq)
-        tail = _run(units[::-1], freq)[::-1] if len(head) < len(units) else []
-        top = max((freq[u] for u in head + tail), default=0)
-        key = tuple(dict.fromkeys(u for u in head + tail if freq[u] >= TEMPLATE_SHARE * top))
-        out.append(key)
-    return out
+    """Each request's template key: the recurring units it opens with (an instruction before its
+    input, as in Drain's positional parse tree), else those it closes with (an instruction
+    after its input); a run keeps the units that recur at least TEMPLATE_SHARE as often as
+    its most frequent one. () when the request opens and closes with instance text."""
+    def kept(run: list[str]) -> list[str]:
+        top = max((freq[u] for u in run), default=0)
+        return [u for u in run if freq[u] >= TEMPLATE_SHARE * top]
+
+    return [tuple(kept(_run(units, freq)) or kept(_run(units[::-1], freq)[::-1]))
+            for units in unit_lists]
 
 
 def _nest(keys: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], list[int]]:
