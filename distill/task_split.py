@@ -6,7 +6,9 @@ instruction templates (see `distill.templates`) and either the instruction is ca
 user turn (a generic system prompt: each template is its own task unless answered alike) or
 the templates are answered in shapes that cannot be one contract (`distill.answer_shapes`).
 Topics of the user content are never evidence. Each row then goes where the gateway would put
-it: to the part whose templates it shares most (`gateway.task_assign.best_template`).
+it: to the part whose templates it shares most (`gateway.task_assign.best_template`); a row
+sharing none stays unassigned (the teacher serves its like), except in a group split by answer
+shape with an embedder at hand, where it takes the part whose user content is nearest.
 """
 
 from __future__ import annotations
@@ -162,9 +164,10 @@ def split_group(
         for c in cands:
             c.centroid = centroid_of(c.rows, embedder, cache)
     left = [i for i, part in enumerate(chosen) if part is None]
-    if left and mode == "answer":  # instances of some part: the nearest content, else the largest
+    if left and mode == "answer" and embedder is not None:  # instances: the nearest content
         _place_by_content([group[i] for i in left], cands, embedder)
-    entry.update(split=mode, parts=len(cands), unmatched=len(left) if mode == "instruction" else 0)
+        left = []
+    entry.update(split=mode, parts=len(cands), unmatched=len(left))
     for c in cands:
         c.rows.sort(key=lambda r: r.get("seq") or 0)
     return cands
@@ -172,10 +175,7 @@ def split_group(
 
 def _place_by_content(rows: list[dict[str, Any]], cands: list[Candidate], embedder: Any) -> None:
     """Rows no template places, put as the gateway would: nearest content centroid (the content
-    half of [system | content]), or the largest part without an embedder."""
-    if embedder is None:
-        max(cands, key=lambda c: len(c.rows)).rows.extend(rows)
-        return
+    half of [system | content])."""
     import numpy as np
 
     from distill.embed import normalise

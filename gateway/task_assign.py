@@ -60,7 +60,6 @@ class _Known:
     templates: frozenset[str]  # unit hashes of its instruction templates (split groups)
     split: str | None  # "instruction" | "answer" | None
     centroid: list[float] | None
-    count: int  # rows at discovery: a group split by answer shape sends the unplaced here
 
 
 def best_template(unit_hashes: Sequence[str], owned: Sequence[set[str] | frozenset[str]]
@@ -131,7 +130,7 @@ class TaskAssigner:
             known.append(_Known(
                 t.id, str(info.get("signature", "")), tuple(info.get("systems") or ()),
                 frozenset(info.get("templates") or ()), info.get("split"),
-                info.get("centroid") or None, int(info.get("count") or 0)))
+                info.get("centroid") or None))
             fps.append((t.id, info.get("fingerprints") or []))
         assigner = cls(known, **kwargs)
         for task_id, prints in fps:
@@ -182,7 +181,7 @@ class TaskAssigner:
             return NO_TASK
         allowed = [i for i in ids if self._known[i].centroid]
         if not allowed or not self._distill_installed():  # as discovery without an embedder
-            return Assignment(max(ids, key=lambda i: self._known[i].count), "centroid")
+            return NO_TASK
         best, sim = await asyncio.to_thread(self._nearest, body, allowed)
         return Assignment(best, "centroid", sim)
 
