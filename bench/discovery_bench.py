@@ -237,31 +237,37 @@ def evidence(name: str, specs: list[TaskSpec], reqs: list[tuple[str, dict[str, A
         q = list(p)
         q[rng.randrange(len(q))] = "changed"
         edits.append(difflib.SequenceMatcher(None, p, q, autojunk=False).ratio())
-    # instance sentences against the instruction they come with (generic variant)
+    # the first user-text sentence after the instruction, against the instruction's recurrence:
+    # a template's opening run must stop there (TEMPLATE_SHARE)
     freq: Counter[str] = Counter()
     for _, body, _ in reqs:
         freq.update(set(instruction_units(body)))
+    noise = set(OPENERS) | set(CLOSERS)
     shares = []
     for spec in specs:
-        own = {u for u in instruction_units({"messages": [
-            {"role": "user", "content": spec.system}]})}
+        own = set(instruction_units({"messages": [{"role": "user", "content": spec.system}]}))
         top = max(freq[u] for u in own)
-        noise = set(OPENERS) | set(CLOSERS)
-        rest = [freq[u] for t, body, _ in reqs if t == spec.name
-                for u in instruction_units(body) if u not in own and u not in noise]
-        shares.append(max(rest, default=0) / top)
-    labels = {}
+        for t, body, _ in reqs:
+            rest = [u for u in instruction_units(body) if u not in own and u not in noise]
+            if t == spec.name and rest:
+                shares.append(freq[rest[0]] / top)
+    labels: dict[str, list[set[str]]] = {}
     for spec in specs:
-        prof = AnswerProfile.of({"request": b, "response": {"choices": [{"message": a}]}}
-                                for t, b, a in reqs if t == spec.name)
-        if prof.main_kind() == "label":
-            labels[spec.name] = set(prof.labels)
-    jacc = [len(a & b) / len(a | b) for i, a in enumerate(labels.values())
-            for b in list(labels.values())[i + 1:]]
+        mine = [(b, a) for t, b, a in reqs if t == spec.name]
+        halves = [AnswerProfile.of({"request": b, "response": {"choices": [{"message": a}]}}
+                                   for b, a in mine[k::2]) for k in (0, 1)]
+        if halves[0].main_kind() == "label":
+            labels[spec.name] = [set(h.labels) for h in halves]
+    sets = list(labels.values())
+    within = [len(a & b) / len(a | b) for a, b in sets]
+    between = [len(a[0] & b[0]) / len(a[0] | b[0])
+               for i, a in enumerate(sets) for b in sets[i + 1:]]
     print(f"  {name}: distinct task prompts: max difflib ratio {max(ratios, default=0):.2f}, "
           f"{alike_pairs} pairs alike; one-word edits: min ratio {min(edits):.3f}; "
-          f"user-text sentence / instruction recurrence max {max(shares):.2f}; "
-          f"label-set Jaccard between classifiers {', '.join(f'{j:.2f}' for j in jacc) or '-'}")
+          f"first user-text sentence / instruction recurrence max {max(shares):.2f}; "
+          f"label-set Jaccard, two halves of one classifier: min "
+          f"{min(within, default=1):.2f}, two classifiers: max "
+          f"{f'{max(between):.2f}' if between else '- (one classifier)'}")
 
 
 def main() -> None:

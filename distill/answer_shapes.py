@@ -19,13 +19,15 @@ import orjson
 from policies.kinds import output_kind
 
 # Two groups answer in different shapes when their kind histograms overlap less than this
-# (histogram intersection, 0..1). Measured with `bench/discovery_bench.py` on τ²-bench and
-# AgentDojo workloads: one task's template groups overlap >= 0.9 (a short-answer task's answers
-# straddle the label/prose line a little), different-shape tasks <= 0.1.
+# (histogram intersection, 0..1): the majority of each group's answers are of a kind the other
+# mostly does not give. On the bench workloads (τ²-bench, AgentDojo; answers built from their
+# ground truth) each task's answers are of one kind, so overlaps are 1.0 within a task and 0.0
+# between shapes; this is a majority rule, not a fitted value.
 MIN_KIND_OVERLAP = 0.5
 # Label groups with at least this Jaccard overlap of their label sets are one classifier asked
-# in different words (paraphrases of one instruction see the same labels). Measured on the
-# same workloads: one classifier's groups 0.6-1.0, two domains' intent classifiers 0.25-0.4.
+# in different words. Measured with `bench/discovery_bench.py`: two halves of one classifier's
+# requests overlap >= 0.57 (τ²-bench, 40 requests per task; 1.0 on AgentDojo's router), the
+# airline and retail intent classifiers <= 0.21.
 MIN_LABEL_JACCARD = 0.5
 
 
@@ -75,10 +77,11 @@ class AnswerProfile:
             kind = answer_kind(answer, row["request"])
             p.n += 1
             p.kinds[kind] += 1
-            text = answer.get("content") if isinstance(answer.get("content"), str) else ""
+            content = answer.get("content")
+            text = content if isinstance(content, str) else ""
             if kind == "label":
                 p.labels[_label(text)] += 1
-            elif kind == "json" and (keys := _json_keys(text or "")) is not None:
+            elif kind == "json" and (keys := _json_keys(text)) is not None:
                 p.key_sets[keys] += 1
         return p
 

@@ -19,12 +19,12 @@ from gateway.fingerprint import words_alike
 # A unit is template text only if at least this many requests of the group share it: a
 # sentence seen once is instance text by definition (Drain needs two messages for a template).
 MIN_REPEAT = 2
-# A template's units recur at least this share as often as its most frequent unit.
-# Instruction units recur once per request of their task; instance sentences recur once per
-# repeat of that instance. Measured with `bench/discovery_bench.py` on the
-# τ²-bench (airline, retail) and AgentDojo (4 suites) generic-prompt workloads: instance
-# sentences recur at most 0.09 as often as the instruction they come with (each user text is
-# asked of 3-4 tasks a few times each), instructions that share a task's key 1.0.
+# A template's units recur at least this share as often as its most frequent unit: an
+# instruction recurs once per request of its task, a user text once per repeat, so the opening
+# run stops at the instance. Measured with `bench/discovery_bench.py` (generic variants, 40 to
+# 1000 requests per task): the first user-text sentence after an instruction recurs at most
+# 0.15x as often as the instruction on τ²-bench airline+retail, 0.31x on AgentDojo; the
+# units of one instruction recur equally often (1.0).
 TEMPLATE_SHARE = 0.5
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from distill.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
 from gateway import task_assign
-from gateway.fingerprint import fingerprint, signature
+from gateway.fingerprint import fingerprint
 from gateway.task_assign import TaskAssigner, explicit_task
 
 
