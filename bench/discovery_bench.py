@@ -288,9 +288,9 @@ def main() -> None:
     print(f"data: {where}")
     embedder = None
     if args.embed:
-        from distill.embed import get_embedder
+        from gateway.embed import SharedEmbedder
 
-        embedder = get_embedder()
+        embedder = SharedEmbedder()
     workloads = {"tau2 (airline+retail)": [s for d in tau2 for s in tau2_specs(d)],
                  "agentdojo (4 suites)": agentdojo_specs(dojo)}
     results = []
@@ -314,7 +314,7 @@ def main() -> None:
 
 def demo_results(args: argparse.Namespace) -> list[Result]:
     """Our own demo workload, generic and not, for reference (it is not public data)."""
-    from distill.workload import GENERIC_CAPABLE, KINDS, generate
+    from gateway.offline.workload import GENERIC_CAPABLE, KINDS, generate
 
     out = []
     for generic in ((), GENERIC_CAPABLE):

@@ -25,10 +25,10 @@ from distill.task_split import Candidate, centroid_of, split_group
 from distill.templates import alike, words
 from gateway.fingerprint import fingerprint, message_text, signature
 from gateway.store.catalog import TaskRecord
-from gateway.task_assign import TASK_ID
+from gateway.task_ids import is_task_id
 from policies.kinds import output_kind, task_kind
 
-DISCOVERED_ID = re.compile(r"^t-[0-9a-f]{10}$")  # ids this module makes; never a client's tag
+DISCOVERED_ID = re.compile(r"t-[0-9a-f]{10}")  # ids this module makes; never a client's tag
 
 
 @dataclass
@@ -42,11 +42,11 @@ def explicit_tag(row: dict[str, Any], discovered: set[str]) -> str | None:
     """The client's own task tag: `metadata.task`, else a task column that is not ours."""
     meta = row["request"].get("metadata")
     tag = meta.get("task") if isinstance(meta, dict) else None
-    if isinstance(tag, str) and TASK_ID.match(tag):
+    if is_task_id(tag):
         return tag
     tag = row.get("task")
-    if isinstance(tag, str) and TASK_ID.match(tag) and tag not in discovered \
-            and not DISCOVERED_ID.match(tag):
+    if is_task_id(tag) and tag not in discovered \
+            and not DISCOVERED_ID.fullmatch(tag):
         return tag
     return None
 

@@ -56,7 +56,7 @@ def sample(n: int, size: int) -> list[int]:
 
 
 def centroid_of(rows: list[dict[str, Any]], embedder: Any, cache: dict[str, Any]) -> Any:
-    from distill.embed import normalise, request_vectors
+    from gateway.embed import normalise, request_vectors
 
     reqs = [rows[i]["request"] for i in sample(len(rows), SAMPLE)]
     return normalise(request_vectors(embedder, reqs, system_cache=cache).mean(axis=0))
@@ -178,7 +178,7 @@ def _place_by_content(rows: list[dict[str, Any]], cands: list[Candidate], embedd
     half of [system | content])."""
     import numpy as np
 
-    from distill.embed import normalise
+    from gateway.embed import normalise
     from gateway.fingerprint import content_text
 
     half = len(cands[0].centroid) // 2

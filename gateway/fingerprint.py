@@ -6,6 +6,7 @@ sorted tool names and the response format with its schema — and ignores the us
 Requests with one fingerprint are one task candidate. `instruction_units` gives the constant
 sentences a request's first user message may carry (an instruction under a generic prompt):
 discovery mines them, and the gateway matches them, with the same function.
+`request_key` is a request's identity (replay, deduplication, the held-out split).
 """
 
 from __future__ import annotations
@@ -193,3 +194,16 @@ def words_alike(a: list[str], b: list[str]) -> bool:
         if span <= ALIKE_EDIT_WORDS and len(a) - (i2 - i1) >= 2 * span:
             return True
     return m.quick_ratio() >= ALIKE_RATIO and m.ratio() >= ALIKE_RATIO
+
+
+KEY_FIELDS = ("messages", "tools", "response_format")  # what a request asks, for the key
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """What the request asks, canonically: messages, tools and response format.
+
+    The model name, sampling parameters and `stream` are left out: the same question to
+    another model or with another temperature is still the same question.
+    """
+    what = {k: request.get(k) for k in KEY_FIELDS}
+    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -11,14 +11,13 @@ the distill extra, sentence-transformers). Nothing heavy is imported until then.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from gateway.embed import embeddings_available
 from gateway.fingerprint import (
     fingerprint,
     instruction_units,
@@ -27,8 +26,8 @@ from gateway.fingerprint import (
     unit_hash,
     words_alike,
 )
+from gateway.task_ids import RULE, is_task_id
 
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SYSTEM_CACHE_SIZE = 1024
 _MISS_CACHE_SIZE = 4096  # fingerprints of new prompts, with the tasks their prompt is alike
 
@@ -88,17 +87,9 @@ def explicit_task(body: dict[str, Any], header_task: str | None) -> str | None:
 
 
 def _valid(tag: str, where: str) -> str:
-    if not TASK_ID.match(tag):
-        raise ValueError(
-            f"{where} {tag[:80]!r} is not a valid task name: use 1-64 letters, digits, '.', "
-            "'_' or '-', starting with a letter or digit."
-        )
+    if not is_task_id(tag):
+        raise ValueError(f"{where} {tag[:80]!r} is not a valid task name: use {RULE}.")
     return tag
-
-
-def distill_installed() -> bool:
-    """Whether sentence-transformers can be imported (without importing it)."""
-    return importlib.util.find_spec("sentence_transformers") is not None
 
 
 class TaskAssigner:
@@ -113,7 +104,7 @@ class TaskAssigner:
         self._known = {k.id: k for k in known}
         self._by_fingerprint: dict[str, list[str]] = defaultdict(list)
         self._centroid_ids = [k.id for k in known if k.centroid]
-        self._embedder_factory = embedder  # default: distill.embed.get_embedder
+        self._embedder_factory = embedder  # () -> an Embedder; none: no centroid assignment
         self._embedder: Any = None
         self._matrix: Any = None
         self._system_cache: dict[str, Any] = {}
@@ -180,7 +171,7 @@ class TaskAssigner:
         if not ids or any(self._known[i].split == "instruction" for i in ids):
             return NO_TASK
         allowed = [i for i in ids if self._known[i].centroid]
-        if not allowed or not self._distill_installed():  # as discovery without an embedder
+        if not allowed or not self._embeddings_on():  # as discovery without an embedder
             return NO_TASK
         best, sim = await asyncio.to_thread(self._nearest, body, allowed)
         return Assignment(best, "centroid", sim)
@@ -191,9 +182,9 @@ class TaskAssigner:
         return [k.id for k in self._known.values() if k.signature == sig
                 and any(words_alike(system, s.split()) for s in k.systems)]
 
-    def _distill_installed(self) -> bool:
+    def _embeddings_on(self) -> bool:
         if self._installed is None:
-            self._installed = distill_installed()
+            self._installed = self._embedder_factory is not None and embeddings_available()
         return self._installed
 
     def _ensure_model(self) -> None:
@@ -201,9 +192,9 @@ class TaskAssigner:
         if self._embedder is None:
             import numpy as np
 
-            from distill.embed import get_embedder
-
-            self._embedder = (self._embedder_factory or get_embedder)()
+            if self._embedder_factory is None:
+                raise RuntimeError("no embedder given: centroid assignment is off")
+            self._embedder = self._embedder_factory()
             self._matrix = np.asarray([self._known[i].centroid for i in self._centroid_ids],
                                       dtype=np.float32)
 
@@ -211,7 +202,7 @@ class TaskAssigner:
         """Load the model ahead of the first miss, off the event loop, where a group is split
         by answer shape (the only place a centroid decides)."""
         if any(k.split == "answer" and k.centroid for k in self._known.values()) \
-                and distill_installed():
+                and self._embedder_factory is not None and embeddings_available():
             def load() -> None:
                 with self._lock:
                     self._ensure_model()
@@ -221,7 +212,7 @@ class TaskAssigner:
     def _nearest(self, body: dict[str, Any], allowed: list[str]) -> tuple[str, float]:
         """Runs in a worker thread: embed the request's user content, return the task whose
         centroid's content half is nearest, and that cosine."""
-        from distill.embed import normalise, request_vectors
+        from gateway.embed import normalise, request_vectors
 
         with self._lock:
             self._ensure_model()

@@ -165,7 +165,7 @@ def test_prompts_a_word_apart_with_other_answers_stay_apart() -> None:
 
 
 def _workloads() -> list[tuple[str, Any]]:
-    from distill.workload import GENERIC_CAPABLE, KINDS, generate
+    from gateway.offline.workload import GENERIC_CAPABLE, KINDS, generate
 
     def demo(generic: tuple[str, ...]) -> Any:
         return lambda n, seed: [(i.task, i.request, i.answer)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from distill.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
 from gateway import task_assign
 from gateway.fingerprint import fingerprint
+from gateway.offline.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
 from gateway.task_assign import TaskAssigner, explicit_task
 
 
@@ -65,7 +65,7 @@ async def test_centroid_path_is_off_without_the_distill_extra(monkeypatch: Any) 
     def no_embedder() -> Any:
         raise AssertionError("must not load an embedder")
 
-    monkeypatch.setattr(task_assign, "distill_installed", lambda: False)
+    monkeypatch.setattr(task_assign, "embeddings_available", lambda: False)
     assigner = TaskAssigner.from_tasks(
         [Task("t", {"signature": "|", "centroid": [1.0] * 768})], embedder=no_embedder)
     assert (await assigner.assign_by_centroid(_body())).how == "none"
@@ -138,7 +138,7 @@ async def test_a_group_split_by_answer_shape_places_the_unmatched_by_content(
         embedder: Any) -> None:
     """Two tasks under one prompt told apart by their answers; a request carrying neither
     template goes to the task whose user content is nearest, as discovery places it."""
-    from distill.embed import normalise, request_vectors
+    from gateway.embed import normalise, request_vectors
 
     shared = "You help the support team."
     billing = [_body(shared, f"Refund request: I was charged twice for order {n}.")
