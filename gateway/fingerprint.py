@@ -160,8 +160,12 @@ def _first_user_text(request: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _units(text: str) -> tuple[str, ...]:
-    masked = (mask_variable(u) for u in _UNIT_SPLIT.split(text))
-    return tuple(u for u in masked if u)
+    if "://" in text or "www." in text:
+        text = _URL.sub("<url>", text)
+    if "@" in text:
+        text = _EMAIL.sub("<email>", text)
+    masked = _VARIABLE.sub(lambda m: f"<{m.lastgroup}>", text)  # one pass, then split
+    return tuple(u for u in (_SPACE.sub(" ", x).strip() for x in _UNIT_SPLIT.split(masked)) if u)
 
 
 def instruction_units(request: dict[str, Any]) -> tuple[str, ...]:
