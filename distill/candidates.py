@@ -116,8 +116,8 @@ def fit_generative(
     def check(model: Any, tokenizer: Any) -> bool:
         if not probe:
             return False
-        ev = judge(Student(model, tokenizer), prep, probe, task_kind, policy, cfg, max_new,
-                   similarity)
+        student = Student(model, tokenizer, device=str(model.device))  # cuda when training there
+        ev = judge(student, prep, probe, task_kind, policy, cfg, max_new, similarity)
         n = ev.summary["n"]
         valid = round(ev.summary["valid_rate"] * n)
         stop = hopeless(ev.summary["agree"], valid, n, policy.min_agreement, policy.confidence)

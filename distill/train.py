@@ -99,11 +99,33 @@ def encode_example(
     return {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
 
 
+_PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool", "parameters": {
+    "type": "object", "properties": {"x": {"type": "string"}}}}}
+_PROBE_CALL = {"role": "assistant", "content": None, "tool_calls": [{
+    "id": "c1", "type": "function", "function": {"name": "probe_tool", "arguments": '{"x": "1"}'}}]}
+
+
+def renders_hermes_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's own chat template shows tools and writes tool calls the
+    Hermes way (`<tool_call>{"name": …}</tool_call>`), as the students' format needs."""
+    if not tokenizer.chat_template:
+        return False
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, _PROBE_CALL], tools=[_PROBE_TOOL],
+            tokenize=False)
+    except Exception:  # a template that cannot render tools or tool calls at all
+        return False
+    return isinstance(text, str) and "<tool_call>" in text and text.count("probe_tool") >= 2
+
+
 def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
     """(model, tokenizer) for a candidate: `scratch:<size>` or an HF id / local path.
 
     Pretrained tokenizers keep their own chat template (what the model was tuned on and what
-    vLLM renders for it); one without a template gets CHAT_TEMPLATE, its markers then plain text.
+    vLLM renders for it) when it renders tools and Hermes `<tool_call>` answers, the format
+    the answer grammar and parser expect; otherwise (no template, or one that cannot render
+    tools, like SmolLM2's) they get CHAT_TEMPLATE, its markers then plain text if new.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -114,7 +136,7 @@ def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
         model, tokenizer = build_scratch(base_model.split(":", 1)[1], texts, seed=seed)  # type: ignore[arg-type]
         return model, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
-    if not tokenizer.chat_template:
+    if not renders_hermes_tools(tokenizer):
         tokenizer.chat_template = CHAT_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

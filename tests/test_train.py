@@ -207,3 +207,23 @@ def test_pretrained_templates_learn_an_answer_the_parser_reads(family: str) -> N
         assert call["function"]["name"] == "get_weather"
         assert json.loads(call["function"]["arguments"]) == json.loads(
             ex["answer"]["tool_calls"][0]["function"]["arguments"])
+
+
+def test_a_pretrained_template_that_cannot_render_tools_is_replaced(pretrained_dir: Path) -> None:
+    """SmolLM2's own template renders neither tools nor tool calls: such a base model gets
+    the students' ChatML/Hermes template, so tool tasks train in the format the grammar and
+    parser expect; a template that renders them the Hermes way is kept."""
+    from transformers import AutoTokenizer
+
+    from distill.chat_format import CHAT_TEMPLATE
+    from distill.train import load_base, renders_hermes_tools
+
+    tok = AutoTokenizer.from_pretrained(pretrained_dir)
+    assert renders_hermes_tools(tok)
+    plain = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+             "<|im_end|>\n{% endfor %}")
+    tok.chat_template = plain
+    assert not renders_hermes_tools(tok)
+    tok.save_pretrained(pretrained_dir)
+    _, loaded = load_base(str(pretrained_dir), seed=0, texts=[])
+    assert loaded.chat_template == CHAT_TEMPLATE
