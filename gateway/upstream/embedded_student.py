@@ -3,15 +3,18 @@
 Generation runs in a worker thread so the event loop never waits on the model. Concurrent
 requests to the same student are batched: the first request opens a short window
 (`batch_wait_ms`), everything that arrives within it is generated together. torch and
-transformers are imported only when the student is loaded (`distill.student`).
+transformers are imported only when the student is loaded: `distill.student` for a generative
+student, `distill.encoder_student` for one whose slimgate.json says `"kind": "encoder"`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from gateway.upstream.base import Endpoint, UpstreamFailure
@@ -21,6 +24,30 @@ _DEFAULT_MAX_TOKENS = 256
 
 def _max_tokens(body: dict[str, Any]) -> int:
     return int(body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_MAX_TOKENS)
+
+
+def student_kind(path: str) -> str:
+    """The kind a student directory holds, from its slimgate.json ("generative" if unsaid)."""
+    try:
+        meta = json.loads((Path(path) / "slimgate.json").read_text())
+    except (OSError, ValueError):
+        return "generative"
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    return kind if isinstance(kind, str) else "generative"
+
+
+def _load_student(path: str) -> Any:
+    """The student class for the directory's kind; distill is imported only here."""
+    kind = student_kind(path)
+    if kind == "encoder":
+        from distill.encoder_student import EncoderStudent
+
+        return EncoderStudent.load(path)
+    if kind != "generative":
+        raise UpstreamFailure("server", f"student {path} is of unknown kind {kind!r}")
+    from distill.student import Student
+
+    return Student.load(path)
 
 
 class EmbeddedStudentBackend:
@@ -51,14 +78,12 @@ class EmbeddedStudentBackend:
             return
         async with self._load_lock:
             if self._student is None:
-                from distill.student import Student
-
                 if self._torch_threads:
                     import torch
 
                     # Process-wide: students are small, and the worker trains beside us.
                     torch.set_num_threads(self._torch_threads)
-                self._student = await asyncio.to_thread(Student.load, self.path)
+                self._student = await asyncio.to_thread(_load_student, self.path)
 
     async def _generate_one(self, body: dict[str, Any]) -> Any:
         await self.load()

@@ -1,0 +1,196 @@
+"""Training the encoder student's heads (and its top layers) on a task's frames and slots.
+
+The frozen lower layers run once per training batch and their outputs are cached, so an
+epoch costs only the tuned top layers and the heads: with `tune_layers = 0` (a frozen
+encoder) an epoch over 500 requests takes well under a second on one CPU core. Training
+stops at the time budget (checked per epoch), at `max_epochs`, or once the loss is ~0.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill.encoder_answers import request_text
+from distill.encoder_data import Analysis, Item
+
+
+@dataclass
+class EncoderConfig:
+    tune_layers: int = 2  # top encoder layers trained with the heads; 0 freezes the encoder
+    max_length: int = 256  # request tokens read (MiniLM was trained on up to 256)
+    batch_size: int = 16
+    lr_heads: float = 3e-3  # the heads start from scratch
+    lr_layers: float = 1e-4  # pretrained layers move gently
+    max_epochs: int = 60
+    min_loss: float = 1e-3  # stop once the mean epoch loss is below this
+
+
+@dataclass
+class Spec:
+    """Everything besides weights that a saved encoder student needs (encoder.json)."""
+
+    split: int
+    max_length: int
+    keys: list[str]
+    frames: list[dict[str, Any]]  # id, tree, slots {key: type}, required [keys], count
+    # The system prompt is read only when the teacher copied from it: otherwise it is the
+    # task's fixed instruction, and leaving it out halves the tokens the encoder reads.
+    read_system: bool = False
+    base: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"format": 1, "split": self.split, "max_length": self.max_length,
+                "keys": self.keys, "frames": self.frames, "read_system": self.read_system,
+                "base": self.base}
+
+    def text(self, request: dict[str, Any]) -> str:
+        """The part of a request the encoder reads."""
+        text, instance_end = request_text(request)
+        return text if self.read_system else text[:instance_end]
+
+
+def build_spec(analysis: Analysis, n_layers: int, cfg: EncoderConfig) -> Spec:
+    items = [i for i in analysis.items if i is not None]
+    order = sorted(analysis.frames, key=lambda f: (-analysis.frames[f].count, f))
+    frames: list[dict[str, Any]] = []
+    for ident in order:
+        frame = analysis.frames[ident]
+        present = [i for i in items if i.frame == ident]
+        required = [k for k in frame.slots if all(k in i.values for i in present)]
+        frames.append({"id": ident, "tree": frame.tree, "slots": frame.slots,
+                       "required": required, "count": frame.count})
+    keys = sorted({k for f in frames for k in f["slots"]})
+    split = max(0, n_layers - max(0, min(cfg.tune_layers, n_layers)))
+    read_system = any(b > i.instance_end for i in items for spans in i.spans.values()
+                      for _, b in spans)
+    return Spec(split=split, max_length=cfg.max_length, keys=keys, frames=frames,
+                read_system=read_system)
+
+
+def token_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
+                ) -> list[tuple[int, int]]:
+    """Character spans as (first token, last token); spans cut by truncation or inside a
+    token are dropped."""
+    starts = {a: t for t, (a, b) in enumerate(offsets) if b > a}
+    ends = {b: t for t, (a, b) in enumerate(offsets) if b > a}
+    return [(starts[a], ends[b]) for a, b in spans if a in starts and b in ends
+            and starts[a] <= ends[b]]
+
+
+def _batch(tokenizer: Any, items: list[Item], spec: Spec, frame_index: dict[str, int],
+           key_index: dict[str, int]) -> dict[str, Any]:
+    import torch
+
+    texts = [i.text if spec.read_system else i.text[:i.instance_end] for i in items]
+    enc = tokenizer(texts, padding=True, truncation=True,
+                    max_length=spec.max_length, return_offsets_mapping=True,
+                    return_tensors="pt")
+    width, n_keys = enc["input_ids"].shape[1], max(1, len(spec.keys))
+    present = torch.zeros(len(items), n_keys)
+    present_mask = torch.zeros(len(items), n_keys, dtype=torch.bool)
+    rows, keys, starts, ends = [], [], [], []
+    missed = 0
+    for r, item in enumerate(items):
+        frame = spec.frames[frame_index[item.frame]]
+        for key in frame["slots"]:
+            present_mask[r, key_index[key]] = True
+            present[r, key_index[key]] = float(key in item.values)
+        offsets = [tuple(o) for o in enc["offset_mapping"][r].tolist()]
+        for key in item.values:
+            found = token_spans(offsets, item.spans[key])
+            if not found:
+                missed += 1
+                continue
+            s_mask = torch.zeros(width, dtype=torch.bool)
+            e_mask = torch.zeros(width, dtype=torch.bool)
+            for s, e in found:
+                s_mask[s], e_mask[e] = True, True
+            rows.append(r)
+            keys.append(key_index[key])
+            starts.append(s_mask)
+            ends.append(e_mask)
+    return {"ids": enc["input_ids"], "mask": enc["attention_mask"],
+            "frame": torch.tensor([frame_index[i.frame] for i in items]),
+            "present": present, "present_mask": present_mask,
+            "rows": torch.tensor(rows, dtype=torch.long),
+            "keys": torch.tensor(keys, dtype=torch.long),
+            "starts": torch.stack(starts) if starts else torch.zeros(0, width, dtype=torch.bool),
+            "ends": torch.stack(ends) if ends else torch.zeros(0, width, dtype=torch.bool),
+            "copied": sum(len(i.values) for i in items), "missed": missed}
+
+
+def _pointer_loss(logits: Any, targets: Any, mask: Any) -> Any:
+    """-log P(any target position): a value copied from several places may point at any."""
+    import torch
+
+    neg = torch.finfo(logits.dtype).min / 4
+    logits = logits.masked_fill(~mask, neg)
+    return (torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~targets, neg),
+                                                          -1)).mean()
+
+
+def fit(net: Any, tokenizer: Any, analysis: Analysis, spec: Spec, cfg: EncoderConfig, *,
+        budget_s: float, seed: int) -> dict[str, Any]:
+    """Train `net` in place; returns the training report."""
+    import torch
+    import torch.nn.functional as F
+
+    began = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    items = [i for i in analysis.items if i is not None]
+    frame_index = {f["id"]: n for n, f in enumerate(spec.frames)}
+    key_index = {k: n for n, k in enumerate(spec.keys)}
+    # Similar lengths share a batch: less padding, and the cached states stay small.
+    items.sort(key=lambda i: len(i.text))
+    batches = [_batch(tokenizer, items[s:s + cfg.batch_size], spec, frame_index, key_index)
+               for s in range(0, len(items), cfg.batch_size)]
+    net.eval()
+    for b in batches:  # the frozen part, once
+        b["cached"] = net.lower(b["ids"], b["mask"])
+    tuned = [p for layer in net.bert.encoder.layer[spec.split:] for p in layer.parameters()]
+    heads = [p for n, p in net.named_parameters() if not n.startswith("bert.")]
+    groups = [{"params": heads, "lr": cfg.lr_heads}]
+    if tuned:
+        groups.append({"params": tuned, "lr": cfg.lr_layers})
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    epochs, loss_mean = 0, float("inf")
+    epoch_s = 0.0
+    while epochs < cfg.max_epochs and loss_mean > cfg.min_loss:
+        if epochs and time.perf_counter() - began + epoch_s > budget_s:
+            break
+        started = time.perf_counter()
+        net.train()
+        total = 0.0
+        for b in rng.sample(batches, len(batches)):
+            tokens = net.upper(b["cached"], b["mask"])
+            frame_logits, present_logits, s_feats, e_feats = net.heads(tokens, b["mask"])
+            loss = F.cross_entropy(frame_logits, b["frame"])
+            if b["present_mask"].any():
+                loss = loss + F.binary_cross_entropy_with_logits(
+                    present_logits[b["present_mask"]], b["present"][b["present_mask"]])
+            if len(b["rows"]):
+                valid = b["mask"][b["rows"]].bool()
+                loss = loss + _pointer_loss(
+                    net.span_logits(s_feats, net.start_query, b["rows"], b["keys"]),
+                    b["starts"], valid)
+                loss = loss + _pointer_loss(
+                    net.span_logits(e_feats, net.end_query, b["rows"], b["keys"]),
+                    b["ends"], valid)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        loss_mean = total / max(1, len(batches))
+        epochs += 1
+        epoch_s = time.perf_counter() - started
+    net.eval()
+    copied = sum(b["copied"] for b in batches)
+    missed = sum(b["missed"] for b in batches)
+    return {"epochs": epochs, "loss": loss_mean, "seconds": time.perf_counter() - began,
+            "examples": len(items), "frames": len(spec.frames), "slot_keys": len(spec.keys),
+            "tune_layers": len(net.bert.encoder.layer) - spec.split,
+            "pointable": (copied - missed) / copied if copied else 1.0}
