@@ -1,8 +1,9 @@
 """The encoder student's network: all-MiniLM-L6-v2 with a frame classifier and span pointers.
 
 The encoder reads the request once. Its mean-pooled output picks the answer's frame (a class
-per answer shape: label, enum values, tool names) and which optional slots are present; a
-pair of start/end pointers per slot key chooses the request tokens that fill the slot. The
+per answer shape: label, enum values, tool names); a pair of start/end pointers per slot key
+chooses the request tokens that fill the slot, or the [CLS] token when an optional slot is
+absent (as extractive QA answers "no answer"), so presence is decided token by token. The
 lower `split` layers stay frozen, so their outputs are computed once and cached in training;
 only the top layers (possibly none) and the heads are trained and saved. torch is imported
 by the caller before this module (it is only imported from functions that need it).
@@ -61,7 +62,6 @@ class EncoderNet(nn.Module):
         self.split = split  # layers below this index are frozen (and cached in training)
         hidden = int(bert.config.hidden_size)
         self.frame = nn.Linear(hidden, n_frames)
-        self.present = nn.Linear(hidden, max(1, n_keys))
         self.start_proj = nn.Linear(hidden, POINTER_DIM)
         self.end_proj = nn.Linear(hidden, POINTER_DIM)
         self.start_query = nn.Embedding(max(1, n_keys), POINTER_DIM)
@@ -94,12 +94,11 @@ class EncoderNet(nn.Module):
         return self._layers(hidden, mask, self.bert.encoder.layer[self.split:])
 
     def heads(self, tokens: torch.Tensor, mask: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Frame logits (B, F), presence logits (B, K), start and end token features."""
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frame logits (B, F), start and end token features (B, T, POINTER_DIM)."""
         m = mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return (self.frame(pooled), self.present(pooled), self.start_proj(tokens),
-                self.end_proj(tokens))
+        return self.frame(pooled), self.start_proj(tokens), self.end_proj(tokens)
 
     def span_logits(self, feats: torch.Tensor, queries: nn.Embedding, rows: torch.Tensor,
                     keys: torch.Tensor) -> torch.Tensor:
@@ -108,15 +107,17 @@ class EncoderNet(nn.Module):
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         """What a student saves: the heads and the unfrozen layers, never the frozen base."""
-        keep = ("frame.", "present.", "start_", "end_")
+        keep = ("frame.", "start_", "end_")
         upper = tuple(f"bert.encoder.layer.{i}." for i in
                       range(self.split, len(self.bert.encoder.layer)))
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()
                 if k.startswith(keep) or k.startswith(upper)}
 
 
-def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor) -> tuple[int, int]:
-    """The (start, end) token pair with the highest summed score, start ≤ end, short enough."""
+def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor
+              ) -> tuple[int, int, float]:
+    """The (start, end) token pair with the highest summed score, start ≤ end, short enough,
+    and that score."""
     neg = torch.finfo(start.dtype).min / 4
     s = start.masked_fill(~valid, neg)
     e = end.masked_fill(~valid, neg)
@@ -126,4 +127,4 @@ def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor) -> tu
     band = (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < MAX_SPAN_TOKENS)
     scores = scores.masked_fill(~band, neg * 2)
     flat = int(torch.argmax(scores))
-    return flat // n, flat % n
+    return flat // n, flat % n, float(scores.flatten()[flat])

@@ -150,7 +150,7 @@ class EncoderStudent:
                                  return_tensors="pt")
             mask = enc["attention_mask"]
             tokens = self.net.upper(self.net.lower(enc["input_ids"], mask), mask)
-            frame_logits, present_logits, s_feats, e_feats = self.net.heads(tokens, mask)
+            frame_logits, s_feats, e_feats = self.net.heads(tokens, mask)
             out = []
             for r, request in enumerate(requests):
                 offsets = enc["offset_mapping"][r]
@@ -159,10 +159,9 @@ class EncoderStudent:
                 values = {}
                 for key, kind in frame["slots"].items():
                     k = self._key_index[key]
-                    if key not in frame["required"] and float(present_logits[r, k]) < 0.0:
+                    s, e, absent = self._span(s_feats, e_feats, r, k, valid)
+                    if absent and key not in frame["required"]:
                         continue
-                    rows, keys = torch.tensor([r]), torch.tensor([k])
-                    s, e = self._span(s_feats, e_feats, rows, keys, valid)
                     a, b = whole_placeholders(texts[r], int(offsets[s][0]), int(offsets[e][1]))
                     values[key] = cast(texts[r][a:b], kind)
                 gen = self._generation(frame, values, request, max_new_tokens,
@@ -177,13 +176,18 @@ class EncoderStudent:
                 return self.spec.frames[i]
         return self.spec.frames[order[0]]  # nothing fits: the contract check falls back
 
-    def _span(self, s_feats: Any, e_feats: Any, rows: Any, keys: Any, valid: Any
-              ) -> tuple[int, int]:
+    def _span(self, s_feats: Any, e_feats: Any, row: int, key: int, valid: Any
+              ) -> tuple[int, int, bool]:
+        """The best span for one slot, and whether pointing at [CLS] ("absent") beats it."""
+        import torch
+
         from distill.encoder_heads import best_span
 
+        rows, keys = torch.tensor([row]), torch.tensor([key])
         start = self.net.span_logits(s_feats, self.net.start_query, rows, keys)[0]
         end = self.net.span_logits(e_feats, self.net.end_query, rows, keys)[0]
-        return best_span(start, end, valid)
+        s, e, score = best_span(start, end, valid)
+        return s, e, float(start[0] + end[0]) > score
 
     def _generation(self, frame: dict[str, Any], values: dict[str, Any],
                     request: dict[str, Any], max_new_tokens: int, prompt_tokens: int

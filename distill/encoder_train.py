@@ -1,9 +1,10 @@
 """Training the encoder student's heads (and its top layers) on a task's frames and slots.
 
 The frozen lower layers run once per training batch and their outputs are cached, so an
-epoch costs only the tuned top layers and the heads: with `tune_layers = 0` (a frozen
-encoder) an epoch over 500 requests takes well under a second on one CPU core. Training
-stops at the time budget (checked per epoch), at `max_epochs`, or once the loss is ~0.
+epoch costs only the tuned top layers and the heads. The heads first learn alone on the
+whole encoder's cached outputs (no encoder layer runs then: seconds for 500 requests), and
+only then train with the tuned top layers, so the slow epochs start from working heads. Each
+phase stops at its time limit (checked per epoch), at `max_epochs`, or once the loss is ~0.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ class EncoderConfig:
     batch_size: int = 16
     lr_heads: float = 3e-3  # the heads start from scratch
     lr_layers: float = 1e-4  # pretrained layers move gently
-    max_epochs: int = 60
-    min_loss: float = 1e-3  # stop once the mean epoch loss is below this
+    max_epochs: int = 60  # per phase: heads alone, then heads with the tuned layers
+    min_loss: float = 1e-3  # stop a phase once its mean epoch loss is below this
+    warm_share: float = 0.25  # of the budget, at most, for the heads-alone warm-up
 
 
 @dataclass
@@ -88,19 +90,14 @@ def _batch(tokenizer: Any, items: list[Item], spec: Spec, frame_index: dict[str,
     enc = tokenizer(texts, padding=True, truncation=True,
                     max_length=spec.max_length, return_offsets_mapping=True,
                     return_tensors="pt")
-    width, n_keys = enc["input_ids"].shape[1], max(1, len(spec.keys))
-    present = torch.zeros(len(items), n_keys)
-    present_mask = torch.zeros(len(items), n_keys, dtype=torch.bool)
+    width = enc["input_ids"].shape[1]
     rows, keys, starts, ends = [], [], [], []
     missed = 0
     for r, item in enumerate(items):
-        frame = spec.frames[frame_index[item.frame]]
-        for key in frame["slots"]:
-            present_mask[r, key_index[key]] = True
-            present[r, key_index[key]] = float(key in item.values)
         offsets = [tuple(o) for o in enc["offset_mapping"][r].tolist()]
-        for key in item.values:
-            found = token_spans(offsets, item.spans[key])
+        for key in spec.frames[frame_index[item.frame]]["slots"]:
+            # An absent optional slot points at [CLS] (token 0): "no value here".
+            found = token_spans(offsets, item.spans[key]) if key in item.values else [(0, 0)]
             if not found:
                 missed += 1
                 continue
@@ -114,7 +111,6 @@ def _batch(tokenizer: Any, items: list[Item], spec: Spec, frame_index: dict[str,
             ends.append(e_mask)
     return {"ids": enc["input_ids"], "mask": enc["attention_mask"],
             "frame": torch.tensor([frame_index[i.frame] for i in items]),
-            "present": present, "present_mask": present_mask,
             "rows": torch.tensor(rows, dtype=torch.long),
             "keys": torch.tensor(keys, dtype=torch.long),
             "starts": torch.stack(starts) if starts else torch.zeros(0, width, dtype=torch.bool),
@@ -132,13 +128,61 @@ def _pointer_loss(logits: Any, targets: Any, mask: Any) -> Any:
                                                           -1)).mean()
 
 
-def fit(net: Any, tokenizer: Any, analysis: Analysis, spec: Spec, cfg: EncoderConfig, *,
-        budget_s: float, seed: int) -> dict[str, Any]:
-    """Train `net` in place; returns the training report."""
-    import torch
+def _loss(net: Any, b: dict[str, Any], tokens: Any) -> Any:
     import torch.nn.functional as F
 
+    frame_logits, s_feats, e_feats = net.heads(tokens, b["mask"])
+    loss = F.cross_entropy(frame_logits, b["frame"])
+    if len(b["rows"]):
+        valid = b["mask"][b["rows"]].bool()
+        loss = loss + _pointer_loss(
+            net.span_logits(s_feats, net.start_query, b["rows"], b["keys"]), b["starts"], valid)
+        loss = loss + _pointer_loss(
+            net.span_logits(e_feats, net.end_query, b["rows"], b["keys"]), b["ends"], valid)
+    return loss
+
+
+def _epochs(net: Any, batches: list[dict[str, Any]], groups: list[dict[str, Any]], *,
+            source: str, tune: bool, max_epochs: int, min_loss: float, deadline: float,
+            rng: random.Random) -> tuple[int, float]:
+    """Epochs over `batches` from the cached `source` states until the deadline (checked
+    before each epoch against the last epoch's time), `max_epochs` or a ~0 loss."""
+    import torch
+
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    epochs, loss_mean, epoch_s = 0, float("inf"), 0.0
+    while epochs < max_epochs and loss_mean > min_loss:
+        if epochs and time.perf_counter() + epoch_s > deadline:
+            break
+        started = time.perf_counter()
+        net.train()
+        total = 0.0
+        for b in rng.sample(batches, len(batches)):
+            tokens = net.upper(b[source], b["mask"]) if tune else b[source]
+            loss = _loss(net, b, tokens)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        loss_mean = total / max(1, len(batches))
+        epochs += 1
+        epoch_s = time.perf_counter() - started
+    net.eval()
+    return epochs, loss_mean
+
+
+def fit(net: Any, tokenizer: Any, analysis: Analysis, spec: Spec, cfg: EncoderConfig, *,
+        budget_s: float, seed: int) -> dict[str, Any]:
+    """Train `net` in place; returns the training report.
+
+    The heads are first trained alone on the whole encoder's cached outputs (cheap: no
+    encoder layer runs in these epochs); when top layers are tuned, they then train together
+    with the warmed-up heads for the rest of the budget.
+    """
+    import torch
+
     began = time.perf_counter()
+    deadline = began + budget_s
     torch.manual_seed(seed)
     rng = random.Random(seed)
     items = [i for i in analysis.items if i is not None]
@@ -149,48 +193,30 @@ def fit(net: Any, tokenizer: Any, analysis: Analysis, spec: Spec, cfg: EncoderCo
     batches = [_batch(tokenizer, items[s:s + cfg.batch_size], spec, frame_index, key_index)
                for s in range(0, len(items), cfg.batch_size)]
     net.eval()
-    for b in batches:  # the frozen part, once
-        b["cached"] = net.lower(b["ids"], b["mask"])
-    tuned = [p for layer in net.bert.encoder.layer[spec.split:] for p in layer.parameters()]
+    with torch.no_grad():
+        for b in batches:  # the frozen part once, and the whole encoder for the warm-up
+            b["cached"] = net.lower(b["ids"], b["mask"])
+            b["top"] = net.upper(b["cached"], b["mask"])
     heads = [p for n, p in net.named_parameters() if not n.startswith("bert.")]
-    groups = [{"params": heads, "lr": cfg.lr_heads}]
+    tuned = [p for layer in net.bert.encoder.layer[spec.split:] for p in layer.parameters()]
+    # Without tuned layers the warm-up is the whole training; with them it gets a share.
+    warm_deadline = deadline if not tuned else began + budget_s * cfg.warm_share
+    warm, loss = _epochs(net, batches, [{"params": heads, "lr": cfg.lr_heads}], source="top",
+                         tune=False, max_epochs=cfg.max_epochs, min_loss=cfg.min_loss,
+                         deadline=warm_deadline, rng=rng)
+    tuned_epochs = 0
     if tuned:
-        groups.append({"params": tuned, "lr": cfg.lr_layers})
-    opt = torch.optim.AdamW(groups, weight_decay=0.01)
-    epochs, loss_mean = 0, float("inf")
-    epoch_s = 0.0
-    while epochs < cfg.max_epochs and loss_mean > cfg.min_loss:
-        if epochs and time.perf_counter() - began + epoch_s > budget_s:
-            break
-        started = time.perf_counter()
-        net.train()
-        total = 0.0
-        for b in rng.sample(batches, len(batches)):
-            tokens = net.upper(b["cached"], b["mask"])
-            frame_logits, present_logits, s_feats, e_feats = net.heads(tokens, b["mask"])
-            loss = F.cross_entropy(frame_logits, b["frame"])
-            if b["present_mask"].any():
-                loss = loss + F.binary_cross_entropy_with_logits(
-                    present_logits[b["present_mask"]], b["present"][b["present_mask"]])
-            if len(b["rows"]):
-                valid = b["mask"][b["rows"]].bool()
-                loss = loss + _pointer_loss(
-                    net.span_logits(s_feats, net.start_query, b["rows"], b["keys"]),
-                    b["starts"], valid)
-                loss = loss + _pointer_loss(
-                    net.span_logits(e_feats, net.end_query, b["rows"], b["keys"]),
-                    b["ends"], valid)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        loss_mean = total / max(1, len(batches))
-        epochs += 1
-        epoch_s = time.perf_counter() - started
-    net.eval()
+        for b in batches:
+            del b["top"]
+        tuned_epochs, loss = _epochs(
+            net, batches, [{"params": heads, "lr": cfg.lr_heads / 3},
+                           {"params": tuned, "lr": cfg.lr_layers}],
+            source="cached", tune=True, max_epochs=cfg.max_epochs, min_loss=cfg.min_loss,
+            deadline=deadline, rng=rng)
     copied = sum(b["copied"] for b in batches)
     missed = sum(b["missed"] for b in batches)
-    return {"epochs": epochs, "loss": loss_mean, "seconds": time.perf_counter() - began,
-            "examples": len(items), "frames": len(spec.frames), "slot_keys": len(spec.keys),
+    return {"epochs": warm + tuned_epochs, "head_epochs": warm, "tuned_epochs": tuned_epochs,
+            "loss": loss, "seconds": time.perf_counter() - began, "examples": len(items),
+            "frames": len(spec.frames), "slot_keys": len(spec.keys),
             "tune_layers": len(net.bert.encoder.layer) - spec.split,
             "pointable": (copied - missed) / copied if copied else 1.0}
