@@ -114,17 +114,20 @@ class EncoderNet(nn.Module):
                 if k.startswith(keep) or k.startswith(upper)}
 
 
+def span_band(n: int) -> torch.Tensor:
+    """(n, n) pairs (start, end) with start ≤ end < start + MAX_SPAN_TOKENS."""
+    idx = torch.arange(n)
+    return (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < MAX_SPAN_TOKENS)
+
+
 def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor
               ) -> tuple[int, int, float]:
-    """The (start, end) token pair with the highest summed score, start ≤ end, short enough,
-    and that score."""
+    """The (start, end) token pair with the highest summed score among `valid` tokens, start
+    ≤ end, short enough, and that score."""
     neg = torch.finfo(start.dtype).min / 4
-    s = start.masked_fill(~valid, neg)
-    e = end.masked_fill(~valid, neg)
-    scores = s[:, None] + e[None, :]
+    scores = start[:, None] + end[None, :]
     n = scores.shape[0]
-    idx = torch.arange(n)
-    band = (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < MAX_SPAN_TOKENS)
-    scores = scores.masked_fill(~band, neg * 2)
+    allowed = span_band(n) & valid[:, None] & valid[None, :]
+    scores = scores.masked_fill(~allowed, neg)
     flat = int(torch.argmax(scores))
     return flat // n, flat % n, float(scores.flatten()[flat])

@@ -91,7 +91,7 @@ def _batch(tokenizer: Any, items: list[Item], spec: Spec, frame_index: dict[str,
                     max_length=spec.max_length, return_offsets_mapping=True,
                     return_tensors="pt")
     width = enc["input_ids"].shape[1]
-    rows, keys, starts, ends = [], [], [], []
+    rows, keys, golds = [], [], []
     missed = 0
     for r, item in enumerate(items):
         offsets = [tuple(o) for o in enc["offset_mapping"][r].tolist()]
@@ -101,31 +101,35 @@ def _batch(tokenizer: Any, items: list[Item], spec: Spec, frame_index: dict[str,
             if not found:
                 missed += 1
                 continue
-            s_mask = torch.zeros(width, dtype=torch.bool)
-            e_mask = torch.zeros(width, dtype=torch.bool)
+            gold = torch.zeros(width, width, dtype=torch.bool)
             for s, e in found:
-                s_mask[s], e_mask[e] = True, True
+                gold[s, e] = True
             rows.append(r)
             keys.append(key_index[key])
-            starts.append(s_mask)
-            ends.append(e_mask)
+            golds.append(gold)
     return {"ids": enc["input_ids"], "mask": enc["attention_mask"],
             "frame": torch.tensor([frame_index[i.frame] for i in items]),
             "rows": torch.tensor(rows, dtype=torch.long),
             "keys": torch.tensor(keys, dtype=torch.long),
-            "starts": torch.stack(starts) if starts else torch.zeros(0, width, dtype=torch.bool),
-            "ends": torch.stack(ends) if ends else torch.zeros(0, width, dtype=torch.bool),
+            "gold": (torch.stack(golds) if golds
+                     else torch.zeros(0, width, width, dtype=torch.bool)),
             "copied": sum(len(i.values) for i in items), "missed": missed}
 
 
-def _pointer_loss(logits: Any, targets: Any, mask: Any) -> Any:
-    """-log P(any target position): a value copied from several places may point at any."""
+def _span_loss(start: Any, end: Any, gold: Any, mask: Any) -> Any:
+    """-log P(a gold span) over all (start, end) pairs a decoder may pick: start ≤ end, at
+    most MAX_SPAN_TOKENS long, inside the request. Scoring pairs, not the two ends apart,
+    keeps a value copied twice from being read from one copy's start to the other's end."""
     import torch
 
-    neg = torch.finfo(logits.dtype).min / 4
-    logits = logits.masked_fill(~mask, neg)
-    return (torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~targets, neg),
-                                                          -1)).mean()
+    from distill.encoder_heads import span_band
+
+    neg = torch.finfo(start.dtype).min / 4
+    scores = start[:, :, None] + end[:, None, :]
+    allowed = span_band(start.shape[1]) & mask[:, :, None] & mask[:, None, :]
+    scores = scores.masked_fill(~allowed, neg)
+    return (torch.logsumexp(scores.flatten(1), -1)
+            - torch.logsumexp(scores.masked_fill(~gold, neg).flatten(1), -1)).mean()
 
 
 def _loss(net: Any, b: dict[str, Any], tokens: Any) -> Any:
@@ -134,11 +138,10 @@ def _loss(net: Any, b: dict[str, Any], tokens: Any) -> Any:
     frame_logits, s_feats, e_feats = net.heads(tokens, b["mask"])
     loss = F.cross_entropy(frame_logits, b["frame"])
     if len(b["rows"]):
-        valid = b["mask"][b["rows"]].bool()
-        loss = loss + _pointer_loss(
-            net.span_logits(s_feats, net.start_query, b["rows"], b["keys"]), b["starts"], valid)
-        loss = loss + _pointer_loss(
-            net.span_logits(e_feats, net.end_query, b["rows"], b["keys"]), b["ends"], valid)
+        loss = loss + _span_loss(
+            net.span_logits(s_feats, net.start_query, b["rows"], b["keys"]),
+            net.span_logits(e_feats, net.end_query, b["rows"], b["keys"]),
+            b["gold"], b["mask"][b["rows"]].bool())
     return loss
 
 
