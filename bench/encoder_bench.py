@@ -45,7 +45,7 @@ def demo_split(task: str, cfg: BenchConfig) -> tuple[list[Any], list[Any], str]:
     from bench.distill_bench import teacher_rows
     from distill.curate import curate
     from distill.discover import discover
-    from distill.scrub import ScrubConfig
+    from gateway.privacy.scrub import ScrubConfig
 
     rows = teacher_rows(task, cfg.examples, cfg.seed)
     (found,) = discover(rows, embedder=None).tasks

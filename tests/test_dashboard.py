@@ -19,12 +19,12 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway import report_routes
 from gateway.app import create_app
 from gateway.config import Config
+from gateway.offline.local import free_port
+from gateway.report import routes as report_routes
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.served import free_port
 from tests.test_report import SCRIPT, A, B, build_store
 
 ADMIN = "sk-admin-test-1"

@@ -12,7 +12,8 @@ import pytest
 
 from distill.encoder_student import EncoderStudent, can_express, train_encoder
 from distill.encoder_train import EncoderConfig
-from gateway.upstream.embedded_student import EmbeddedStudentBackend, student_kind
+from distill.loading import load_student, student_kind
+from gateway.upstream.embedded_student import EmbeddedStudentBackend
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {
@@ -161,7 +162,7 @@ def test_free_text_cannot_be_expressed() -> None:
 async def test_embedded_backend_serves_an_encoder_student(tool_student: Any) -> None:
     out, _ = tool_student
     assert student_kind(str(out)) == "encoder"
-    backend = EmbeddedStudentBackend("tools-v1", str(out))
+    backend = EmbeddedStudentBackend("tools-v1", str(out), load_model=load_student)
     body = {"model": "tools", "tools": [WEATHER, TIMER],
             "messages": [{"role": "user", "content": "Forecast for Ottawa, 2025-03-09 please."}]}
     resp = await backend.complete("chat/completions", body)

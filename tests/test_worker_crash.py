@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from distill.workload import generate, to_traces
+from gateway.offline.workload import generate, to_traces
 from gateway.store.migrations import connect
 from tests.served import ROOT
 
@@ -103,7 +103,8 @@ def children(pid: int) -> list[int]:
 
 
 def test_worker_exits_when_the_gateway_is_killed(tmp_path: Path) -> None:
-    from tests.served import free_port, start_gateway, start_upstream_process
+    from gateway.offline.local import free_port
+    from tests.served import start_gateway, start_upstream_process
     from tests.served import write_config as write_served
 
     upstream, url = start_upstream_process()

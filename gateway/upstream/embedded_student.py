@@ -3,18 +3,16 @@
 Generation runs in a worker thread so the event loop never waits on the model. Concurrent
 requests to the same student are batched: the first request opens a short window
 (`batch_wait_ms`), everything that arrives within it is generated together. torch and
-transformers are imported only when the student is loaded: `distill.student` for a generative
-student, `distill.encoder_student` for one whose slimgate.json says `"kind": "encoder"`.
+transformers are imported only when the student is loaded, by the `load_model` function the
+CLI injects (`distill.loading.load_student`): the gateway never imports the learning package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway.upstream.base import Endpoint, UpstreamFailure
@@ -26,36 +24,13 @@ def _max_tokens(body: dict[str, Any]) -> int:
     return int(body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_MAX_TOKENS)
 
 
-def student_kind(path: str) -> str:
-    """The kind a student directory holds, from its slimgate.json ("generative" if unsaid)."""
-    try:
-        meta = json.loads((Path(path) / "slimgate.json").read_text())
-    except (OSError, ValueError):
-        return "generative"
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    return kind if isinstance(kind, str) else "generative"
-
-
-def _load_student(path: str) -> Any:
-    """The student class for the directory's kind; distill is imported only here."""
-    kind = student_kind(path)
-    if kind == "encoder":
-        from distill.encoder_student import EncoderStudent
-
-        return EncoderStudent.load(path)
-    if kind != "generative":
-        raise UpstreamFailure("server", f"student {path} is of unknown kind {kind!r}")
-    from distill.student import Student
-
-    return Student.load(path)
-
-
 class EmbeddedStudentBackend:
     def __init__(
         self,
         name: str,
         path: str,
         *,
+        load_model: Callable[[str], Any],
         max_batch: int = 8,
         batch_wait_ms: float = 5.0,
         timeout_s: float = 30.0,
@@ -63,6 +38,7 @@ class EmbeddedStudentBackend:
     ) -> None:
         self.name = name
         self.path = path
+        self._load_model = load_model  # path -> object with generate(requests, max_new_tokens)
         self._torch_threads = torch_threads  # 0: leave torch's default
         self._max_batch = max_batch
         self._batch_wait_s = batch_wait_ms / 1000
@@ -83,7 +59,7 @@ class EmbeddedStudentBackend:
 
                     # Process-wide: students are small, and the worker trains beside us.
                     torch.set_num_threads(self._torch_threads)
-                self._student = await asyncio.to_thread(_load_student, self.path)
+                self._student = await asyncio.to_thread(self._load_model, self.path)
 
     async def _generate_one(self, body: dict[str, Any]) -> Any:
         await self.load()
