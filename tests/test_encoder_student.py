@@ -173,3 +173,11 @@ async def test_embedded_backend_serves_an_encoder_student(tool_student: Any) -> 
     assert json.loads(call["arguments"]) == {"city": "Ottawa", "date": "2025-03-09"}
     assert resp["usage"]["prompt_tokens"] > 0
     await backend.aclose()
+
+
+def test_a_student_of_unknown_kind_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "slimgate.json").write_text(json.dumps({"kind": "oracle"}))
+    with pytest.raises(ValueError, match="unknown kind 'oracle'"):
+        load_student(str(tmp_path))
+    (tmp_path / "slimgate.json").write_text(json.dumps({"task": "t"}))
+    assert student_kind(tmp_path) == "generative"  # students from before kinds existed
