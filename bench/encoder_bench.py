@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -95,6 +96,7 @@ def run(task: str, train: list[Any], heldout: list[Any], kind: str, tune: int,
         student.generate([request_of(ex, 256)])
         singles.append((time.perf_counter() - t) * 1000)
     misses = [r["detail"] for r in ev.rows if not r["agree"]]
+    kinds = Counter(miss_kind(d) for d in misses)
     size = sum(p.stat().st_size for p in out.iterdir())
     row.update({"training": info["training"], "student_bytes": size,
                 "evaluation": {k: ev.summary[k] for k in ("n", "agree", "agreement", "lower",
@@ -102,8 +104,20 @@ def run(task: str, train: list[Any], heldout: list[Any], kind: str, tune: int,
                 "single_p50_ms": statistics.median(singles),
                 "single_p95_ms": sorted(singles)[int(0.95 * (len(singles) - 1))],
                 "batch16_ms_per_request": ev.summary["student_p50_ms"],
-                "misses": misses[:5]})
+                "miss_kinds": dict(kinds), "misses": misses[:5]})
     return row
+
+
+def miss_kind(detail: str) -> str:
+    """A comparator's detail reduced to what went wrong: the answer's shape or one value."""
+    if detail.startswith(("called", "missing call", "extra call", "label")) or \
+            "'intent'" in detail:
+        return "wrong tool, label or intent"
+    if " missing" in detail:
+        return "value left out"
+    if "extra " in detail:
+        return "value added"
+    return "value differs"
 
 
 def main(cfg: BenchConfig) -> list[dict[str, Any]]:
@@ -141,7 +155,7 @@ def print_row(row: dict[str, Any], flush: bool = False) -> None:
           f"[{e['lower']:.3f},{e['upper']:.3f}] n={e['n']} valid={e['valid_rate']:.2f} "
           f"p50={row['single_p50_ms']:.1f}ms p95={row['single_p95_ms']:.1f}ms "
           f"pointable={t['pointable']:.3f} size={row['student_bytes'] / 1e6:.1f}MB "
-          f"miss={row['misses'][:2]}", flush=flush)
+          f"misses={row['miss_kinds']}", flush=flush)
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
