@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -63,15 +64,30 @@ class ModelConfig(_Strict):
     backoff_max_s: float = Field(8.0, ge=0)
     fallbacks: list[str] = []  # other model names tried in order when this one fails
     headers: dict[str, str] = {}  # extra headers sent upstream (no secrets: use api_key_env)
+    # How /v1/responses reaches this model: "native" forwards to the upstream's own
+    # /v1/responses; "translate" converts to chat completions and back. Unset: native for
+    # provider "openai" at OpenAI's or Azure OpenAI's host, translate for everything else.
+    responses: Literal["native", "translate"] | None = None
 
     @property
     def upstream_model(self) -> str:
         return self.model or self.name
 
+    @property
+    def responses_mode(self) -> Literal["native", "translate"]:
+        if self.responses is not None:
+            return self.responses
+        host = urlsplit(self.base_url or "").hostname or ""
+        openai_host = host == "api.openai.com" or host.endswith(".openai.azure.com")
+        return "native" if self.provider == "openai" and openai_host else "translate"
+
     @model_validator(mode="after")
     def _openai_needs_base_url(self) -> ModelConfig:
         if self.provider == "openai" and not self.base_url:
             raise ValueError(f"model '{self.name}': provider 'openai' needs base_url")
+        if self.responses == "native" and self.provider != "openai":
+            raise ValueError(f"model '{self.name}': responses = \"native\" needs provider "
+                             "'openai' (litellm providers are served by translation)")
         return self
 
 

@@ -13,6 +13,7 @@ from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
+from gateway.responses.serving import ResponsesService
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy, RequestContext
 from gateway.shadow import ShadowRunner
@@ -36,6 +37,7 @@ class AppState:
     routing: RoutingTable
     shadow: ShadowRunner
     students: StudentPool
+    responses: ResponsesService
     admin: AdminAuth  # admin keys and dashboard sessions
 
     def begin(self, request: Request) -> RequestContext:

@@ -68,7 +68,7 @@ def export_traces(
     `out` is a path ("-" for standard output) or a binary file. `task` keeps one task's
     exchanges; `model` those a client sent under that model name. Returns the lines written.
     """
-    sql = ("SELECT request, response FROM exchanges WHERE endpoint = 'chat/completions' "
+    sql = ("SELECT request, response, api FROM exchanges WHERE endpoint = 'chat/completions' "
            "AND status = 200 AND backend = 'teacher' AND request IS NOT NULL "
            "AND response IS NOT NULL")
     params: list[Any] = []
@@ -93,7 +93,9 @@ def export_traces(
                 response = orjson.loads(row["response"])
                 if not response.get("choices"):
                     continue
-                line = {"request": orjson.loads(row["request"]), "response": response}
+                # `api`: what the client called; a Responses request is kept in chat form
+                line = {"request": orjson.loads(row["request"]), "response": response,
+                        "api": row["api"] or "chat/completions"}
                 sink.write(orjson.dumps(line) + b"\n")
                 written += 1
             sink.flush()

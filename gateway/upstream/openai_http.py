@@ -15,6 +15,9 @@ import orjson
 
 from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
 
+# The events that end a Responses API stream (it has no `[DONE]`).
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
 
 class OpenAIHTTPBackend:
     def __init__(
@@ -93,12 +96,14 @@ class OpenAIHTTPBackend:
                         ) from None
                     if not isinstance(chunk, dict):
                         raise UpstreamFailure("malformed", "upstream sent a non-object chunk")
-                    if "error" in chunk:
-                        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                    if "error" in chunk or chunk.get("type") == "error":
+                        inner = chunk.get("error")
+                        err: dict[str, Any] = inner if isinstance(inner, dict) else chunk
                         raise UpstreamFailure(
                             "server", f"upstream stream error: {err.get('message', 'unknown')}"
                         )
-                    if any(c.get("finish_reason") for c in chunk.get("choices") or ()):
+                    if chunk.get("type") in _RESPONSES_FINAL or any(
+                            c.get("finish_reason") for c in chunk.get("choices") or ()):
                         finished = True
                     yield chunk
         except TimeoutError:
