@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -119,6 +119,8 @@ class DistillConfig(_Strict):
     licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
     max_params: int = Field(8_000_000_000, ge=1)  # size cap for candidates
     scrub_kinds: list[str] | None = None  # None: every kind the scrubber knows
+    # Student kinds the pipeline may train, tried cheapest first where they fit the answers.
+    student_kinds: list[Literal["encoder", "generative"]] = ["encoder", "generative"]
     candidates: list[CandidateConfig] = [
         CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024),
         CandidateConfig(model="scratch:small", params=10_000_000, context=1024),
@@ -126,18 +128,65 @@ class DistillConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
 
 
+class EmbeddedEngineConfig(_Strict):
+    """Students served in-process with transformers (`gateway/upstream/embedded_student.py`)."""
+
+    type: Literal["embedded"] = "embedded"
+    max_batch: int = Field(8, ge=1)  # requests generated together
+    batch_wait_ms: float = Field(5.0, ge=0)  # how long a batch waits to fill
+    torch_threads: int = Field(1, ge=0)  # CPU threads for students (0 = torch's default)
+    constrained: bool = True  # decode under each request's contract (llguidance grammar)
+
+
+class VLLMEngineConfig(_Strict):
+    """Generative students served as LoRA adapters by a vLLM server's OpenAI API."""
+
+    type: Literal["vllm"]
+    base_url: str = Field(min_length=1)  # e.g. http://vllm:8000/v1
+    api_key_env: str | None = None  # env var with the vLLM server's key, if it has one
+    adapters_dir: str | None = None  # distill.students_dir as the vLLM server sees it
+    constrained: bool = True  # send each request's answer grammar as structured_outputs
+
+
+EngineConfig = Annotated[EmbeddedEngineConfig | VLLMEngineConfig, Field(discriminator="type")]
+
+# Flat keys of the old [students] table, and where each one lives now.
+_MOVED_ENGINE_KEYS = {
+    "vllm_base_url": "base_url", "vllm_api_key_env": "api_key_env",
+    "vllm_adapters_dir": "adapters_dir", "max_batch": "max_batch",
+    "batch_wait_ms": "batch_wait_ms", "torch_threads": "torch_threads",
+}
+
+
 class StudentsConfig(_Strict):
-    engine: Literal["embedded", "vllm"] = "embedded"  # in-process transformers, or a vLLM server
-    vllm_base_url: str | None = None  # e.g. http://vllm:8000/v1 (engine = "vllm")
-    vllm_api_key_env: str | None = None  # env var with the vLLM server's key, if it has one
-    vllm_adapters_dir: str | None = None  # students_dir as the vLLM server sees it
+    engine: EngineConfig = EmbeddedEngineConfig()  # [students.engine], chosen by its `type`
     timeout_s: float = Field(10.0, gt=0)  # a student slower than this falls back to the teacher
-    max_batch: int = Field(8, ge=1)  # embedded engine: requests generated together
-    batch_wait_ms: float = Field(5.0, ge=0)  # embedded engine: how long a batch waits to fill
     refresh_s: float = Field(2.0, gt=0)  # how often the gateway re-reads task stages
     shadow_queue: int = Field(1000, ge=1)  # shadow/audit jobs waiting; beyond: dropped, counted
     shadow_concurrency: int = Field(2, ge=1)  # shadow/audit jobs running at once
-    torch_threads: int = Field(1, ge=0)  # embedded engine: CPU threads (0 = torch's default)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_table(cls, data: Any) -> Any:
+        """`engine = "embedded"` is short for `[students.engine] type = "embedded"`; the
+        flat engine keys of earlier versions fail with where they moved."""
+        if not isinstance(data, dict):
+            return data
+        moved = [k for k in _MOVED_ENGINE_KEYS if k in data]
+        if moved:
+            kind = data.get("engine") if isinstance(data.get("engine"), str) else (
+                "vllm" if any(k.startswith("vllm_") for k in moved) else "embedded")
+            lines = ", ".join(f"{_MOVED_ENGINE_KEYS[k]} = ..." for k in moved)
+            raise ValueError(
+                f"students.{', students.'.join(moved)} moved into the engine table: write "
+                f'[students.engine] with type = "{kind}", {lines}')
+        engine = data.get("engine")
+        if isinstance(engine, str):
+            data = {**data, "engine": {"type": engine}}
+        elif isinstance(engine, dict) and engine.get("type") not in ("embedded", "vllm"):
+            raise ValueError('[students.engine] needs type = "embedded" or type = "vllm", not '
+                             f"{engine.get('type')!r}")
+        return data
 
 
 class WorkerConfig(_Strict):

@@ -157,6 +157,8 @@ def _task_row(
             "version": student.version, "base_model": student.base_model,
             "status": student.status, "created_at": student.created_at,
             "error": student.metrics.get("error"),
+            "kind": student.metrics.get("student_kind", "generative"),
+            "copy_coverage": student.metrics.get("copy_coverage"),
         },
         "gate": gate,
         "heldout": heldout_block(data.evals.get(key), student, gate["confidence"]),

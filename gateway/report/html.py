@@ -300,7 +300,12 @@ def _worst_table(task: dict[str, Any]) -> str:
 
 def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
     s = task["student"]
-    student = f"v{s['version']} · {s['base_model']} · {s['status']}" if s else "no student"
+    student = "no student"
+    if s:
+        cov = s.get("copy_coverage")
+        copy = f" · copy slots {cov:.2f}" if cov is not None else ""
+        student = (f"v{s['version']} · {s.get('kind', 'generative')} {s['base_model']}{copy}"
+                   f" · {s['status']}")
     status = task["gate_status"]
     klass = {"passing": "ok", "below_gate": "held", "failing": "held", "heldout_failed": "held",
              "rolled_back": "held"}.get(status, "")

@@ -53,7 +53,12 @@ def _stage(task: dict[str, Any]) -> str:
 
 def _student(task: dict[str, Any]) -> str:
     s = task["student"]
-    return "—" if s is None else f"v{s['version']} {s['base_model']} ({s['status']})"
+    if s is None:
+        return "—"
+    cov = s.get("copy_coverage")
+    copy = f", copy {cov:.2f}" if cov is not None else ""
+    return (f"v{s['version']} {s['base_model']} ({s['status']})\n"
+            f"[dim]{s.get('kind', 'generative')}{copy}[/]")
 
 
 def quality_table(report: dict[str, Any]) -> Table:
