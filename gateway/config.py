@@ -63,6 +63,9 @@ class ModelConfig(_Strict):
     backoff_max_s: float = Field(8.0, ge=0)
     fallbacks: list[str] = []  # other model names tried in order when this one fails
     headers: dict[str, str] = {}  # extra headers sent upstream (no secrets: use api_key_env)
+    # litellm providers get only OpenAI request parameters; these body fields pass too
+    # (provider-specific ones such as "top_k"). litellm's own options are refused.
+    extra_body_fields: list[str] = []
 
     @property
     def upstream_model(self) -> str:
@@ -72,6 +75,13 @@ class ModelConfig(_Strict):
     def _openai_needs_base_url(self) -> ModelConfig:
         if self.provider == "openai" and not self.base_url:
             raise ValueError(f"model '{self.name}': provider 'openai' needs base_url")
+        if self.extra_body_fields:
+            if self.provider == "openai":
+                raise ValueError(f"model '{self.name}': extra_body_fields is for litellm "
+                                 "providers; provider 'openai' forwards unknown fields already")
+            from gateway.upstream.params import check_extra_fields
+
+            check_extra_fields(self.name, self.extra_body_fields)
         return self
 
 

@@ -2,7 +2,9 @@
 
 litellm translates OpenAI-format requests to the provider's API and its answers back,
 streaming included. It is imported on first use so `slimgate --help` stays fast; its own
-retries are off because the gateway retries (one policy, one set of metrics).
+retries are off because the gateway retries (one policy, one set of metrics). Only OpenAI
+request parameters (and the model's `extra_body_fields`) from the body reach litellm: the
+destination, headers and credentials are the config's alone (see `gateway.upstream.params`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import openai
 
 from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+from gateway.upstream.params import check_extra_fields, litellm_body
 
 
 def import_litellm() -> ModuleType:
@@ -58,8 +61,11 @@ class LiteLLMBackend:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         extra_headers: dict[str, str] | None = None,
+        extra_body_fields: list[str] | None = None,
     ) -> None:
         self.name = name
+        check_extra_fields(name, list(extra_body_fields or ()))
+        self._extra = frozenset(extra_body_fields or ())
         prefix = f"{provider}/"
         with_prefix = upstream_model.startswith(prefix)
         self._model = upstream_model if with_prefix else prefix + upstream_model
@@ -72,8 +78,9 @@ class LiteLLMBackend:
             self._opts["extra_headers"] = extra_headers
         self._litellm = import_litellm()
 
-    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, **self._opts, "model": self._model}
+    def call_kwargs(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """litellm's keyword arguments: allowed body fields, then the config's options."""
+        return {**litellm_body(endpoint, body, self._extra), **self._opts, "model": self._model}
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         fn = {
@@ -81,8 +88,9 @@ class LiteLLMBackend:
             "completions": self._litellm.atext_completion,
             "embeddings": self._litellm.aembedding,
         }[endpoint]
-        kwargs = self._kwargs(body)
+        kwargs = self.call_kwargs(endpoint, body)
         kwargs.pop("stream", None)
+        kwargs.pop("stream_options", None)
         try:
             resp = await fn(**kwargs)
         except Exception as e:  # litellm raises openai-typed errors; anything else is a bug there
@@ -100,7 +108,7 @@ class LiteLLMBackend:
             self._litellm.atext_completion
         )
         try:
-            resp = await fn(**{**self._kwargs(body), "stream": True})
+            resp = await fn(**{**self.call_kwargs(endpoint, body), "stream": True})
             async for chunk in resp:
                 yield chunk.model_dump(exclude_none=True)
         except UpstreamFailure:

@@ -1,7 +1,9 @@
 """Direct HTTP backend for any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp).
 
 This is the fast path: one pooled aiohttp session for the whole process, the request body
-sent as the client wrote it (model name swapped), SSE parsed line by line.
+sent as the client wrote it (model name swapped, call options such as `api_base` or
+`extra_headers` removed: see `gateway.upstream.params`), SSE parsed line by line. The URL
+and headers are the config's; no client header is forwarded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import aiohttp
 import orjson
 
 from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+from gateway.upstream.params import direct_body
 
 
 class OpenAIHTTPBackend:
@@ -33,9 +36,9 @@ class OpenAIHTTPBackend:
         self._base = base_url.rstrip("/")
         self._session = session
         self._model = upstream_model
-        self._headers = {"content-type": "application/json", **(extra_headers or {})}
+        self.headers = {"content-type": "application/json", **(extra_headers or {})}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+            self.headers["authorization"] = f"Bearer {api_key}"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         # Streams may run long: bound the wait for each chunk, not the whole stream.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -43,14 +46,18 @@ class OpenAIHTTPBackend:
         )
         self._timeout_s = timeout_s
 
+    def payload(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What is sent: the client's fields minus call options, with the upstream's model."""
+        return {**direct_body(body), "model": self._model}
+
     def _payload(self, body: dict[str, Any]) -> bytes:
-        return orjson.dumps({**body, "model": self._model})
+        return orjson.dumps(self.payload(body))
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self._base}/{endpoint}"
         try:
             async with self._session.post(
-                url, data=self._payload(body), headers=self._headers, timeout=self._timeout
+                url, data=self._payload(body), headers=self.headers, timeout=self._timeout
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -74,7 +81,7 @@ class OpenAIHTTPBackend:
         finished = False
         try:
             async with self._session.post(
-                url, data=self._payload(body), headers=self._headers, timeout=self._stream_timeout
+                url, data=self._payload(body), headers=self.headers, timeout=self._stream_timeout
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
