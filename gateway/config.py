@@ -126,6 +126,9 @@ class StudentsConfig(_Strict):
     vllm_api_key_env: str | None = None  # env var with the vLLM server's key, if it has one
     vllm_adapters_dir: str | None = None  # students_dir as the vLLM server sees it
     timeout_s: float = Field(10.0, gt=0)  # a student slower than this falls back to the teacher
+    # checking an answer against the request's schemas (in a worker thread) gets this long;
+    # past it the answer counts as unverifiable and the teacher serves
+    contract_timeout_s: float = Field(1.0, gt=0)
     max_batch: int = Field(8, ge=1)  # embedded engine: requests generated together
     batch_wait_ms: float = Field(5.0, ge=0)  # embedded engine: how long a batch waits to fill
     refresh_s: float = Field(2.0, gt=0)  # how often the gateway re-reads task stages

@@ -7,6 +7,7 @@ the `Recorder`; nothing on this path waits for the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -32,7 +33,7 @@ from gateway.store.recorder import Exchange, Recorder
 from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
-from policies.contract import check_contract
+from policies.contract import Violation, check_contract, request_pattern_problem
 
 log = logging.getLogger("slimgate.serving")
 
@@ -94,6 +95,36 @@ def student_body(body: dict[str, Any]) -> dict[str, Any]:
     """What a student (or an auditing teacher) gets: the upstream body, never streamed."""
     return {k: v for k, v in upstream_body("chat/completions", body).items()
             if k not in ("stream", "stream_options")}
+
+
+def first_violation(body: dict[str, Any], resp: dict[str, Any]) -> Violation | None:
+    """The first choice that breaks the request's contract (runs in a worker thread)."""
+    for choice in resp.get("choices") or [{}]:
+        violation = check_contract(body, choice.get("message") or {})
+        if violation is not None:
+            return violation
+    return None
+
+
+async def contract_violation(
+    body: dict[str, Any], resp: dict[str, Any], timeout_s: float
+) -> str | None:
+    """The violation code of a student's answer, checked off the event loop with a deadline;
+    "contract_timeout" when the check did not finish (the answer is not trusted)."""
+    try:
+        violation = await asyncio.wait_for(
+            asyncio.to_thread(first_violation, body, resp), timeout_s)
+    except TimeoutError:
+        return "contract_timeout"
+    return violation.code if violation is not None else None
+
+
+def check_schemas(body: dict[str, Any]) -> None:
+    """400 for a schema pattern that does not compile (the client's to fix)."""
+    problem = request_pattern_problem(body)
+    if problem is not None:
+        raise InvalidRequest(f"Invalid pattern in '{problem[0]}': {problem[1]}.",
+                             param=problem[0])
 
 
 def _total_tokens(ex: Exchange) -> int:
@@ -158,6 +189,7 @@ class Proxy:
         """Which task this request is and who serves it (chat only)."""
         if endpoint != "chat/completions":
             return None
+        check_schemas(body)
         header_task = ctx.headers.get("x-slimgate-task")
         try:
             assignment = self._routing.assigner.assign(body, header_task)
@@ -187,11 +219,8 @@ class Proxy:
                           decision.version, ctx.request_id)
             reason = "error"
         else:
-            for choice in resp.get("choices") or [{}]:
-                violation = check_contract(body, choice.get("message") or {})
-                if violation is not None:
-                    reason = violation.code
-                    break
+            reason = await contract_violation(body, resp,
+                                              self._config.students.contract_timeout_s)
         ex.student_version = decision.version
         if reason is not None:
             ex.fallback = reason
