@@ -1,7 +1,7 @@
 """How well and how fast does a tiny student learn each task? Distillation, measured per task.
 
-For every task of the synthetic agent workload (`distill.workload`), builds the rows the store
-would hold for the teacher's answers, then runs the product's own steps on them: curate
+For every task of the synthetic agent workload (`gateway.offline.workload`), builds the rows
+the store would hold for the teacher's answers, then runs the product's own steps on them: curate
 (scrub, dedupe, hash split), fine-tune a `scratch:tiny` student under a time budget, and
 evaluate it on the held-out set. Prints one table and saves it as bench/results/distill-<date>.json.
 """
@@ -47,7 +47,7 @@ class BenchConfig:
 def teacher_rows(task: str, n: int, seed: int) -> list[dict[str, Any]]:
     """`n` exchanges of one task as the store holds them: status 200, answered by the teacher,
     tagged with the task (so discovery keeps them together, as for an explicit tag)."""
-    from distill.workload import generate, to_traces
+    from gateway.offline.workload import generate, to_traces
 
     items = generate(n, seed=seed, kinds=[task])
     return [{"request_id": f"{task}-{i}", "seq": i, "status": 200, "backend": "teacher",
@@ -64,7 +64,7 @@ def teacher_numbers(rows: list[dict[str, Any]], ids: set[str]) -> dict[str, Any]
     import inspect
 
     from gateway.cost import CostTable
-    from gateway.replay_teacher import ReplayTeacher
+    from gateway.offline.replay_teacher import ReplayTeacher
 
     defaults = inspect.signature(ReplayTeacher.__init__).parameters
     base_ms = float(defaults["latency_ms"].default)
@@ -103,10 +103,10 @@ def bench_task(task_name: str, cfg: BenchConfig, work_dir: Path) -> dict[str, An
     from distill.discover import discover
     from distill.evaluate import evaluate, request_of
     from distill.pipeline import _token_budget
-    from distill.scrub import ScrubConfig
     from distill.student import Student, quiet_progress_bars
     from distill.train import train_student
     from gateway.config import Config, TrainingConfig
+    from gateway.privacy.scrub import ScrubConfig
 
     product = Config()  # product defaults: comparator threshold, gate confidence
     policy = product.policy.for_task(task_name, task_name)
@@ -201,7 +201,7 @@ def main(cfg: BenchConfig) -> dict[str, Any]:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from distill.workload import KINDS
+    from gateway.offline.workload import KINDS
 
     torch.set_num_threads(cfg.threads)
     tasks = cfg.tasks or list(KINDS)

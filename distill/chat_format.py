@@ -197,7 +197,7 @@ def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
     return ids
 
 
-def tool_names(request: dict[str, Any]) -> set[str]:
+def offered_tools(request: dict[str, Any]) -> set[str]:
     """Functions the request offers (none when `tool_choice` is "none")."""
     if request.get("tool_choice") == "none":
         return set()
@@ -271,7 +271,7 @@ def parse_answer(text: str, request: dict[str, Any]) -> dict[str, Any]:
     try:
         text = text if isinstance(text, str) else str(text)
         text = _THINK.sub("", text.split(IM_END, 1)[0], count=1).strip()
-        names = tool_names(request) if isinstance(request, dict) else set()
+        names = offered_tools(request) if isinstance(request, dict) else set()
         if names:
             if TOOL_CALL_OPEN in text:
                 calls = _hermes_calls(text)

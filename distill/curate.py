@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.scrub import ScrubConfig, scrub_exchange
-from gateway.traces import request_key
+from gateway.fingerprint import request_key
+from gateway.privacy.scrub import ScrubConfig, scrub_exchange
 
 _REFUSAL = re.compile(
     r"^\s*(I'?m sorry,? but I (can(no|')t|won't)|I (can(no|')t|won't) (help|assist|comply)"

@@ -21,10 +21,10 @@ import orjson
 
 from gateway.fingerprint import content_text, fingerprint, message_text, signature, system_text
 from gateway.store.catalog import TaskRecord
-from gateway.task_assign import TASK_ID
+from gateway.task_ids import is_task_id
 from policies.kinds import output_kind, task_kind
 
-DISCOVERED_ID = re.compile(r"^t-[0-9a-f]{10}$")  # ids this module makes; never a client's tag
+DISCOVERED_ID = re.compile(r"t-[0-9a-f]{10}")  # ids this module makes; never a client's tag
 # Split a fingerprint group only when its clusters are clearly apart. Measured on the
 # workload's content embeddings: one task alone scores 0.13-0.35 (a 7-intent router is the
 # highest), two or three tasks sharing one generic prompt 0.49-0.56.
@@ -59,11 +59,11 @@ def explicit_tag(row: dict[str, Any], discovered: set[str]) -> str | None:
     """The client's own task tag: `metadata.task`, else a task column that is not ours."""
     meta = row["request"].get("metadata")
     tag = meta.get("task") if isinstance(meta, dict) else None
-    if isinstance(tag, str) and TASK_ID.match(tag):
+    if is_task_id(tag):
         return tag
     tag = row.get("task")
-    if isinstance(tag, str) and TASK_ID.match(tag) and tag not in discovered \
-            and not DISCOVERED_ID.match(tag):
+    if is_task_id(tag) and tag not in discovered \
+            and not DISCOVERED_ID.fullmatch(tag):
         return tag
     return None
 
@@ -106,7 +106,7 @@ def _rejoin(vecs: Any, labels: Any, k: int) -> Any:
     """Labels renumbered 0..k'-1 after joining parts whose centroids are REJOIN_COSINE close."""
     import numpy as np
 
-    from distill.embed import normalise
+    from gateway.embed import normalise
 
     centres = normalise(np.stack([vecs[labels == j].mean(axis=0) for j in range(k)]))
     sims = centres @ centres.T
@@ -217,7 +217,7 @@ def _top_terms(docs: list[str], n: int = 3) -> list[str]:
 
 
 def _mean_unit(vecs: Any) -> Any:
-    from distill.embed import normalise
+    from gateway.embed import normalise
 
     return normalise(vecs.mean(axis=0))
 
@@ -229,7 +229,7 @@ def _group_candidates(
     """One fingerprint group as one candidate, or split by user content into several."""
     import numpy as np
 
-    from distill.embed import nearest, normalise, request_vectors
+    from gateway.embed import nearest, normalise, request_vectors
 
     sig, system = signature(group[0]["request"]), system_text(group[0]["request"])
     whole = _Candidate(group, [f"{fp}/0"], signature=sig, fingerprints={fp}, systems={system})
@@ -279,7 +279,7 @@ def _alike(a: _Candidate, b: _Candidate) -> bool:
     0.6-0.75 cosine, so a templated prompt is also recognised by its words."""
     if float(a.centroid @ b.centroid) >= MERGE_COSINE:
         return True
-    from distill.embed import normalise
+    from gateway.embed import normalise
 
     half = len(a.centroid) // 2  # centroids are [system | content] / sqrt(2)
     content_cos = float(normalise(a.centroid[half:]) @ normalise(b.centroid[half:]))
@@ -289,7 +289,7 @@ def _alike(a: _Candidate, b: _Candidate) -> bool:
 
 def _merge(cands: list[_Candidate], report: dict[str, Any]) -> list[_Candidate]:
     """Join candidates with the same tools and format whose centroids nearly coincide."""
-    from distill.embed import normalise
+    from gateway.embed import normalise
 
     parent = list(range(len(cands)))
 
@@ -392,7 +392,7 @@ def discover(
         c = _Candidate(group, [tag], tag, signature=sigs.most_common(1)[0][0],
                        fingerprints={fingerprint(r["request"]) for r in group})
         if embedder is not None:
-            from distill.embed import request_vectors
+            from gateway.embed import request_vectors
 
             sample = [group[i]["request"] for i in _sample(len(group), SAMPLE)]
             c.centroid = _mean_unit(request_vectors(embedder, sample, system_cache=cache))

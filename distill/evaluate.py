@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.curate import Example
+from gateway.embed import SharedEmbedder
 from policies.compare import NotComparable, compare, texts_identical
 from policies.stats import wilson
 
@@ -30,11 +31,9 @@ class Evaluation:
         return float(self.summary["lower"])
 
 
-def embedding_similarity() -> Similarity:
-    """Cosine of all-MiniLM-L6-v2 embeddings for pairs of texts."""
-    from distill.embed import get_embedder
-
-    embedder = get_embedder()
+def embedding_similarity(embedder: SharedEmbedder | None = None) -> Similarity:
+    """Cosine of all-MiniLM-L6-v2 embeddings for pairs of texts (loaded on first use)."""
+    embedder = embedder or SharedEmbedder()
 
     def similarity(pairs: list[tuple[str, str]]) -> list[float]:
         if not pairs:

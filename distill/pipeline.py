@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.curate import Curated, curate
-from distill.registry import Registry
-from distill.scrub import ScrubConfig
 from distill.select import eligible, rank_candidates
 from gateway.config import CandidateConfig, Config
+from gateway.embed import SharedEmbedder
+from gateway.privacy.scrub import ScrubConfig
+from gateway.registry import Registry
 from gateway.store.catalog import (
     StudentRecord,
     TaskRecord,
@@ -40,7 +41,7 @@ from policies.gate import should_retrain
 from policies.stats import wilson
 
 log = logging.getLogger("slimgate.distill")
-Report = Callable[[str], None]
+Progress = Callable[[str], None]  # where a pass reports what it does, line by line
 
 
 @dataclass
@@ -55,15 +56,14 @@ class TaskOutcome:
     seconds: float = 0.0
 
 
-def discover_tasks(con: sqlite3.Connection, cfg: Config) -> int:
+def discover_tasks(con: sqlite3.Connection, cfg: Config, embedder: SharedEmbedder) -> int:
     """Discover tasks in the newest traffic, store them, back-fill task ids. Returns count."""
     from distill.discover import discover
-    from distill.embed import get_embedder
 
     rows = list(chat_exchanges(con, newest=cfg.worker.max_discover_rows))
     if not rows:
         return 0
-    found = discover(rows, existing=list_tasks(con), embedder=get_embedder(),
+    found = discover(rows, existing=list_tasks(con), embedder=embedder,
                      min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)))
     for task in found.tasks:
         upsert_task(con, task)
@@ -122,9 +122,9 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 
 def train_candidate(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
-    candidate: CandidateConfig, *, max_new: int, progress: bool,
+    candidate: CandidateConfig, *, max_new: int, progress: bool, embedder: SharedEmbedder,
 ) -> TaskOutcome:
-    from distill.evaluate import evaluate
+    from distill.evaluate import embedding_similarity, evaluate
     from distill.student import Student
     from distill.train import train_student
 
@@ -142,7 +142,8 @@ def train_candidate(
                                cfg=cfg.distill.training, out_dir=partial, progress=progress)
         student = Student.load(str(partial))
         ev = evaluate(student, curated.heldout, task.kind, confidence=policy.confidence,
-                      text_threshold=cfg.distill.text_similarity, max_tokens=max_new)
+                      text_threshold=cfg.distill.text_similarity, max_tokens=max_new,
+                      similarity=embedding_similarity(embedder))
         del student
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -174,7 +175,7 @@ def train_candidate(
 
 def distill_task(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
-    progress: bool = True, report: Report = log.info,
+    embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
 ) -> TaskOutcome:
     """Train candidates smallest first until one passes its held-out gate."""
     needed, max_new = _token_budget(task)
@@ -189,7 +190,7 @@ def distill_task(
                f"{len(curated.train)} examples, {len(curated.heldout)} held out")
         try:
             outcome = train_candidate(con, cfg, task, curated, candidate, max_new=max_new,
-                                      progress=progress)
+                                      progress=progress, embedder=embedder)
         except Exception as e:  # one candidate's failure must not stop the others
             log.exception("training %s on task %s failed", candidate.model, task.id)
             outcome = record_failure(con, cfg, task, candidate, curated,
@@ -223,13 +224,16 @@ def record_failure(
 
 def run_distill(
     cfg: Config, *, task_id: str | None = None, progress: bool = True,
-    report: Report = log.info, stop: threading.Event | None = None,
+    report: Progress = log.info, stop: threading.Event | None = None,
+    embedder: SharedEmbedder | None = None,
 ) -> list[TaskOutcome]:
+    """One distill pass. `embedder` lets a long-lived caller (the worker) load MiniLM once."""
     from gateway.store.migrations import connect
 
+    embedder = embedder or SharedEmbedder()
     con = connect(cfg.store.path)
     try:
-        found = discover_tasks(con, cfg)
+        found = discover_tasks(con, cfg, embedder)
         report(f"discovered {found} tasks")
         outcomes = []
         # Quick wins first: short answers train and evaluate fastest and pass most often.
@@ -258,7 +262,7 @@ def run_distill(
                 continue
             report(f"{task.id}: {why}")
             outcomes.append(distill_task(con, cfg, task, curated, progress=progress,
-                                         report=report))
+                                         report=report, embedder=embedder))
         return outcomes
     finally:
         con.close()

@@ -143,7 +143,9 @@ def run_worker(
 ) -> None:
     """Run until stopped (SIGTERM/SIGINT or `stop`); `once` does one distill pass and returns."""
     from distill.pipeline import run_distill
+    from gateway.embed import SharedEmbedder
 
+    embedder = SharedEmbedder()  # loaded by the first pass that discovers, kept for the rest
     _limit_threads(cfg.worker.torch_threads)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -166,7 +168,7 @@ def run_worker(
     try:
         while not stop.is_set():
             try:
-                run_distill(cfg, progress=False, stop=stop)
+                run_distill(cfg, progress=False, stop=stop, embedder=embedder)
             except Exception:
                 log.exception("distill pass failed")
             if once:

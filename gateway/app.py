@@ -7,7 +7,7 @@ the upstream backends, and closes them in reverse order on shutdown (flushing re
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,16 +15,21 @@ import aiohttp
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from gateway import admin_routes, ops_routes, report_routes, routes
+from gateway import ops_routes, routes
+from gateway.admin import routes as admin_routes
+from gateway.admin.auth import AdminAuth
 from gateway.auth import KeyRing
 from gateway.config import Config
+from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
+from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy
 from gateway.shadow import ShadowRunner
+from gateway.similarity import TextSimilarity
 from gateway.state import AppState
 from gateway.store.recorder import Recorder
 from gateway.store.sqlite import Store
@@ -66,11 +71,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter = RateLimiter(
         config.server.rate_limit.requests_per_minute, config.server.rate_limit.tokens_per_minute
     )
-    students = StudentPool(config, session, app.state.student_factory)
-    routing = RoutingTable(config, store, students)
+    students = StudentPool(config, session, app.state.student_factory,
+                           load_student=app.state.load_student)
+    embedder = SharedEmbedder()  # all-MiniLM-L6-v2, loaded only when first needed
+    routing = RoutingTable(config, store, students, embedder)
     await routing.refresh()
     routing.start()
-    shadow = ShadowRunner(config, upstreams, recorder, metrics)
+    shadow = ShadowRunner(config, upstreams, recorder, metrics, TextSimilarity(embedder))
     shadow.start()
     worker = start_worker(app.state.config_path, config)
     app.state.slimgate = AppState(
@@ -86,6 +93,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         routing=routing,
         shadow=shadow,
         students=students,
+        admin=AdminAuth.from_config(config),
     )
     try:
         yield
@@ -125,13 +133,17 @@ def _openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
 def create_app(
     config: Config, *, config_path: str | None = None,
     student_factory: StudentFactory | None = None,
+    load_student: Callable[[str], Any] | None = None,
 ) -> FastAPI:
     """The gateway app. With `config_path` and `worker.embedded`, it runs the worker too;
-    `student_factory` replaces how student backends are built (tests, custom engines)."""
+    `student_factory` replaces how student backends are built (tests, custom engines);
+    `load_student` loads an embedded student's model from its directory (the CLI passes
+    `distill.loading.load_student`; without it only the vLLM engine serves students)."""
     app = FastAPI(title="slimgate", version="0.1.0", lifespan=_lifespan)
     app.state.config = config
     app.state.config_path = config_path
     app.state.student_factory = student_factory
+    app.state.load_student = load_student
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(ops_routes.router)

@@ -54,7 +54,7 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
-def parse_json(raw: bytes, model: type[BaseModel]) -> dict[str, Any]:
+def parse_request_body(raw: bytes, model: type[BaseModel]) -> dict[str, Any]:
     """Parse and validate; return the client's own dict (unknown fields kept as sent)."""
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.")

@@ -2,7 +2,8 @@
 
 Every error a client can see is `{"error": {"message", "type", "param", "code"}}` with
 the matching HTTP status; after a stream has started the same envelope goes out as an
-SSE event (see `sse.error_event`).
+SSE event (`GatewayError.envelope()` sent with `streams.sse_event`), then the stream
+closes.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ A fingerprint hashes what an agent keeps fixed for one kind of call — the syst
 with their variable parts masked (dates, numbers, ids, e-mails, URLs, quoted spans), the
 sorted tool names and the response format with its schema — and ignores the user content.
 Requests with one fingerprint are one task candidate; discovery may still split it by content.
+`request_key` is a request's identity (replay, deduplication, the held-out split).
 """
 
 from __future__ import annotations
@@ -132,3 +133,16 @@ def fingerprint(request: dict[str, Any]) -> str:
     """16 hex digits identifying the request's task candidate."""
     key = "\x1e".join((system_text(request), signature(request)))
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+KEY_FIELDS = ("messages", "tools", "response_format")  # what a request asks, for the key
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """What the request asks, canonically: messages, tools and response format.
+
+    The model name, sampling parameters and `stream` are left out: the same question to
+    another model or with another temperature is still the same question.
+    """
+    what = {k: request.get(k) for k in KEY_FIELDS}
+    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()

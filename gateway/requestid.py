@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_VALID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_VALID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
 
 def new_request_id() -> str:
@@ -31,7 +31,7 @@ class RequestIdMiddleware:
         rid: str | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                if _VALID.match(value):
+                if _VALID.fullmatch(value):
                     rid = value.decode()
                 break
         rid = rid or new_request_id()

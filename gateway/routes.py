@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from gateway.body import parse_json, read_body
+from gateway.body import parse_request_body, read_body
 from gateway.errors import ModelNotFound
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -44,7 +44,7 @@ def _json(data: Any, status: int = 200) -> Response:
 async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Response:
     state = get_state(request)
     ctx = state.begin(request)
-    body = parse_json(await read_body(request, state.config.server.max_body_bytes), model)
+    body = parse_request_body(await read_body(request, state.config.server.max_body_bytes), model)
     if body.get("stream"):
         chunks = await state.proxy.stream(endpoint, body, ctx)
         headers = {**_SSE_HEADERS, **_who_answered(ctx)}

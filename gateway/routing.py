@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
+from gateway.embed import SharedEmbedder
 from gateway.store.catalog import TaskRecord, task_from_row
 from gateway.store.sqlite import Store
 from gateway.students import StudentPool
@@ -48,8 +49,10 @@ class Decision:
 
 
 class RoutingTable:
-    def __init__(self, config: Config, store: Store, students: StudentPool) -> None:
+    def __init__(self, config: Config, store: Store, students: StudentPool,
+                 embedder: SharedEmbedder) -> None:
         self._config = config
+        self._embedder = embedder  # loaded only if a fingerprint miss needs a centroid
         self._store = store
         self._students = students
         self._routes: dict[str, TaskRoute] = {}
@@ -87,7 +90,7 @@ class RoutingTable:
                 wanted.add((t.id, t.student_version))
         self._routes = routes
         self.any_serving = any(t.stage in SERVING_STAGES for t in tasks)
-        self.assigner = TaskAssigner.from_tasks(tasks)
+        self.assigner = TaskAssigner.from_tasks(tasks, embedder=self._embedder.get)
         await self._students.retain(wanted)
         # Models are loaded now, in the background, not by the first request that needs one.
         for task_id, version in wanted:

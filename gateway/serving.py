@@ -174,6 +174,15 @@ class Proxy:
         if ctx.record:
             await self._recorder.submit(ex)
 
+    async def _failed(
+        self, f: UpstreamFailure, ex: Exchange, ctx: RequestContext, model_name: str
+    ) -> GatewayError:
+        """An upstream failure: recorded with the exchange, turned into the client's error."""
+        err = to_gateway_error(f, model_name)
+        ex.error = f.message
+        await self._finish(ex, ctx, err.status)
+        return err
+
     def _exchange(
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, stream: bool
     ) -> Exchange:
@@ -271,10 +280,7 @@ class Proxy:
                 model, endpoint, upstream_body(endpoint, body)
             )
         except UpstreamFailure as f:
-            err = to_gateway_error(f, model.name)
-            ex.error = f.message
-            await self._finish(ex, ctx, err.status)
-            raise err from None
+            raise await self._failed(f, ex, ctx, model.name) from None
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ex.response = data
         await self._finish(ex, ctx, 200)
@@ -307,10 +313,7 @@ class Proxy:
         try:
             chunks, served = await self._upstreams.open_stream(model, endpoint, send)
         except UpstreamFailure as f:
-            err = to_gateway_error(f, model.name)
-            ex.error = f.message
-            await self._finish(ex, ctx, err.status)
-            raise err from None
+            raise await self._failed(f, ex, ctx, model.name) from None
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ttft = time.perf_counter() - ctx.started
         ex.ttft_ms = ttft * 1000
@@ -360,13 +363,10 @@ class Proxy:
                 self._shadow_job(decision, body, assemble_chat(seen), ctx)
             yield DONE
         except UpstreamFailure as f:
-            err = to_gateway_error(f, model_name)
-            ex.error = f.message
-            status = err.status
-            yield sse_event(err.envelope())
+            status = 0  # recorded by _failed; the stream ends with the error event
+            yield sse_event((await self._failed(f, ex, ctx, model_name)).envelope())
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-            if status != 200:
-                if status == 499 and ex.error is None:
-                    ex.error = "client closed the connection before the stream ended"
+            if status == 499:
+                ex.error = ex.error or "client closed the connection before the stream ended"
                 await self._finish(ex, ctx, status)

@@ -54,7 +54,8 @@ def completion_tokens(resp: dict[str, Any]) -> int | None:
 
 class ShadowRunner:
     def __init__(
-        self, config: Config, upstreams: Upstreams, recorder: Recorder, metrics: Metrics
+        self, config: Config, upstreams: Upstreams, recorder: Recorder, metrics: Metrics,
+        similarity: TextSimilarity,
     ) -> None:
         self._config = config
         self._upstreams = upstreams
@@ -62,7 +63,7 @@ class ShadowRunner:
         self._metrics = metrics
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.students.shadow_queue)
         self._workers: list[asyncio.Task[None]] = []
-        self._similarity = TextSimilarity()
+        self._similarity = similarity
 
     def start(self) -> None:
         for i in range(self._config.students.shadow_concurrency):

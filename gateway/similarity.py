@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import importlib.util
 import logging
-from typing import Any
+
+from gateway.embed import SharedEmbedder, embeddings_available
 
 log = logging.getLogger("slimgate.similarity")
 
 
-def embeddings_available() -> bool:
-    return importlib.util.find_spec("sentence_transformers") is not None
-
-
 class TextSimilarity:
-    def __init__(self) -> None:
-        self._embedder: Any = None
+    def __init__(self, embedder: SharedEmbedder) -> None:
+        self._embedder = embedder
         self._use_embeddings = embeddings_available()
         self._lock = asyncio.Lock()
         if not self._use_embeddings:
@@ -30,10 +26,6 @@ class TextSimilarity:
                         "compared with difflib's ratio, not embeddings")
 
     def _cosine(self, a: str, b: str) -> float:
-        if self._embedder is None:
-            from distill.embed import get_embedder
-
-            self._embedder = get_embedder()
         vecs = self._embedder.encode([a, b])
         return float(vecs[0] @ vecs[1])
 

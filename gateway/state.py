@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 from fastapi import Request
 
+from gateway.admin.auth import AdminAuth
 from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.metrics import Metrics
@@ -35,6 +36,7 @@ class AppState:
     routing: RoutingTable
     shadow: ShadowRunner
     students: StudentPool
+    admin: AdminAuth  # admin keys and dashboard sessions
 
     def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""

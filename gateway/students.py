@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from distill.registry import Registry
-from distill.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.config import Config
+from gateway.privacy.scrub import ScrubConfig, pseudonymize, reidentify
+from gateway.registry import Registry
 from gateway.streams import chunks_from_response
 from gateway.upstream.base import Backend, Endpoint
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
@@ -67,11 +67,13 @@ class StudentPool:
     def __init__(
         self, config: Config, session: aiohttp.ClientSession,
         factory: StudentFactory | None = None,
+        load_student: Callable[[str], Any] | None = None,
     ) -> None:
         self._config = config
         self._session = session
         self._backends: dict[tuple[str, int], Backend] = {}
         self._build = factory or self._from_registry  # tests and embedders may supply their own
+        self._load_student = load_student  # the embedded engine's model loader (from the CLI)
 
     def get(self, task: str, version: int) -> Backend | None:
         """The backend for a student, built on first use; None if it cannot be."""
@@ -107,8 +109,12 @@ class StudentPool:
                 adapter_path=f"{remote_root.rstrip('/')}/{task}/v{version}", api_key=key,
                 timeout_s=cfg.timeout_s,
             )
+        if self._load_student is None:
+            raise RuntimeError("no student loader: embedded students are served by "
+                               "`slimgate serve` (create_app(load_student=...))")
         return EmbeddedStudentBackend(
-            name, str(path), max_batch=cfg.max_batch, batch_wait_ms=cfg.batch_wait_ms,
+            name, str(path), load_model=self._load_student, max_batch=cfg.max_batch,
+            batch_wait_ms=cfg.batch_wait_ms,
             timeout_s=cfg.timeout_s, torch_threads=cfg.torch_threads,
         )
 

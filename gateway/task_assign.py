@@ -8,17 +8,16 @@ distill extra (sentence-transformers) is installed. Nothing heavy is imported un
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from gateway.embed import embeddings_available
 from gateway.fingerprint import fingerprint, signature
+from gateway.task_ids import RULE, is_task_id
 
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Cosine between a request and a task centroid ([system | content] / sqrt(2)) needed to take
 # the task when the request's fingerprint is new. Measured on the workload: requests whose
 # prompt differs only in a brand name score ~0.8 to their task; other tasks' requests 0.15-0.62.
@@ -60,17 +59,9 @@ def explicit_task(body: dict[str, Any], header_task: str | None) -> str | None:
 
 
 def _valid(tag: str, where: str) -> str:
-    if not TASK_ID.match(tag):
-        raise ValueError(
-            f"{where} {tag[:80]!r} is not a valid task name: use 1-64 letters, digits, '.', "
-            "'_' or '-', starting with a letter or digit."
-        )
+    if not is_task_id(tag):
+        raise ValueError(f"{where} {tag[:80]!r} is not a valid task name: use {RULE}.")
     return tag
-
-
-def distill_installed() -> bool:
-    """Whether sentence-transformers can be imported (without importing it)."""
-    return importlib.util.find_spec("sentence_transformers") is not None
 
 
 class TaskAssigner:
@@ -89,7 +80,7 @@ class TaskAssigner:
         self._centroids = centroids
         self._floor = floor
         self._content_floor = content_floor
-        self._embedder_factory = embedder  # default: distill.embed.get_embedder
+        self._embedder_factory = embedder  # () -> an Embedder; none: no centroid assignment
         self._embedder: Any = None
         self._matrix: Any = None
         self._system_cache: dict[str, Any] = {}
@@ -127,7 +118,7 @@ class TaskAssigner:
         if not self._centroids:
             return NO_TASK
         if self._installed is None:
-            self._installed = distill_installed()
+            self._installed = self._embedder_factory is not None and embeddings_available()
         if not self._installed:
             return NO_TASK
         ids = self._by_fingerprint.get(fingerprint(body))
@@ -149,14 +140,14 @@ class TaskAssigner:
         if self._embedder is None:
             import numpy as np
 
-            from distill.embed import get_embedder
-
-            self._embedder = (self._embedder_factory or get_embedder)()
+            if self._embedder_factory is None:
+                raise RuntimeError("no embedder given: centroid assignment is off")
+            self._embedder = self._embedder_factory()
             self._matrix = np.asarray([c for _, _, c in self._centroids], dtype=np.float32)
 
     async def warm(self) -> None:
         """Load the model ahead of the first fingerprint miss, off the event loop."""
-        if self._centroids and distill_installed():
+        if self._centroids and self._embedder_factory is not None and embeddings_available():
             def load() -> None:
                 with self._lock:
                     self._ensure_model()
@@ -167,7 +158,7 @@ class TaskAssigner:
         self, body: dict[str, Any], allowed: list[int], content_only: bool
     ) -> tuple[int, float]:
         """Runs in a worker thread: embed the request, return (centroid index, cosine)."""
-        from distill.embed import normalise, request_vectors
+        from gateway.embed import normalise, request_vectors
 
         with self._lock:
             self._ensure_model()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from policies.contract import ToolCall, check_contract, message_text, parse_json, tool_calls
+from policies.contract import ToolCall, assistant_content, check_contract, parse_json, tool_calls
 
 Path = tuple[str | int, ...]
 _QUOTES = "\"'`“”‘’«»"
@@ -216,7 +216,7 @@ def _student_text(student: dict[str, Any]) -> str | Comparison:
     """The student's content, or the wrong-shape verdict when there is no usable content."""
     if tool_calls(student):
         return _wrong_shape("expected content, got a tool call")
-    text = message_text(student)
+    text = assistant_content(student)
     if not text or not text.strip():
         return _wrong_shape("empty answer")
     return text
@@ -226,7 +226,7 @@ def _compare_json(student: dict[str, Any], teacher: dict[str, Any],
                   request: dict[str, Any] | None, similarity: float | None,
                   text_threshold: float) -> Comparison:
     try:
-        expected = parse_json(message_text(teacher) or "", exact=True)
+        expected = parse_json(assistant_content(teacher) or "", exact=True)
     except ValueError:
         raise NotComparable("the teacher's answer is not JSON; nothing to compare with") from None
     text = _student_text(student)
@@ -246,7 +246,7 @@ def _compare_json(student: dict[str, Any], teacher: dict[str, Any],
 def _compare_label(student: dict[str, Any], teacher: dict[str, Any],
                    request: dict[str, Any] | None, similarity: float | None,
                    text_threshold: float) -> Comparison:
-    expected = normalize_label(message_text(teacher) or "")
+    expected = normalize_label(assistant_content(teacher) or "")
     if not expected:
         raise NotComparable("the teacher's answer has no label; nothing to compare with")
     text = _student_text(student)
@@ -267,7 +267,7 @@ def _compare_text(student: dict[str, Any], teacher: dict[str, Any],
     if isinstance(text, Comparison):
         return text
     problem = _contract_problem(request, student)
-    if texts_identical(text, message_text(teacher)):
+    if texts_identical(text, assistant_content(teacher)):
         return _finish(1.0, True, "identical text", problem)
     if similarity is None:
         raise ValueError(

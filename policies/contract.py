@@ -51,7 +51,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def message_text(message: dict[str, Any]) -> str | None:
+def assistant_content(message: dict[str, Any]) -> str | None:
     """The content of an assistant message as one string (text parts joined), or None."""
     content = message.get("content")
     if content is None or isinstance(content, str):
@@ -217,7 +217,7 @@ def check_contract(request: dict[str, Any], message: dict[str, Any]) -> Violatio
     tools may carry free-text commentary beside the calls).
     """
     calls = tool_calls(message)
-    text = message_text(message)
+    text = assistant_content(message)
     if not calls and not (text and text.strip()):
         return Violation("empty", "no content and no tool calls")
     return (

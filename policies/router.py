@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,14 +60,18 @@ def route(*, stage: str, share_percent: float, sticky_key: str, request_id: str,
     return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT) < shadow_rate)
 
 
-def canary_share(policy: TaskPolicy, stage: str, step: int | None) -> float:
-    """The student's share in percent for a stage and canary step (clamped to the steps)."""
+def step_share(stage: str, step: int | None, steps: Sequence[float]) -> float:
+    """The student's share in percent for a stage and canary step (clamped to `steps`)."""
     if stage == "primary":
         return 100.0
-    if stage != "canary" or not policy.canary_steps:
+    if stage != "canary" or not steps:
         return 0.0
-    index = min(max(step or 0, 0), len(policy.canary_steps) - 1)
-    return float(policy.canary_steps[index])
+    return float(steps[min(max(step or 0, 0), len(steps) - 1)])
+
+
+def canary_share(policy: TaskPolicy, stage: str, step: int | None) -> float:
+    """`step_share` with the task's own canary steps."""
+    return step_share(stage, step, policy.canary_steps)
 
 
 def route_task(policy: TaskPolicy, *, stage: str, step: int | None, sticky_key: str,

@@ -25,11 +25,11 @@ def embedder() -> Iterator[Any]:
     """all-MiniLM-L6-v2, loaded once per module, on one torch thread."""
     import torch
 
-    from distill.embed import get_embedder
+    from gateway.embed import Embedder
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # other test runs share this small CPU
-    yield get_embedder()
+    yield Embedder()
     torch.set_num_threads(threads)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.registry import Registry
 from gateway.cli import main
+from gateway.registry import Registry
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
 from gateway.store.migrations import connect
 

@@ -86,3 +86,23 @@ def test_import_gateway_does_not_import_torch() -> None:
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_request_path_imports_no_learning_code() -> None:
+    """The dependency runs one way: distill → gateway → policies. Every gateway module but
+    the CLI (the composition root) imports without bringing in any `distill` module."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import gateway
+
+    names = [m.name for m in pkgutil.walk_packages(gateway.__path__, "gateway.")
+             if not m.name.startswith("gateway.cli")]
+    assert "gateway.app" in names and "gateway.students" in names
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m == 'distill' or m.startswith('distill.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from distill.curate import curate, is_heldout, request_key
-from distill.scrub import ScrubConfig
+from gateway.privacy.scrub import ScrubConfig
 from gateway.store import catalog
 from gateway.store.migrations import connect
 

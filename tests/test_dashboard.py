@@ -19,9 +19,9 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway import report_routes
 from gateway.app import create_app
 from gateway.config import Config
+from gateway.report import routes as report_routes
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 from tests.served import free_port

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from distill.discover import Discovery, discover
-from distill.workload import WorkItem, generate, to_traces
-from gateway.task_assign import TASK_ID, TaskAssigner
+from gateway.offline.workload import WorkItem, generate, to_traces
+from gateway.task_assign import TaskAssigner
+from gateway.task_ids import is_task_id
 
 GENERIC = ["ticket_triage", "sentiment"]  # both behind "You are a helpful assistant."
 MIN = 15
@@ -67,7 +68,7 @@ def test_task_records_describe_their_tasks(workload: list[WorkItem], found: Disc
     assert sorted(truth.values()) == sorted(EXPECTED_KIND)
     for task in found.tasks:
         name = truth[task.id]
-        assert TASK_ID.match(task.id) and task.id.startswith("t-") and not task.explicit
+        assert is_task_id(task.id) and task.id.startswith("t-") and not task.explicit
         assert task.kind == EXPECTED_KIND[name], name
         info = task.info
         assert info["count"] == sum(1 for t in by_seq(found).values() if t == task.id)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from distill.loading import load_student
 from gateway.config import TrainingConfig
 from gateway.streams import assemble_chat
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
@@ -56,7 +57,7 @@ def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 async def test_complete_returns_a_chat_completion(student_dir: Path) -> None:
-    backend = EmbeddedStudentBackend("triage-v1", str(student_dir))
+    backend = EmbeddedStudentBackend("triage-v1", str(student_dir), load_model=load_student)
     resp = await backend.complete("chat/completions", tool_body("Lima"))
     assert resp["object"] == "chat.completion" and resp["id"].startswith("chatcmpl-")
     assert resp["model"] == "triage"
@@ -76,7 +77,8 @@ async def test_complete_returns_a_chat_completion(student_dir: Path) -> None:
 
 
 async def test_concurrent_requests_are_generated_as_one_batch(student_dir: Path) -> None:
-    backend = EmbeddedStudentBackend("triage-v1", str(student_dir), max_batch=8)
+    backend = EmbeddedStudentBackend("triage-v1", str(student_dir), load_model=load_student,
+                                     max_batch=8)
     await backend.load()
     student = backend._student
     batches: list[int] = []
@@ -104,7 +106,7 @@ def _without_ids(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_stream_assembles_to_the_same_message(student_dir: Path) -> None:
-    backend = EmbeddedStudentBackend("triage-v1", str(student_dir))
+    backend = EmbeddedStudentBackend("triage-v1", str(student_dir), load_model=load_student)
     for body in (tool_body("Rome"), json_body("Rome")):
         whole = await backend.complete("chat/completions", body)
         chunks = [c async for c in backend.stream("chat/completions", {**body, "stream": True})]
@@ -130,6 +132,6 @@ async def test_stream_keeps_content_beside_tool_calls(monkeypatch: pytest.Monkey
             return [Generation(message, "tool_calls", 10, 20, "") for _ in requests]
 
     monkeypatch.setattr(Student, "load", staticmethod(lambda path: Fixed()))
-    backend = EmbeddedStudentBackend("triage-v1", "unused")
+    backend = EmbeddedStudentBackend("triage-v1", "unused", load_model=load_student)
     chunks = [c async for c in backend.stream("chat/completions", tool_body("Oslo"))]
     assert assemble_chat(chunks)["choices"][0]["message"] == message

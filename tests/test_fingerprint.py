@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from distill.workload import ORDER_SCHEMA, TRAVEL_TOOLS, generate
 from gateway.fingerprint import (
     content_text,
     fingerprint,
@@ -15,6 +14,7 @@ from gateway.fingerprint import (
     system_text,
     tool_names,
 )
+from gateway.offline.workload import ORDER_SCHEMA, TRAVEL_TOOLS, generate
 
 
 @pytest.mark.parametrize(("text", "masked"), [

@@ -19,13 +19,14 @@ import httpx
 import orjson
 import pytest
 
+from distill.loading import load_student
 from distill.pipeline import run_distill
-from distill.registry import Registry
 from distill.worker import apply_gates
-from distill.workload import generate, to_traces
 from gateway.app import create_app
 from gateway.config import parse_config
-from gateway.replay_teacher import ReplayTeacher
+from gateway.offline.replay_teacher import ReplayTeacher
+from gateway.offline.workload import generate, to_traces
+from gateway.registry import Registry
 from gateway.report import build_report, dumps, policy_numbers, render_html
 from gateway.store.catalog import list_tasks
 from gateway.store.migrations import connect
@@ -108,8 +109,8 @@ async def test_the_loop_promotes_serves_and_rolls_back(
 
     def factory(task: str, version: int) -> Breakable:
         path = Registry(cfg.distill.students_dir).version_dir(task, version)
-        students[(task, version)] = Breakable(EmbeddedStudentBackend(f"{task}-v{version}",
-                                                                     str(path)))
+        students[(task, version)] = Breakable(EmbeddedStudentBackend(
+            f"{task}-v{version}", str(path), load_model=load_student))
         return students[(task, version)]
 
     app = create_app(cfg, student_factory=factory)

@@ -11,8 +11,9 @@ import pytest
 
 import distill.train
 from distill.pipeline import curate_task, distill_task, why_train
-from distill.workload import generate, to_traces
 from gateway.config import parse_config
+from gateway.embed import SharedEmbedder
+from gateway.offline.workload import generate, to_traces
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
 from gateway.store.migrations import connect
 
@@ -46,7 +47,7 @@ def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
     monkeypatch.setattr(distill.train, "train_student", explode)
     curated = curate_task(con, cfg, task)
     assert why_train(con, cfg, task, curated) is not None
-    outcome = distill_task(con, cfg, task, curated, progress=False)
+    outcome = distill_task(con, cfg, task, curated, progress=False, embedder=SharedEmbedder())
     assert outcome.passed is False and "out of memory" in outcome.reason
     [student] = list_students(con, "t-triage")
     assert student.status == "error" and student.metrics["train_examples"] == len(curated.train)

@@ -190,20 +190,22 @@ def test_hostile_requests_and_answers_never_crash(request: dict[str, Any],
                                    "tool_choice", "empty"}
 
 
-@pytest.mark.parametrize("request_,message", [
-    ({"response_format": {"type": "json_schema", "json_schema": "x"}}, text("{}")),
-    ({"response_format": "json"}, text("{}")),
-    ({"tool_choice": {"type": "allowed_tools", "allowed_tools": [1]}}, text("x")),
-    ({"tool_choice": {"function": "f"}}, text("x")),
-    ({"tool_choice": []}, text("x")),
-    ({"tools": [{"type": "function", "function": "f"}, "junk"]}, call("f", {})),
-    ({"tools": "x", "functions": [{"name": "f", "parameters": "zz"}]}, call("f", {})),
-    ({}, text(5)),
-    ({}, text([{"text": 5}, "junk"])),
-    ({}, {"content": "hi", "tool_calls": "zz"}),
-    ({}, {"content": None, "tool_calls": [{"function": "f"}]}),
+@pytest.mark.parametrize("request_,message,code", [
+    ({"response_format": {"type": "json_schema", "json_schema": "x"}}, text("{}"), None),
+    ({"response_format": "json"}, text("{}"), None),
+    ({"tool_choice": {"type": "allowed_tools", "allowed_tools": [1]}}, text("x"), None),
+    ({"tool_choice": {"function": "f"}}, text("x"), None),
+    ({"tool_choice": []}, text("x"), None),
+    # a malformed tool offers nothing: calling it is calling an unknown tool
+    ({"tools": [{"type": "function", "function": "f"}, "junk"]}, call("f", {}), "unknown_tool"),
+    ({"tools": "x", "functions": [{"name": "f", "parameters": "zz"}]}, call("f", {}), None),
+    ({}, text(5), None),
+    ({}, text([{"text": 5}, "junk"]), None),
+    ({}, {"content": "hi", "tool_calls": "zz"}, None),
+    ({}, {"content": None, "tool_calls": [{"function": "f"}]}, "unknown_tool"),
 ])
 def test_malformed_fields_are_judged_not_crashed_on(request_: dict[str, Any],
-                                                   message: dict[str, Any]) -> None:
+                                                   message: dict[str, Any],
+                                                   code: str | None) -> None:
     v = check_contract(request_, message)
-    assert v is None or v.code
+    assert (v.code if v else None) == code

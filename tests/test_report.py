@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import orjson
 import pytest
 from rich.console import Console
 
-from gateway.report import build_report, dumps, print_report, render_html, write_report
+from gateway.cli import main
+from gateway.report import build_report, dumps, print_report, render_html
 from gateway.store.migrations import connect
 from gateway.store.stages import set_stage
 
@@ -295,11 +295,14 @@ def test_html_has_charts_and_escapes_answers(report: dict[str, Any]) -> None:
         _task(report, B)["worst"])
 
 
-def test_write_report_formats(store: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
-    write_report(store[0], "html", str(tmp_path / "r.html"), now=NOW)
-    write_report(store[0], "json", str(tmp_path / "r.json"), now=NOW)
+def test_report_command_writes_html_and_json(store: tuple[str, dict[str, Any]], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\npath = "{store[0]}"\n[[models]]\nname = "m"\nprovider = "openai"\n'
+                   'base_url = "http://127.0.0.1:9/v1"\n')
+    assert main(["report", "--config", str(cfg), "--json", "--html", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
-    assert json.loads((tmp_path / "r.json").read_text())["totals"]["requests"] == 1520
+    assert json.loads(capsys.readouterr().out)["totals"]["requests"] == 1520
 
 
 def test_empty_store_renders(tmp_path: Path) -> None:
@@ -307,45 +310,3 @@ def test_empty_store_renders(tmp_path: Path) -> None:
     report = build_report(str(tmp_path / "empty.db"))
     assert report["tasks"] == [] and report["totals"]["student_share"] is None
     assert "No tasks discovered yet" in render_html(report)
-
-
-def test_benchmark_100k_exchanges(tmp_path: Path) -> None:
-    """Prints build time on 100k exchanges and 10k comparisons over 5 tasks."""
-    path = str(tmp_path / "big.db")
-    con = connect(path)
-    con.execute("BEGIN")
-    for k in range(5):
-        _ins(con, "tasks", {"id": f"t{k}", "label": f"task {k}", "kind": "json", "info": "{}",
-                            "created_at": T0, "updated_at": T0, "stage": "canary",
-                            "student_version": 1})
-    cols = list(_exchange(0, "t0", T0))
-    con.executemany(
-        f"INSERT INTO exchanges ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-        [list(_exchange(i, f"t{i % 5}", T0 + i * 0.36, backend="student" if i % 3 == 0
-                        else "teacher").values()) for i in range(100_000)],
-    )
-    rows = [_comparison(f"t{i % 5}", 1, "audit", T0 + i * 3.6, f"t{i % 5}-{i}", i % 9 != 0)
-            for i in range(10_000)]
-    marks = ", ".join("?" for _ in rows[0])
-    con.executemany(f"INSERT INTO comparisons ({', '.join(rows[0])}) VALUES ({marks})",
-                    [list(r.values()) for r in rows])
-    con.execute("COMMIT")
-    con.close()
-    best = min(_timed(path) for _ in range(3))
-    report = build_report(path, now=NOW)
-    print(f"\nbuild_report on 100k exchanges + 10k comparisons: {best:.0f} ms "
-          f"(render_html {_timed_html(report):.0f} ms)")
-    assert report["totals"]["requests"] == 100_000
-    assert report["totals"]["student_served"] == 33_334
-
-
-def _timed(path: str) -> float:
-    started = time.perf_counter()
-    build_report(path, now=NOW)
-    return (time.perf_counter() - started) * 1000
-
-
-def _timed_html(report: dict[str, Any]) -> float:
-    started = time.perf_counter()
-    render_html(report)
-    return (time.perf_counter() - started) * 1000

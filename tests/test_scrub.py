@@ -7,7 +7,7 @@ import json
 import orjson
 import pytest
 
-from distill.scrub import (
+from gateway.privacy.scrub import (
     KINDS,
     ScrubConfig,
     iban_ok,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from distill.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
 from gateway import task_assign
 from gateway.fingerprint import fingerprint, signature
+from gateway.offline.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
 from gateway.task_assign import TaskAssigner, explicit_task
 
 
@@ -65,7 +65,7 @@ async def test_centroid_path_is_off_without_the_distill_extra(monkeypatch: Any) 
     def no_embedder() -> Any:
         raise AssertionError("must not load an embedder")
 
-    monkeypatch.setattr(task_assign, "distill_installed", lambda: False)
+    monkeypatch.setattr(task_assign, "embeddings_available", lambda: False)
     assigner = TaskAssigner.from_tasks(
         [Task("t", {"signature": "|", "centroid": [1.0] * 768})], embedder=no_embedder)
     assert (await assigner.assign_by_centroid(_body())).how == "none"
@@ -83,7 +83,7 @@ def test_importing_the_request_path_stays_light() -> None:
 @pytest.fixture(scope="module")
 def assigner(embedder: Any) -> TaskAssigner:
     """Tasks built from the workload the way discovery records them."""
-    from distill.embed import normalise, request_vectors
+    from gateway.embed import normalise, request_vectors
 
     items = generate(150, seed=31, kinds=["ticket_triage", "sentiment", "reply_writer"],
                      generic=["ticket_triage", "sentiment"])

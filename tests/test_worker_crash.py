@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from distill.workload import generate, to_traces
+from gateway.offline.workload import generate, to_traces
 from gateway.store.migrations import connect
 from tests.served import ROOT
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distill.worker import apply_gates, clean_partials
-from gateway import operator
+from gateway.admin import overrides
 from gateway.config import parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, get_task, upsert_task
 from gateway.store.migrations import connect
@@ -116,21 +116,21 @@ def test_fallbacks_roll_back_a_canary(tmp_path: Path, con: sqlite3.Connection) -
 
 
 def test_operator_overrides_are_audited(tmp_path: Path, con: sqlite3.Connection) -> None:
-    with pytest.raises(operator.OperatorError, match="no student"):
-        operator.promote(con, "t-a", [10, 50])
+    with pytest.raises(overrides.OperatorError, match="no student"):
+        overrides.promote(con, "t-a", [10, 50])
     student(con)
-    operator.promote(con, "t-a", [10, 50])
-    operator.promote(con, "t-a", [10, 50])
+    overrides.promote(con, "t-a", [10, 50])
+    overrides.promote(con, "t-a", [10, 50])
     assert get_task(con, "t-a").stage == "canary"  # type: ignore[union-attr]
-    operator.pin(con, "t-a", "teacher")
+    overrides.pin(con, "t-a", "teacher")
     assert get_task(con, "t-a").stage == "observe"  # type: ignore[union-attr]
     assert apply_gates(con, config(tmp_path)) == []  # pinned: the gate leaves it alone
-    operator.unpin(con, "t-a")
+    overrides.unpin(con, "t-a")
     log = stage_changes(con, "t-a")
     assert [c.actor for c in log] == ["operator"] * 4
     assert [c.reason for c in log][-2:] == ["pinned to the teacher", "unpinned"]
-    with pytest.raises(operator.OperatorError, match="does not exist"):
-        operator.rollback(con, "../etc")
+    with pytest.raises(overrides.OperatorError, match="does not exist"):
+        overrides.rollback(con, "../etc")
 
 
 def test_half_trained_students_are_cleaned(tmp_path: Path) -> None:

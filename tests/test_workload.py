@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from distill.workload import (
+from gateway.offline.workload import (
     GENERIC_SYSTEM,
     KINDS,
     ORDER_SCHEMA,
@@ -68,6 +68,7 @@ def test_travel_tool_calls_copy_the_users_words(items: list[WorkItem]) -> None:
 
 def test_order_extraction_matches_its_schema_and_the_email(items: list[WorkItem]) -> None:
     schema = ORDER_SCHEMA["schema"]
+    assert _of(items, "order_extract"), "the workload has order extraction items"
     for item in _of(items, "order_extract"):
         assert item.request["response_format"]["json_schema"]["name"] == "order_issue"
         answer = json.loads(item.answer["content"])
@@ -148,12 +149,12 @@ def test_two_teacher_replies_to_one_message_are_far_apart_for_embeddings() -> No
     import numpy as np
     import torch
 
-    from distill.embed import get_embedder
+    from gateway.embed import Embedder
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # other test runs share this small CPU
     try:
-        embedder = get_embedder()
+        embedder = Embedder()
         rng = random.Random(7)
         pairs = [(_reply(rng, "Omar", "Pixel & Co", "webcam"),
                   _reply(rng, "Omar", "Pixel & Co", "webcam")) for _ in range(30)]

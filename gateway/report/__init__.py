@@ -1,5 +1,5 @@
 """Shadow-eval reports: one data structure (`build_report`) rendered as terminal tables, a
-self-contained HTML page or JSON. `write_report` is what `slimgate report` calls.
+self-contained HTML page or JSON (`slimgate report`, `/dashboard`, `/admin/report`).
 
 See docs/reports.md for how to read the numbers and the JSON field reference.
 """
@@ -7,17 +7,15 @@ See docs/reports.md for how to read the numbers and the JSON field reference.
 from __future__ import annotations
 
 import re
-import sys
 import time
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from gateway.report.data import REPORT_SCHEMA, build_report, dumps
 from gateway.report.html import render_html
 from gateway.report.terminal import print_report
 
 __all__ = ["REPORT_SCHEMA", "build_report", "dumps", "print_report", "render_html",
-           "write_report", "policy_numbers", "parse_since"]
+           "policy_numbers", "parse_since"]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -46,26 +44,3 @@ def policy_numbers(config: Any) -> dict[str, Any]:
         return {}
     return {"min_agreement": policy.min_agreement, "confidence": policy.confidence,
             "canary_steps": list(policy.canary_steps), "policy": policy}
-
-
-def write_report(
-    store_path: str,
-    fmt: Literal["terminal", "html", "json"] = "terminal",
-    output: str | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """Build the report and print it (terminal) or write it to `output` (stdout when None).
-
-    `options` are `build_report`'s keywords (min_agreement, confidence, since, ...).
-    """
-    report = build_report(store_path, **options)
-    if fmt == "terminal":
-        print_report(report)
-        return report
-    data = render_html(report).encode() if fmt == "html" else dumps(report) + b"\n"
-    if output is None or output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        Path(output).write_bytes(data)
-    return report

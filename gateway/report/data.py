@@ -16,14 +16,15 @@ from typing import Any
 
 import orjson
 
-from gateway.report.worst import TEXT_LIMIT, message_text, worst_disagreements
+from gateway.report.worst import TEXT_LIMIT, answer_for_people, worst_disagreements
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import StageChange, stage_changes
+from policies.router import step_share
 from policies.stats import percentile, wilson
 
 __all__ = ["REPORT_SCHEMA", "TEXT_LIMIT", "Agreement", "build_report", "dumps", "heldout_block",
-           "latency_block", "message_text", "share_percent", "timeline", "verdict",
+           "latency_block", "answer_for_people", "share_percent", "timeline", "verdict",
            "worst_disagreements"]
 
 REPORT_SCHEMA = "slimgate.report/1"
@@ -342,11 +343,7 @@ def share_percent(stage: str, step: int, steps: Sequence[int], pin: str | None =
     """The share of a task's requests its student serves at a stage (and canary step)."""
     if pin in ("teacher", "student"):
         return 0 if pin == "teacher" else 100
-    if stage == "primary":
-        return 100
-    if stage == "canary" and steps:
-        return int(steps[min(max(step, 0), len(steps) - 1)])
-    return 0
+    return int(step_share(stage, step, steps))
 
 
 def timeline(

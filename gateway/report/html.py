@@ -2,7 +2,7 @@
 
 No CDN, no external script: the file opens offline and can be mailed around. Every chart is
 an `<svg class="chart chart-<name>" id="<name>-<task>">`; every text from the store is
-HTML-escaped. Used by `slimgate report --format html` and the live `/dashboard`.
+HTML-escaped. Used by `slimgate report --html FILE` and the live `/dashboard`.
 """
 
 from __future__ import annotations

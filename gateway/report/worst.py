@@ -14,7 +14,7 @@ import orjson
 TEXT_LIMIT = 4000  # characters kept of each answer and prompt in `worst`
 
 
-def message_text(message: Any) -> str:
+def answer_for_people(message: Any) -> str:
     """An assistant message for people: its text, then one `name(arguments)` per tool call."""
     if not isinstance(message, dict):
         text = "" if message is None else str(message)
@@ -46,7 +46,7 @@ def _last_user_message(con: Any, request_id: str) -> str | None:
     messages = body.get("messages") if isinstance(body, dict) else None
     for m in reversed(messages if isinstance(messages, list) else []):
         if isinstance(m, dict) and m.get("role") == "user":
-            return message_text({"content": m.get("content")})
+            return answer_for_people({"content": m.get("content")})
     return None
 
 
@@ -72,7 +72,7 @@ def worst_disagreements(
          "version": version, "request_id": r["request_id"], "score": r["score"],
          "valid": bool(r["valid"]), "detail": r["detail"],
          "prompt": _last_user_message(con, r["request_id"]),
-         "student": message_text(_loads(r["student"])),
-         "teacher": message_text(_loads(r["teacher"]))}
+         "student": answer_for_people(_loads(r["student"])),
+         "teacher": answer_for_people(_loads(r["teacher"]))}
         for r in sorted([*live, *held], key=lambda r: r["score"])
     ]

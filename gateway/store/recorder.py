@@ -211,7 +211,7 @@ class Recorder:
         response_json = orjson.dumps(resp).decode() if keep and resp is not None else None
         if self._scrub and request_json is not None:
             # One scrubber for both, so a value gets the same placeholder in each.
-            from distill.scrub import scrub_texts
+            from gateway.privacy.scrub import scrub_texts
 
             texts, _ = scrub_texts([request_json, response_json or ""])
             request_json, response_json = texts[0], (texts[1] if response_json else None)

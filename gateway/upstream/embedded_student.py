@@ -3,7 +3,8 @@
 Generation runs in a worker thread so the event loop never waits on the model. Concurrent
 requests to the same student are batched: the first request opens a short window
 (`batch_wait_ms`), everything that arrives within it is generated together. torch and
-transformers are imported only when the student is loaded (`distill.student`).
+transformers are imported only when the student is loaded, by the `load_model` function the
+CLI injects (`distill.loading.load_student`): the gateway never imports the learning package.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway.upstream.base import Endpoint, UpstreamFailure
@@ -29,6 +30,7 @@ class EmbeddedStudentBackend:
         name: str,
         path: str,
         *,
+        load_model: Callable[[str], Any],
         max_batch: int = 8,
         batch_wait_ms: float = 5.0,
         timeout_s: float = 30.0,
@@ -36,6 +38,7 @@ class EmbeddedStudentBackend:
     ) -> None:
         self.name = name
         self.path = path
+        self._load_model = load_model  # path -> object with generate(requests, max_new_tokens)
         self._torch_threads = torch_threads  # 0: leave torch's default
         self._max_batch = max_batch
         self._batch_wait_s = batch_wait_ms / 1000
@@ -51,14 +54,12 @@ class EmbeddedStudentBackend:
             return
         async with self._load_lock:
             if self._student is None:
-                from distill.student import Student
-
                 if self._torch_threads:
                     import torch
 
                     # Process-wide: students are small, and the worker trains beside us.
                     torch.set_num_threads(self._torch_threads)
-                self._student = await asyncio.to_thread(Student.load, self.path)
+                self._student = await asyncio.to_thread(self._load_model, self.path)
 
     async def _generate_one(self, body: dict[str, Any]) -> Any:
         await self.load()

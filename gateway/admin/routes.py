@@ -1,8 +1,9 @@
 """Admin API: tasks, operator overrides and the audit log (admin key required).
 
-Thin handlers over `gateway.operator`, run in a worker thread on their own sqlite3
-connection; after a change the routing table is refreshed at once, so the next request
-already follows it. Task ids in paths are validated before they reach anything.
+Thin handlers over `gateway.admin.overrides` (changes and the tasks view), run in a
+worker thread on their own sqlite3 connection; after a change the routing table is
+refreshed at once, so the next request already follows it. Task ids in paths are
+validated before they reach anything.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from gateway import operator
-from gateway.admin_auth import require_admin
+from gateway.admin import overrides
+from gateway.admin.auth import require_admin
 from gateway.errors import InvalidRequest, NotFound
 from gateway.state import get_state
-from gateway.store.catalog import list_students, list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import stage_changes
-from gateway.task_assign import TASK_ID
+from gateway.task_ids import is_task_id
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def _json(data: Any) -> Response:
 
 
 def _task_id(task_id: str) -> str:
-    if not TASK_ID.match(task_id):
+    if not is_task_id(task_id):
         raise InvalidRequest(f"'{task_id[:80]}' is not a valid task id.", param="task_id")
     return task_id
 
@@ -63,9 +63,9 @@ async def _with_store(request: Request, work: Callable[[Any], T]) -> T:
 
     try:
         result = await asyncio.to_thread(run)
-    except operator.OperatorError as e:
-        if "does not exist" in str(e):
-            raise NotFound(str(e), param="task_id") from None
+    except overrides.UnknownTask as e:
+        raise NotFound(str(e), param="task_id") from None
+    except overrides.OperatorError as e:
         raise InvalidRequest(str(e), param="task_id") from None
     await state.routing.refresh()
     return result
@@ -83,20 +83,7 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 async def tasks(request: Request) -> Response:
     require_admin(request)
 
-    def read(con: Any) -> list[dict[str, Any]]:
-        out = []
-        for t in list_tasks(con):
-            row = asdict(t)
-            row.pop("info")
-            row["students"] = [{"version": s.version, "base_model": s.base_model,
-                                "status": s.status, "heldout": {
-                                    k: s.metrics.get(k) for k in ("n", "agreement", "lower",
-                                                                  "upper", "valid_rate")}}
-                               for s in list_students(con, t.id)]
-            out.append(row)
-        return out
-
-    return _json({"object": "list", "data": await _with_store(request, read)})
+    return _json({"object": "list", "data": await _with_store(request, overrides.task_rows)})
 
 
 @router.get("/audit")
@@ -114,7 +101,7 @@ async def promote(task_id: str, request: Request) -> Response:
     body = await _body(request, OverrideBody)
     steps = list(get_state(request).config.policy.canary_steps)
     change = await _with_store(
-        request, lambda con: operator.promote(con, _task_id(task_id), steps, body.reason))
+        request, lambda con: overrides.promote(con, _task_id(task_id), steps, body.reason))
     return _json(asdict(change))
 
 
@@ -123,7 +110,7 @@ async def rollback(task_id: str, request: Request) -> Response:
     require_admin(request)
     body = await _body(request, OverrideBody)
     change = await _with_store(
-        request, lambda con: operator.rollback(con, _task_id(task_id), body.reason))
+        request, lambda con: overrides.rollback(con, _task_id(task_id), body.reason))
     return _json(asdict(change))
 
 
@@ -131,12 +118,12 @@ async def rollback(task_id: str, request: Request) -> Response:
 async def pin(task_id: str, request: Request) -> Response:
     require_admin(request)
     body = await _body(request, PinBody)
-    await _with_store(request, lambda con: operator.pin(con, _task_id(task_id), body.to))
+    await _with_store(request, lambda con: overrides.pin(con, _task_id(task_id), body.to))
     return _json({"task": task_id, "pin": body.to})
 
 
 @router.post("/tasks/{task_id}/unpin")
 async def unpin(task_id: str, request: Request) -> Response:
     require_admin(request)
-    await _with_store(request, lambda con: operator.unpin(con, _task_id(task_id)))
+    await _with_store(request, lambda con: overrides.unpin(con, _task_id(task_id)))
     return _json({"task": task_id, "pin": None})

@@ -4,7 +4,7 @@ Used by the offline demo, the distillation benchmark and the tests. Five tasks a
 template-derived (a tiny student can learn them from a few hundred examples); `reply_writer`
 is open-ended, its wording randomised so that no student can match the teacher. Some inputs
 carry PII (e-mail addresses, phone numbers) for the scrubber. Pure Python, seeded; the
-phrase tables live in `distill.workload_vocab`.
+phrase tables live in `gateway.offline.workload_vocab`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from distill.workload_vocab import (
+from gateway.offline.workload_vocab import (
     BRANDS,
     CITIES,
     CODE_WORDS,

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.admin_auth import SESSION_COOKIE, SESSION_SECONDS, admin_auth, require_admin
+from gateway.admin.auth import SESSION_COOKIE, SESSION_SECONDS, admin_auth, require_admin
 from gateway.errors import InvalidRequest
 from gateway.report import build_report, dumps, parse_since, policy_numbers, render_html
 

@@ -7,7 +7,7 @@ L2-normalised float32; a request's vector joins its system-prompt and user-conte
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -54,18 +54,32 @@ class Embedder:
         return np.asarray(vecs, dtype=np.float32)
 
 
-_LOADING = threading.Lock()  # callers in several threads must not load the model twice
+def embeddings_available() -> bool:
+    """Whether sentence-transformers (the `distill` extra) is installed here."""
+    return importlib.util.find_spec("sentence_transformers") is not None
 
 
-@functools.cache
-def _cached(device: str | None, threads: int | None) -> Embedder:
-    return Embedder(device=device, threads=threads)
+class SharedEmbedder:
+    """An `Embedder` loaded once, on first use, by whichever thread needs it first.
 
+    Its owner decides its lifetime: the gateway's lifespan keeps one for task assignment and
+    answer similarity, the worker one for its distill passes. Loading takes a few seconds.
+    """
 
-def get_embedder(device: str | None = None, threads: int | None = None) -> Embedder:
-    """One embedder per process and arguments (loading takes a few seconds)."""
-    with _LOADING:
-        return _cached(device, threads)
+    def __init__(self, device: str | None = None, threads: int | None = None) -> None:
+        self._args = (device, threads)
+        self._model: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Embedder:
+        with self._lock:
+            if self._model is None:
+                device, threads = self._args
+                self._model = Embedder(device=device, threads=threads)
+            return self._model
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.get().encode(texts, batch_size)
 
 
 def join_vectors(system_vecs: np.ndarray, content_vecs: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 `find_all` reports (kind, start, end, canonical value) spans in a text; `secret_field` and
 `person_field` judge a decoded JSON field by its name and value; `name_parts` picks the parts
-of a found name to replace on their own. `distill.scrub` turns all of it into placeholders.
+of a found name to replace on their own. `gateway.privacy.scrub` turns all of it into placeholders.
 
 Kinds: email, phone, card (Luhn), iban (mod-97), ip (v4/v6), api_key (known prefixes, JWTs,
 private keys, values after key=/token=/secret=/password=), bearer (Authorization headers),
@@ -306,7 +306,7 @@ def _ip(v: str, start: int, cls: type[ipaddress.IPv4Address | ipaddress.IPv6Addr
     yield "ip", start, start + len(v), str(addr)
 
 
-# --- the interface distill.scrub uses ------------------------------------------------------
+# --- the interface gateway.privacy.scrub uses ---
 
 def find_all(text: str, kinds: Iterable[str]) -> list[Found]:
     """Every value of `kinds` in `text`, ordered by position. `kinds` in priority order (as in

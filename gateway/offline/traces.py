@@ -1,14 +1,12 @@
-"""Recorded chat exchanges as JSONL traces, and the canonical key of a request.
+"""Recorded chat exchanges as JSONL traces.
 
 A trace line is `{"request": {...chat request...}, "response": {...chat.completion...}}`.
 `export_traces` writes a store's successful teacher exchanges in that format, so users can
 replay their own traffic with `slimgate replay-teacher`; `read_traces` reads them back.
-`request_key` is what identifies a request for replay, deduplication and the held-out split.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Iterator
@@ -20,18 +18,6 @@ from typing import IO, Any
 import orjson
 
 from gateway.store.migrations import connect
-
-KEY_FIELDS = ("messages", "tools", "response_format")  # what a request asks, for the key
-
-
-def request_key(request: dict[str, Any]) -> str:
-    """What the request asks, canonically: messages, tools and response format.
-
-    The model name, sampling parameters and `stream` are left out: the same question to
-    another model or with another temperature is still the same question.
-    """
-    what = {k: request.get(k) for k in KEY_FIELDS}
-    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass

@@ -1,14 +1,13 @@
 """A replay teacher: an OpenAI-compatible server that answers from recorded exchanges.
 
 For demos, benchmarks and tests without a provider. A request is looked up by the key of
-its messages, tools and response format (`gateway.traces.request_key`) and answered with a
+its messages, tools and response format (`gateway.fingerprint.request_key`) and answered with a
 recorded chat.completion after a realistic delay (a base latency plus time per output
 token, with seeded jitter), as JSON or as an SSE stream. Unknown requests get a 400.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import os
@@ -25,7 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.traces import TraceError, read_traces, request_key
+from gateway.fingerprint import request_key
+from gateway.offline.traces import TraceError, read_traces
 
 _PIECE = re.compile(r"\s*\S+|\s+\Z")  # a streamed content delta: a word and the space before
 
@@ -236,53 +236,18 @@ def _deltas(choice: dict[str, Any]) -> list[tuple[int, dict[str, Any], str | Non
     return out
 
 
-# --- command line ------------------------------------------------------------------------------
-
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `replay-teacher` to the `slimgate` command's subparsers."""
-    p = subparsers.add_parser(
-        "replay-teacher", help="serve recorded answers as an OpenAI-compatible teacher",
-        description="Answer /v1/chat/completions from recorded traces (JSONL of "
-                    '{"request", "response"}; `slimgate traces export` writes them).')
-    p.add_argument("--from", dest="source", required=True, metavar="TRACES.jsonl",
-                   help="recorded traces to answer from")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8090, help="port (default: 8090)")
-    p.add_argument("--latency-ms", type=float, default=400.0,
-                   help="delay before the answer or first token (default: 400)")
-    p.add_argument("--ms-per-token", type=float, default=8.0,
-                   help="generation time per completion token (default: 8)")
-    p.add_argument("--jitter", type=float, default=0.25,
-                   help="delays vary by up to this fraction (default: 0.25)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the jitter (default: 0)")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Serve in the foreground until interrupted (`--jitter` and `--seed` are optional)."""
+def serve_forever(source: str, *, host: str = "127.0.0.1", port: int = 8090,
+                  latency_ms: float = 400.0, ms_per_token: float = 8.0, jitter: float = 0.25,
+                  seed: int = 0) -> int:
+    """Serve `source`'s answers in the foreground until interrupted (`slimgate replay-teacher`)."""
     try:
-        teacher = ReplayTeacher.from_jsonl(
-            args.source, latency_ms=args.latency_ms, ms_per_token=args.ms_per_token,
-            jitter=getattr(args, "jitter", 0.25), seed=getattr(args, "seed", 0),
-            host=args.host, port=args.port)
+        teacher = ReplayTeacher.from_jsonl(source, latency_ms=latency_ms,
+                                           ms_per_token=ms_per_token, jitter=jitter, seed=seed,
+                                           host=host, port=port)
     except TraceError as e:
         print(f"slimgate: {e}", file=sys.stderr)
         return 2
     print(f"replay teacher: {len(teacher)} recorded answers to {len(teacher.records)} requests "
-          f"at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
-    web.run_app(teacher.build_app(), host=args.host, port=args.port, print=None,
-                access_log=None)
+          f"at http://{host}:{port}/v1", file=sys.stderr, flush=True)
+    web.run_app(teacher.build_app(), host=host, port=port, print=None, access_log=None)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gateway.replay_teacher")
-    add_cli(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["replay-teacher", *(sys.argv[1:] if argv is None else argv)])
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

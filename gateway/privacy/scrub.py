@@ -4,7 +4,7 @@ Every value found anywhere in one exchange (prompt, tool-call arguments, answer)
 by the same numbered placeholder everywhere in it (`<EMAIL_1>`, `<CARD_2>`, ...), so an
 answer that copies a value from its prompt still copies it, and a student learns to copy
 the placeholder. Stdlib + orjson only: cheap enough for the recorder's hot path.
-What counts as a secret or a name, and why rules rather than an NER model: `distill.pii`.
+What counts as a secret or a name, and why rules rather than an NER model: `gateway.privacy.pii`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from distill.pii import (
+from gateway.privacy.pii import (
     KINDS,
     Found,
     find_all,

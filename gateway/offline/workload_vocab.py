@@ -1,8 +1,8 @@
-"""The vocabularies and phrase tables behind the synthetic workload in `distill.workload`.
+"""The vocabularies and phrase tables behind the synthetic workload in `gateway.offline.workload`.
 
 Names, places, products, system prompts, tool and JSON schemas, and the sentence pools each
 task's generator draws from. Plain data (`_fn` only shapes the tool schemas);
-`distill.workload` re-exports every name.
+`gateway.offline.workload` re-exports every name.
 """
 
 from __future__ import annotations

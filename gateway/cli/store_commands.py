@@ -1,4 +1,5 @@
-"""The store-facing `slimgate` commands: distill, tasks, operator overrides, report, traces.
+"""The `slimgate` verbs that read or change the store: distill, tasks, overrides, prune, report,
+traces.
 
 Each reads the same config as the gateway and works on its store directly (plain sqlite3,
 WAL: safe beside a running gateway). Output is rich tables for people; `--json` where a
@@ -11,17 +12,19 @@ import argparse
 import sys
 
 import orjson
-from rich.console import Console
 from rich.table import Table
 
-from gateway.config import Config
+from gateway.cli.process_commands import load
+from gateway.registry import Registry
+from gateway.report.terminal import wide_console
 from gateway.store.catalog import best_student, list_students, list_tasks
 from gateway.store.migrations import connect
 from gateway.store.stages import count_task_examples
 from policies.router import canary_share
 
 
-def _tasks(config: Config, console: Console) -> int:
+def tasks(args: argparse.Namespace) -> int:
+    config, console = load(args), wide_console()
     con = connect(config.store.path)
     try:
         tasks = list_tasks(con)
@@ -56,10 +59,11 @@ def _tasks(config: Config, console: Console) -> int:
         con.close()
 
 
-def _distill(config: Config, task: str | None, console: Console) -> int:
+def distill(args: argparse.Namespace) -> int:
     from distill.pipeline import run_distill
 
-    outcomes = run_distill(config, task_id=task, progress=True, report=console.print)
+    config, console = load(args), wide_console()
+    outcomes = run_distill(config, task_id=args.task, progress=True, report=console.print)
     table = Table(title="distill summary")
     for col in ("task", "label", "action", "version", "result", "seconds"):
         table.add_column(col)
@@ -72,56 +76,59 @@ def _distill(config: Config, task: str | None, console: Console) -> int:
     return 0
 
 
-def _override(args: argparse.Namespace, config: Config, console: Console) -> int:
-    from gateway import operator
+def override(args: argparse.Namespace) -> int:
+    """promote, rollback, pin and unpin: audited stage changes."""
+    from gateway.admin import overrides
 
+    config, console = load(args), wide_console()
     con = connect(config.store.path)
     try:
         if args.command == "promote":
-            change = operator.promote(con, args.task, list(config.policy.canary_steps),
+            change = overrides.promote(con, args.task, list(config.policy.canary_steps),
                                       args.reason)
             console.print(f"{args.task}: {change.from_stage} → {change.to_stage}"
                           + (f" step {change.to_step}" if change.to_stage == "canary" else ""))
         elif args.command == "rollback":
-            change = operator.rollback(con, args.task, args.reason)
+            change = overrides.rollback(con, args.task, args.reason)
             console.print(f"{args.task}: {change.from_stage} → observe")
         elif args.command == "pin":
-            operator.pin(con, args.task, args.to)
+            overrides.pin(con, args.task, args.to)
             console.print(f"{args.task}: pinned to the {args.to}")
         else:
-            operator.unpin(con, args.task)
+            overrides.unpin(con, args.task)
             console.print(f"{args.task}: unpinned")
         return 0
-    except operator.OperatorError as e:
+    except overrides.OperatorError as e:
         print(f"slimgate: {e}", file=sys.stderr)
         return 1
     finally:
         con.close()
 
 
-def _report(args: argparse.Namespace, config: Config, console: Console) -> int:
+def report(args: argparse.Namespace) -> int:
+    config, console = load(args), wide_console()
     from gateway.report import build_report, parse_since, policy_numbers, render_html
     from gateway.report.terminal import print_report
 
-    report = build_report(config.store.path, since=parse_since(args.since), worst=args.worst,
+    built = build_report(config.store.path, since=parse_since(args.since), worst=args.worst,
                           **policy_numbers(config))
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
-            f.write(render_html(report))
+            f.write(render_html(built))
     if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(built, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print_report(report, console)
+        print_report(built, console)
         if args.html:
             console.print(f"HTML report written to {args.html}")
     return 0
 
 
-def _prune(config: Config, keep: int, console: Console) -> int:
+def prune(args: argparse.Namespace) -> int:
     """Old versions go; the one a task serves or shadows and the newest that passed stay."""
-    from distill.registry import Registry
     from gateway.store.stages import set_student_status
 
+    config, console, keep = load(args), wide_console(), args.keep
     registry = Registry(config.distill.students_dir)
     con = connect(config.store.path)
     try:
@@ -139,24 +146,10 @@ def _prune(config: Config, keep: int, console: Console) -> int:
         con.close()
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    from gateway.report.terminal import wide_console
+def traces(args: argparse.Namespace) -> int:
+    from gateway.offline.traces import export_traces
 
-    console = wide_console()
-    if args.command == "tasks":
-        return _tasks(config, console)
-    if args.command == "distill":
-        return _distill(config, args.task, console)
-    if args.command in ("promote", "rollback", "pin", "unpin"):
-        return _override(args, config, console)
-    if args.command == "report":
-        return _report(args, config, console)
-    if args.command == "prune":
-        return _prune(config, args.keep, console)
-    if args.command == "traces":
-        from gateway.traces import export_traces
-
-        n = export_traces(config.store.path, args.out, task=args.task, model=args.model)
-        console.print(f"wrote {n} traces to {args.out}")
-        return 0
-    raise ValueError(f"unknown command {args.command}")
+    config = load(args)
+    n = export_traces(config.store.path, args.out, task=args.task, model=args.model)
+    wide_console().print(f"wrote {n} traces to {args.out}")
+    return 0

@@ -9,13 +9,13 @@ to the registry root: task ids are checked, and resolved paths must stay inside.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from gateway.task_ids import is_task_id
+
 META = "slimgate.json"
 
 
@@ -28,7 +28,7 @@ class Registry:
         self.root = Path(root).resolve()
 
     def task_dir(self, task_id: str) -> Path:
-        if not _TASK_ID.match(task_id) or ".." in task_id:
+        if not is_task_id(task_id):
             raise RegistryError(f"task id {task_id!r} is not a safe directory name")
         path = (self.root / task_id).resolve()
         if path.parent != self.root:

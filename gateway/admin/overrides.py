@@ -1,6 +1,7 @@
 """Operator overrides: promote, roll back, pin and unpin a task, each in the audit log.
 
-Shared by the `slimgate promote|rollback|pin|unpin` commands and the `/admin/...` API.
+Shared by the `slimgate promote|rollback|pin|unpin` commands and the `/admin/...` API,
+with `task_rows`, the admin API's view of the tasks.
 Plain functions over a sqlite3 connection; they refuse what makes no sense (promoting a
 task that has no student) with a message saying why.
 """
@@ -8,8 +9,10 @@ task that has no student) with a message saying why.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import asdict
+from typing import Any
 
-from gateway.store.catalog import get_task, list_students
+from gateway.store.catalog import TaskRecord, get_task, list_students, list_tasks
 from gateway.store.stages import StageChange, set_pin, set_stage, set_student_status
 
 
@@ -17,10 +20,14 @@ class OperatorError(ValueError):
     """An override that cannot be applied, with the reason."""
 
 
-def _task(con: sqlite3.Connection, task_id: str):  # type: ignore[no-untyped-def]
+class UnknownTask(OperatorError):
+    """The override names a task the store does not have."""
+
+
+def _task(con: sqlite3.Connection, task_id: str) -> TaskRecord:
     task = get_task(con, task_id)
     if task is None:
-        raise OperatorError(f"task '{task_id}' does not exist (see `slimgate tasks`)")
+        raise UnknownTask(f"task '{task_id}' does not exist (see `slimgate tasks`)")
     return task
 
 
@@ -79,3 +86,17 @@ def unpin(con: sqlite3.Connection, task_id: str) -> None:
     task = _task(con, task_id)
     set_pin(con, task_id, None)
     set_stage(con, task_id, task.stage, to_step=task.step, actor="operator", reason="unpinned")
+
+
+def task_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every task with its students' held-out summary, as the admin API shows them."""
+    out = []
+    for t in list_tasks(con):
+        row = asdict(t)
+        row.pop("info")
+        row["students"] = [{"version": s.version, "base_model": s.base_model, "status": s.status,
+                            "heldout": {k: s.metrics.get(k) for k in
+                                        ("n", "agreement", "lower", "upper", "valid_rate")}}
+                           for s in list_students(con, t.id)]
+        out.append(row)
+    return out

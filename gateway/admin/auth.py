@@ -93,11 +93,8 @@ class AdminAuth:
 
 
 def admin_auth(request: Request) -> AdminAuth:
-    """The app's AdminAuth, built on first use from the config (env read once per app)."""
-    auth: AdminAuth | None = getattr(request.app.state, "slimgate_admin", None)
-    if auth is None:
-        auth = AdminAuth.from_config(request.app.state.config)
-        request.app.state.slimgate_admin = auth
+    """The app's AdminAuth, built by the lifespan from the config (env read once per app)."""
+    auth: AdminAuth = request.app.state.slimgate.admin
     return auth
 
 

@@ -164,8 +164,8 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60)
 def run_demo(*, fast: bool = False, directory: str = "demo-run") -> int:
     from openai import OpenAI
 
-    from distill.workload import generate, to_traces
-    from gateway.replay_teacher import ReplayTeacher
+    from gateway.offline.replay_teacher import ReplayTeacher
+    from gateway.offline.workload import generate, to_traces
 
     plan = FAST if fast else FULL
     started = time.time()

@@ -1,0 +1,20 @@
+"""The one rule for a task id, shared by the request path, the registry and discovery.
+
+A task id names a directory under the students root and a Prometheus label, so it is
+short, starts with a letter or digit, and holds only letters, digits, '.', '_' and '-'.
+The whole string must match (`fullmatch`): a trailing newline is not a valid id.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeGuard
+
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def is_task_id(value: object) -> TypeGuard[str]:
+    """True for a string that is a whole, safe task id ('..' never is)."""
+    return (isinstance(value, str) and _TASK_ID.fullmatch(value) is not None
+            and ".." not in value)
