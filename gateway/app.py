@@ -23,7 +23,7 @@ from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import AuthFailures, RateLimiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.routing import RoutingTable
@@ -94,6 +94,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         shadow=shadow,
         students=students,
         admin=AdminAuth.from_config(config),
+        metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
+        auth_failures=AuthFailures(config.server.auth_failures_per_minute),
     )
     try:
         yield

@@ -8,6 +8,7 @@ the environment variables that hold them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from policies.settings import PolicyConfig
+
+TENANT = re.compile(r"[A-Za-z0-9_-]{1,24}")
+KEY_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class ConfigError(Exception):
@@ -39,6 +43,48 @@ class ServerConfig(_Strict):
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     rate_limit: RateLimitConfig = RateLimitConfig()
+    # Task names a client sends (X-Slimgate-Task, metadata.task) are the caller's own:
+    # "tenant" stores them as "<tenant>.<name>" (tenant: the key's entry in `tenants`, else
+    # its key id), so no key reaches another's task, student or training data; "shared"
+    # lets every key name any task (one team behind the gateway). Open gateways: no prefix.
+    client_tasks: Literal["tenant", "shared"] = "tenant"
+    tenants: dict[str, list[str]] = {}  # tenant name -> key ids (the store's key_id) sharing names
+    metrics_keys_env: str = "SLIMGATE_METRICS_KEYS"  # keys that may read /metrics; admins may
+    metrics_public: bool = False  # true: /metrics needs no key (only on a private network)
+    auth_failures_per_minute: int = Field(30, ge=1)  # wrong keys per client address, then 429
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerConfig:
+        names = {"api_keys_env": self.api_keys_env, "admin_keys_env": self.admin_keys_env,
+                 "metrics_keys_env": self.metrics_keys_env}
+        seen: dict[str, str] = {}
+        for field, env in names.items():
+            if env in seen:
+                raise ValueError(f"{seen[env]} and {field} name the same variable '{env}': "
+                                 "gateway, admin and metrics keys must be distinct")
+            seen[env] = field
+        owner: dict[str, str] = {}
+        for tenant, key_ids in self.tenants.items():
+            if not TENANT.fullmatch(tenant):
+                raise ValueError(f"tenant name {tenant!r}: use 1-24 letters, digits, '_' or '-'")
+            for key_id in key_ids:
+                if not KEY_ID.fullmatch(key_id):
+                    raise ValueError(f"tenant '{tenant}': {key_id!r} is not a key id "
+                                     "(the 12 hex digits the store records as key_id)")
+                if key_id in owner:
+                    raise ValueError(f"key id {key_id} is in tenants '{owner[key_id]}' and "
+                                     f"'{tenant}'")
+                owner[key_id] = tenant
+        return self
+
+    def task_namespace(self, key_id: str | None) -> str | None:
+        """The prefix of task names this key sends, or None (shared names, open gateway)."""
+        if self.client_tasks == "shared" or key_id is None:
+            return None
+        for tenant, key_ids in self.tenants.items():
+            if key_id in key_ids:
+                return tenant
+        return key_id
 
 
 class StoreConfig(_Strict):

@@ -31,6 +31,8 @@ from gateway.routing import Decision, RoutingTable
 from gateway.shadow import Job, ShadowRunner, completion_tokens, first_message
 from gateway.store.recorder import Exchange, Recorder
 from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
+from gateway.task_assign import Assignment
+from gateway.task_ids import scoped_task
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
 from policies.contract import Violation, check_contract, request_pattern_problem
@@ -166,7 +168,8 @@ class Proxy:
         elapsed = time.perf_counter() - ctx.started
         ex.status = status
         ex.latency_ms = elapsed * 1000
-        labels = (ex.model, ex.backend, ex.task or "")
+        ex.task_label = self._routing.task_label(ex.task)
+        labels = (ex.model, ex.backend, ex.task_label)
         self._metrics.requests.labels(*labels, str(status)).inc()
         self._metrics.latency.labels(*labels).observe(elapsed)
         if self._limiter.tpm:
@@ -202,6 +205,10 @@ class Proxy:
         header_task = ctx.headers.get("x-slimgate-task")
         try:
             assignment = self._routing.assigner.assign(body, header_task)
+            if assignment.how == "explicit" and assignment.task is not None:
+                # A client-named task is the caller's own (ServerConfig.client_tasks).
+                namespace = self._config.server.task_namespace(ctx.key_id)
+                assignment = Assignment(scoped_task(assignment.task, namespace), "explicit")
         except ValueError as e:  # a header is no body field: no `param` for it
             raise InvalidRequest(str(e), param=None if header_task else "metadata.task") from None
         if assignment.task is None and self._routing.any_serving:
@@ -317,7 +324,8 @@ class Proxy:
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ttft = time.perf_counter() - ctx.started
         ex.ttft_ms = ttft * 1000
-        self._metrics.ttft.labels(ex.model, ex.backend, ex.task or "").observe(ttft)
+        self._metrics.ttft.labels(ex.model, ex.backend,
+                                  self._routing.task_label(ex.task)).observe(ttft)
         return self._relay(chunks, ex, ctx, client_wants_usage, model.name, decision, body)
 
     async def _replay(

@@ -51,6 +51,7 @@ class Exchange:
     committed: asyncio.Future[None] | None = None  # set in sync durability
     student_version: int | None = None  # the student that served or was tried
     fallback: str | None = None  # why the student's answer was replaced by the teacher's
+    task_label: str = ""  # the task as a metric label: known tasks only, else "other"
 
 
 @dataclass(slots=True)
@@ -200,7 +201,7 @@ class Recorder:
         cost = None
         if ex.upstream_model and ex.status < 400:
             cost = self._costs.estimate(ex.upstream_model, prompt_tokens, completion_tokens)
-        labels = (ex.model, ex.backend, ex.task or "")
+        labels = (ex.model, ex.backend, ex.task_label)
         if prompt_tokens:
             self._metrics.tokens.labels(*labels, "prompt").inc(prompt_tokens)
         if completion_tokens:
