@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: "stream": "false" is a 400, not a truthy string forwarded as sent (the
+    # gateway forwards the client's own JSON, so what validates must be what it says).
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 # --- messages -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ destination, headers and credentials are the config's alone (see `gateway.upstre
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -18,6 +19,8 @@ import openai
 
 from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
 from gateway.upstream.params import check_extra_fields, litellm_body
+
+log = logging.getLogger("slimgate.upstream")
 
 
 def import_litellm() -> ModuleType:
@@ -35,14 +38,19 @@ def _failure(e: Exception) -> UpstreamFailure:
         return UpstreamFailure("timeout", "provider did not answer in time")
     if isinstance(e, openai.APIConnectionError):
         return UpstreamFailure("connect", "could not reach the provider")
+    log.debug("provider call failed: %s", _short(e))  # the raw text: debug log only
     if isinstance(e, openai.APIStatusError):
         retry_after = e.response.headers.get("retry-after") if e.response is not None else None
         f = failure_from_status(e.status_code, b"", retry_after)
-        f.message = f"provider answered HTTP {e.status_code}: {_short(e)}"
+        client_fault = 400 <= e.status_code < 500 and f.kind == "client"
+        # The provider's words only for the client's own mistakes (see failure_from_status).
+        f.message = (f"provider answered HTTP {e.status_code}: {_short(e)}" if client_fault
+                     else f"provider answered HTTP {e.status_code}")
         return f
     if isinstance(e, openai.APIError):
-        return UpstreamFailure("server", f"provider error: {_short(e)}")
-    return UpstreamFailure("malformed", f"could not translate the provider's answer: {_short(e)}")
+        return UpstreamFailure("server", f"provider error ({type(e).__name__})")
+    return UpstreamFailure("malformed",
+                           f"could not translate the provider's answer ({type(e).__name__})")
 
 
 def _short(e: Exception) -> str:

@@ -9,14 +9,23 @@ and headers are the config's; no client header is forwarded.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
-from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+from gateway.upstream.base import (
+    MAX_JSON_DEPTH,
+    Endpoint,
+    UpstreamFailure,
+    failure_from_status,
+    too_deep,
+)
 from gateway.upstream.params import direct_body
+
+log = logging.getLogger("slimgate.upstream")
 
 
 class OpenAIHTTPBackend:
@@ -72,6 +81,9 @@ class OpenAIHTTPBackend:
             raise UpstreamFailure("malformed", "upstream answer is not valid JSON") from None
         if not isinstance(data, dict):
             raise UpstreamFailure("malformed", "upstream answer is not a JSON object")
+        if too_deep(data):
+            raise UpstreamFailure("malformed", f"upstream answer nests deeper than "
+                                  f"{MAX_JSON_DEPTH} levels")
         return data
 
     async def stream(
@@ -98,13 +110,13 @@ class OpenAIHTTPBackend:
                         raise UpstreamFailure(
                             "malformed", "upstream sent an invalid stream chunk"
                         ) from None
-                    if not isinstance(chunk, dict):
-                        raise UpstreamFailure("malformed", "upstream sent a non-object chunk")
+                    if not isinstance(chunk, dict) or too_deep(chunk):
+                        raise UpstreamFailure("malformed", "upstream sent a non-object or "
+                                              "too deeply nested chunk")
                     if "error" in chunk:
-                        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                        raise UpstreamFailure(
-                            "server", f"upstream stream error: {err.get('message', 'unknown')}"
-                        )
+                        # Its text may echo the request: debug log only, like a 5xx body.
+                        log.debug("upstream stream error event: %r", payload[:2000])
+                        raise UpstreamFailure("server", "upstream sent an error event mid-stream")
                     if any(c.get("finish_reason") for c in chunk.get("choices") or ()):
                         finished = True
                     yield chunk
@@ -112,6 +124,9 @@ class OpenAIHTTPBackend:
             raise UpstreamFailure("timeout", f"no chunk within {self._timeout_s:g}s") from None
         except aiohttp.ClientError as e:
             raise UpstreamFailure("connect", f"stream broke: {type(e).__name__}") from None
+        except ValueError:  # aiohttp: a line beyond its limit ("Chunk too big", LineTooLong)
+            raise UpstreamFailure("malformed", "upstream sent a stream line that is too long"
+                                  ) from None
         except asyncio.CancelledError:
             raise
         if not finished:
