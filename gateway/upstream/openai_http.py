@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.upstream.base import (
     MAX_JSON_DEPTH,
@@ -124,7 +125,7 @@ class OpenAIHTTPBackend:
             raise UpstreamFailure("timeout", f"no chunk within {self._timeout_s:g}s") from None
         except aiohttp.ClientError as e:
             raise UpstreamFailure("connect", f"stream broke: {type(e).__name__}") from None
-        except ValueError:  # aiohttp: a line beyond its limit ("Chunk too big", LineTooLong)
+        except (ValueError, HttpProcessingError):  # a line beyond aiohttp's limit (LineTooLong)
             raise UpstreamFailure("malformed", "upstream sent a stream line that is too long"
                                   ) from None
         except asyncio.CancelledError:
