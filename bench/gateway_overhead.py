@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -23,32 +22,13 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.offline.local import free_port, wait_ready
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "bench", "messages": [
     {"role": "system", "content": "You classify support tickets into billing, bug or other."},
     {"role": "user", "content": "I was charged twice for my subscription this month."}],
     "max_tokens": 16}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except Exception:
-            time.sleep(0.25)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 async def load(url: str, n: int, concurrency: int, key: str | None) -> tuple[float, list[float]]:
@@ -122,7 +102,7 @@ def start_litellm_proxy(upstream: str, tmp: Path) -> tuple[subprocess.Popen[byte
     proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health/liveliness", proc, timeout=120)
+        wait_ready(f"http://127.0.0.1:{port}/health/liveliness", proc, timeout_s=120)
     except RuntimeError:
         proc.kill()
         return None

@@ -22,6 +22,7 @@ from gateway.auth import KeyRing
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
+from gateway.litellm_module import import_litellm
 from gateway.metrics import Metrics
 from gateway.ratelimit import AuthFailures, RateLimiter
 from gateway.report import routes as report_routes
@@ -35,7 +36,6 @@ from gateway.store.recorder import Recorder
 from gateway.store.sqlite import Store
 from gateway.students import StudentFactory, StudentPool
 from gateway.upstream.base import UpstreamFailure
-from gateway.upstream.litellm_backend import import_litellm
 from gateway.upstream.pool import Upstreams, build_backend
 from gateway.worker_process import start_worker, stop_worker
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.upstream.litellm_backend import import_litellm
+from gateway.litellm_module import import_litellm
 
 
 class CostTable:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from gateway.offline.local import gateway_toml
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_upstream_process() -> tuple[subprocess.Popen[bytes], str]:
@@ -31,26 +26,13 @@ def start_upstream_process() -> tuple[subprocess.Popen[bytes], str]:
 def write_config(tmp: Path, upstream: str, port: int, extra_store: str = "",
                  extra: str = "[worker]\nembedded = false\n") -> Path:
     cfg = tmp / "config.toml"
-    cfg.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-api_keys_env = "SERVED_TEST_KEYS"
-log_level = "warning"
-
-[store]
-path = "{tmp / 'store.db'}"
-{extra_store}
-
-[[models]]
-name = "m"
-provider = "openai"
-base_url = "{upstream}"
-api_key_env = "SERVED_TEST_PROVIDER_KEY"
-max_retries = 0
-
-{extra}
-""")
+    toml = gateway_toml(port=port, store=tmp / "store.db", keys_env="SERVED_TEST_KEYS",
+                        model="m", base_url=upstream,
+                        model_extra='api_key_env = "SERVED_TEST_PROVIDER_KEY"\nmax_retries = 0',
+                        more=extra)
+    # extra [store] keys go into the [store] table, right after its path
+    cfg.write_text(toml.replace(f'path = "{tmp / "store.db"}"\n',
+                                f'path = "{tmp / "store.db"}"\n{extra_store}\n', 1))
     return cfg
 
 

@@ -68,6 +68,17 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_serve_refuses_a_provider_litellm_does_not_know(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(tmp_path, '[store]\npath = "s.db"\n[[models]]\nname = "c"\n'
+                          'provider = "antropic"\nmodel = "claude-3-5-haiku"\n')
+    assert main(["serve", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].provider: 'antropic' is not a provider litellm knows" in err
+    assert "'anthropic'" in err  # the suggestion
+
+
 def test_cli_help_does_not_load_heavy_modules() -> None:
     import subprocess
     import sys

@@ -21,10 +21,10 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config
+from gateway.offline.local import free_port
 from gateway.report import routes as report_routes
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.served import free_port
 from tests.test_report import SCRIPT, A, B, build_store
 
 ADMIN = "sk-admin-test-1"

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.offline.local import free_port
 from tests.served import (
-    free_port,
     open_fds,
     rss_kb,
     start_gateway,

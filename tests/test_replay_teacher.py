@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from distill.curate import request_key as curate_request_key
 from gateway.fingerprint import request_key
+from gateway.offline.local import free_port
 from gateway.offline.replay_teacher import ReplayTeacher
 from gateway.offline.traces import TraceError, export_traces, read_traces
 from gateway.store.migrations import connect
@@ -191,15 +191,9 @@ def test_exported_store_traffic_replays(tmp_path: Path) -> None:
         export_traces(tmp_path / "nope.db", out)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_command_line_serves(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.jsonl", TRACES)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "replay-teacher", "--from", str(path),
          "--port", str(port),

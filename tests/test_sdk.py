@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,20 +15,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
+from gateway.offline.local import free_port, wait_ready
 from tests.fake_upstream import FakeUpstream
 
 KEY = "sk-gw-sdk-test"
 PROVIDER_KEY = "sk-provider-planted-777"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +66,11 @@ embedded = false  # these tests are about the wire protocol; the loop has its ow
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_ready(base + "/readyz", proc)
+    except RuntimeError:
         proc.kill()
-        raise RuntimeError((tmp / "gateway.log").read_text())
+        raise RuntimeError((tmp / "gateway.log").read_text()) from None
     try:
         yield base + "/v1", db, up
     finally:

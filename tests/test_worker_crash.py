@@ -103,7 +103,8 @@ def children(pid: int) -> list[int]:
 
 
 def test_worker_exits_when_the_gateway_is_killed(tmp_path: Path) -> None:
-    from tests.served import free_port, start_gateway, start_upstream_process
+    from gateway.offline.local import free_port
+    from tests.served import start_gateway, start_upstream_process
     from tests.served import write_config as write_served
 
     upstream, url = start_upstream_process()

@@ -37,9 +37,15 @@ def serve(args: argparse.Namespace) -> int:
 
     from distill.loading import load_student
     from gateway.app import create_app
+    from gateway.upstream.litellm_backend import check_providers
 
     config = load(args)
     setup_logging(config.server.log_level)
+    try:
+        check_providers(config)
+    except ConfigError as e:
+        print(f"slimgate: {e}", file=sys.stderr)
+        return 2
     path = args.config or os.environ.get("SLIMGATE_CONFIG")
     uvicorn.run(
         create_app(config, config_path=None if args.no_worker else path,

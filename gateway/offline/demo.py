@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from gateway.offline.local import free_port, gateway_toml, wait_ready
 from policies.contract import check_contract
 
 DEMO_KEY = "sk-slimgate-demo"  # a local, throwaway gateway key for the demo's own gateway
@@ -59,30 +59,11 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_config(d: Path, teacher_url: str, port: int, plan: Plan) -> Path:
     path = d / "config.toml"
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-api_keys_env = "SLIMGATE_DEMO_KEYS"
-log_level = "warning"
-
-[store]
-path = "{d / 'slimgate.db'}"
-
-[[models]]
-name = "{MODEL}"
-provider = "openai"
-base_url = "{teacher_url}"
-timeout_s = 30.0
-
+    path.write_text(gateway_toml(port=port, store=d / "slimgate.db", keys_env="SLIMGATE_DEMO_KEYS",
+                                 model=MODEL, base_url=teacher_url, model_extra="timeout_s = 30.0",
+                                 more=f"""
 [distill]
 students_dir = "{d / 'students'}"
 min_examples = {plan.min_examples}
@@ -114,7 +95,7 @@ canary_min_comparisons = 12
 canary_min_seconds = 10.0
 audit_rate = 0.3
 primary_audit_rate = 0.2
-""")
+"""))
     return path
 
 
@@ -144,21 +125,6 @@ def _stages(db: Path) -> list[tuple[str, str, str, int, str | None]]:
         return out
     except sqlite3.Error:
         return []
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the gateway exited during start-up; see its log above")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError("the gateway did not become healthy in time")
 
 
 DEMO_MARKER = ".slimgate-demo"  # written in every demo directory; only such are replaced
@@ -211,7 +177,7 @@ def run_demo(*, fast: bool = False, directory: str = "demo-run") -> int:
                                 str(config)], env=env, stdin=subprocess.DEVNULL)
     tally = Tally()
     try:
-        _wait_ready(port, gateway)
+        wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=DEMO_KEY, max_retries=0,
                         timeout=60)
         print(f"[{time.time() - started:5.0f}s] warm-up: {plan.warmup} agent requests "

@@ -9,28 +9,32 @@ destination, headers and credentials are the config's alone (see `gateway.upstre
 
 from __future__ import annotations
 
+import difflib
 import logging
-import os
 from collections.abc import AsyncIterator
-from types import ModuleType
 from typing import Any
 
 import openai
 
+from gateway.config import Config, ConfigError
+from gateway.litellm_module import import_litellm
 from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
 from gateway.upstream.params import check_extra_fields, litellm_body
 
 log = logging.getLogger("slimgate.upstream")
 
 
-def import_litellm() -> ModuleType:
-    # Without this litellm fetches its cost map from the internet at import time.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    return litellm
+def check_providers(config: Config) -> None:
+    """Every non-OpenAI `[[models]].provider` must be one litellm knows (checked at start,
+    where litellm is imported anyway, so a typo fails the start, not the first request)."""
+    litellm = import_litellm()
+    known = {str(getattr(p, "value", p)) for p in litellm.provider_list}
+    for i, m in enumerate(config.models):
+        if m.provider != "openai" and m.provider not in known:
+            close = difflib.get_close_matches(m.provider, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ConfigError(f"models[{i}].provider: {m.provider!r} is not a provider litellm "
+                              f"knows{hint}; use 'openai' for any OpenAI-compatible base_url")
 
 
 def _failure(e: Exception) -> UpstreamFailure:

@@ -54,7 +54,7 @@ def litellm_control_names() -> frozenset[str]:
     is not an OpenAI request parameter. Read from litellm itself, so new ones are covered."""
     import inspect
 
-    from gateway.upstream.litellm_backend import import_litellm
+    from gateway.litellm_module import import_litellm
 
     litellm = import_litellm()
     from litellm.types.utils import all_litellm_params
