@@ -1,8 +1,10 @@
 """Steps S2-S5 for every task: curate → discover → select → fine-tune → held-out evaluation.
 
-`run_distill` discovers tasks in the recorded traffic, then for each task with enough clean
-data (and no student yet, or data grown enough / drift seen) trains candidates smallest
-first, evaluates each on the task's held-out set and registers it. A version is trained in a
+`run_distill` discovers tasks in the recorded traffic, then, highest expected win first
+(`policies.schedule`), for each task with enough clean data (and no student yet, or data
+grown enough / drift seen) fits its copy slots, trains student kinds cheapest first
+(`distill.shape`; generative candidates smallest first), evaluates each on the task's
+held-out set through its copy slots and registers it. A version is trained in a
 `.partial` directory and becomes visible only when complete: a kill never leaves a
 half-written student behind.
 """
@@ -18,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from distill.candidates import Prepared
 from distill.curate import Curated, curate
-from distill.select import eligible, rank_candidates
+from distill.select import rank_candidates
+from distill.shape import StudentKind
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
 from gateway.privacy.scrub import ScrubConfig
@@ -38,6 +42,7 @@ from gateway.store.catalog import (
 )
 from gateway.store.stages import live_evidence
 from policies.gate import should_retrain
+from policies.schedule import TaskPlan, order_tasks
 from policies.stats import wilson
 
 log = logging.getLogger("slimgate.distill")
@@ -122,11 +127,13 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 
 def train_candidate(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
-    candidate: CandidateConfig, *, max_new: int, progress: bool, embedder: SharedEmbedder,
+    prep: Prepared, kind: StudentKind, candidate: CandidateConfig | None, *, max_new: int,
+    progress: bool, embedder: SharedEmbedder,
 ) -> TaskOutcome:
-    from distill.evaluate import embedding_similarity, evaluate
-    from distill.student import Student
-    from distill.train import train_student
+    """Train one candidate of `kind` (a generative one is `candidate`), evaluate it on the
+    held-out set through its copy slots, and register it."""
+    from distill.candidates import fit_encoder, fit_generative
+    from distill.evaluate import embedding_similarity
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -136,39 +143,45 @@ def train_candidate(
     shutil.rmtree(partial, ignore_errors=True)
     registry.private_dir(partial)  # 0700, like its parents: no other user reads a student
     started = time.time()
-    train = [ex.as_training() for ex in curated.train[-cfg.distill.max_train_examples:]]
+    similarity = embedding_similarity(embedder)
     try:
-        report = train_student(train, base_model=candidate.model, method=candidate.method,
-                               cfg=cfg.distill.training, out_dir=partial, progress=progress)
-        student = Student.load(str(partial))
-        ev = evaluate(student, curated.heldout, task.kind, confidence=policy.confidence,
-                      text_threshold=cfg.distill.text_similarity, max_tokens=max_new,
-                      similarity=embedding_similarity(embedder))
-        del student
+        if candidate is None:
+            info, ev = fit_encoder(cfg, prep, curated.heldout, task.kind, policy, partial,
+                                   max_new=max_new, similarity=similarity)
+            base_model = str(info.get("base_model") or "encoder")
+            training = info.get("training") or {}
+        else:
+            training, ev = fit_generative(cfg, prep, curated.heldout, task.kind, policy,
+                                          candidate, partial, max_new=max_new,
+                                          progress=progress, similarity=similarity)
+            base_model, info = candidate.model, {}
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
-    metrics = {**ev.summary, "train_examples": len(train),
+    metrics = {**ev.summary, "train_examples": len(prep.train),
                "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
-               "scrubbed": dict(curated.scrubbed), "training": report.as_dict(),
+               "scrubbed": dict(curated.scrubbed), "training": training,
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
-               "min_heldout": policy.min_heldout}
+               "min_heldout": policy.min_heldout, "student_kind": kind,
+               "answer_shape": prep.shape, "copy_coverage": prep.coverage}
     # The metadata marks a version complete; written inside the partial directory and then
     # renamed with it in one step, a `v<N>` directory is never seen without it.
-    registry.write_meta(partial, {"task": task.id, "version": version,
-                                  "base_model": candidate.model,
-                                  "candidate": candidate.model_dump(), "metrics": metrics})
+    registry.write_meta(partial, {**info, "task": task.id, "version": version, "kind": kind,
+                                  "base_model": base_model, "copy_slots": prep.slots_meta(),
+                                  "candidate": candidate.model_dump() if candidate else None,
+                                  "metrics": metrics})
     partial.rename(final)
     add_evaluations(con, task.id, version, ev.rows)
     add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(final),
-                                   base_model=candidate.model,
+                                   base_model=base_model,
                                    status="passed" if passed else "failed", metrics=metrics))
     verdict = "passed" if passed else "failed"
-    reason = (f"{candidate.model}: held-out agreement {ev.summary['agreement']:.2f} "
+    stopped = " (stopped part-way: hopeless)" if training.get("stopped_by") == "hopeless" else ""
+    reason = (f"{kind} {base_model}: held-out agreement {ev.summary['agreement']:.2f} "
               f"[{ev.summary['lower']:.2f}, {ev.summary['upper']:.2f}] over {ev.summary['n']} "
               f"{verdict} the gate (lower bound ≥ {policy.min_agreement:.2f}, "
-              f"n ≥ {policy.min_heldout})")
+              f"n ≥ {policy.min_heldout}){stopped}")
     return TaskOutcome(task.id, task.label, "trained", reason, version, passed, metrics,
                        time.time() - started)
 
@@ -176,28 +189,48 @@ def train_candidate(
 def distill_task(
     con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
     embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
+    encoder: bool | None = None,
 ) -> TaskOutcome:
-    """Train candidates smallest first until one passes its held-out gate."""
+    """Train student kinds cheapest first (candidates smallest first) until one passes."""
+    from distill.candidates import prepare
+
     needed, max_new = _token_budget(task)
+    prep = prepare(task.kind, curated, cfg.distill.max_train_examples, encoder=encoder,
+                   kinds=list(cfg.distill.student_kinds))
+    cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
+    report(f"{task.id}: answers are {prep.shape}, {cov}")
     choices = rank_candidates(cfg.distill.candidates, needed_tokens=needed,
                               licences=cfg.distill.licences, max_params=cfg.distill.max_params)
-    for c in choices:
-        if c.reason:
-            report(f"{task.id}: skipping {c.candidate.model}: {c.reason}")
+    runs: list[tuple[StudentKind, CandidateConfig | None]] = []
+    for choice in prep.plan:
+        if choice.reason:
+            report(f"{task.id}: not training the {choice.kind} kind: {choice.reason}")
+        elif choice.kind == "encoder":
+            runs.append(("encoder", None))
+        else:
+            min_agreement = cfg.policy.for_task(task.id, task.label).min_agreement
+            for c in choices:
+                reason = c.reason or prep.too_low_for(c.candidate, min_agreement)
+                if reason:
+                    report(f"{task.id}: skipping {c.candidate.model}: {reason}")
+                else:
+                    runs.append(("generative", c.candidate))
     outcome = None
-    for candidate in eligible(choices):
-        report(f"{task.id} ({task.label}): training {candidate.model} on "
-               f"{len(curated.train)} examples, {len(curated.heldout)} held out")
+    for kind, candidate in runs:
+        name = candidate.model if candidate else "encoder"
+        report(f"{task.id} ({task.label}): training {kind} {name} on "
+               f"{len(prep.train)} examples, {len(curated.heldout)} held out")
         try:
-            outcome = train_candidate(con, cfg, task, curated, candidate, max_new=max_new,
-                                      progress=progress, embedder=embedder)
+            outcome = train_candidate(con, cfg, task, curated, prep, kind, candidate,
+                                      max_new=max_new, progress=progress, embedder=embedder)
         except Exception as e:  # one candidate's failure must not stop the others
-            log.exception("training %s on task %s failed", candidate.model, task.id)
-            outcome = record_failure(con, cfg, task, candidate, curated,
-                                     f"{type(e).__name__}: {e}")
+            log.exception("training %s on task %s failed", name, task.id)
+            outcome = record_failure(con, cfg, task, name, curated, f"{type(e).__name__}: {e}")
         report(f"{task.id}: v{outcome.version} {outcome.reason}")
         if outcome.passed:
             break
+        if outcome.metrics.get("training", {}).get("stopped_by") == "hopeless":
+            break  # a bigger candidate waits for more data: other tasks come first
     return outcome or TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
 
 
@@ -208,7 +241,7 @@ def new_version(con: sqlite3.Connection, registry: Registry, task_id: str) -> in
 
 
 def record_failure(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, candidate: CandidateConfig,
+    con: sqlite3.Connection, cfg: Config, task: TaskRecord, model: str,
     curated: Curated, error: str,
 ) -> TaskOutcome:
     """A failed run is registered too (status `error`, no files), so the task is retried only
@@ -217,9 +250,24 @@ def record_failure(
     metrics = {"error": error, "train_examples": len(curated.train),
                "heldout_examples": len(curated.heldout)}
     add_student(con, StudentRecord(task=task.id, version=version, path="",
-                                   base_model=candidate.model, status="error", metrics=metrics))
-    return TaskOutcome(task.id, task.label, "trained", f"{candidate.model}: {error}", version,
+                                   base_model=model, status="error", metrics=metrics))
+    return TaskOutcome(task.id, task.label, "trained", f"{model}: {error}", version,
                        False, metrics)
+
+
+def schedule(
+    con: sqlite3.Connection, cfg: Config, ready: list[tuple[TaskRecord, Curated, str]]
+) -> list[tuple[TaskRecord, Curated, str]]:
+    """The tasks to train, highest expected win first (`policies.schedule.order_tasks`)."""
+    plans = {}
+    for task, curated, _ in ready:
+        students = [s for s in list_students(con, task.id) if s.status != "error"]
+        last = students[-1].metrics.get("agreement") if students else None
+        policy = cfg.policy.for_task(task.id, task.label)
+        plans[task.id] = TaskPlan(task.id, task.kind, len(curated.train),
+                                  None if last is None else float(last), policy.min_agreement)
+    order = {p.task: i for i, p in enumerate(order_tasks(list(plans.values())))}
+    return sorted(ready, key=lambda r: order[r[0].id])
 
 
 def run_distill(
@@ -235,12 +283,9 @@ def run_distill(
     try:
         found = discover_tasks(con, cfg, embedder)
         report(f"discovered {found} tasks")
-        outcomes = []
-        # Quick wins first: short answers train and evaluate fastest and pass most often.
-        order = {"label": 0, "tool_call": 1, "json": 2, "text": 3}
-        for task in sorted(list_tasks(con), key=lambda t: (order.get(t.kind, 4), t.label)):
-            if stop is not None and stop.is_set():
-                break
+        outcomes: list[TaskOutcome] = []
+        ready: list[tuple[TaskRecord, Curated, str]] = []
+        for task in list_tasks(con):
             if task_id and task.id != task_id:
                 continue
             if cfg.policy.for_task(task.id, task.label, task.pin).pin == "teacher":
@@ -260,6 +305,12 @@ def run_distill(
                     f"{len(curated.train)} clean examples (needs {cfg.distill.min_examples}) "
                     "or nothing new since the last student"))
                 continue
+            ready.append((task, curated, why))
+        # Quick wins first (policies.schedule): one task trains at a time, so a task no
+        # small model learns must not hold back those that promote in a minute.
+        for task, curated, why in schedule(con, cfg, ready):
+            if stop is not None and stop.is_set():
+                break
             report(f"{task.id}: {why}")
             outcomes.append(distill_task(con, cfg, task, curated, progress=progress,
                                          report=report, embedder=embedder))

@@ -12,7 +12,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ from gateway.config import TrainingConfig
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "lora", "full"]
+# Called once part-way through training with (model, tokenizer); True stops the run there.
+Checkpoint = Callable[[Any, Any], bool]
 DEFAULT_LR = {"scratch": 3e-3, "lora": 2e-4, "full": 2e-5}
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 
@@ -40,7 +42,7 @@ class TrainReport:
     total_params: int
     method: Literal["lora", "full"]
     base_model: str
-    stopped_by: Literal["steps", "time", "epochs"]
+    stopped_by: Literal["steps", "time", "epochs", "hopeless"]
     examples: int  # examples trained on
     skipped: int  # examples longer than max_seq_len, left out
 
@@ -124,7 +126,9 @@ def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
 
 def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *,
                  cfg: TrainingConfig, learning_rate: float, clock: Clock, lora: bool,
-                 output_dir: str, seed: int = 0, progress: bool = False) -> Any:
+                 output_dir: str, seed: int = 0, progress: bool = False,
+                 checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
+                 checkpoint_epochs: float = 0.0) -> Any:
     """An SFTTrainer over pre-tokenized rows; its `step_losses` and `hit_time_budget` fill in.
 
     Sets `clock.total_steps`: max_steps or the epoch bound, whichever is fewer steps.
@@ -141,14 +145,31 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
     warmup = max(1, min(50, clock.total_steps // 20))
 
     class Budget(TrainerCallback):
+        checked = False
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if clock.expired():
                 trainer.hit_time_budget = True
                 control.should_training_stop = True
+            elif (checkpoint is not None and not self.checked
+                  and clock.elapsed() >= checkpoint_at * clock.budget_s
+                  and state.global_step * batch >= checkpoint_epochs * len(rows)):
+                self.checked = True
+                side = tokenizer.padding_side  # generation pads left, training right
+                try:
+                    with torch.no_grad():
+                        stop = checkpoint(trainer.model, tokenizer)
+                finally:
+                    tokenizer.padding_side = side
+                    trainer.model.train()
+                if stop:
+                    trainer.stopped_hopeless = True
+                    control.should_training_stop = True
 
     class Trainer(SFTTrainer):  # type: ignore[misc]
         step_losses: list[float]
         hit_time_budget = False
+        stopped_hopeless = False
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if self.lr_scheduler is None:
@@ -223,9 +244,14 @@ def _params(model: Any) -> tuple[int, int]:
 def train_student(
     train: list[dict[str, Any]], *, base_model: str, method: Method = "auto",
     cfg: TrainingConfig, out_dir: Path, seed: int = 0, progress: bool = True,
+    checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
+    checkpoint_epochs: float = 0.0,
 ) -> TrainReport:
     """Train one student and save it (model or PEFT adapter, plus tokenizer) into `out_dir`.
 
+    `checkpoint(model, tokenizer)` is called once, at the first step past both
+    `checkpoint_at` of the time budget and `checkpoint_epochs` passes over the data; if it
+    returns True the run stops there (`stopped_by = "hopeless"`), saved as it is.
     `slimgate.json` is not written here: the registry writes it last, once evaluated.
     """
     if not train:
@@ -260,7 +286,9 @@ def train_student(
         with tempfile.TemporaryDirectory(prefix="slimgate-train-") as tmp:
             trainer = make_trainer(model, tokenizer, rows, cfg=cfg, learning_rate=lr,
                                    clock=clock, lora=lora, output_dir=tmp, seed=seed,
-                                   progress=progress)
+                                   progress=progress, checkpoint=checkpoint,
+                                   checkpoint_at=checkpoint_at,
+                                   checkpoint_epochs=checkpoint_epochs)
             trainer.train()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,8 +298,10 @@ def train_student(
     steps = trainer.state.global_step
     trainable, total = _params(trainer.model)
     losses = trainer.step_losses or [float("nan")]
-    stopped_by: Literal["steps", "time", "epochs"] = "epochs"
-    if trainer.hit_time_budget and steps < clock.total_steps:
+    stopped_by: Literal["steps", "time", "epochs", "hopeless"] = "epochs"
+    if trainer.stopped_hopeless:
+        stopped_by = "hopeless"
+    elif trainer.hit_time_budget and steps < clock.total_steps:
         stopped_by = "time"
     elif clock.total_steps == cfg.max_steps:
         stopped_by = "steps"

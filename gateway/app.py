@@ -27,6 +27,9 @@ from gateway.metrics import Metrics
 from gateway.ratelimit import AuthFailures, RateLimiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
+from gateway.responses import routes as responses_routes
+from gateway.responses.serving import ResponsesService
+from gateway.responses.state import ResponseState
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy
 from gateway.shadow import ShadowRunner
@@ -80,6 +83,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     shadow = ShadowRunner(config, upstreams, recorder, metrics, TextSimilarity(embedder))
     shadow.start()
     worker = start_worker(app.state.config_path, config)
+    proxy = Proxy(config, upstreams, recorder, metrics, limiter, routing, shadow)
     app.state.slimgate = AppState(
         config=config,
         keys=KeyRing.from_env(config.server.api_keys_env),
@@ -88,11 +92,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=recorder,
         session=session,
         upstreams=upstreams,
-        proxy=Proxy(config, upstreams, recorder, metrics, limiter, routing, shadow),
+        proxy=proxy,
         limiter=limiter,
         routing=routing,
         shadow=shadow,
         students=students,
+        responses=ResponsesService(proxy, upstreams, ResponseState(store, recorder)),
         admin=AdminAuth.from_config(config),
         metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
         auth_failures=AuthFailures(config.server.auth_failures_per_minute),
@@ -148,6 +153,7 @@ def create_app(
     app.state.load_student = load_student
     install_error_handlers(app)
     app.include_router(routes.router)
+    app.include_router(responses_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(report_routes.router)
@@ -155,7 +161,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=config.server.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["authorization", "content-type", "x-request-id", "x-slimgate-task"],
             expose_headers=["x-request-id"],
         )

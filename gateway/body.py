@@ -47,9 +47,9 @@ def _param(loc: tuple[Any, ...]) -> str | None:
         # pydantic names the chosen member of a tagged union (a message role, a format
         # type) or of a plain union (`str`, `list[str]`) in the location: not a field.
         tagged = prev == "response_format" or (isinstance(prev, int) and "messages" in out)
-        if tagged or "[" in part or part.split("-")[0] in _TYPE_TAGS or part.startswith(
-            "function-"
-        ):
+        # `item:message`-style tags come from gateway.responses.protocol's discriminators.
+        if tagged or "[" in part or ":" in part or part.split("-")[0] in _TYPE_TAGS \
+                or part.startswith("function-"):
             continue
         out += f".{part}" if out else part
     return out or None
@@ -70,7 +70,8 @@ def parse_request_body(raw: bytes, model: type[BaseModel]) -> dict[str, Any]:
     try:
         model.model_validate(data)
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
+        # The deepest error names the field at fault (for `str | list[item]`, the item's).
+        first = max(e.errors(include_url=False), key=lambda err: len(err["loc"]))
         param = _param(tuple(first["loc"]))
         where = f"'{param}'" if param else "the request body"
         raise InvalidRequest(f"Invalid value for {where}: {first['msg']}.", param=param) from None

@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -112,10 +113,22 @@ class ModelConfig(_Strict):
     # litellm providers get only OpenAI request parameters; these body fields pass too
     # (provider-specific ones such as "top_k"). litellm's own options are refused.
     extra_body_fields: list[str] = []
+    # How /v1/responses reaches this model: "native" forwards to the upstream's own
+    # /v1/responses; "translate" converts to chat completions and back. Unset: native for
+    # provider "openai" at OpenAI's or Azure OpenAI's host, translate for everything else.
+    responses: Literal["native", "translate"] | None = None
 
     @property
     def upstream_model(self) -> str:
         return self.model or self.name
+
+    @property
+    def responses_mode(self) -> Literal["native", "translate"]:
+        if self.responses is not None:
+            return self.responses
+        host = urlsplit(self.base_url or "").hostname or ""
+        openai_host = host == "api.openai.com" or host.endswith(".openai.azure.com")
+        return "native" if self.provider == "openai" and openai_host else "translate"
 
     @model_validator(mode="after")
     def _openai_needs_base_url(self) -> ModelConfig:
@@ -128,6 +141,9 @@ class ModelConfig(_Strict):
             from gateway.upstream.params import check_extra_fields
 
             check_extra_fields(self.name, self.extra_body_fields)
+        if self.responses == "native" and self.provider != "openai":
+            raise ValueError(f"model '{self.name}': responses = \"native\" needs provider "
+                             "'openai' (litellm providers are served by translation)")
         return self
 
 
@@ -159,6 +175,8 @@ class DistillConfig(_Strict):
     licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
     max_params: int = Field(8_000_000_000, ge=1)  # size cap for candidates
     scrub_kinds: list[str] | None = None  # None: every kind the scrubber knows
+    # Student kinds the pipeline may train, tried cheapest first where they fit the answers.
+    student_kinds: list[Literal["encoder", "generative"]] = ["encoder", "generative"]
     candidates: list[CandidateConfig] = [
         CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024),
         CandidateConfig(model="scratch:small", params=10_000_000, context=1024),

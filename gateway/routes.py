@@ -22,6 +22,7 @@ from gateway.protocol import (
     ModelCard,
     ModelList,
 )
+from gateway.responses.protocol import ResponsesRequest
 from gateway.serving import RequestContext
 from gateway.state import get_state
 from gateway.upstream.base import Endpoint
@@ -32,12 +33,13 @@ BODY_MODELS: dict[str, type[Any]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
     "/v1/embeddings": EmbeddingRequest,
+    "/v1/responses": ResponsesRequest,  # served by gateway.responses.routes
 }
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def json_response(data: Any, status: int = 200) -> Response:
     try:
         raw = orjson.dumps(data)
     except orjson.JSONEncodeError:  # e.g. an upstream answer nested beyond orjson's limit
@@ -52,15 +54,15 @@ async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Resp
     body = parse_request_body(await read_body(request, state.config.server.max_body_bytes), model)
     if body.get("stream"):
         chunks = await state.proxy.stream(endpoint, body, ctx)
-        headers = {**_SSE_HEADERS, **_who_answered(ctx)}
+        headers = {**SSE_HEADERS, **who_answered(ctx)}
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     data = await state.proxy.complete(endpoint, body, ctx)
-    response = _json(data)
-    response.headers.update(_who_answered(ctx))
+    response = json_response(data)
+    response.headers.update(who_answered(ctx))
     return response
 
 
-def _who_answered(ctx: RequestContext) -> dict[str, str]:
+def who_answered(ctx: RequestContext) -> dict[str, str]:
     """Tell agent developers who answered: teacher or student, and for which task."""
     out = {"x-slimgate-backend": ctx.backend}
     if ctx.task:
@@ -92,7 +94,7 @@ def _cards(request: Request) -> list[ModelCard]:
 @router.get("/v1/models", tags=["openai"], response_model=ModelList)
 async def list_models(request: Request) -> Response:
     get_state(request).begin(request)
-    return _json(ModelList(data=_cards(request)).model_dump())
+    return json_response(ModelList(data=_cards(request)).model_dump())
 
 
 @router.get("/v1/models/{model_id:path}", tags=["openai"], response_model=ModelCard)
@@ -100,5 +102,5 @@ async def get_model(model_id: str, request: Request) -> Response:
     get_state(request).begin(request)
     for card in _cards(request):
         if card.id == model_id:
-            return _json(card.model_dump())
+            return json_response(card.model_dump())
     raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")

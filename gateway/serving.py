@@ -83,7 +83,7 @@ def to_gateway_error(f: UpstreamFailure, model: str) -> GatewayError:
 def upstream_body(endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
     """The client's body minus slimgate's own extensions."""
     meta = body.get("metadata")
-    if endpoint == "chat/completions" and isinstance(meta, dict) and "task" in meta:
+    if endpoint in ("chat/completions", "responses") and isinstance(meta, dict) and "task" in meta:
         body = dict(body)
         rest = {k: v for k, v in meta.items() if k != "task"}
         if rest:
@@ -164,7 +164,7 @@ class Proxy:
             )
         return m
 
-    async def _finish(self, ex: Exchange, ctx: RequestContext, status: int) -> None:
+    async def finish(self, ex: Exchange, ctx: RequestContext, status: int) -> None:
         elapsed = time.perf_counter() - ctx.started
         ex.status = status
         ex.latency_ms = elapsed * 1000
@@ -177,16 +177,16 @@ class Proxy:
         if ctx.record:
             await self._recorder.submit(ex)
 
-    async def _failed(
+    async def failed(
         self, f: UpstreamFailure, ex: Exchange, ctx: RequestContext, model_name: str
     ) -> GatewayError:
         """An upstream failure: recorded with the exchange, turned into the client's error."""
         err = to_gateway_error(f, model_name)
         ex.error = f.message
-        await self._finish(ex, ctx, err.status)
+        await self.finish(ex, ctx, err.status)
         return err
 
-    def _exchange(
+    def exchange(
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, stream: bool
     ) -> Exchange:
         return Exchange(
@@ -195,7 +195,7 @@ class Proxy:
             task=ctx.task,
         )
 
-    async def _decide(
+    async def decide(
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext
     ) -> Decision | None:
         """Which task this request is and who serves it (chat only)."""
@@ -218,7 +218,7 @@ class Proxy:
         ctx.task, ctx.record = decision.task, decision.record
         return decision
 
-    async def _try_student(
+    async def try_student(
         self, decision: Decision, body: dict[str, Any], ex: Exchange, ctx: RequestContext
     ) -> dict[str, Any] | None:
         """The student's answer if it honours the request's contract, else None (fallback)."""
@@ -256,7 +256,7 @@ class Proxy:
             ))
         return resp
 
-    def _shadow_job(
+    def shadow_job(
         self, decision: Decision | None, body: dict[str, Any], resp: dict[str, Any],
         ctx: RequestContext,
     ) -> None:
@@ -275,23 +275,23 @@ class Proxy:
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext
     ) -> dict[str, Any]:
         model = self.resolve(body["model"])
-        decision = await self._decide(endpoint, body, ctx)
-        ex = self._exchange(endpoint, body, ctx, stream=False)
+        decision = await self.decide(endpoint, body, ctx)
+        ex = self.exchange(endpoint, body, ctx, stream=False)
         if decision is not None and decision.route.serve == "student":
-            answer = await self._try_student(decision, body, ex, ctx)
+            answer = await self.try_student(decision, body, ex, ctx)
             if answer is not None:
-                await self._finish(ex, ctx, 200)
+                await self.finish(ex, ctx, 200)
                 return answer
         try:
             data, served = await self._upstreams.complete(
                 model, endpoint, upstream_body(endpoint, body)
             )
         except UpstreamFailure as f:
-            raise await self._failed(f, ex, ctx, model.name) from None
+            raise await self.failed(f, ex, ctx, model.name) from None
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ex.response = data
-        await self._finish(ex, ctx, 200)
-        self._shadow_job(decision, body, data, ctx)
+        await self.finish(ex, ctx, 200)
+        self.shadow_job(decision, body, data, ctx)
         return data
 
     async def stream(
@@ -301,15 +301,15 @@ class Proxy:
         model = self.resolve(body["model"])
         if endpoint == "embeddings":
             raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
-        decision = await self._decide(endpoint, body, ctx)
-        ex = self._exchange(endpoint, body, ctx, stream=True)
+        decision = await self.decide(endpoint, body, ctx)
+        ex = self.exchange(endpoint, body, ctx, stream=True)
         send = upstream_body(endpoint, body)
         opts = send.get("stream_options") or {}
         client_wants_usage = bool(opts.get("include_usage"))
         if decision is not None and decision.route.serve == "student":
             # A student's answer is generated whole and checked against the request's
             # contract before the first byte leaves; then it is sent as a stream.
-            answer = await self._try_student(decision, body, ex, ctx)
+            answer = await self.try_student(decision, body, ex, ctx)
             if answer is not None:
                 ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
                 return self._replay(answer, ex, ctx, client_wants_usage)
@@ -320,7 +320,7 @@ class Proxy:
         try:
             chunks, served = await self._upstreams.open_stream(model, endpoint, send)
         except UpstreamFailure as f:
-            raise await self._failed(f, ex, ctx, model.name) from None
+            raise await self.failed(f, ex, ctx, model.name) from None
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ttft = time.perf_counter() - ctx.started
         ex.ttft_ms = ttft * 1000
@@ -338,12 +338,12 @@ class Proxy:
                     continue
                 yield sse_event(chunk)
             status = 200
-            await self._finish(ex, ctx, status)
+            await self.finish(ex, ctx, status)
             yield DONE
         finally:
             if status != 200:
                 ex.error = "client closed the connection before the stream ended"
-                await self._finish(ex, ctx, status)
+                await self.finish(ex, ctx, status)
 
     async def _relay(
         self,
@@ -366,15 +366,15 @@ class Proxy:
                 yield sse_event(chunk)
             status = 200
             # In durable mode the record is committed before the client sees [DONE].
-            await self._finish(ex, ctx, status)
+            await self.finish(ex, ctx, status)
             if decision is not None and body is not None and ex.endpoint == "chat/completions":
-                self._shadow_job(decision, body, assemble_chat(seen), ctx)
+                self.shadow_job(decision, body, assemble_chat(seen), ctx)
             yield DONE
         except UpstreamFailure as f:
-            status = 0  # recorded by _failed; the stream ends with the error event
-            yield sse_event((await self._failed(f, ex, ctx, model_name)).envelope())
+            status = 0  # recorded by failed(); the stream ends with the error event
+            yield sse_event((await self.failed(f, ex, ctx, model_name)).envelope())
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
             if status == 499:
                 ex.error = ex.error or "client closed the connection before the stream ended"
-                await self._finish(ex, ctx, status)
+                await self.finish(ex, ctx, status)

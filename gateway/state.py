@@ -14,6 +14,7 @@ from gateway.config import Config
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metrics import Metrics
 from gateway.ratelimit import AuthFailures, RateLimiter
+from gateway.responses.serving import ResponsesService
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy, RequestContext
 from gateway.shadow import ShadowRunner
@@ -37,6 +38,7 @@ class AppState:
     routing: RoutingTable
     shadow: ShadowRunner
     students: StudentPool
+    responses: ResponsesService
     admin: AdminAuth  # admin keys and dashboard sessions
     metrics_keys: KeyRing  # who may read /metrics besides admins
     auth_failures: AuthFailures  # wrong keys per client address

@@ -7,6 +7,7 @@ OpenAI API. Backends for versions no longer routed to are closed on the next ref
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,10 +16,11 @@ from typing import Any
 import aiohttp
 
 from gateway.config import Config
+from gateway.copy_slots import CopySlots, SlotLeak, Slots
 from gateway.privacy.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.registry import Registry
 from gateway.streams import chunks_from_response
-from gateway.upstream.base import Backend, Endpoint
+from gateway.upstream.base import Backend, Endpoint, UpstreamFailure
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
 from gateway.upstream.vllm_student import VLLMStudentBackend
 
@@ -28,16 +30,19 @@ log = logging.getLogger("slimgate.students")
 StudentFactory = Callable[[str, int], Backend]
 
 
-class PseudonymizedStudent:
-    """A student asked the way it was trained: PII in the request replaced by the same
-    placeholders its training data had, and the original values put back in its answer.
+class StudentAsTrained:
+    """A student asked the way it was trained, its answer given back in the request's terms.
 
-    Without this, a student that learnt to copy `<EMAIL_1>` from its prompt would answer
-    with the placeholder where the teacher would have copied the address.
+    Two rewrites, undone in reverse on the answer: PII replaced by the placeholders its
+    training data had (`<EMAIL_1>`; without this a student that learnt to copy the
+    placeholder would answer with it where the teacher copied the address), then the task's
+    copy slots (`<V1>`: ids, dates, names its answers copy). An answer holding a slot that
+    cannot be restored never reaches a client: it fails, and the teacher answers.
     """
 
-    def __init__(self, inner: Backend, cfg: ScrubConfig) -> None:
-        self.inner, self.name, self._cfg = inner, inner.name, cfg
+    def __init__(self, inner: Backend, cfg: ScrubConfig | None,
+                 slots: CopySlots | None = None) -> None:
+        self.inner, self.name, self._cfg, self._slots = inner, inner.name, cfg, slots
 
     async def load(self) -> None:
         load = getattr(self.inner, "load", None)
@@ -45,12 +50,21 @@ class PseudonymizedStudent:
             await load()
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        send, originals = pseudonymize(body, self._cfg)
+        send, originals = pseudonymize(body, self._cfg) if self._cfg else (body, {})
+        slots = Slots(self._slots, send) if self._slots else None
+        if slots:
+            send = slots.delex_request(send)
         resp = await self.inner.complete(endpoint, send)
-        if originals:
-            for choice in resp.get("choices") or ():
-                if isinstance(choice.get("message"), dict):
-                    choice["message"] = reidentify(choice["message"], originals)
+        for choice in resp.get("choices") or ():
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                continue
+            if slots:
+                try:
+                    message = slots.restore_message(message)
+                except SlotLeak as e:
+                    raise UpstreamFailure("server", f"student '{self.name}': {e}") from None
+            choice["message"] = reidentify(message, originals) if originals else message
         return resp
 
     async def stream(
@@ -61,6 +75,17 @@ class PseudonymizedStudent:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+PseudonymizedStudent = StudentAsTrained  # its name before copy slots
+
+
+def student_copy_slots(meta: dict[str, Any]) -> CopySlots | None:
+    """The copy slots a student was trained with, from its slimgate.json (None: none)."""
+    data = meta.get("copy_slots")
+    if not isinstance(data, dict) or not data.get("enabled", True):
+        return None
+    return CopySlots.from_dict(data)
 
 
 class StudentPool:
@@ -86,11 +111,22 @@ class StudentPool:
                 log.error("student %s v%d cannot be served: %s", task, version, e)
                 return None
             kinds = self._config.distill.scrub_kinds
-            if kinds is None or kinds:  # students learnt from scrubbed data: serve them so
-                backend = PseudonymizedStudent(
-                    backend, ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None))
+            # Students learnt from scrubbed (and delexicalized) data: serve them so.
+            scrub = (ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None)
+                     if kinds is None or kinds else None)
+            slots = self._slots(task, version)
+            if scrub is not None or slots is not None:
+                backend = StudentAsTrained(backend, scrub, slots)
             self._backends[key] = backend
         return backend
+
+    def _slots(self, task: str, version: int) -> CopySlots | None:
+        try:
+            path = Registry(self._config.distill.students_dir).version_dir(task, version)
+            meta = json.loads((path / "slimgate.json").read_text())
+        except (OSError, ValueError):
+            return None  # a student from a factory, or none on disk: nothing to restore
+        return student_copy_slots(meta) if isinstance(meta, dict) else None
 
     def _from_registry(self, task: str, version: int) -> Backend:
         cfg = self._config.students

@@ -4,6 +4,8 @@ It runs an aiohttp server in its own thread on 127.0.0.1 and an ephemeral port. 
 user message scripts faults: `fault:500`, `fault:429`, `fault:401`, `fault:400`,
 `fault:503`, `fault:timeout`, `fault:slowfirst`, `fault:cut`, `fault:badjson`,
 `fault:500x2` (fail twice, then answer). `call:NAME` makes a tool call to NAME.
+A tool result as the last message is answered `tool said: RESULT` (an agent loop ends).
+`/v1/responses` answers natively (Responses API), counting the user turns it was sent.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class FakeUpstream:
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_post("/v1/completions", self._completions)
             app.router.add_post("/v1/embeddings", self._embeddings)
+            app.router.add_post("/v1/responses", self._responses)
             app.router.add_post("/v1/messages", self._anthropic)
             app.router.add_get("/v1/models", self._models)
             app.router.add_post("/v1/load_lora_adapter", self._load_lora)
@@ -132,8 +135,10 @@ class FakeUpstream:
         return body
 
     @staticmethod
-    def _answer(body: dict[str, Any], text: str) -> dict[str, Any]:
+    def _answer(body: dict[str, Any], text: str, tool_result: str | None = None) -> dict[str, Any]:
         tools = body.get("tools") or []
+        if tool_result is not None:  # a tool's result came back: the agent loop's last turn
+            return {"role": "assistant", "content": f"tool said: {tool_result}"}
         if "call:" in text and tools:
             name = text.split("call:", 1)[1].split()[0]
             args = orjson.dumps({"query": text[:40]}).decode()
@@ -153,7 +158,9 @@ class FakeUpstream:
         fault = await self._fault(text, orjson.dumps(body.get("messages")).decode())
         if fault is not None:
             return fault
-        msg = self._answer(body, text)
+        messages = body.get("messages") or [{}]
+        last = messages[-1]
+        msg = self._answer(body, text, last.get("content") if last.get("role") == "tool" else None)
         finish = "tool_calls" if msg.get("tool_calls") else "stop"
         usage = _usage(text, msg.get("content") or "")
         head = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body.get("model")}
@@ -215,6 +222,80 @@ class FakeUpstream:
                 for i in range(len(inputs))]
         return web.json_response({"object": "list", "data": data, "model": body.get("model"),
                                   "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+
+    # --- OpenAI Responses API (for native mode) ---------------------------------------------
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read(request)
+        items = body.get("input")
+        items = [{"role": "user", "content": items}] if isinstance(items, str) else items or []
+        text = _last_user([i for i in items if i.get("type", "message") == "message"])
+        fault = await self._fault(text, orjson.dumps(items).decode())
+        if fault is not None:
+            return fault
+        chat_tools = [{"function": t} for t in body.get("tools") or [] if t["type"] == "function"]
+        fmt = ((body.get("text") or {}).get("format") or {}).get("type")
+        last = items[-1] if items else {}
+        result = last.get("output") if last.get("type") == "function_call_output" else None
+        msg = self._answer({"tools": chat_tools, "response_format": {"type": fmt}}, text,
+                           result if isinstance(result, str) or result is None else str(result))
+        turns = sum(1 for i in items if i.get("role") == "user")
+        if msg.get("tool_calls"):
+            fn = msg["tool_calls"][0]["function"]
+            item = {"id": "fc_native", "type": "function_call", "status": "completed",
+                    "call_id": "call_native", "name": fn["name"], "arguments": fn["arguments"]}
+        else:
+            content = msg["content"] + (f" (turn {turns})" if turns > 1 else "")
+            item = {"id": "msg_native", "type": "message", "status": "completed",
+                    "role": "assistant", "content": [
+                        {"type": "output_text", "text": content, "annotations": []}]}
+        u = _usage(text, msg.get("content") or "")
+        resp = {"id": f"resp_upstream_{time.monotonic_ns()}", "object": "response",
+                "created_at": int(time.time()), "status": "completed", "model": body["model"],
+                "output": [item], "parallel_tool_calls": True, "tool_choice": "auto",
+                "tools": body.get("tools") or [], "usage": {
+                    "input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
+                    "total_tokens": u["total_tokens"], "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens_details": {"reasoning_tokens": 0}}}
+        if not body.get("stream"):
+            return web.json_response(resp)
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        seq = 0
+
+        async def event(kind: str, **fields: Any) -> None:
+            nonlocal seq
+            data = orjson.dumps({"type": kind, **fields, "sequence_number": seq})
+            seq += 1
+            await out.write(f"event: {kind}\n".encode() + b"data: " + data + b"\n\n")
+
+        started = {**resp, "status": "in_progress", "output": [], "usage": None}
+        await event("response.created", response=started)
+        await event("response.in_progress", response=started)
+        await event("response.output_item.added", output_index=0, item={**item, "status":
+                                                                      "in_progress"})
+        if item["type"] == "message":
+            words = item["content"][0]["text"].split(" ")
+            where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+            await event("response.content_part.added", **where,
+                        part={"type": "output_text", "text": "", "annotations": []})
+            for i, w in enumerate(words):
+                await event("response.output_text.delta", **where,
+                            delta=w if i == 0 else " " + w, logprobs=[])
+                if "fault:cut" in text and i == 1:
+                    request.transport.close()  # type: ignore[union-attr]
+                    return out
+            await event("response.output_text.done", **where, text=item["content"][0]["text"],
+                        logprobs=[])
+            await event("response.content_part.done", **where, part=item["content"][0])
+        else:
+            await event("response.function_call_arguments.delta", item_id=item["id"],
+                        output_index=0, delta=item["arguments"])
+            await event("response.function_call_arguments.done", item_id=item["id"],
+                        output_index=0, name=item["name"], arguments=item["arguments"])
+        await event("response.output_item.done", output_index=0, item=item)
+        await event("response.completed", response=resp)
+        return out
 
     # --- vLLM's adapter endpoints ------------------------------------------------------
 

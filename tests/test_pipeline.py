@@ -69,3 +69,44 @@ def test_more_data_retrains_only_a_task_without_a_student_in_play(tmp_path: Path
     con.execute("UPDATE tasks SET stage = 'observe'")
     reason = why_train(con, cfg, get_task(con, "t-triage"), curated)
     assert reason is not None and "grew" in reason
+
+
+def test_the_registry_records_the_student_kind_and_its_copy_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import distill.candidates
+    from distill.evaluate import Evaluation
+    from gateway.offline.workload import generate, to_traces
+    from gateway.registry import Registry
+
+    cfg, con, _ = store_with_task(tmp_path)
+    task = TaskRecord(id="t-orders", label="orders", kind="json",
+                      info={"prompt_tokens_p99": 300, "answer_tokens_p99": 40})
+    upsert_task(con, task)
+    rows = [(f"o{i}", time.time(), "chat/completions", "m", "teacher", "t-orders", 0,
+             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
+            for i, t in enumerate(to_traces(generate(80, seed=4, kinds=["order_extract"])))]
+    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
+                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    seen: list[Any] = []
+
+    def fake_fit(cfg: Any, prep: Any, heldout: Any, *args: Any, **kw: Any) -> Any:
+        seen.extend(prep.train)
+        n = len(heldout)
+        return {"stopped_by": "time"}, Evaluation({"n": n, "agree": n, "agreement": 1.0,
+                                                   "lower": 0.9, "upper": 1.0})
+
+    monkeypatch.setattr(distill.candidates, "fit_generative", fake_fit)
+    curated = curate_task(con, cfg, task)
+    outcome = distill_task(con, cfg, task, curated, progress=False,
+                           embedder=SharedEmbedder(), encoder=False)
+    assert outcome.version == 1 and outcome.metrics["student_kind"] == "generative"
+    assert outcome.metrics["copy_coverage"] >= 0.9
+    meta = json.loads((Registry(cfg.distill.students_dir).version_dir("t-orders", 1)
+                       / "slimgate.json").read_text())
+    assert meta["kind"] == "generative" and meta["copy_slots"]["enabled"]
+    assert meta["copy_slots"]["coverage"]["heldout"]["share"] >= 0.9
+    assert len(meta["copy_slots"]["gazetteer"]) > 10
+    assert all("<V" in ex.answer["content"] for ex in seen)  # trained on placeholders

@@ -90,6 +90,9 @@ async def test_deep_json_is_a_400(client: httpx.AsyncClient, depth: int) -> None
 async def test_stream_must_be_a_boolean(client: httpx.AsyncClient, value: Any) -> None:
     r = await client.post("/v1/chat/completions", json=chat(stream=value))
     assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+    r = await client.post("/v1/responses", json={"model": "gpt-test", "input": "hi",
+                                                 "stream": value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
 
 
 async def test_upstream_5xx_text_is_not_echoed_nor_stored(

@@ -131,7 +131,7 @@ def test_task_labels_are_not_rich_markup() -> None:
             "comparisons": 0, "fallbacks": {"count": 0, "rate": None, "by_reason": {}},
             "latency": {"teacher_p50_ms": None, "teacher_p95_ms": None, "student_p50_ms": None,
                         "student_p95_ms": None, "student_source": None},
-            "traffic": {"requests": 1, "student_share": None},
+            "traffic": {"requests": 1, "student_share": None, "responses_api": 0},
             "tokens": {"teacher": 0, "student": 0}, "cost": {"saved_usd": None}}
     change = {"at": 0, "task": "t-1", "from_stage": "observe", "to_stage": "shadow",
               "from_share_percent": 0, "to_share_percent": 0, "version": 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import orjson
 from rich.markup import escape
@@ -24,6 +25,14 @@ from gateway.store.stages import count_task_examples
 from policies.router import canary_share
 
 
+def copy_coverage_text(metrics: dict[str, Any]) -> str:
+    """A student's copy-slot coverage as shown to people: the share, or why there is none."""
+    if "copy_coverage" not in metrics:
+        return "—"
+    share = metrics["copy_coverage"]
+    return "no copied values" if share is None else f"{share:.2f}"
+
+
 def tasks(args: argparse.Namespace) -> int:
     config, console = load(args), wide_console()
     con = connect(config.store.path)
@@ -35,7 +44,7 @@ def tasks(args: argparse.Namespace) -> int:
             return 0
         table = Table(title="tasks")
         for col in ("id", "label", "kind", "stage", "pin", "examples", "held-out",
-                    "best student", "held-out agreement"):
+                    "best student", "student kind", "copy coverage", "held-out agreement"):
             table.add_column(col)
         for t in tasks:
             best = best_student(con, t.id)
@@ -52,7 +61,8 @@ def tasks(args: argparse.Namespace) -> int:
                 t.id, t.label, t.kind, stage, t.pin or "", str(count_task_examples(con, t.id)),
                 str(m.get("heldout_examples", "—")),
                 f"v{shown.version} {shown.base_model} ({shown.status})" if shown else "—",
-                agreement,
+                str(m.get("student_kind", "generative" if shown else "—")),
+                copy_coverage_text(m), agreement,
             )))
         console.print(table)
         return 0

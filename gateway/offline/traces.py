@@ -71,7 +71,7 @@ def export_traces(
     `store.scrub`) scrubs each line, rows recorded before scrubbing was on included.
     Returns the lines written.
     """
-    sql = ("SELECT request, response FROM exchanges WHERE endpoint = 'chat/completions' "
+    sql = ("SELECT request, response, api FROM exchanges WHERE endpoint = 'chat/completions' "
            "AND status = 200 AND backend = 'teacher' AND request IS NOT NULL "
            "AND response IS NOT NULL")
     params: list[Any] = []
@@ -101,7 +101,9 @@ def export_traces(
                 response = orjson.loads(response_json)
                 if not response.get("choices"):
                     continue
-                line = {"request": orjson.loads(request_json), "response": response}
+                # `api`: what the client called; a Responses request is kept in chat form
+                line = {"request": orjson.loads(request_json), "response": response,
+                        "api": row["api"] or "chat/completions"}
                 sink.write(orjson.dumps(line) + b"\n")
                 written += 1
             sink.flush()

@@ -35,7 +35,7 @@ _BUCKET = "MIN(MAX(CAST((created_at - ?) / ? AS INTEGER), 0), ?)"
 # `exchanges` itself reads every body (about 115 ms per 100k rows of 4 KB, warm cache).
 _ROWS = f"""
 CREATE TEMP TABLE report_rows AS
-SELECT task, {_BUCKET} AS b, backend, fallback, status, latency_ms, cost_usd,
+SELECT task, {_BUCKET} AS b, backend, fallback, status, latency_ms, cost_usd, api,
        COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) AS tokens
 FROM exchanges WHERE created_at >= ?
 """
@@ -45,6 +45,7 @@ SELECT task, COUNT(*) AS requests,
        SUM(fallback IS NOT NULL) AS fallbacks,
        SUM(backend = 'student' OR fallback IS NOT NULL) AS attempts,
        SUM(status >= 400) AS errors,
+       SUM(api = 'responses') AS responses_api,
        SUM(CASE WHEN backend = 'teacher' THEN cost_usd END) AS teacher_cost,
        COUNT(CASE WHEN backend = 'teacher' THEN cost_usd END) AS teacher_priced,
        SUM(CASE WHEN backend = 'teacher' THEN tokens ELSE 0 END) AS t_tokens,
@@ -156,6 +157,8 @@ def _task_row(
             "version": student.version, "base_model": student.base_model,
             "status": student.status, "created_at": student.created_at,
             "error": student.metrics.get("error"),
+            "kind": student.metrics.get("student_kind", "generative"),
+            "copy_coverage": student.metrics.get("copy_coverage"),
         },
         "gate": gate,
         "heldout": heldout_block(data.evals.get(key), student, gate["confidence"]),
@@ -170,6 +173,7 @@ def _task_row(
             "requests": requests, "student_served": served, "teacher_served": requests - served,
             "student_share": served / requests if requests else None,
             "errors": int(x.get("errors") or 0),
+            "responses_api": int(x.get("responses_api") or 0),
         },
         "latency": latency_block(data.served_ms.get(t.id, {}), data.shadow_ms.get(key)),
         "tokens": {"teacher": int(x.get("t_tokens") or 0), "student": int(x.get("s_tokens") or 0)},
@@ -450,6 +454,7 @@ def _totals(per_task: dict[str | None, dict[str, Any]], rows: list[dict[str, Any
     return {
         "requests": requests, "student_served": served, "teacher_served": requests - served,
         "student_share": served / requests if requests else None,
+        "responses_api": total("responses_api"),
         "fallbacks": total("fallbacks"),
         "comparisons": sum(r["comparisons"] for r in rows),
         "unassigned_requests": sum(

@@ -300,7 +300,12 @@ def _worst_table(task: dict[str, Any]) -> str:
 
 def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
     s = task["student"]
-    student = f"v{s['version']} · {s['base_model']} · {s['status']}" if s else "no student"
+    student = "no student"
+    if s:
+        cov = s.get("copy_coverage")
+        copy = f" · copy slots {cov:.2f}" if cov is not None else ""
+        student = (f"v{s['version']} · {s.get('kind', 'generative')} {s['base_model']}{copy}"
+                   f" · {s['status']}")
     status = task["gate_status"]
     klass = {"passing": "ok", "below_gate": "held", "failing": "held", "heldout_failed": "held",
              "rolled_back": "held"}.get(status, "")
@@ -310,6 +315,8 @@ def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
         ("held-out agreement", fmt_ci(task["heldout"])),
         ("live agreement", fmt_ci(task["live"])),
         ("live comparisons", str(task["live"]["n"])),
+        ("requests (/v1/responses)", f"{task['traffic']['requests']:,} "
+         f"({task['traffic']['responses_api']:,})"),
         ("student share (actual)", fmt_pct(task["traffic"]["student_share"])),
         ("fallbacks", f"{fb['count']} ({fmt_pct(fb['rate'])})" + (f" · {reasons}" if reasons
                                                                   else "")),
@@ -373,6 +380,7 @@ def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -
                if refresh_seconds else "")
     kpis = _kpis([
         ("requests", f"{tot['requests']:,}"),
+        ("through /v1/responses", f"{tot['responses_api']:,}"),
         ("served by students", fmt_pct(tot["student_share"])),
         ("teacher cost", fmt_usd(tot["cost_usd_teacher"])),
         ("cost saved", fmt_usd(tot["cost_saved_usd"])),

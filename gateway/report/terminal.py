@@ -54,7 +54,12 @@ def _stage(task: dict[str, Any]) -> str:
 
 def _student(task: dict[str, Any]) -> str:
     s = task["student"]
-    return "—" if s is None else f"v{s['version']} {s['base_model']} ({s['status']})"
+    if s is None:
+        return "—"
+    cov = s.get("copy_coverage")
+    copy = f", copy {cov:.2f}" if cov is not None else ""
+    return (f"v{s['version']} {s['base_model']} ({s['status']})\n"
+            f"[dim]{s.get('kind', 'generative')}{copy}[/]")
 
 
 def quality_table(report: dict[str, Any]) -> Table:
@@ -85,7 +90,8 @@ def traffic_table(report: dict[str, Any]) -> Table:
         reasons = escape(" ".join(f"{k}:{v}" for k, v in fb["by_reason"].items()))
         shadow = " (shadow)" if lat["student_source"] == "shadow" else ""
         t.add_row(
-            escape(task["label"]), f"{tr['requests']:,}",
+            escape(task["label"]), f"{tr['requests']:,}" + (
+                f"\n[dim]{tr['responses_api']:,} responses[/]" if tr["responses_api"] else ""),
             f"{fmt_pct(tr['student_share'])} ({task['share_percent']}%)",
             f"{fb['count']} {fmt_pct(fb['rate'])}" + (f"\n[dim]{reasons}[/]" if reasons else ""),
             f"{fmt_ms(lat['teacher_p50_ms'])} / {fmt_ms(lat['teacher_p95_ms'])}",
@@ -131,7 +137,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             + time.strftime("%Y-%m-%d %H:%M", time.gmtime(win["end"])))
     console.print(
         f"[bold]slimgate report[/] {span} UTC ({report['build_ms']:.0f} ms)\n"
-        f"{tot['requests']:,} requests · {fmt_pct(tot['student_share'])} served by students · "
+        f"{tot['requests']:,} requests ({tot['responses_api']:,} through /v1/responses) · "
+        f"{fmt_pct(tot['student_share'])} served by students · "
         f"teacher cost {fmt_usd(tot['cost_usd_teacher'])} · saved {fmt_usd(tot['cost_saved_usd'])}"
         f" · {tot['fallbacks']:,} fallbacks · {tot['comparisons']:,} live comparisons\n"
         f"gate: live agreement lower bound ≥ {report['settings']['min_agreement']:.2f} at "

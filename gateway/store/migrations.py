@@ -121,7 +121,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX stage_changes_task ON stage_changes(task, at);
     """,
-    # 4: server-side secrets (the key of the sampling hashes), made on first use
+    # 4: the API a client called (a Responses request is recorded in its chat form, so
+    # the loop learns from both), and stored Responses API state for previous_response_id
+    """
+    ALTER TABLE exchanges ADD COLUMN api TEXT;  -- chat/completions, ..., responses
+    UPDATE exchanges SET api = endpoint;
+    CREATE TABLE responses (
+        id            TEXT PRIMARY KEY,       -- resp_...
+        key_id        TEXT,                   -- hash of the gateway key that created it
+        created_at    REAL NOT NULL,
+        model         TEXT NOT NULL,
+        request_id    TEXT NOT NULL,
+        previous_id   TEXT,                   -- previous_response_id it continued
+        context       TEXT NOT NULL,          -- JSON: every input item, earlier turns first
+        response      TEXT NOT NULL           -- JSON: the Response object as answered
+    );
+    CREATE INDEX responses_key_time ON responses(key_id, created_at);
+    """,
+    # 5: server-side secrets (the key of the sampling hashes), made on first use
     """
     CREATE TABLE secrets (
         name          TEXT PRIMARY KEY,

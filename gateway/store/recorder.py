@@ -23,6 +23,7 @@ import orjson
 
 from gateway.cost import CostTable
 from gateway.metrics import Metrics
+from gateway.store.responses import StoredResponse
 from gateway.store.sqlite import Store
 from gateway.streams import assemble_chat, assemble_text
 
@@ -52,6 +53,7 @@ class Exchange:
     student_version: int | None = None  # the student that served or was tried
     fallback: str | None = None  # why the student's answer was replaced by the teacher's
     task_label: str = ""  # the task as a metric label: known tasks only, else "other"
+    api: str | None = None  # the API the client called, when not `endpoint` (responses)
 
 
 @dataclass(slots=True)
@@ -94,6 +96,9 @@ def _dumps(value: Any) -> str | None:
         return None
 
 
+Record = Exchange | LiveComparison | StoredResponse  # what the writer's queue carries
+
+
 def _summarise_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
     # Vectors are large and useless for distillation: keep their count and size only.
     data = resp.get("data") or []
@@ -115,7 +120,7 @@ class Recorder:
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._queue: asyncio.Queue[Exchange | LiveComparison] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._record_bodies = record_bodies
         self.durable = durable
@@ -137,7 +142,7 @@ class Recorder:
         self._metrics.record_queue_depth.set(self._queue.qsize())
         await ex.committed
 
-    def record(self, ex: Exchange | LiveComparison) -> None:
+    def record(self, ex: Record) -> None:
         try:
             self._queue.put_nowait(ex)
         except asyncio.QueueFull:
@@ -167,13 +172,16 @@ class Recorder:
                     break
             await self._write(batch)
 
-    async def _write(self, batch: list[Exchange | LiveComparison]) -> None:
+    async def _write(self, batch: list[Record]) -> None:
         rows = []
         comparisons = []
+        responses = []
         for ex in batch:
             try:
                 if isinstance(ex, LiveComparison):
                     comparisons.append(self._comparison_row(ex))
+                elif isinstance(ex, StoredResponse):
+                    responses.append(ex.row())
                 else:
                     rows.append(self._row(ex))
             except Exception:
@@ -184,10 +192,13 @@ class Recorder:
                 await self._store.write_exchanges(rows)
             if comparisons:
                 await self._store.write_comparisons(comparisons)
-            self._metrics.records_written.inc(len(rows) + len(comparisons))
+            if responses:
+                await self._store.write_responses(responses)
+            self._metrics.records_written.inc(len(rows) + len(comparisons) + len(responses))
         except Exception:
-            log.exception("store write failed; %d records lost", len(rows) + len(comparisons))
-            self._metrics.records_dropped.inc(len(rows) + len(comparisons))
+            lost = len(rows) + len(comparisons) + len(responses)
+            log.exception("store write failed; %d records lost", lost)
+            self._metrics.records_dropped.inc(lost)
         finally:
             for ex in batch:
                 done = ex.committed if isinstance(ex, Exchange) else None
@@ -251,7 +262,7 @@ class Recorder:
             ex.request_id, ex.created_at, ex.key_id, ex.endpoint, ex.model, ex.upstream,
             ex.backend, ex.task, int(ex.stream), request_json, response_json,
             ex.status, error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
-            completion_tokens, cost, ex.student_version, ex.fallback,
+            completion_tokens, cost, ex.student_version, ex.fallback, ex.api or ex.endpoint,
         )
 
     async def flush(self) -> None:

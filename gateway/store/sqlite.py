@@ -15,11 +15,13 @@ from typing import Any
 import aiosqlite
 
 from gateway.store.migrations import StoreError, connect
+from gateway.store.responses import RESPONSE_COLUMNS
 
 EXCHANGE_COLUMNS = (
     "request_id", "created_at", "key_id", "endpoint", "model", "upstream", "backend", "task",
     "stream", "request", "response", "status", "error", "finish_reason", "latency_ms",
     "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "student_version", "fallback",
+    "api",
 )
 COMPARISON_COLUMNS = (
     "created_at", "task", "version", "mode", "request_id", "score", "agree", "valid", "detail",
@@ -70,6 +72,22 @@ class Store:
             + ", ".join([marks] * len(rows)),
             [v for row in rows for v in row],
         )
+
+    async def write_responses(self, rows: Sequence[Sequence[Any]]) -> None:
+        marks = "(" + ", ".join("?" for _ in RESPONSE_COLUMNS) + ")"
+        await self._db.execute(
+            f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_COLUMNS)}) VALUES "
+            + ", ".join([marks] * len(rows)),
+            [v for row in rows for v in row],
+        )
+
+    async def response_row(self, response_id: str) -> dict[str, Any] | None:
+        async with self._db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def delete_response(self, response_id: str) -> None:
+        await self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
 
     async def tasks(self) -> list[dict[str, Any]]:
         """Every task row (the gateway's routing table is built from these)."""

@@ -1,7 +1,8 @@
 """The small protocol every upstream backend speaks, and the failure it raises.
 
 A backend turns an OpenAI-format request body into an OpenAI-format answer: `complete`
-returns the whole response as a dict, `stream` yields chat-completion chunks as dicts.
+returns the whole response as a dict, `stream` yields chat-completion chunks (or, for
+`responses`, Responses API events) as dicts.
 Failures are `UpstreamFailure`, classified so retries and error mapping need no guessing.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-Endpoint = Literal["chat/completions", "completions", "embeddings"]
+Endpoint = Literal["chat/completions", "completions", "embeddings", "responses"]
 FailureKind = Literal[
     "rate_limit",  # 429
     "server",  # 5xx

@@ -95,6 +95,9 @@ class LiteLLMBackend:
         return {**litellm_body(endpoint, body, self._extra), **self._opts, "model": self._model}
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        if endpoint == "responses":  # the config sends these models translated requests
+            raise UpstreamFailure("client", "litellm models serve /v1/responses by "
+                                  "translation only", status=400)
         fn = {
             "chat/completions": self._litellm.acompletion,
             "completions": self._litellm.atext_completion,
@@ -114,8 +117,8 @@ class LiteLLMBackend:
     async def stream(
         self, endpoint: Endpoint, body: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        if endpoint == "embeddings":
-            raise UpstreamFailure("client", "embeddings cannot be streamed", status=400)
+        if endpoint in ("embeddings", "responses"):
+            raise UpstreamFailure("client", f"{endpoint} cannot be streamed here", status=400)
         fn = self._litellm.acompletion if endpoint == "chat/completions" else (
             self._litellm.atext_completion
         )

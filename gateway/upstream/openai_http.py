@@ -28,6 +28,9 @@ from gateway.upstream.params import direct_body
 
 log = logging.getLogger("slimgate.upstream")
 
+# The events that end a Responses API stream (it has no `[DONE]`).
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
 
 class OpenAIHTTPBackend:
     def __init__(
@@ -114,11 +117,12 @@ class OpenAIHTTPBackend:
                     if not isinstance(chunk, dict) or too_deep(chunk):
                         raise UpstreamFailure("malformed", "upstream sent a non-object or "
                                               "too deeply nested chunk")
-                    if "error" in chunk:
+                    if "error" in chunk or chunk.get("type") == "error":
                         # Its text may echo the request: debug log only, like a 5xx body.
                         log.debug("upstream stream error event: %r", payload[:2000])
                         raise UpstreamFailure("server", "upstream sent an error event mid-stream")
-                    if any(c.get("finish_reason") for c in chunk.get("choices") or ()):
+                    if chunk.get("type") in _RESPONSES_FINAL or any(
+                            c.get("finish_reason") for c in chunk.get("choices") or ()):
                         finished = True
                     yield chunk
         except TimeoutError:

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.responses.protocol import ResponsesRequest
 from gateway.upstream.base import Endpoint
 
 # slimgate-only or litellm-only meaning; handled by the gateway, never sent to a provider.
@@ -26,15 +27,16 @@ def _fields(model: Any) -> frozenset[str]:
     return frozenset(f.alias or name for name, f in model.model_fields.items())
 
 
-_PROTOCOL: dict[Endpoint, frozenset[str]] = {
+_PROTOCOL: dict[str, frozenset[str]] = {
     "chat/completions": _fields(ChatCompletionRequest),
     "completions": _fields(CompletionRequest),
     "embeddings": _fields(EmbeddingRequest),
 }
-OPENAI_PARAMS: dict[Endpoint, frozenset[str]] = {
+OPENAI_PARAMS: dict[str, frozenset[str]] = {
     endpoint: names - _NOT_FORWARDED_TO_LITELLM for endpoint, names in _PROTOCOL.items()
 }
-_ALL_OPENAI: frozenset[str] = frozenset().union(*_PROTOCOL.values())
+# Native /v1/responses bodies go to the direct path: their parameters are OpenAI's too.
+_ALL_OPENAI: frozenset[str] = frozenset().union(*_PROTOCOL.values(), _fields(ResponsesRequest))
 
 # Call options of the OpenAI SDK and of HTTP clients in general: never body fields.
 SDK_OPTIONS = frozenset({

@@ -26,6 +26,9 @@ log = logging.getLogger("slimgate.upstream")
 T = TypeVar("T")
 
 OnFailure = Callable[[ModelConfig, UpstreamFailure], None]
+# One attempt on one model of a chain; the model says how to call it (e.g. its responses mode).
+Attempt = Callable[[ModelConfig, Backend], Awaitable[T]]
+Opener = Callable[[ModelConfig, Backend], AsyncIterator[dict[str, Any]]]
 
 
 @dataclass(slots=True)
@@ -93,7 +96,7 @@ class Upstreams:
         return out
 
     async def _with_retries(
-        self, models: list[ModelConfig], call: Callable[[Backend], Awaitable[T]]
+        self, models: list[ModelConfig], call: Attempt[T]
     ) -> tuple[T, Served]:
         last: UpstreamFailure | None = None
         attempts = 0
@@ -102,7 +105,7 @@ class Upstreams:
             for attempt in range(m.max_retries + 1):
                 attempts += 1
                 try:
-                    return await call(backend), Served(m, attempts)
+                    return await call(m, backend), Served(m, attempts)
                 except UpstreamFailure as f:
                     last = f
                     if self._on_failure:
@@ -119,15 +122,29 @@ class Upstreams:
     async def complete(
         self, model: ModelConfig, endpoint: Endpoint, body: dict[str, Any]
     ) -> tuple[dict[str, Any], Served]:
-        return await self._with_retries(self.chain(model), lambda b: b.complete(endpoint, body))
+        return await self._with_retries(
+            self.chain(model), lambda _m, b: b.complete(endpoint, body)
+        )
+
+    async def call(self, model: ModelConfig, attempt: Attempt[T]) -> tuple[T, Served]:
+        """`attempt` on the model's chain, with retries: for calls that differ per model."""
+        return await self._with_retries(self.chain(model), attempt)
 
     async def open_stream(
         self, model: ModelConfig, endpoint: Endpoint, body: dict[str, Any]
     ) -> tuple[AsyncIterator[dict[str, Any]], Served]:
         """Start a stream; returns once the first chunk is in hand."""
+        return await self.open_stream_with(model, lambda _m, b: b.stream(endpoint, body))
 
-        async def first_chunk(b: Backend) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
-            it = b.stream(endpoint, body).__aiter__()
+    async def open_stream_with(
+        self, model: ModelConfig, opener: Opener
+    ) -> tuple[AsyncIterator[dict[str, Any]], Served]:
+        """Like `open_stream`, with the stream each model of the chain is asked for."""
+
+        async def first_chunk(
+            m: ModelConfig, b: Backend
+        ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+            it = opener(m, b).__aiter__()
             try:
                 first = await it.__anext__()
             except StopAsyncIteration:

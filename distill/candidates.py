@@ -1,0 +1,147 @@
+"""Training one candidate of one student kind for a task, and judging it on held-out data.
+
+`prepare` fits the task's copy slots, measures their coverage, delexicalizes its training
+data and plans the student kinds (`distill.shape`). `fit_generative` trains a causal LM
+candidate (scratch or LoRA), stopping it part-way when it is hopeless; `fit_encoder` trains
+the encoder/classifier kind. Both are evaluated through the copy slots, as they will serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slots
+from distill.curate import Curated, Example
+from distill.evaluate import Evaluation, Similarity, evaluate
+from distill.shape import KindChoice, Shape, answer_shape, plan_kinds
+from gateway.config import CandidateConfig, Config
+from gateway.copy_slots import CopySlots
+from policies.schedule import hopeless
+from policies.settings import TaskPolicy
+
+log = logging.getLogger("slimgate.distill")
+PROBE_EXAMPLES = 32  # held-out examples the part-way check generates for
+CHECK_AT = 0.5  # share of the time budget after which a run is checked for hopelessness
+# ... and passes over the data it must have made by then: wall time alone misjudges a loaded
+# machine (bench, 2026-11-30, load 10-12 on 2 cores: intent_router was stopped after 47
+# steps, 1.75 epochs, answering valid JSON with the wrong intents). The labels of the same
+# run reached agreement 1.00 within 6-7 epochs; 4 is a judgement, not a fit.
+CHECK_EPOCHS = 4.0
+
+
+@dataclass
+class Prepared:
+    """A task made ready for training: what every candidate of every kind shares."""
+
+    shape: Shape
+    slots: CopySlots | None
+    train: list[Example]  # as the student sees them (delexicalized when slots apply)
+    plan: list[KindChoice]
+
+    def slots_meta(self) -> dict[str, Any]:
+        """`copy_slots` for slimgate.json: the proposer's state and its measured coverage."""
+        if self.slots is None:
+            return {"enabled": False, "reason": "the answers copy nothing from the request"}
+        return {"enabled": True, **self.slots.as_dict()}
+
+    @property
+    def coverage(self) -> float | None:
+        return self._heldout("share")
+
+    @property
+    def ceiling(self) -> float | None:
+        """Share of held-out answers whose copied values the slots capture in full."""
+        return self._heldout("answers_whole")
+
+    def _heldout(self, key: str) -> float | None:
+        value = (self.slots.coverage.get("heldout") or {}).get(key) if self.slots else None
+        return None if value is None else float(value)
+
+    def too_low_for(self, candidate: CandidateConfig, min_agreement: float) -> str | None:
+        """Why the copy slots leave `candidate` no chance at the gate, or None.
+
+        A scratch student's vocabulary is the task's own text: a value the slots miss, it
+        cannot copy, so the answers it can get right are at most those captured whole. A
+        pretrained candidate can still copy by itself and is never ruled out here.
+        """
+        if not candidate.model.startswith("scratch:") or self.ceiling is None:
+            return None
+        if self.ceiling >= min_agreement:
+            return None
+        return (f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
+                f"answers copyable whole, below the gate's {min_agreement:.2f}")
+
+
+def prepare(task_kind: str, curated: Curated, max_train: int,
+            encoder: bool | None = None, kinds: list[str] | None = None) -> Prepared:
+    """Copy slots fitted on the training split, coverage measured on both splits."""
+    raw = curated.train[-max_train:]
+    slots = fit_copy_slots(raw)
+    train = raw
+    if slots is not None:
+        slots.coverage.update(train=coverage(raw, slots), heldout=coverage(curated.heldout, slots))
+        train = [delexicalize(ex, slots) for ex in raw]
+    shape = answer_shape(task_kind, slots)
+    plan = plan_kinds(shape, train, slots, encoder=encoder, allowed=kinds)
+    return Prepared(shape, slots, train, plan)
+
+
+def _as_served(student: Any, prep: Prepared) -> Any:
+    return SlottedStudent(student, prep.slots) if prep.slots is not None else student
+
+
+def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,
+          policy: TaskPolicy, cfg: Config, max_new: int,
+          similarity: Similarity | None = None) -> Evaluation:
+    return evaluate(_as_served(student, prep), heldout, task_kind, confidence=policy.confidence,
+                    text_threshold=cfg.distill.text_similarity, max_tokens=max_new,
+                    similarity=similarity)
+
+
+def fit_generative(
+    cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
+    candidate: CandidateConfig, out_dir: Path, *, max_new: int, progress: bool, seed: int = 0,
+    similarity: Similarity | None = None,
+) -> tuple[dict[str, Any], Evaluation]:
+    """Train and evaluate one generative candidate; (training report, evaluation)."""
+    from distill.student import Student
+    from distill.train import train_student
+
+    probe = random.Random(seed).sample(heldout, min(PROBE_EXAMPLES, len(heldout)))
+
+    def check(model: Any, tokenizer: Any) -> bool:
+        if not probe:
+            return False
+        ev = judge(Student(model, tokenizer), prep, probe, task_kind, policy, cfg, max_new,
+                   similarity)
+        n = ev.summary["n"]
+        valid = round(ev.summary["valid_rate"] * n)
+        stop = hopeless(ev.summary["agree"], valid, n, policy.min_agreement, policy.confidence)
+        log.info("part-way check: %d/%d held-out agree, %d valid%s", ev.summary["agree"], n,
+                 valid, ", hopeless: stopping" if stop else "")
+        return stop
+
+    report = train_student([ex.as_training() for ex in prep.train], base_model=candidate.model,
+                           method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
+                           progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
+                           checkpoint_epochs=CHECK_EPOCHS, seed=seed)
+    student = Student.load(str(out_dir))
+    ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity)
+    return report.as_dict(), ev
+
+
+def fit_encoder(
+    cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
+    out_dir: Path, *, max_new: int, seed: int = 0, similarity: Similarity | None = None,
+) -> tuple[dict[str, Any], Evaluation]:
+    """Train and evaluate the encoder/classifier student kind; (its info, evaluation)."""
+    from distill.encoder_student import EncoderStudent, train_encoder
+
+    info = train_encoder(prep.train, out_dir, budget_s=cfg.distill.training.time_budget_s,
+                         seed=seed)
+    student = EncoderStudent.load(out_dir)
+    return info, judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity)

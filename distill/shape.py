@@ -1,0 +1,75 @@
+"""Step S4 by answer shape: which student kinds can express a task's answers, cheapest first.
+
+The shape comes from the task's answers: a label, JSON of enums only, JSON with values
+copied from the request, a tool call, or free text. An encoder/classifier student (labels,
+enums, tool names, copied spans; `distill.encoder_student`) is the cheapest where it can
+express the answers (its span pointers reach a copied value the slots missed); a generative
+student can express every shape and is always planned last (`Prepared.too_low_for` rules
+out scratch candidates whose copy-slot coverage leaves the gate out of reach).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.copy_slots import CopySlots
+
+Shape = Literal["label", "enum_json", "copy_json", "tool_call", "text"]
+StudentKind = Literal["encoder", "generative"]
+
+
+@dataclass(frozen=True)
+class KindChoice:
+    kind: StudentKind
+    reason: str | None  # why this kind is not tried; None when it is
+
+
+def answer_shape(task_kind: str, slots: CopySlots | None) -> Shape:
+    """The shape of a task's answers from its discovered output kind and its copy fields."""
+    if task_kind == "label":
+        return "label"
+    if task_kind == "json":
+        return "copy_json" if slots is not None else "enum_json"
+    if task_kind == "tool_call":
+        return "tool_call"
+    return "text"
+
+
+def encoder_available() -> bool:
+    """Whether the encoder student kind is installed (`distill.encoder_student`)."""
+    return importlib.util.find_spec("distill.encoder_student") is not None
+
+
+def plan_kinds(
+    shape: Shape, train: list[Any], slots: CopySlots | None, *,
+    encoder: bool | None = None, allowed: list[str] | None = None,
+) -> list[KindChoice]:
+    """Every student kind in the order to try, each with why it is skipped (if it is).
+
+    `train` are the task's training examples as the student will see them (delexicalized
+    when the task has copy slots). `encoder` overrides the installed-module check (tests);
+    `allowed` is `distill.student_kinds` (None: every kind).
+    """
+    off = "not in distill.student_kinds"
+    return [
+        KindChoice("encoder", off) if allowed is not None and "encoder" not in allowed
+        else _encoder_choice(shape, train, slots, encoder),
+        KindChoice("generative", off if allowed is not None and "generative" not in allowed
+                   else None),
+    ]
+
+
+def _encoder_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
+                    available: bool | None) -> KindChoice:
+    if available is None:
+        available = encoder_available()
+    if not available:
+        return KindChoice("encoder", "the encoder student kind is not installed")
+    if shape == "text":
+        return KindChoice("encoder", "free-text answers: an encoder cannot write them")
+    from distill.encoder_student import can_express
+
+    ok, why = can_express(train)
+    return KindChoice("encoder", None if ok else f"cannot express the answers: {why}")

@@ -1,0 +1,64 @@
+"""`/v1/responses` routes: thin handlers that parse, call `ResponsesService`, and answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
+
+from gateway.body import parse_request_body, read_body
+from gateway.errors import InvalidRequest
+from gateway.responses.protocol import InputItemsQuery, ResponsesRequest
+from gateway.responses.state import input_items_page
+from gateway.routes import SSE_HEADERS, json_response, who_answered
+from gateway.state import get_state
+
+router = APIRouter()
+
+
+@router.post("/v1/responses", tags=["openai"])
+async def create_response(request: Request) -> Response:
+    state = get_state(request)
+    ctx = state.begin(request)
+    body = parse_request_body(await read_body(request, state.config.server.max_body_bytes),
+                      ResponsesRequest)
+    if body.get("stream"):
+        events = await state.responses.stream(body, ctx)
+        headers = {**SSE_HEADERS, **who_answered(ctx)}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    response = json_response(await state.responses.create(body, ctx))
+    response.headers.update(who_answered(ctx))
+    return response
+
+
+@router.get("/v1/responses/{response_id}", tags=["openai"])
+async def get_response(response_id: str, request: Request) -> Response:
+    state = get_state(request)
+    ctx = state.begin(request)
+    stored = await state.responses.state.get(response_id, ctx.key_id)
+    return json_response(stored.response)
+
+
+@router.delete("/v1/responses/{response_id}", tags=["openai"])
+async def delete_response(response_id: str, request: Request) -> Response:
+    state = get_state(request)
+    ctx = state.begin(request)
+    await state.responses.state.delete(response_id, ctx.key_id)
+    return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@router.get("/v1/responses/{response_id}/input_items", tags=["openai"])
+async def list_input_items(response_id: str, request: Request) -> Response:
+    state = get_state(request)
+    ctx = state.begin(request)
+    params = {k: v for k, v in request.query_params.items() if k != "include"}
+    try:
+        query = InputItemsQuery.model_validate(params)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param) \
+            from None
+    stored = await state.responses.state.get(response_id, ctx.key_id)
+    return json_response(input_items_page(stored, after=query.after, limit=query.limit,
+                                          order=query.order))

@@ -1,0 +1,231 @@
+"""The work behind `/v1/responses`: the loop's decision, a student or the teacher, state.
+
+A Responses request is seen by the loop in its chat-completions form (`translate.to_chat`):
+`Proxy` assigns it to a task, routes it, tries a student with the same contract check and
+fallback as chat, records it (with `api = "responses"`) and shadows it, so one task can
+mix both APIs. The teacher gets the request natively (`/v1/responses`) or translated to
+chat completions, per model (`ModelConfig.responses_mode`), and fallbacks may mix both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import ModelConfig
+from gateway.errors import GatewayError
+from gateway.responses.state import ResponseState
+from gateway.responses.stream import ChatToEvents, sse
+from gateway.responses.translate import (
+    ChatView,
+    chat_to_response,
+    envelope,
+    for_native,
+    new_id,
+    normalize_input,
+    response_to_chat,
+    to_chat,
+)
+from gateway.routing import Decision
+from gateway.serving import Proxy, RequestContext, student_body, upstream_body
+from gateway.store.recorder import Exchange
+from gateway.store.responses import StoredResponse
+from gateway.streams import assemble_chat, chunks_from_response
+from gateway.upstream.base import Backend, UpstreamFailure
+from gateway.upstream.pool import Upstreams
+
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+@dataclass(slots=True)
+class Turn:
+    """One Responses request, prepared: its items, its chat view, the loop's record."""
+
+    body: dict[str, Any]
+    model: ModelConfig  # the model asked for (its fallbacks may answer)
+    history: list[dict[str, Any]]
+    items: list[dict[str, Any]]  # this turn's input, normalized with ids
+    chat: ChatView
+    decision: Decision | None
+    ex: Exchange
+    envelope: dict[str, Any]
+
+    def native_body(self, stream: bool) -> dict[str, Any]:
+        body = upstream_body("responses", self.body)
+        if self.history:  # the gateway holds the state: the upstream gets it all
+            body = {k: v for k, v in body.items() if k != "previous_response_id"}
+            body["input"] = [*for_native(self.history), *for_native(self.items)]
+        return {**body, "stream": True} if stream else \
+            {k: v for k, v in body.items() if k != "stream"}
+
+    def own(self, resp: dict[str, Any]) -> dict[str, Any]:
+        """A native answer under the gateway's response id (the gateway holds the state, and
+        its ids never collide across upstreams or keys) and the client's previous id."""
+        resp["id"] = self.envelope["id"]
+        resp["previous_response_id"] = self.body.get("previous_response_id")
+        return resp
+
+
+class ResponsesService:
+    def __init__(self, proxy: Proxy, upstreams: Upstreams, state: ResponseState) -> None:
+        self._proxy = proxy
+        self._upstreams = upstreams
+        self.state = state
+
+    async def _prepare(self, body: dict[str, Any], ctx: RequestContext, stream: bool) -> Turn:
+        model = self._proxy.resolve(body["model"])
+        history = await self.state.history(body.get("previous_response_id"), ctx.key_id)
+        items = normalize_input(body.get("input"))
+        chat = to_chat(body, [*history, *items])
+        decision = await self._proxy.decide("chat/completions", chat.body, ctx)
+        if chat.untranslatable:  # hosted tools and the like: only the teacher can answer
+            decision = None
+        ex = self._proxy.exchange("chat/completions", chat.body, ctx, stream=stream)
+        ex.api = "responses"
+        return Turn(body, model, history, items, chat, decision, ex,
+                    envelope(body, new_id("resp"), ctx.created_at, body["model"]))
+
+    async def _served(self, turn: Turn, ctx: RequestContext, resp: dict[str, Any],
+                      chat: dict[str, Any]) -> None:
+        """After the answer: record, shadow, keep the state."""
+        await self._proxy.finish(turn.ex, ctx, 200)
+        if ctx.backend == "teacher":
+            self._proxy.shadow_job(turn.decision, turn.chat.body, chat, ctx)
+        if turn.body.get("store", True) and resp.get("id"):
+            self.state.save(StoredResponse(
+                id=resp["id"], key_id=ctx.key_id, created_at=ctx.created_at,
+                model=turn.body["model"], request_id=ctx.request_id,
+                previous_id=turn.body.get("previous_response_id"),
+                context=[*turn.history, *turn.items], response=resp))
+
+    # --- non-streaming ---------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        turn = await self._prepare(body, ctx, stream=False)
+        model = turn.model
+        if turn.decision is not None and turn.decision.route.serve == "student":
+            answer = await self._proxy.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
+            if answer is not None:
+                resp = chat_to_response(answer, turn.envelope)
+                await self._served(turn, ctx, resp, answer)
+                return resp
+
+        async def attempt(m: ModelConfig, backend: Backend) -> tuple[dict[str, Any],
+                                                                       dict[str, Any]]:
+            if m.responses_mode == "native":
+                native = turn.own(await backend.complete("responses",
+                                                          turn.native_body(stream=False)))
+                return native, response_to_chat(native)
+            turn.chat.require_translatable()
+            chat = await backend.complete(
+                "chat/completions", upstream_body("chat/completions", turn.chat.body))
+            return chat_to_response(chat, turn.envelope), chat
+
+        try:
+            (resp, chat), served = await self._upstreams.call(model, attempt)
+        except UpstreamFailure as f:
+            raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
+        except GatewayError as err:  # a request translation cannot carry
+            turn.ex.error = err.message
+            await self._proxy.finish(turn.ex, ctx, err.status)
+            raise
+        turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
+        turn.ex.response = chat
+        await self._served(turn, ctx, resp, chat)
+        return resp
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    async def stream(self, body: dict[str, Any], ctx: RequestContext) -> AsyncIterator[bytes]:
+        """Open the stream (errors before the first event raise) and return its events."""
+        turn = await self._prepare(body, ctx, stream=True)
+        model = turn.model
+        if turn.decision is not None and turn.decision.route.serve == "student":
+            # Checked whole against the contract before the first byte, then streamed.
+            answer = await self._proxy.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
+            if answer is not None:
+                turn.ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+                return self._relay(turn, ctx, _aiter(chunks_from_response(answer)), "chat",
+                                   model.name)
+        chat_send = {**student_body(turn.chat.body), "stream": True,
+                     "stream_options": {"include_usage": True}}
+
+        def opener(m: ModelConfig, backend: Backend) -> AsyncIterator[dict[str, Any]]:
+            if m.responses_mode == "native":
+                return backend.stream("responses", turn.native_body(stream=True))
+            turn.chat.require_translatable()
+            return backend.stream("chat/completions", chat_send)
+
+        try:
+            source, served = await self._upstreams.open_stream_with(model, opener)
+        except UpstreamFailure as f:
+            raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
+        except GatewayError as err:  # a request translation cannot carry
+            turn.ex.error = err.message
+            await self._proxy.finish(turn.ex, ctx, err.status)
+            raise
+        turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
+        turn.ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+        form = "native" if served.model.responses_mode == "native" else "chat"
+        return self._relay(turn, ctx, source, form, model.name)
+
+    async def _relay(self, turn: Turn, ctx: RequestContext,
+                     source: AsyncIterator[dict[str, Any]], form: str,
+                     model_name: str) -> AsyncIterator[bytes]:
+        """Relay a native event stream, or translate chat chunks into events; the final
+        event leaves only once the answer is recorded and its state saved, so the client's
+        next turn always finds it."""
+        events = ChatToEvents(turn.envelope)
+        chunks: list[dict[str, Any]] = []
+        tail: list[dict[str, Any]] = []
+        status = 499  # the client went away, unless the stream gets to its end
+        try:
+            if form == "chat":
+                for ev in events.start():
+                    yield sse(ev)
+            async for item in source:
+                if form == "native":
+                    if isinstance(item.get("response"), dict):
+                        turn.own(item["response"])
+                    if item.get("type") in _FINAL:
+                        tail.append(item)
+                    else:
+                        yield sse(item)
+                    continue
+                chunks.append(item)
+                for ev in events.feed(item):
+                    yield sse(ev)
+            if form == "native":
+                final = tail[-1]["response"] if tail else {}
+                chat = turn.ex.response = response_to_chat(final)
+            else:
+                tail = events.finish()
+                final = events.response
+                if ctx.backend == "student":  # try_student recorded its answer
+                    chat = turn.ex.response or {}
+                else:
+                    turn.ex.chunks = chunks
+                    chat = assemble_chat(chunks)
+            status = 200
+            await self._served(turn, ctx, final, chat)
+            for ev in tail:
+                yield sse(ev)
+        except UpstreamFailure as f:
+            status = 0  # recorded by failed(); the stream ends with the error event
+            err = await self._proxy.failed(f, turn.ex, ctx, model_name)
+            yield sse(events.error(err.code or err.type, err.message))
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if status == 499:
+                turn.ex.error = turn.ex.error or \
+                    "client closed the connection before the stream ended"
+                await self._proxy.finish(turn.ex, ctx, status)
+
+
+async def _aiter(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for chunk in chunks:
+        yield chunk
