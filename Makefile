@@ -35,6 +35,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/gateway_overhead.py
 	$(BIN)/python bench/distill_bench.py
+	$(BIN)/python bench/discovery_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway distill policies tests bench

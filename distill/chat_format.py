@@ -14,11 +14,13 @@ import secrets
 from functools import lru_cache
 from typing import Any
 
+# The tags and the response-format instruction are shared with the gateway, which builds
+# the same answer grammar for vLLM students (gateway/constrain.py).
+from gateway.constrain import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_instruction
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 END_OF_TEXT = "<|endoftext|>"
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
 
 # Rendered by transformers (`apply_chat_template`) and by vLLM from the saved tokenizer, and
 # by `render` below without either. Tool-call arguments may be an object or a JSON string.
@@ -102,22 +104,6 @@ def _message(msg: dict[str, Any]) -> dict[str, Any]:
         if msg.get("tool_call_id"):
             out["tool_call_id"] = msg["tool_call_id"]
     return out
-
-
-def format_instruction(response_format: dict[str, Any] | None) -> str | None:
-    """The system-turn instruction that stands for a request's `response_format`."""
-    if not isinstance(response_format, dict):
-        return None
-    kind = response_format.get("type")
-    if kind == "json_object":
-        return "Answer with a JSON object."
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if schema:
-            compact = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
-            return f"Answer with a JSON object matching this schema: {compact}"
-        return "Answer with a JSON object."
-    return None
 
 
 def prepare(request: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:

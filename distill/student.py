@@ -2,12 +2,14 @@
 
 `Student.load` takes a full model directory or a PEFT adapter directory (its base is loaded
 and the adapter merged in, which makes CPU generation as fast as the base alone). Prompts
-are rendered with the saved tokenizer's chat template, the same one training used.
+are rendered with the saved tokenizer's chat template, the same one training used. Each
+row is decoded under its request's own contract (`distill/constrained.py`) when it has one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from typing import Any, Literal
 from distill.chat_format import IM_END, parse_answer, prompt_text, stop_token_ids
 
 FinishReason = Literal["stop", "tool_calls", "length"]
+log = logging.getLogger("slimgate.student")
 
 
 @dataclass
@@ -64,7 +67,8 @@ def _device_dtype() -> tuple[str, Any]:
 
 
 class Student:
-    def __init__(self, model: Any, tokenizer: Any, *, path: str = "", device: str = "cpu") -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, path: str = "", device: str = "cpu",
+                 constrained: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
@@ -79,9 +83,26 @@ class Student:
                             "pad_token_id": self.pad_id}
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         self._lock = threading.Lock()
+        self.constrained = constrained  # decode under each request's contract (grammar)
+        self._constrainer: Any = None
+
+    def _matchers(self, requests: list[dict[str, Any]]) -> list[Any]:
+        """One grammar matcher per request (None: unconstrained row)."""
+        if not self.constrained:
+            return [None] * len(requests)
+        if self._constrainer is None:
+            try:
+                from distill.constrained import Constrainer
+
+                self._constrainer = Constrainer(self.tokenizer, self.stop_ids)
+            except (ImportError, ValueError) as e:  # no llguidance, or a slow tokenizer
+                log.warning("student %s decodes unconstrained: %s", self.path, e)
+                self.constrained = False
+                return [None] * len(requests)
+        return [self._constrainer.matcher(r) for r in requests]
 
     @classmethod
-    def load(cls, path: str | Path) -> Student:
+    def load(cls, path: str | Path, *, constrained: bool = True) -> Student:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -99,7 +120,7 @@ class Student:
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         model.to(device).eval()
-        return cls(model, tokenizer, path=str(path), device=device)
+        return cls(model, tokenizer, path=str(path), device=device, constrained=constrained)
 
     def generate(
         self, requests: list[dict[str, Any]], max_new_tokens: int = 256
@@ -120,11 +141,19 @@ class Student:
             stops = [stop_strings(r) for r in requests]
             new_ids: list[list[int]] = [[] for _ in requests]
             if max(caps) > 0:
-                from transformers import GenerationConfig
+                from transformers import GenerationConfig, LogitsProcessorList
 
                 config = GenerationConfig(**self._generation, max_new_tokens=max(caps))
+                processors = LogitsProcessorList()
+                matchers = self._matchers(requests)
+                if any(m is not None for m in matchers):
+                    from distill.constrained import GrammarLogitsProcessor
+
+                    processors.append(GrammarLogitsProcessor(
+                        matchers, self._constrainer.tokenizer.vocab_size, width,
+                        self._constrainer.stop_ids))
                 out = self.model.generate(
-                    **enc, generation_config=config,
+                    **enc, generation_config=config, logits_processor=processors,
                     stopping_criteria=[_RowStop(caps, stops, width, self.tokenizer)])
                 new_ids = out[:, width:].tolist()
             prompt_lens = enc["attention_mask"].sum(dim=1).tolist()

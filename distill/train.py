@@ -161,7 +161,8 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                         stop = checkpoint(trainer.model, tokenizer)
                 finally:
                     tokenizer.padding_side = side
-                    trainer.model.train()
+                    if trainer.model is not None:
+                        trainer.model.train()
                 if stop:
                     trainer.stopped_hopeless = True
                     control.should_training_stop = True

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -184,21 +184,68 @@ class DistillConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
 
 
+class EmbeddedEngineConfig(_Strict):
+    """Students served in-process with transformers (`gateway/upstream/embedded_student.py`)."""
+
+    type: Literal["embedded"] = "embedded"
+    max_batch: int = Field(8, ge=1)  # requests generated together
+    batch_wait_ms: float = Field(5.0, ge=0)  # how long a batch waits to fill
+    torch_threads: int = Field(1, ge=0)  # CPU threads for students (0 = torch's default)
+    constrained: bool = True  # decode under each request's contract (llguidance grammar)
+
+
+class VLLMEngineConfig(_Strict):
+    """Generative students served as LoRA adapters by a vLLM server's OpenAI API."""
+
+    type: Literal["vllm"]
+    base_url: str = Field(min_length=1)  # e.g. http://vllm:8000/v1
+    api_key_env: str | None = None  # env var with the vLLM server's key, if it has one
+    adapters_dir: str | None = None  # distill.students_dir as the vLLM server sees it
+    constrained: bool = True  # send each request's answer grammar as structured_outputs
+
+
+EngineConfig = Annotated[EmbeddedEngineConfig | VLLMEngineConfig, Field(discriminator="type")]
+
+# Flat keys of the old [students] table, and where each one lives now.
+_MOVED_ENGINE_KEYS = {
+    "vllm_base_url": "base_url", "vllm_api_key_env": "api_key_env",
+    "vllm_adapters_dir": "adapters_dir", "max_batch": "max_batch",
+    "batch_wait_ms": "batch_wait_ms", "torch_threads": "torch_threads",
+}
+
+
 class StudentsConfig(_Strict):
-    engine: Literal["embedded", "vllm"] = "embedded"  # in-process transformers, or a vLLM server
-    vllm_base_url: str | None = None  # e.g. http://vllm:8000/v1 (engine = "vllm")
-    vllm_api_key_env: str | None = None  # env var with the vLLM server's key, if it has one
-    vllm_adapters_dir: str | None = None  # students_dir as the vLLM server sees it
+    engine: EngineConfig = EmbeddedEngineConfig()  # [students.engine], chosen by its `type`
     timeout_s: float = Field(10.0, gt=0)  # a student slower than this falls back to the teacher
     # checking an answer against the request's schemas (in a worker thread) gets this long;
     # past it the answer counts as unverifiable and the teacher serves
     contract_timeout_s: float = Field(1.0, gt=0)
-    max_batch: int = Field(8, ge=1)  # embedded engine: requests generated together
-    batch_wait_ms: float = Field(5.0, ge=0)  # embedded engine: how long a batch waits to fill
     refresh_s: float = Field(2.0, gt=0)  # how often the gateway re-reads task stages
     shadow_queue: int = Field(1000, ge=1)  # shadow/audit jobs waiting; beyond: dropped, counted
     shadow_concurrency: int = Field(2, ge=1)  # shadow/audit jobs running at once
-    torch_threads: int = Field(1, ge=0)  # embedded engine: CPU threads (0 = torch's default)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_table(cls, data: Any) -> Any:
+        """`engine = "embedded"` is short for `[students.engine] type = "embedded"`; the
+        flat engine keys of earlier versions fail with where they moved."""
+        if not isinstance(data, dict):
+            return data
+        moved = [k for k in _MOVED_ENGINE_KEYS if k in data]
+        if moved:
+            kind = data.get("engine") if isinstance(data.get("engine"), str) else (
+                "vllm" if any(k.startswith("vllm_") for k in moved) else "embedded")
+            lines = ", ".join(f"{_MOVED_ENGINE_KEYS[k]} = ..." for k in moved)
+            raise ValueError(
+                f"students.{', students.'.join(moved)} moved into the engine table: write "
+                f'[students.engine] with type = "{kind}", {lines}')
+        engine = data.get("engine")
+        if isinstance(engine, str):
+            data = {**data, "engine": {"type": engine}}
+        elif isinstance(engine, dict) and engine.get("type") not in ("embedded", "vllm"):
+            raise ValueError('[students.engine] needs type = "embedded" or type = "vllm", not '
+                             f"{engine.get('type')!r}")
+        return data
 
 
 class WorkerConfig(_Strict):

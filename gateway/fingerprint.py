@@ -3,12 +3,15 @@
 A fingerprint hashes what an agent keeps fixed for one kind of call — the system prompt(s)
 with their variable parts masked (dates, numbers, ids, e-mails, URLs, quoted spans), the
 sorted tool names and the response format with its schema — and ignores the user content.
-Requests with one fingerprint are one task candidate; discovery may still split it by content.
+Requests with one fingerprint are one task candidate. `instruction_units` gives the constant
+sentences a request's first user message may carry (an instruction under a generic prompt):
+discovery mines them, and the gateway matches them, with the same function.
 `request_key` is a request's identity (replay, deduplication, the held-out split).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import re
@@ -36,11 +39,24 @@ _VARIABLE = re.compile(
     r"|(?P<num>(?:(?<!\w)[-+])?\d+(?:[.,]\d+)*%?)",
     re.IGNORECASE,
 )
+# Two masked prompts (or instruction templates) are one text edited when a single span of at
+# most ALIKE_EDIT_WORDS words differs, or when they are ALIKE_RATIO alike word for word
+# (difflib). Measured with `bench/discovery_bench.py`: one word changed scores >= 0.970 on the
+# τ²-bench-derived prompts and >= 0.952 on AgentDojo's; two tasks' prompts with the same tools
+# score at most 0.09 on AgentDojo and 0.93 on τ²-bench (the airline and retail extractors,
+# a desk name and a key list apart: alike, and kept apart by their JSON keys).
+ALIKE_RATIO = 0.9
+ALIKE_EDIT_WORDS = 3  # a word, a name, a brand ("Blue Harbor Coffee"), a date: 1-3 words
 _SPACE = re.compile(r"\s+")
 _CONTENT_CHARS = 2000  # the embedder reads ~256 tokens; the rest only costs masking time
 # Only the head of a long system prompt counts (whole lines): instructions come first, and a
 # prompt stuffed with per-request context must not cost milliseconds to mask.
 _SYSTEM_CHARS = 4096
+# An instruction carried in the user turn comes first or is a whole policy (τ²-bench's policies
+# are 5-8k characters); this much of the first user message is split into units.
+_UNIT_CHARS = 8192
+# Sentence ends, colons that introduce a payload ("Ticket: ..."), and line breaks.
+_UNIT_SPLIT = re.compile(r"(?<=[.!?:])\s+|\n+")
 
 
 def mask_variable(text: str) -> str:
@@ -133,6 +149,55 @@ def fingerprint(request: dict[str, Any]) -> str:
     """16 hex digits identifying the request's task candidate."""
     key = "\x1e".join((system_text(request), signature(request)))
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def _first_user_text(request: dict[str, Any]) -> str:
+    for m in _messages(request):
+        if m.get("role") == "user":
+            return message_text(m)
+    return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _units(text: str) -> tuple[str, ...]:
+    if "://" in text or "www." in text:
+        text = _URL.sub("<url>", text)
+    if "@" in text:
+        text = _EMAIL.sub("<email>", text)
+    masked = _VARIABLE.sub(lambda m: f"<{m.lastgroup}>", text)  # one pass, then split
+    return tuple(u for u in (_SPACE.sub(" ", x).strip() for x in _UNIT_SPLIT.split(masked)) if u)
+
+
+def instruction_units(request: dict[str, Any]) -> tuple[str, ...]:
+    """The masked sentences and lines of the first user message, in order.
+
+    A sentence that many requests of one fingerprint share is template text (an instruction,
+    a payload label like "Ticket:"); the rest is the instance. Discovery decides which is which.
+    """
+    return _units(_first_user_text(request)[:_UNIT_CHARS])
+
+
+def unit_hash(unit: str) -> str:
+    """16 hex digits naming one masked unit, as task records store instruction templates."""
+    return hashlib.blake2b(unit.encode(), digest_size=8).hexdigest()
+
+
+def words_alike(a: list[str], b: list[str]) -> bool:
+    """Whether two word sequences are one text edited: a single span of at most
+    ALIKE_EDIT_WORDS words replaced, added or dropped (a word, a name, a date) amid at least
+    twice as many unchanged words, or ALIKE_RATIO alike overall (scattered small edits)."""
+    if a == b:
+        return True
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if m.real_quick_ratio() < ALIKE_RATIO / 2:
+        return False
+    edits = [op for op in m.get_opcodes() if op[0] != "equal"]
+    if len(edits) == 1:
+        _, i1, i2, j1, j2 = edits[0]
+        span = max(i2 - i1, j2 - j1)
+        if span <= ALIKE_EDIT_WORDS and len(a) - (i2 - i1) >= 2 * span:
+            return True
+    return m.quick_ratio() >= ALIKE_RATIO and m.ratio() >= ALIKE_RATIO
 
 
 KEY_FIELDS = ("messages", "tools", "response_format")  # what a request asks, for the key

@@ -15,14 +15,14 @@ from typing import Any
 
 import aiohttp
 
-from gateway.config import Config
+from gateway.config import Config, EmbeddedEngineConfig, VLLMEngineConfig
 from gateway.copy_slots import CopySlots, SlotLeak, Slots
 from gateway.privacy.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.registry import Registry
 from gateway.streams import chunks_from_response
 from gateway.upstream.base import Backend, Endpoint, UpstreamFailure
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
-from gateway.upstream.vllm_student import VLLMStudentBackend
+from gateway.upstream.vllm_student import VLLMStudentBackend, tool_tags_are_tokens
 
 log = logging.getLogger("slimgate.students")
 
@@ -135,23 +135,27 @@ class StudentPool:
         if not (path / "slimgate.json").exists():
             raise FileNotFoundError(f"{path} is not a complete student (no slimgate.json)")
         name = f"{task}-v{version}"
-        if cfg.engine == "vllm":
-            if not cfg.vllm_base_url:
-                raise ValueError("students.engine = 'vllm' needs students.vllm_base_url")
-            remote_root = cfg.vllm_adapters_dir or self._config.distill.students_dir
-            key = os.environ.get(cfg.vllm_api_key_env) if cfg.vllm_api_key_env else None
+        engine = cfg.engine
+        # vLLM serves LoRA adapters over its base model; every other kind of student (a
+        # scratch model, an encoder) stays embedded, with the embedded defaults.
+        if isinstance(engine, VLLMEngineConfig) and (path / "adapter_config.json").exists():
+            remote_root = engine.adapters_dir or self._config.distill.students_dir
+            key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
             return VLLMStudentBackend(
-                name, cfg.vllm_base_url, self._session, adapter_name=name,
+                name, engine.base_url, self._session, adapter_name=name,
                 adapter_path=f"{remote_root.rstrip('/')}/{task}/v{version}", api_key=key,
-                timeout_s=cfg.timeout_s,
+                timeout_s=cfg.timeout_s, constrained=engine.constrained,
+                tag_tokens=tool_tags_are_tokens(path),
             )
+        if isinstance(engine, VLLMEngineConfig):
+            engine = EmbeddedEngineConfig(constrained=engine.constrained)
         if self._load_student is None:
             raise RuntimeError("no student loader: embedded students are served by "
                                "`slimgate serve` (create_app(load_student=...))")
         return EmbeddedStudentBackend(
-            name, str(path), load_model=self._load_student, max_batch=cfg.max_batch,
-            batch_wait_ms=cfg.batch_wait_ms,
-            timeout_s=cfg.timeout_s, torch_threads=cfg.torch_threads,
+            name, str(path), load_model=self._load_student, max_batch=engine.max_batch,
+            batch_wait_ms=engine.batch_wait_ms, timeout_s=cfg.timeout_s,
+            torch_threads=engine.torch_threads, constrained=engine.constrained,
         )
 
     async def retain(self, wanted: set[tuple[str, int]]) -> None:

@@ -1,8 +1,11 @@
-"""Online task assignment on the request path: explicit tag, fingerprint, nearest centroid.
+"""Online task assignment on the request path, the way discovery assigns recorded requests.
 
-`assign` is synchronous and cheap (a regex and a dict lookup on the request's fingerprint);
-`assign_by_centroid` embeds the request in a worker thread and is only available where the
-distill extra (sentence-transformers) is installed. Nothing heavy is imported until then.
+`assign` is synchronous and cheap: an explicit tag, else the request's fingerprint when it
+belongs to one task, else (a fingerprint split into several tasks) the task whose instruction
+templates the request shares most. `assign_by_centroid` runs on a miss, in a worker thread: a
+new prompt a word or a date away from a task's takes that task; a request that no template
+places inside a group split by answer shape takes the nearest content centroid (embedding needs
+the distill extra, sentence-transformers). Nothing heavy is imported until then.
 """
 
 from __future__ import annotations
@@ -10,24 +13,25 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from gateway.embed import embeddings_available
-from gateway.fingerprint import fingerprint, signature
+from gateway.fingerprint import (
+    fingerprint,
+    instruction_units,
+    signature,
+    system_text,
+    unit_hash,
+    words_alike,
+)
 from gateway.task_ids import RULE, is_task_id
 
-# Cosine between a request and a task centroid ([system | content] / sqrt(2)) needed to take
-# the task when the request's fingerprint is new. Measured on the workload: requests whose
-# prompt differs only in a brand name score ~0.8 to their task; other tasks' requests 0.15-0.62.
-CENTROID_FLOOR = 0.7
-# Cosine of the user content alone, among tasks split from one shared prompt (the system part
-# is identical there and says nothing). Own task: >= 0.6; an unrelated request: ~0.25.
-CONTENT_FLOOR = 0.45
 _SYSTEM_CACHE_SIZE = 1024
+_MISS_CACHE_SIZE = 4096  # fingerprints of new prompts, with the tasks their prompt is alike
 
-How = Literal["explicit", "fingerprint", "centroid", "none"]
+How = Literal["explicit", "fingerprint", "template", "prompt", "centroid", "none"]
 
 
 class TaskLike(Protocol):
@@ -43,6 +47,30 @@ class Assignment:
 
 
 NO_TASK = Assignment(None, "none")
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the assigner keeps of one task."""
+
+    id: str
+    signature: str
+    systems: tuple[str, ...]  # masked system prompts, for new prompts a word away
+    templates: frozenset[str]  # unit hashes of its instruction templates (split groups)
+    split: str | None  # "instruction" | "answer" | None
+    centroid: list[float] | None
+
+
+def best_template(unit_hashes: Sequence[str], owned: Sequence[set[str] | frozenset[str]]
+                  ) -> int | None:
+    """Index of the one template set sharing the most units with the request's, None when
+    none shares any or two tie. Discovery places rows of a split group by this same rule."""
+    present = set(unit_hashes)
+    scores = [len(present & s) for s in owned]
+    best = max(scores, default=0)
+    if best == 0 or scores.count(best) > 1:
+        return None
+    return scores.index(best)
 
 
 def explicit_task(body: dict[str, Any], header_task: str | None) -> str | None:
@@ -69,38 +97,41 @@ class TaskAssigner:
 
     def __init__(
         self,
-        by_fingerprint: dict[str, list[str]],
-        centroids: list[tuple[str, str, list[float]]],  # (task id, signature, vector)
+        known: list[_Known],
         *,
-        floor: float = CENTROID_FLOOR,
-        content_floor: float = CONTENT_FLOOR,
         embedder: Callable[[], Any] | None = None,
     ) -> None:
-        self._by_fingerprint = by_fingerprint
-        self._centroids = centroids
-        self._floor = floor
-        self._content_floor = content_floor
+        self._known = {k.id: k for k in known}
+        self._by_fingerprint: dict[str, list[str]] = defaultdict(list)
+        self._centroid_ids = [k.id for k in known if k.centroid]
         self._embedder_factory = embedder  # () -> an Embedder; none: no centroid assignment
         self._embedder: Any = None
         self._matrix: Any = None
         self._system_cache: dict[str, Any] = {}
+        self._miss_cache: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._installed: bool | None = None
 
     @classmethod
     def from_tasks(cls, tasks: Iterable[TaskLike], **kwargs: Any) -> TaskAssigner:
-        """From task records: `info["fingerprints"]`, `info["signature"]`, `info["centroid"]`."""
-        by_fp: dict[str, list[str]] = defaultdict(list)
-        centroids = []
+        """From task records' info: fingerprints, signature, systems, templates, split, centroid."""
+        known, fps = [], []
         for t in tasks:
-            for fp in t.info.get("fingerprints") or []:
-                by_fp[fp].append(t.id)
-            if t.info.get("centroid"):
-                centroids.append((t.id, str(t.info.get("signature", "")), t.info["centroid"]))
-        return cls(dict(by_fp), centroids, **kwargs)
+            info = t.info
+            known.append(_Known(
+                t.id, str(info.get("signature", "")), tuple(info.get("systems") or ()),
+                frozenset(info.get("templates") or ()), info.get("split"),
+                info.get("centroid") or None))
+            fps.append((t.id, info.get("fingerprints") or []))
+        assigner = cls(known, **kwargs)
+        for task_id, prints in fps:
+            for fp in prints:
+                assigner._by_fingerprint[fp].append(task_id)
+        return assigner
 
     def assign(self, body: dict[str, Any], header_task: str | None = None) -> Assignment:
-        """Explicit tag, else a fingerprint that belongs to exactly one task, else no task.
+        """Explicit tag, else a fingerprint of one task, else the template that places the
+        request among the tasks sharing its fingerprint, else no task (yet).
 
         Raises ValueError for an invalid explicit tag (the client should get a 400).
         """
@@ -108,32 +139,53 @@ class TaskAssigner:
         if tag is not None:
             return Assignment(tag, "explicit")
         ids = self._by_fingerprint.get(fingerprint(body))
-        if ids and len(ids) == 1:
+        if not ids:
+            return NO_TASK
+        if len(ids) == 1:
             return Assignment(ids[0], "fingerprint")
-        return NO_TASK
+        task = self._by_template(body, ids)
+        return Assignment(task, "template") if task else NO_TASK
+
+    def _by_template(self, body: dict[str, Any], ids: list[str]) -> str | None:
+        units = [unit_hash(u) for u in instruction_units(body)]
+        j = best_template(units, [self._known[i].templates for i in ids])
+        return ids[j] if j is not None else None
 
     async def assign_by_centroid(self, body: dict[str, Any]) -> Assignment:
-        """The nearest task centroid at or above the floor, among tasks that share the request's
-        fingerprint (a split prompt) or else its tools and response format."""
-        if not self._centroids:
+        """On a miss: a new prompt a word or a date away from a task's prompt (same tools and
+        format) takes that task; a request no template places in a group split by answer
+        shape takes the nearest content centroid. A group split by instruction takes none."""
+        fp = fingerprint(body)
+        ids = self._by_fingerprint.get(fp)
+        how: How = "template"
+        if not ids:
+            if fp not in self._miss_cache:
+                if len(self._miss_cache) >= _MISS_CACHE_SIZE:
+                    self._miss_cache.clear()
+                self._miss_cache[fp] = await asyncio.to_thread(self._alike_prompt, body)
+            ids, how = self._miss_cache[fp], "prompt"
+            if len(ids) == 1:
+                return Assignment(ids[0], how)
+            if ids and (task := self._by_template(body, ids)):
+                return Assignment(task, how)
+        if not ids or any(self._known[i].split == "instruction" for i in ids):
             return NO_TASK
+        allowed = [i for i in ids if self._known[i].centroid]
+        if not allowed or not self._embeddings_on():  # as discovery without an embedder
+            return NO_TASK
+        best, sim = await asyncio.to_thread(self._nearest, body, allowed)
+        return Assignment(best, "centroid", sim)
+
+    def _alike_prompt(self, body: dict[str, Any]) -> list[str]:
+        """Tasks with the request's tools and format whose prompt is a word or a date away."""
+        sig, system = signature(body), system_text(body).split()
+        return [k.id for k in self._known.values() if k.signature == sig
+                and any(words_alike(system, s.split()) for s in k.systems)]
+
+    def _embeddings_on(self) -> bool:
         if self._installed is None:
             self._installed = self._embedder_factory is not None and embeddings_available()
-        if not self._installed:
-            return NO_TASK
-        ids = self._by_fingerprint.get(fingerprint(body))
-        if ids:
-            allowed = [i for i, (tid, _, _) in enumerate(self._centroids) if tid in ids]
-        else:
-            sig = signature(body)
-            allowed = [i for i, (_, s, _) in enumerate(self._centroids) if s == sig]
-        if not allowed:
-            return NO_TASK
-        shared = bool(ids)
-        best, sim = await asyncio.to_thread(self._nearest, body, allowed, shared)
-        if sim < (self._content_floor if shared else self._floor):
-            return NO_TASK
-        return Assignment(self._centroids[best][0], "centroid", sim)
+        return self._installed
 
     def _ensure_model(self) -> None:
         """Load the embedder and the centroid matrix (in a worker thread, under the lock)."""
@@ -143,21 +195,23 @@ class TaskAssigner:
             if self._embedder_factory is None:
                 raise RuntimeError("no embedder given: centroid assignment is off")
             self._embedder = self._embedder_factory()
-            self._matrix = np.asarray([c for _, _, c in self._centroids], dtype=np.float32)
+            self._matrix = np.asarray([self._known[i].centroid for i in self._centroid_ids],
+                                      dtype=np.float32)
 
     async def warm(self) -> None:
-        """Load the model ahead of the first fingerprint miss, off the event loop."""
-        if self._centroids and self._embedder_factory is not None and embeddings_available():
+        """Load the model ahead of the first miss, off the event loop, where a group is split
+        by answer shape (the only place a centroid decides)."""
+        if any(k.split == "answer" and k.centroid for k in self._known.values()) \
+                and self._embedder_factory is not None and embeddings_available():
             def load() -> None:
                 with self._lock:
                     self._ensure_model()
 
             await asyncio.to_thread(load)
 
-    def _nearest(
-        self, body: dict[str, Any], allowed: list[int], content_only: bool
-    ) -> tuple[int, float]:
-        """Runs in a worker thread: embed the request, return (centroid index, cosine)."""
+    def _nearest(self, body: dict[str, Any], allowed: list[str]) -> tuple[str, float]:
+        """Runs in a worker thread: embed the request's user content, return the task whose
+        centroid's content half is nearest, and that cosine."""
         from gateway.embed import normalise, request_vectors
 
         with self._lock:
@@ -165,10 +219,8 @@ class TaskAssigner:
             if len(self._system_cache) > _SYSTEM_CACHE_SIZE:
                 self._system_cache.clear()
             vec = request_vectors(self._embedder, [body], system_cache=self._system_cache)[0]
-        matrix = self._matrix[allowed]
-        if content_only:  # vectors are [system | content] / sqrt(2): compare the content half
-            half = len(vec) // 2
-            matrix, vec = normalise(matrix[:, half:]), normalise(vec[half:])
-        sims = matrix @ vec
+        rows = [self._centroid_ids.index(i) for i in allowed]
+        half = len(vec) // 2  # vectors are [system | content] / sqrt(2): compare the content
+        sims = normalise(self._matrix[rows][:, half:]) @ normalise(vec[half:])
         j = int(sims.argmax())
         return allowed[j], float(sims[j])

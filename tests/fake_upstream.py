@@ -43,8 +43,6 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.attempts: Counter[str] = Counter()
         self.record = True  # benchmarks switch this off
-        self.adapters: dict[str, str] = {}  # vLLM-style LoRA adapters loaded at run time
-        self.adapter_loads = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -73,8 +71,6 @@ class FakeUpstream:
             app.router.add_post("/v1/embeddings", self._embeddings)
             app.router.add_post("/v1/responses", self._responses)
             app.router.add_post("/v1/messages", self._anthropic)
-            app.router.add_get("/v1/models", self._models)
-            app.router.add_post("/v1/load_lora_adapter", self._load_lora)
             self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -296,23 +292,6 @@ class FakeUpstream:
         await event("response.output_item.done", output_index=0, item=item)
         await event("response.completed", response=resp)
         return out
-
-    # --- vLLM's adapter endpoints ------------------------------------------------------
-
-    async def _models(self, request: web.Request) -> web.Response:
-        ids = ["base-model", *self.adapters]
-        return web.json_response({"object": "list", "data": [
-            {"id": i, "object": "model", "created": 0, "owned_by": "vllm"} for i in ids]})
-
-    async def _load_lora(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        self.adapter_loads += 1
-        if body["lora_name"] in self.adapters:
-            return web.json_response({"error": {"message": f"The lora adapter "
-                                      f"'{body['lora_name']}' has already been loaded."}},
-                                     status=400)
-        self.adapters[body["lora_name"]] = body["lora_path"]
-        return web.Response(text=f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
 
     # --- Anthropic Messages API (for the litellm path) -------------------------------------
 

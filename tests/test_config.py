@@ -99,6 +99,35 @@ def test_import_gateway_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False False"
 
 
+def test_student_engine_is_a_typed_table_checked_at_start(tmp_path: Path) -> None:
+    from gateway.config import EmbeddedEngineConfig, VLLMEngineConfig
+
+    assert isinstance(load_config(write(tmp_path, "")).students.engine, EmbeddedEngineConfig)
+    cfg = load_config(write(tmp_path, '[students.engine]\ntype = "vllm"\n'
+                                      'base_url = "http://127.0.0.1:8000/v1"\n'))
+    assert isinstance(cfg.students.engine, VLLMEngineConfig)
+    assert cfg.students.engine.constrained
+    short = load_config(write(tmp_path, '[students]\nengine = "embedded"\n'))
+    assert short.students.engine.type == "embedded"
+    with pytest.raises(ConfigError, match=r"students\.engine\.vllm\.base_url"):
+        load_config(write(tmp_path, '[students]\nengine = "vllm"\n'))  # no server named
+    with pytest.raises(ConfigError, match=r"students\.engine\.embedded\.base_url: unknown key"):
+        load_config(write(tmp_path, '[students.engine]\ntype = "embedded"\nbase_url = "x"\n'))
+    with pytest.raises(ConfigError, match=r'needs type = "embedded" or type = "vllm", not None'):
+        load_config(write(tmp_path, '[students.engine]\nbase_url = "http://x"\n'))
+    with pytest.raises(ConfigError, match="not 'tgi'"):
+        load_config(write(tmp_path, '[students.engine]\ntype = "tgi"\n'))
+
+
+def test_old_flat_engine_keys_say_where_they_moved(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r'\[students\.engine\] with type = "vllm", '
+                                          r"base_url = \.\.\."):
+        load_config(write(tmp_path, '[students]\nengine = "vllm"\n'
+                                    'vllm_base_url = "http://127.0.0.1:8000/v1"\n'))
+    with pytest.raises(ConfigError, match=r'type = "embedded", max_batch = \.\.\.'):
+        load_config(write(tmp_path, '[students]\nmax_batch = 4\n'))
+
+
 def test_request_path_imports_no_learning_code() -> None:
     """The dependency runs one way: distill → gateway → policies. Every gateway module but
     the CLI (the composition root) imports without bringing in any `distill` module."""

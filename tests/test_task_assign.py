@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway import task_assign
-from gateway.fingerprint import fingerprint, signature
+from gateway.fingerprint import fingerprint
 from gateway.offline.workload import GENERIC_SYSTEM, REPLY_SYSTEM, generate
 from gateway.task_assign import TaskAssigner, explicit_task
 
@@ -81,39 +81,44 @@ def test_importing_the_request_path_stays_light() -> None:
 
 
 @pytest.fixture(scope="module")
-def assigner(embedder: Any) -> TaskAssigner:
-    """Tasks built from the workload the way discovery records them."""
-    from gateway.embed import normalise, request_vectors
+def discovered() -> list[Any]:
+    """Tasks as discovery records them: triage and sentiment share the generic prompt."""
+    from distill.discover import discover
+    from tests.test_discover import rows_of
 
     items = generate(150, seed=31, kinds=["ticket_triage", "sentiment", "reply_writer"],
                      generic=["ticket_triage", "sentiment"])
-    tasks = []
-    for name in ("ticket_triage", "sentiment", "reply_writer"):
-        reqs = [i.request for i in items if i.task == name]
-        centroid = normalise(request_vectors(embedder, reqs).mean(axis=0))
-        tasks.append(Task(name, {"fingerprints": sorted({fingerprint(r) for r in reqs}),
-                                 "signature": signature(reqs[0]),
-                                 "centroid": centroid.tolist()}))
-    return TaskAssigner.from_tasks(tasks, embedder=lambda: embedder)
+    found = discover(rows_of(items), min_task_examples=10)
+    names = {}
+    for task, seq in found.assignments:
+        names.setdefault(task, items[seq - 1].task)
+    return [Task(names[t.id], t.info) for t in found.tasks]
 
 
-async def test_centroid_picks_between_tasks_sharing_a_prompt(assigner: TaskAssigner) -> None:
+@pytest.fixture(scope="module")
+def assigner(discovered: list[Any]) -> TaskAssigner:
+    return TaskAssigner.from_tasks(discovered)
+
+
+def test_a_template_picks_between_tasks_sharing_a_prompt(assigner: TaskAssigner) -> None:
     for item in generate(30, seed=32, kinds=["ticket_triage", "sentiment"],
                          generic=["ticket_triage", "sentiment"]):
-        assert assigner.assign(item.request).how == "none"
-        a = await assigner.assign_by_centroid(item.request)
-        assert (a.task, a.how) == (item.task, "centroid")
-        assert a.similarity is not None and a.similarity >= task_assign.CONTENT_FLOOR
+        a = assigner.assign(item.request)
+        assert (a.task, a.how) == (item.task, "template")
 
 
-async def test_centroid_finds_a_task_whose_prompt_changed(assigner: TaskAssigner) -> None:
+async def test_a_prompt_a_name_away_takes_its_task(assigner: TaskAssigner) -> None:
     item = generate(6, seed=33, kinds=["reply_writer"])[0]
     body = {**item.request, "messages": [
         {"role": "system", "content": REPLY_SYSTEM.format(brand="Sunrise Bakery")},
         *item.request["messages"][1:]]}
     assert assigner.assign(body).task is None  # a prompt never seen before
     a = await assigner.assign_by_centroid(body)
-    assert (a.task, a.how) == ("reply_writer", "centroid")
+    assert (a.task, a.how) == ("reply_writer", "prompt")
+    rewritten = {**body, "messages": [
+        {"role": "system", "content": "Answer the customer kindly and sign as Sam."},
+        *body["messages"][1:]]}
+    assert (await assigner.assign_by_centroid(rewritten)).how == "none"  # another prompt
 
 
 async def test_unrelated_requests_get_no_task(assigner: TaskAssigner) -> None:
@@ -127,3 +132,27 @@ async def test_unrelated_requests_get_no_task(assigner: TaskAssigner) -> None:
     ]
     results = await asyncio.gather(*(assigner.assign_by_centroid(b) for b in unrelated))
     assert [(a.task, a.how) for a in results] == [(None, "none")] * len(unrelated)
+
+
+async def test_a_group_split_by_answer_shape_places_the_unmatched_by_content(
+        embedder: Any) -> None:
+    """Two tasks under one prompt told apart by their answers; a request carrying neither
+    template goes to the task whose user content is nearest, as discovery places it."""
+    from gateway.embed import normalise, request_vectors
+
+    shared = "You help the support team."
+    billing = [_body(shared, f"Refund request: I was charged twice for order {n}.")
+               for n in range(5)]
+    shipping = [_body(shared, f"Where is my parcel? Order {n} has not arrived.")
+                for n in range(5)]
+    tasks = []
+    for name, reqs in (("refunds", billing), ("parcels", shipping)):
+        centroid = normalise(request_vectors(embedder, reqs).mean(axis=0))
+        tasks.append(Task(name, {"fingerprints": [fingerprint(reqs[0])], "split": "answer",
+                                 "templates": [name], "centroid": centroid.tolist(),
+                                 "count": 5}))
+    assigner = TaskAssigner.from_tasks(tasks, embedder=lambda: embedder)
+    body = _body(shared, "My package is lost, the courier never delivered it.")
+    assert assigner.assign(body).how == "none"
+    a = await assigner.assign_by_centroid(body)
+    assert (a.task, a.how) == ("parcels", "centroid")

@@ -35,11 +35,13 @@ class EmbeddedStudentBackend:
         batch_wait_ms: float = 5.0,
         timeout_s: float = 30.0,
         torch_threads: int = 0,
+        constrained: bool = True,
     ) -> None:
         self.name = name
         self.path = path
         self._load_model = load_model  # path -> object with generate(requests, max_new_tokens)
         self._torch_threads = torch_threads  # 0: leave torch's default
+        self._constrained = constrained  # decode under each request's contract
         self._max_batch = max_batch
         self._batch_wait_s = batch_wait_ms / 1000
         self._timeout_s = timeout_s
@@ -59,7 +61,10 @@ class EmbeddedStudentBackend:
 
                     # Process-wide: students are small, and the worker trains beside us.
                     torch.set_num_threads(self._torch_threads)
-                self._student = await asyncio.to_thread(self._load_model, self.path)
+                student = await asyncio.to_thread(self._load_model, self.path)
+                if not self._constrained and hasattr(student, "constrained"):
+                    student.constrained = False  # grammars turned off for this engine
+                self._student = student
 
     async def _generate_one(self, body: dict[str, Any]) -> Any:
         await self.load()
