@@ -33,7 +33,8 @@ def worker_env(config: Config, environ: dict[str, str] | None = None) -> dict[st
     for a key (gateway, admin, metrics, provider, vLLM) nor one that looks like a secret."""
     environ = dict(os.environ if environ is None else environ)
     named = {config.server.api_keys_env, config.server.admin_keys_env,
-             config.server.metrics_keys_env, config.students.vllm_api_key_env,
+             config.server.metrics_keys_env,
+             getattr(config.students.engine, "api_key_env", None),  # a vLLM engine's key
              *(m.api_key_env for m in config.models)}
     out = {}
     for name, value in environ.items():
