@@ -141,7 +141,7 @@ def train_candidate(
     final = registry.version_dir(task.id, version)
     partial = final.with_name(f".v{version}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    registry.private_dir(partial)  # 0700, like its parents: no other user reads a student
     started = time.time()
     similarity = embedding_similarity(embedder)
     try:

@@ -10,6 +10,8 @@ students every `worker.interval_s`. `slimgate serve` runs it as a subprocess;
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -89,16 +91,36 @@ def apply_gates(
     return changes
 
 
+_VERSION_DIR = re.compile(r"v[0-9]+")
+_PARTIAL_DIR = re.compile(r"\.v[0-9]+\.partial")
+
+
 def clean_partials(students_dir: str) -> int:
     """Remove versions left half-trained by a killed worker (they were never registered), and
-    any version directory without its metadata (left by an older slimgate)."""
+    any version directory without its metadata (left by an older slimgate).
+
+    Only `<root>/<task>/.v<N>.partial` and `<root>/<task>/v<N>` directories qualify: no
+    symbolic link is followed (a linked task or version directory is left alone), and each
+    candidate must resolve to exactly two levels under the resolved root.
+    """
+    root = Path(students_dir).resolve()
+    if not root.is_dir():
+        return 0
     removed = 0
-    root = Path(students_dir)
-    doomed = [*root.glob("*/.v*.partial"),
-              *(d for d in root.glob("*/v*") if d.is_dir() and not (d / "slimgate.json").exists())]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
+    for task in os.scandir(root):
+        if task.is_symlink() or not task.is_dir(follow_symlinks=False):
+            continue
+        for entry in os.scandir(task.path):
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            orphan = _VERSION_DIR.fullmatch(entry.name) and not (path / "slimgate.json").exists()
+            if not (_PARTIAL_DIR.fullmatch(entry.name) or orphan):
+                continue
+            if path.resolve().parent.parent != root:
+                continue
+            shutil.rmtree(path, ignore_errors=True)  # removes links inside, never their targets
+            removed += 1
     return removed
 
 

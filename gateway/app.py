@@ -24,7 +24,7 @@ from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
 from gateway.litellm_module import import_litellm
 from gateway.metrics import Metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import AuthFailures, RateLimiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.responses import routes as responses_routes
@@ -99,6 +99,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         students=students,
         responses=ResponsesService(proxy, upstreams, ResponseState(store, recorder)),
         admin=AdminAuth.from_config(config),
+        metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
+        auth_failures=AuthFailures(config.server.auth_failures_per_minute),
     )
     try:
         yield

@@ -9,6 +9,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.upstream.base import MAX_JSON_DEPTH, too_deep
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -64,6 +65,8 @@ def parse_request_body(raw: bytes, model: type[BaseModel]) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {e}.") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if too_deep(data):
+        raise InvalidRequest(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
         model.model_validate(data)
     except ValidationError as e:

@@ -8,6 +8,7 @@ the environment variables that hold them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from policies.settings import PolicyConfig
+
+TENANT = re.compile(r"[A-Za-z0-9_-]{1,24}")
+KEY_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class ConfigError(Exception):
@@ -40,6 +44,48 @@ class ServerConfig(_Strict):
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     rate_limit: RateLimitConfig = RateLimitConfig()
+    # Task names a client sends (X-Slimgate-Task, metadata.task) are the caller's own:
+    # "tenant" stores them as "<tenant>.<name>" (tenant: the key's entry in `tenants`, else
+    # its key id), so no key reaches another's task, student or training data; "shared"
+    # lets every key name any task (one team behind the gateway). Open gateways: no prefix.
+    client_tasks: Literal["tenant", "shared"] = "tenant"
+    tenants: dict[str, list[str]] = {}  # tenant name -> key ids (the store's key_id) sharing names
+    metrics_keys_env: str = "SLIMGATE_METRICS_KEYS"  # keys that may read /metrics; admins may
+    metrics_public: bool = False  # true: /metrics needs no key (only on a private network)
+    auth_failures_per_minute: int = Field(30, ge=1)  # wrong keys per client address, then 429
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerConfig:
+        names = {"api_keys_env": self.api_keys_env, "admin_keys_env": self.admin_keys_env,
+                 "metrics_keys_env": self.metrics_keys_env}
+        seen: dict[str, str] = {}
+        for field, env in names.items():
+            if env in seen:
+                raise ValueError(f"{seen[env]} and {field} name the same variable '{env}': "
+                                 "gateway, admin and metrics keys must be distinct")
+            seen[env] = field
+        owner: dict[str, str] = {}
+        for tenant, key_ids in self.tenants.items():
+            if not TENANT.fullmatch(tenant):
+                raise ValueError(f"tenant name {tenant!r}: use 1-24 letters, digits, '_' or '-'")
+            for key_id in key_ids:
+                if not KEY_ID.fullmatch(key_id):
+                    raise ValueError(f"tenant '{tenant}': {key_id!r} is not a key id "
+                                     "(the 12 hex digits the store records as key_id)")
+                if key_id in owner:
+                    raise ValueError(f"key id {key_id} is in tenants '{owner[key_id]}' and "
+                                     f"'{tenant}'")
+                owner[key_id] = tenant
+        return self
+
+    def task_namespace(self, key_id: str | None) -> str | None:
+        """The prefix of task names this key sends, or None (shared names, open gateway)."""
+        if self.client_tasks == "shared" or key_id is None:
+            return None
+        for tenant, key_ids in self.tenants.items():
+            if key_id in key_ids:
+                return tenant
+        return key_id
 
 
 class StoreConfig(_Strict):
@@ -64,6 +110,9 @@ class ModelConfig(_Strict):
     backoff_max_s: float = Field(8.0, ge=0)
     fallbacks: list[str] = []  # other model names tried in order when this one fails
     headers: dict[str, str] = {}  # extra headers sent upstream (no secrets: use api_key_env)
+    # litellm providers get only OpenAI request parameters; these body fields pass too
+    # (provider-specific ones such as "top_k"). litellm's own options are refused.
+    extra_body_fields: list[str] = []
     # How /v1/responses reaches this model: "native" forwards to the upstream's own
     # /v1/responses; "translate" converts to chat completions and back. Unset: native for
     # provider "openai" at OpenAI's or Azure OpenAI's host, translate for everything else.
@@ -85,6 +134,13 @@ class ModelConfig(_Strict):
     def _openai_needs_base_url(self) -> ModelConfig:
         if self.provider == "openai" and not self.base_url:
             raise ValueError(f"model '{self.name}': provider 'openai' needs base_url")
+        if self.extra_body_fields:
+            if self.provider == "openai":
+                raise ValueError(f"model '{self.name}': extra_body_fields is for litellm "
+                                 "providers; provider 'openai' forwards unknown fields already")
+            from gateway.upstream.params import check_extra_fields
+
+            check_extra_fields(self.name, self.extra_body_fields)
         if self.responses == "native" and self.provider != "openai":
             raise ValueError(f"model '{self.name}': responses = \"native\" needs provider "
                              "'openai' (litellm providers are served by translation)")
@@ -161,6 +217,9 @@ _MOVED_ENGINE_KEYS = {
 class StudentsConfig(_Strict):
     engine: EngineConfig = EmbeddedEngineConfig()  # [students.engine], chosen by its `type`
     timeout_s: float = Field(10.0, gt=0)  # a student slower than this falls back to the teacher
+    # checking an answer against the request's schemas (in a worker thread) gets this long;
+    # past it the answer counts as unverifiable and the teacher serves
+    contract_timeout_s: float = Field(1.0, gt=0)
     refresh_s: float = Field(2.0, gt=0)  # how often the gateway re-reads task stages
     shadow_queue: int = Field(1000, ge=1)  # shadow/audit jobs waiting; beyond: dropped, counted
     shadow_concurrency: int = Field(2, ge=1)  # shadow/audit jobs running at once

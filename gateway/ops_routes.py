@@ -1,4 +1,4 @@
-"""Operational routes: liveness, readiness and Prometheus metrics."""
+"""Operational routes: liveness, readiness and Prometheus metrics (behind a key by default)."""
 
 from __future__ import annotations
 
@@ -35,4 +35,7 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    """Prometheus text; a metrics or admin key unless `server.metrics_public` (it names tasks)."""
+    state = get_state(request)
+    state.check_metrics_reader(request)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

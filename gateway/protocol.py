@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: "stream": "false" is a 400, not a truthy string forwarded as sent (the
+    # gateway forwards the client's own JSON, so what validates must be what it says).
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 # --- messages -------------------------------------------------------------------------
@@ -144,6 +146,18 @@ class ChatCompletionRequest(_Open):
     parallel_tool_calls: bool | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None  # deprecated by OpenAI in favour of tools
+    function_call: str | dict[str, Any] | None = None  # deprecated: tool_choice
     # --- slimgate extensions ---
     # `metadata.task` names the task explicitly (like the X-Slimgate-Task header);
     # it is removed before the request goes upstream.

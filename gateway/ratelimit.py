@@ -12,9 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from gateway.errors import RateLimited
+from gateway.errors import RateLimited, Unauthorized
+
+T = TypeVar("T")
 
 _MAX_BUCKETS = 10_000  # least recently seen callers are forgotten beyond this
 
@@ -74,3 +78,31 @@ class RateLimiter:
     def charge_tokens(self, key: str, tokens: int) -> None:
         if self.tpm and tokens > 0:
             self._bucket(key, time.monotonic()).tokens -= tokens
+
+
+class AuthFailures:
+    """Wrong or missing keys per client address: past `per_minute` in the last minute, every
+    further attempt from that address is refused with 429 before any key is checked. Guards
+    gateway keys, admin keys (API and `/dashboard?key=`) and metrics keys alike."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def guard(self, address: str, check: Callable[[], T]) -> T:
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(address, ()) if now - t < 60]
+        if len(recent) >= self.per_minute:
+            wait = max(1, math.ceil(60 - (now - recent[0])))
+            raise RateLimited(
+                f"Too many failed authentications from this address; retry after {wait}s.",
+                headers={"retry-after": str(wait)}, code="auth_rate_limited")
+        try:
+            return check()
+        except Unauthorized:
+            recent.append(now)
+            self._failures[address] = recent
+            self._failures.move_to_end(address)
+            if len(self._failures) > _MAX_BUCKETS:
+                self._failures.popitem(last=False)
+            raise

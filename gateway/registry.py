@@ -47,6 +47,19 @@ class Registry:
             raise RegistryError(f"path {relative!r} leaves the students directory")
         return path
 
+    def private_dir(self, path: Path) -> Path:
+        """Create `path` inside the registry, and every missing directory from the root down,
+        readable by the owner only (0700): students hold what they learnt from traffic."""
+        path = path.resolve()
+        if not path.is_relative_to(self.root):
+            raise RegistryError(f"path {str(path)!r} leaves the students directory")
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            current.mkdir(mode=0o700, exist_ok=True)
+        return path
+
     def relative(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.root))
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gateway.body import parse_request_body, read_body
-from gateway.errors import ModelNotFound
+from gateway.errors import ModelNotFound, UpstreamError
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -40,7 +40,12 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    try:
+        raw = orjson.dumps(data)
+    except orjson.JSONEncodeError:  # e.g. an upstream answer nested beyond orjson's limit
+        raise UpstreamError("The upstream's answer could not be encoded as JSON.",
+                            code="malformed") from None
+    return Response(raw, status_code=status, media_type="application/json")
 
 
 async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Response:

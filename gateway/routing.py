@@ -62,6 +62,7 @@ class RoutingTable:
         self._seen: tuple[tuple[str, float], ...] | None = None  # task rows last built from
         self._warming: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._secret: bytes | None = None  # keys the sampling hashes; read from the store
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="slimgate-routing-refresh")
@@ -75,6 +76,8 @@ class RoutingTable:
             await asyncio.sleep(self._config.students.refresh_s)
 
     async def refresh(self) -> None:
+        if self._secret is None:
+            self._secret = await self._store.secret("sampling")
         tasks = [task_from_row(r) for r in await self._store.tasks()]
         seen = tuple((t.id, t.updated_at) for t in tasks)  # every change bumps updated_at
         if seen == self._seen:
@@ -112,6 +115,13 @@ class RoutingTable:
         self._warming.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._warming.discard)
 
+    def task_label(self, task_id: str | None) -> str:
+        """The task as a metric label: known tasks by id, any other name as "other" (client-
+        chosen names must not grow the label set without bound), none as ""."""
+        if not task_id:
+            return ""
+        return task_id if task_id in self._routes else "other"
+
     def policy_for(self, task_id: str | None, label: str = "") -> TaskPolicy:
         r = self._routes.get(task_id or "")
         return r.policy if r else self._config.policy.for_task(task_id or "", label)
@@ -137,7 +147,8 @@ class RoutingTable:
         key = (sticky_key(body, headers, policy.sticky, request_id) if t.stage == "canary"
                else request_id)
         decision = route_task(policy, stage=t.stage, step=t.step, sticky_key=key,
-                              request_id=request_id, has_student=student is not None)
+                              request_id=request_id, has_student=student is not None,
+                              secret=self._secret or b"")
         return Decision(t.id, decision, version, student, policy.record, t.kind)
 
     async def aclose(self) -> None:

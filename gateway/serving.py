@@ -7,6 +7,7 @@ the `Recorder`; nothing on this path waits for the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -30,9 +31,11 @@ from gateway.routing import Decision, RoutingTable
 from gateway.shadow import Job, ShadowRunner, completion_tokens, first_message
 from gateway.store.recorder import Exchange, Recorder
 from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
+from gateway.task_assign import Assignment
+from gateway.task_ids import scoped_task
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
-from policies.contract import check_contract
+from policies.contract import Violation, check_contract, request_pattern_problem
 
 log = logging.getLogger("slimgate.serving")
 
@@ -96,6 +99,36 @@ def student_body(body: dict[str, Any]) -> dict[str, Any]:
             if k not in ("stream", "stream_options")}
 
 
+def first_violation(body: dict[str, Any], resp: dict[str, Any]) -> Violation | None:
+    """The first choice that breaks the request's contract (runs in a worker thread)."""
+    for choice in resp.get("choices") or [{}]:
+        violation = check_contract(body, choice.get("message") or {})
+        if violation is not None:
+            return violation
+    return None
+
+
+async def contract_violation(
+    body: dict[str, Any], resp: dict[str, Any], timeout_s: float
+) -> str | None:
+    """The violation code of a student's answer, checked off the event loop with a deadline;
+    "contract_timeout" when the check did not finish (the answer is not trusted)."""
+    try:
+        violation = await asyncio.wait_for(
+            asyncio.to_thread(first_violation, body, resp), timeout_s)
+    except TimeoutError:
+        return "contract_timeout"
+    return violation.code if violation is not None else None
+
+
+def check_schemas(body: dict[str, Any]) -> None:
+    """400 for a schema pattern that does not compile (the client's to fix)."""
+    problem = request_pattern_problem(body)
+    if problem is not None:
+        raise InvalidRequest(f"Invalid pattern in '{problem[0]}': {problem[1]}.",
+                             param=problem[0])
+
+
 def _total_tokens(ex: Exchange) -> int:
     usage = (ex.response or {}).get("usage")
     if usage is None and ex.chunks:
@@ -135,7 +168,8 @@ class Proxy:
         elapsed = time.perf_counter() - ctx.started
         ex.status = status
         ex.latency_ms = elapsed * 1000
-        labels = (ex.model, ex.backend, ex.task or "")
+        ex.task_label = self._routing.task_label(ex.task)
+        labels = (ex.model, ex.backend, ex.task_label)
         self._metrics.requests.labels(*labels, str(status)).inc()
         self._metrics.latency.labels(*labels).observe(elapsed)
         if self._limiter.tpm:
@@ -167,9 +201,14 @@ class Proxy:
         """Which task this request is and who serves it (chat only)."""
         if endpoint != "chat/completions":
             return None
+        check_schemas(body)
         header_task = ctx.headers.get("x-slimgate-task")
         try:
             assignment = self._routing.assigner.assign(body, header_task)
+            if assignment.how == "explicit" and assignment.task is not None:
+                # A client-named task is the caller's own (ServerConfig.client_tasks).
+                namespace = self._config.server.task_namespace(ctx.key_id)
+                assignment = Assignment(scoped_task(assignment.task, namespace), "explicit")
         except ValueError as e:  # a header is no body field: no `param` for it
             raise InvalidRequest(str(e), param=None if header_task else "metadata.task") from None
         if assignment.task is None and self._routing.any_serving:
@@ -196,11 +235,8 @@ class Proxy:
                           decision.version, ctx.request_id)
             reason = "error"
         else:
-            for choice in resp.get("choices") or [{}]:
-                violation = check_contract(body, choice.get("message") or {})
-                if violation is not None:
-                    reason = violation.code
-                    break
+            reason = await contract_violation(body, resp,
+                                              self._config.students.contract_timeout_s)
         ex.student_version = decision.version
         if reason is not None:
             ex.fallback = reason
@@ -288,7 +324,8 @@ class Proxy:
         ex.upstream, ex.upstream_model = served.model.name, served.model.upstream_model
         ttft = time.perf_counter() - ctx.started
         ex.ttft_ms = ttft * 1000
-        self._metrics.ttft.labels(ex.model, ex.backend, ex.task or "").observe(ttft)
+        self._metrics.ttft.labels(ex.model, ex.backend,
+                                  self._routing.task_label(ex.task)).observe(ttft)
         return self._relay(chunks, ex, ctx, client_wants_usage, model.name, decision, body)
 
     async def _replay(

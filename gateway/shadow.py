@@ -124,12 +124,16 @@ class ShadowRunner:
         if job.kind in ("text", "tool_call") and a.strip() and b.strip():
             similarity = 1.0 if texts_identical(a, b) else await self._similarity(a, b)
         try:
-            result = compare(
-                job.kind, student, teacher, request=job.body, similarity=similarity,
+            # compare() checks the request's contract (client schemas): off the event loop,
+            # with the same deadline as on the request path.
+            result = await asyncio.wait_for(asyncio.to_thread(
+                compare, job.kind, student, teacher, request=job.body, similarity=similarity,
                 text_threshold=self._config.distill.text_similarity,
-            )
+            ), self._config.students.contract_timeout_s)
         except NotComparable:
             return "not_comparable"  # the teacher's own answer is no usable reference
+        except TimeoutError:
+            return "contract_timeout"  # cannot be judged within bounds: no evidence either way
         s_ms, t_ms = (ms, job.served_ms) if job.mode == "shadow" else (job.served_ms, ms)
         s_tok, t_tok = (
             (tokens, job.served_tokens) if job.mode == "shadow" else (job.served_tokens, tokens)

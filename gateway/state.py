@@ -11,8 +11,9 @@ from fastapi import Request
 from gateway.admin.auth import AdminAuth
 from gateway.auth import KeyRing
 from gateway.config import Config
+from gateway.errors import Forbidden, Unauthorized
 from gateway.metrics import Metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import AuthFailures, RateLimiter
 from gateway.responses.serving import ResponsesService
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy, RequestContext
@@ -39,11 +40,15 @@ class AppState:
     students: StudentPool
     responses: ResponsesService
     admin: AdminAuth  # admin keys and dashboard sessions
+    metrics_keys: KeyRing  # who may read /metrics besides admins
+    auth_failures: AuthFailures  # wrong keys per client address
 
     def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""
-        key_id = self.keys.check(request.headers.get("authorization"))
-        caller = key_id or (request.client.host if request.client else "unknown")
+        address = client_address(request)
+        key_id = self.auth_failures.guard(
+            address, lambda: self.keys.check(request.headers.get("authorization")))
+        caller = key_id or address
         self.limiter.admit(caller)
         return RequestContext(
             request_id=request.state.request_id,
@@ -53,6 +58,34 @@ class AppState:
             started=time.perf_counter(),
             headers=request.headers,
         )
+
+
+    def check_metrics_reader(self, request: Request) -> None:
+        """/metrics: open with `server.metrics_public`, else a metrics or an admin key."""
+        if self.config.server.metrics_public:
+            return
+        if not (self.metrics_keys.enabled or self.admin.ring.enabled):
+            raise Forbidden(
+                f"/metrics is closed until {self.config.server.metrics_keys_env} (metrics keys) "
+                f"or {self.config.server.admin_keys_env} is set, or server.metrics_public is "
+                "true.", code="metrics_disabled")
+        authorization = request.headers.get("authorization")
+
+        def check() -> None:
+            if self.metrics_keys.enabled:
+                try:
+                    self.metrics_keys.check(authorization)
+                    return
+                except Unauthorized:
+                    if not self.admin.ring.enabled:
+                        raise
+            self.admin.check(authorization)
+
+        self.auth_failures.guard(client_address(request), check)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def get_state(request: Request) -> AppState:

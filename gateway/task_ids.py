@@ -18,3 +18,16 @@ def is_task_id(value: object) -> TypeGuard[str]:
     """True for a string that is a whole, safe task id ('..' never is)."""
     return (isinstance(value, str) and _TASK_ID.fullmatch(value) is not None
             and ".." not in value)
+
+
+def scoped_task(name: str, namespace: str | None) -> str:
+    """The stored id of a task a client named: `<namespace>.<name>` (see
+    `ServerConfig.client_tasks`). ValueError when the result is no valid task id."""
+    if namespace is None:
+        return name
+    task_id = f"{namespace}.{name}"
+    if not is_task_id(task_id):
+        room = 64 - len(namespace) - 1
+        raise ValueError(f"task name {name[:80]!r} is too long: this key's task names are "
+                         f"stored as '{namespace}.<name>', so at most {room} characters.")
+    return task_id

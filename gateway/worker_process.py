@@ -18,6 +18,34 @@ from gateway.config import Config
 log = logging.getLogger("slimgate.worker")
 
 
+# What the worker needs from the environment: where things are, locale, temp dirs, and the
+# knobs of the libraries it trains with. It never calls a provider: no key is passed on.
+_PASSED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "TEMP", "TMP",
+                     "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "SLIMGATE_CONFIG",
+                     "HF_TOKEN"})  # HF_TOKEN: candidate models may be gated on the hub
+_PASSED_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH", "OMP_", "MKL_", "CUDA_", "NVIDIA_",
+                    "PYTORCH_", "TOKENIZERS_", "XDG_", "LITELLM_LOCAL_MODEL_COST_MAP")
+_SECRETISH = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def worker_env(config: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: only what `_PASSED` names, never a variable the config names
+    for a key (gateway, admin, metrics, provider, vLLM) nor one that looks like a secret."""
+    environ = dict(os.environ if environ is None else environ)
+    named = {config.server.api_keys_env, config.server.admin_keys_env,
+             config.server.metrics_keys_env,
+             getattr(config.students.engine, "api_key_env", None),  # a vLLM engine's key
+             *(m.api_key_env for m in config.models)}
+    out = {}
+    for name, value in environ.items():
+        if name in named:
+            continue
+        if name in _PASSED or (name.startswith(_PASSED_PREFIXES)
+                               and not any(s in name.upper() for s in _SECRETISH)):
+            out[name] = value
+    return out
+
+
 def start_worker(config_path: str | None, config: Config) -> subprocess.Popen[bytes] | None:
     if not config.worker.embedded or not config_path:
         return None
@@ -28,7 +56,7 @@ def start_worker(config_path: str | None, config: Config) -> subprocess.Popen[by
     # --parent-pid: the worker exits by itself if the gateway dies, even by kill -9.
     cmd = [sys.executable, "-m", "gateway.cli", "worker", "--config", config_path,
            "--parent-pid", str(os.getpid())]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=worker_env(config))
     log.info("distill worker started (pid %d)", proc.pid)
     return proc
 

@@ -2,22 +2,27 @@
 
 The contract is what the client asked for: `response_format` (JSON object or JSON schema),
 `tools` and their parameter schemas, `tool_choice`. A student answer that breaks it falls
-back to the teacher inside the same request. Compiled schema validators are cached.
+back to the teacher inside the same request. Schemas are checked by `policies.schema`:
+offline (no `$ref` is fetched) and with time-bounded regexes; the gateway runs this module
+in a worker thread with a deadline, so no contract can stall its event loop.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
-from referencing.exceptions import Unresolvable
 
-ViolationCode = Literal["invalid_json", "unknown_tool", "bad_arguments", "tool_choice", "empty"]
+from policies.schema import SchemaUnverifiable, pattern_problem, schema_error
+
+# "unverifiable": the answer cannot be checked within bounds (a remote $ref, a regex that
+# runs too long), so it is not trusted.
+ViolationCode = Literal[
+    "invalid_json", "unknown_tool", "bad_arguments", "tool_choice", "empty", "unverifiable"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,32 +118,33 @@ def _declared_tools(request: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     return functions, custom
 
 
-@lru_cache(maxsize=512)
-def _validator(schema_json: str) -> Draft202012Validator | None:
-    """A compiled validator for a canonical schema string; None if the schema itself is bad."""
-    schema = json.loads(schema_json)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError:
-        return None  # the client's schema is broken: nothing to hold the student to
-    return Draft202012Validator(schema)
+def request_schemas(request: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(param, schema) of every JSON schema a chat request carries, for up-front checks."""
+    fmt = _dict(request.get("response_format"))
+    if fmt.get("type") == "json_schema":
+        yield "response_format.json_schema.schema", _dict(fmt.get("json_schema")).get("schema")
+    for i, tool in enumerate(request.get("tools") or []):
+        if isinstance(tool, dict):
+            yield f"tools[{i}].function.parameters", _dict(tool.get("function")).get("parameters")
+    for i, fn in enumerate(request.get("functions") or []):
+        if isinstance(fn, dict):
+            yield f"functions[{i}].parameters", fn.get("parameters")
 
 
-def schema_error(schema: Any, instance: Any) -> str | None:
-    """None if `instance` validates against `schema` (Draft 2020-12, no format checks)."""
-    if not isinstance(schema, dict) or not schema:
-        return None
-    validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode())
-    if validator is None:
-        return None
+def request_pattern_problem(request: dict[str, Any]) -> tuple[str, str] | None:
+    """(param, why) for the first schema pattern in the request that does not compile."""
+    for param, schema in request_schemas(request):
+        problem = pattern_problem(schema)
+        if problem is not None:
+            return f"{param}.{problem[0]}", problem[1]
+    return None
+
+
+def _schema_error(schema: Any, instance: Any) -> str | Violation | None:
     try:
-        if validator.is_valid(instance):
-            return None
-        err = best_match(validator.iter_errors(instance))
-    except Unresolvable:
-        return None  # a $ref we cannot follow offline: do not blame the student
-    where = "/".join(str(p) for p in err.absolute_path)
-    return f"{where or '(root)'}: {err.message}"[:300]
+        return schema_error(schema, instance)
+    except SchemaUnverifiable as e:
+        return Violation("unverifiable", str(e)[:300])
 
 
 def _check_tool_choice(request: dict[str, Any], names: list[str]) -> Violation | None:
@@ -176,7 +182,9 @@ def _check_calls(request: dict[str, Any], calls: list[ToolCall]) -> Violation | 
             return Violation("bad_arguments", f"{call.name}: arguments are not valid JSON")
         if not isinstance(args, dict):
             return Violation("bad_arguments", f"{call.name}: arguments are not a JSON object")
-        problem = schema_error(functions[call.name], args)
+        problem = _schema_error(functions[call.name], args)
+        if isinstance(problem, Violation):
+            return problem
         if problem:
             return Violation("bad_arguments", f"{call.name}: {problem}")
     return None
@@ -195,7 +203,9 @@ def _check_format(request: dict[str, Any], text: str) -> Violation | None:
         if not isinstance(value, dict):
             return Violation("invalid_json", "content is JSON but not an object")
         return None
-    problem = schema_error(_dict(fmt.get("json_schema")).get("schema"), value)
+    problem = _schema_error(_dict(fmt.get("json_schema")).get("schema"), value)
+    if isinstance(problem, Violation):
+        return problem
     return Violation("invalid_json", f"does not match the schema: {problem}") if problem else None
 
 

@@ -3,6 +3,9 @@
 Canary routing is sticky: a stable hash puts each conversation (or user) in a bucket in
 [0, 1), and the student serves buckets below the canary share. Raising the share only moves
 more buckets to the student, never back. Shadow and audit samples hash the request id.
+Every hash is keyed with a server-side secret (kept in the store), so a client that picks
+its own request ids or session headers cannot predict, and so cannot steer, which requests
+are shadowed, audited or sent to the student.
 """
 
 from __future__ import annotations
@@ -32,32 +35,36 @@ class Route:
 TEACHER = Route("teacher")
 
 
-def unit_hash(key: str, salt: bytes) -> float:
-    """A stable, uniform number in [0, 1) for `key`; different salts are independent."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, salt=salt)
+def unit_hash(key: str, salt: bytes, secret: bytes = b"") -> float:
+    """A stable, uniform number in [0, 1) for `key`; different salts are independent, and
+    without `secret` (up to 64 bytes) nobody can compute it."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, salt=salt,
+                             key=secret[:64])
     return int.from_bytes(digest.digest(), "big") / 2.0**64
 
 
 def route(*, stage: str, share_percent: float, sticky_key: str, request_id: str,
-          shadow_rate: float, audit_rate: float, pin: str | None, has_student: bool) -> Route:
+          shadow_rate: float, audit_rate: float, pin: str | None, has_student: bool,
+          secret: bytes = b"") -> Route:
     """Decide one request. `share_percent` only matters in canary; `audit_rate` is the rate
-    for the stage at hand (the caller passes primary_audit_rate in primary)."""
+    for the stage at hand (the caller passes primary_audit_rate in primary); `secret` keys
+    every hash (the gateway passes its own; tests may leave it empty)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     if not has_student or pin == "teacher":
         return TEACHER
-    audit = unit_hash(request_id, _AUDIT_SALT) < audit_rate
+    audit = unit_hash(request_id, _AUDIT_SALT, secret) < audit_rate
     if pin == "student" or stage == "primary":
         return Route("student", audit=audit)
     if stage == "observe":
         return TEACHER
     if stage == "shadow":
-        return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT) < shadow_rate)
-    if unit_hash(sticky_key, _STICKY_SALT) < share_percent / 100.0:
+        return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT, secret) < shadow_rate)
+    if unit_hash(sticky_key, _STICKY_SALT, secret) < share_percent / 100.0:
         return Route("student", audit=audit)
     # Teacher-served canary traffic keeps shadowing: at a 5% share with 10% audits only 0.5%
     # of requests would be compared, and a step could wait days for its comparisons.
-    return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT) < shadow_rate)
+    return Route("teacher", shadow=unit_hash(request_id, _SHADOW_SALT, secret) < shadow_rate)
 
 
 def step_share(stage: str, step: int | None, steps: Sequence[float]) -> float:
@@ -75,7 +82,7 @@ def canary_share(policy: TaskPolicy, stage: str, step: int | None) -> float:
 
 
 def route_task(policy: TaskPolicy, *, stage: str, step: int | None, sticky_key: str,
-               request_id: str, has_student: bool) -> Route:
+               request_id: str, has_student: bool, secret: bytes = b"") -> Route:
     """`route` with the share and rates taken from a task's resolved policy."""
     forced = policy.pin == "student" or stage == "primary"
     return route(
@@ -87,6 +94,7 @@ def route_task(policy: TaskPolicy, *, stage: str, step: int | None, sticky_key: 
         audit_rate=policy.primary_audit_rate if forced else policy.audit_rate,
         pin=policy.pin,
         has_student=has_student,
+        secret=secret,
     )
 
 

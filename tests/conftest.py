@@ -61,7 +61,8 @@ def fresh_upstream(upstream: FakeUpstream) -> FakeUpstream:
 
 def gateway_config(tmp_path: Path, upstream: FakeUpstream, **overrides: Any) -> Config:
     data: dict[str, Any] = {
-        "server": {"api_keys_env": "SLIMGATE_TEST_KEYS"},
+        "server": {"api_keys_env": "SLIMGATE_TEST_KEYS",
+                   "metrics_keys_env": "SLIMGATE_TEST_METRICS_KEYS"},
         "store": {"path": str(tmp_path / "slimgate.db")},
         "models": [
             {"name": "gpt-test", "provider": "openai", "base_url": upstream.base_url,
@@ -90,10 +91,15 @@ async def running_client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+METRICS_KEY = "sk-metrics-test"
+METRICS_AUTH = {"authorization": f"Bearer {METRICS_KEY}"}
+
+
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("SLIMGATE_TEST_KEYS", "sk-gw-test-1,sk-gw-test-2")
     monkeypatch.setenv("SLIMGATE_TEST_PROVIDER_KEY", "sk-provider-secret-123")
+    monkeypatch.setenv("SLIMGATE_TEST_METRICS_KEYS", METRICS_KEY)
     return "sk-gw-test-1"
 
 

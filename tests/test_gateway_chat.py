@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from gateway.state import AppState
-from tests.conftest import gateway_config, running_client
+from tests.conftest import METRICS_AUTH, gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 
 
@@ -109,7 +109,7 @@ async def test_retries_then_succeeds(
     r = await client.post("/v1/chat/completions", json=chat("fault:500x2 hi"))
     assert r.status_code == 200
     assert len(fresh_upstream.requests) == 3
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert 'slimgate_upstream_errors_total{kind="server",upstream="gpt-test"} 2.0' in metrics
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import gateway_config, running_client
+from tests.conftest import METRICS_AUTH, gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 from tests.test_gateway_chat import chat, rows
 
@@ -148,7 +148,7 @@ async def test_models_health_ready_metrics(client: httpx.AsyncClient) -> None:
     ready = (await client.get("/readyz")).json()
     assert ready["status"] == "ready" and ready["store"] == "ok"
     await client.post("/v1/chat/completions", json=chat("hi"))
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_AUTH)).text
     for name in ("slimgate_requests_total", "slimgate_request_latency_seconds_bucket",
                  "slimgate_time_to_first_token_seconds", "slimgate_record_queue_depth",
                  "slimgate_records_dropped_total"):

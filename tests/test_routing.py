@@ -7,6 +7,7 @@ given to `create_app(student_factory=...)`, so every path is driven deterministi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from gateway.app import create_app
 from gateway.fingerprint import fingerprint
 from gateway.store.migrations import connect
 from gateway.upstream.base import UpstreamFailure
-from tests.conftest import gateway_config
+from tests.conftest import METRICS_AUTH, gateway_config
 from tests.fake_upstream import FakeUpstream
 
 SYSTEM = "You extract order data. Answer with JSON only."
@@ -229,7 +230,7 @@ async def test_shadow_queue_stays_bounded_under_load(
             await asyncio.gather(*(agent() for _ in range(64)))
             await shadow.drain()
             await app.state.slimgate.recorder.flush()
-            metrics = (await c.get("/metrics")).text
+            metrics = (await c.get("/metrics", headers=METRICS_AUTH)).text
     assert statuses == [200] * 2000
     assert peak <= bound
     dropped = next(float(line.split()[-1]) for line in metrics.splitlines()
@@ -260,7 +261,9 @@ async def test_explicit_task_tag_is_validated(
     r_bad, r_good = await _serve(app, keys, [bad, good])
     assert r_bad.status_code == 400
     assert r_bad.json()["error"]["param"] == "metadata.task"
-    assert r_good.status_code == 200 and r_good.headers["x-slimgate-task"] == "invoices"
+    key_id = hashlib.sha256(keys.encode()).hexdigest()[:12]  # client names are the key's own
+    assert r_good.status_code == 200
+    assert r_good.headers["x-slimgate-task"] == f"{key_id}.invoices"
 
 
 async def test_task_excluded_from_recording_leaves_no_trace(

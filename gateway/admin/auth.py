@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
 
 from gateway.auth import KeyRing
 from gateway.errors import Forbidden, Unauthorized
+from gateway.ratelimit import AuthFailures
 
 SESSION_COOKIE = "slimgate_admin"
 SESSION_SECONDS = 12 * 3600
@@ -98,8 +100,22 @@ def admin_auth(request: Request) -> AdminAuth:
     return auth
 
 
+def _guard(request: Request, check: Callable[[], str]) -> str:
+    """Run a credential check under the per-address limit on failed attempts."""
+    failures: AuthFailures = request.app.state.slimgate.auth_failures
+    address = request.client.host if request.client else "unknown"
+    return failures.guard(address, check)
+
+
 def require_admin(request: Request) -> str:
-    """FastAPI dependency for admin routes: the admin key id, else 401/403 in OpenAI's envelope."""
-    return admin_auth(request).check(
-        request.headers.get("authorization"), request.cookies.get(SESSION_COOKIE)
-    )
+    """FastAPI dependency for admin routes: the admin key id, else 401/403 in OpenAI's envelope
+    (429 after too many failed attempts from one address)."""
+    auth = admin_auth(request)
+    return _guard(request, lambda: auth.check(
+        request.headers.get("authorization"), request.cookies.get(SESSION_COOKIE)))
+
+
+def check_admin_key(request: Request, key: str) -> str:
+    """A bare admin key (the dashboard's `?key=`), under the same limit on failures."""
+    auth = admin_auth(request)
+    return _guard(request, lambda: auth.check_key(key))

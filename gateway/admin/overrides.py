@@ -2,8 +2,9 @@
 
 Shared by the `slimgate promote|rollback|pin|unpin` commands and the `/admin/...` API,
 with `task_rows`, the admin API's view of the tasks.
-Plain functions over a sqlite3 connection; they refuse what makes no sense (promoting a
-task that has no student) with a message saying why.
+`actor` is "operator" from the CLI (a local shell) and "admin:<key id>" from the API, so the
+audit log names which admin key acted. Plain functions over a sqlite3 connection; they
+refuse what makes no sense (promoting a task that has no student) with a message saying why.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _task(con: sqlite3.Connection, task_id: str) -> TaskRecord:
 
 
 def promote(
-    con: sqlite3.Connection, task_id: str, canary_steps: list[int], reason: str = ""
+    con: sqlite3.Connection, task_id: str, canary_steps: list[int], reason: str = "",
+    actor: str = "operator",
 ) -> StageChange:
     """One stage (or canary step) forward: observe → shadow → canary steps → primary."""
     task = _task(con, task_id)
@@ -44,30 +46,31 @@ def promote(
                                 "evaluation; run `slimgate distill` first")
         student = usable[-1]
         set_student_status(con, task_id, student.version, "passed")
-        return set_stage(con, task_id, "shadow", version=student.version, actor="operator",
+        return set_stage(con, task_id, "shadow", version=student.version, actor=actor,
                          reason=why)
     if task.stage == "shadow":
-        return set_stage(con, task_id, "canary", to_step=0, actor="operator", reason=why)
+        return set_stage(con, task_id, "canary", to_step=0, actor=actor, reason=why)
     if task.stage == "canary":
         if task.step + 1 < len(canary_steps):
-            return set_stage(con, task_id, "canary", to_step=task.step + 1, actor="operator",
+            return set_stage(con, task_id, "canary", to_step=task.step + 1, actor=actor,
                              reason=why)
-        return set_stage(con, task_id, "primary", actor="operator", reason=why)
+        return set_stage(con, task_id, "primary", actor=actor, reason=why)
     raise OperatorError(f"task '{task_id}' is already primary")
 
 
-def rollback(con: sqlite3.Connection, task_id: str, reason: str = "") -> StageChange:
+def rollback(con: sqlite3.Connection, task_id: str, reason: str = "",
+             actor: str = "operator") -> StageChange:
     """Back to observe: the teacher serves everything again; the student is set aside."""
     task = _task(con, task_id)
     if task.stage == "observe":
         raise OperatorError(f"task '{task_id}' is in observe already")
     if task.student_version:
         set_student_status(con, task_id, task.student_version, "rolled_back")
-    return set_stage(con, task_id, "observe", actor="operator",
+    return set_stage(con, task_id, "observe", actor=actor,
                      reason=reason or "rolled back by an operator")
 
 
-def pin(con: sqlite3.Connection, task_id: str, to: str) -> None:
+def pin(con: sqlite3.Connection, task_id: str, to: str, actor: str = "operator") -> None:
     """Pin to the teacher (never distilled nor routed to a student) or force the student."""
     task = _task(con, task_id)
     if to == "student" and not task.student_version:
@@ -79,13 +82,13 @@ def pin(con: sqlite3.Connection, task_id: str, to: str) -> None:
     # Logged as a stage change so the audit log shows every override; a teacher pin also
     # takes the task back to observe.
     stage, step = ("observe", 0) if to == "teacher" else (task.stage, task.step)
-    set_stage(con, task_id, stage, to_step=step, actor="operator", reason=f"pinned to the {to}")
+    set_stage(con, task_id, stage, to_step=step, actor=actor, reason=f"pinned to the {to}")
 
 
-def unpin(con: sqlite3.Connection, task_id: str) -> None:
+def unpin(con: sqlite3.Connection, task_id: str, actor: str = "operator") -> None:
     task = _task(con, task_id)
     set_pin(con, task_id, None)
-    set_stage(con, task_id, task.stage, to_step=task.step, actor="operator", reason="unpinned")
+    set_stage(con, task_id, task.stage, to_step=task.step, actor=actor, reason="unpinned")
 
 
 def task_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:

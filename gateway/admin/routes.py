@@ -51,6 +51,11 @@ def _task_id(task_id: str) -> str:
     return task_id
 
 
+def _actor(key_id: str) -> str:
+    """Who acted, for the audit log: the admin key's id (12 hex digits of its hash)."""
+    return f"admin:{key_id}"
+
+
 async def _with_store(request: Request, work: Callable[[Any], T]) -> T:
     state = get_state(request)
 
@@ -91,39 +96,41 @@ async def audit(request: Request, task: str | None = None, limit: int = 200) -> 
     require_admin(request)
     if task is not None:
         _task_id(task)
-    changes = await _with_store(request, lambda con: stage_changes(con, task, min(limit, 5000)))
+    if not 1 <= limit <= 5000:
+        raise InvalidRequest(f"limit must be between 1 and 5000, got {limit}.", param="limit")
+    changes = await _with_store(request, lambda con: stage_changes(con, task, limit))
     return _json({"object": "list", "data": [asdict(c) for c in changes]})
 
 
 @router.post("/tasks/{task_id}/promote")
 async def promote(task_id: str, request: Request) -> Response:
-    require_admin(request)
+    actor = _actor(require_admin(request))
     body = await _body(request, OverrideBody)
     steps = list(get_state(request).config.policy.canary_steps)
     change = await _with_store(
-        request, lambda con: overrides.promote(con, _task_id(task_id), steps, body.reason))
+        request, lambda con: overrides.promote(con, _task_id(task_id), steps, body.reason, actor))
     return _json(asdict(change))
 
 
 @router.post("/tasks/{task_id}/rollback")
 async def rollback(task_id: str, request: Request) -> Response:
-    require_admin(request)
+    actor = _actor(require_admin(request))
     body = await _body(request, OverrideBody)
     change = await _with_store(
-        request, lambda con: overrides.rollback(con, _task_id(task_id), body.reason))
+        request, lambda con: overrides.rollback(con, _task_id(task_id), body.reason, actor))
     return _json(asdict(change))
 
 
 @router.post("/tasks/{task_id}/pin")
 async def pin(task_id: str, request: Request) -> Response:
-    require_admin(request)
+    actor = _actor(require_admin(request))
     body = await _body(request, PinBody)
-    await _with_store(request, lambda con: overrides.pin(con, _task_id(task_id), body.to))
+    await _with_store(request, lambda con: overrides.pin(con, _task_id(task_id), body.to, actor))
     return _json({"task": task_id, "pin": body.to})
 
 
 @router.post("/tasks/{task_id}/unpin")
 async def unpin(task_id: str, request: Request) -> Response:
-    require_admin(request)
-    await _with_store(request, lambda con: overrides.unpin(con, _task_id(task_id)))
+    actor = _actor(require_admin(request))
+    await _with_store(request, lambda con: overrides.unpin(con, _task_id(task_id), actor))
     return _json({"task": task_id, "pin": None})

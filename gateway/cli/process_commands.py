@@ -79,6 +79,10 @@ def replay_teacher(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from gateway.offline.demo import run_demo
+    from gateway.offline.demo import DemoDirError, run_demo
 
-    return int(run_demo(fast=args.fast, directory=args.dir))
+    try:
+        return int(run_demo(fast=args.fast, directory=args.dir))
+    except DemoDirError as e:
+        print(f"slimgate demo: {e}", file=sys.stderr)
+        return 2

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.process_commands import load
@@ -56,13 +57,13 @@ def tasks(args: argparse.Namespace) -> int:
                          else str(m.get("error", "—"))[:60])
             share = canary_share(config.policy.for_task(t.id, t.label, t.pin), t.stage, t.step)
             stage = t.stage + (f" {share:g}%" if t.stage == "canary" else "")
-            table.add_row(
+            table.add_row(*(escape(cell) for cell in (  # labels come from client traffic
                 t.id, t.label, t.kind, stage, t.pin or "", str(count_task_examples(con, t.id)),
                 str(m.get("heldout_examples", "—")),
                 f"v{shown.version} {shown.base_model} ({shown.status})" if shown else "—",
                 str(m.get("student_kind", "generative" if shown else "—")),
                 copy_coverage_text(m), agreement,
-            )
+            )))
         console.print(table)
         return 0
     finally:
@@ -80,8 +81,9 @@ def distill(args: argparse.Namespace) -> int:
     for o in outcomes:
         verdict = "" if o.passed is None else ("passed: " if o.passed else "failed: ")
         result = verdict + o.reason
-        table.add_row(o.task, o.label, o.action, f"v{o.version}" if o.version else "",
-                      result, f"{o.seconds:.0f}")
+        table.add_row(*(escape(cell) for cell in (
+            o.task, o.label, o.action, f"v{o.version}" if o.version else "", result,
+            f"{o.seconds:.0f}")))
     console.print(table)
     return 0
 
@@ -96,7 +98,7 @@ def override(args: argparse.Namespace) -> int:
         if args.command == "promote":
             change = overrides.promote(con, args.task, list(config.policy.canary_steps),
                                       args.reason)
-            console.print(f"{args.task}: {change.from_stage} → {change.to_stage}"
+            console.print(f"{escape(args.task)}: {change.from_stage} → {change.to_stage}"
                           + (f" step {change.to_step}" if change.to_stage == "canary" else ""))
         elif args.command == "rollback":
             change = overrides.rollback(con, args.task, args.reason)
@@ -160,6 +162,7 @@ def traces(args: argparse.Namespace) -> int:
     from gateway.offline.traces import export_traces
 
     config = load(args)
-    n = export_traces(config.store.path, args.out, task=args.task, model=args.model)
+    n = export_traces(config.store.path, args.out, task=args.task, model=args.model,
+                      scrub=config.store.scrub)
     wide_console().print(f"wrote {n} traces to {args.out}")
     return 0

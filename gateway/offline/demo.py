@@ -127,6 +127,30 @@ def _stages(db: Path) -> list[tuple[str, str, str, int, str | None]]:
         return []
 
 
+DEMO_MARKER = ".slimgate-demo"  # written in every demo directory; only such are replaced
+
+
+class DemoDirError(ValueError):
+    """The demo directory holds something the demo did not make."""
+
+
+def prepare_demo_dir(directory: str) -> Path:
+    """An empty demo directory: a previous demo's (it has the marker) is replaced; any other
+    non-empty directory is refused, never deleted."""
+    d = Path(directory).resolve()
+    if d.is_symlink() or (d.exists() and not d.is_dir()):
+        raise DemoDirError(f"'{d}' is not a directory the demo made; choose another --dir")
+    if d.is_dir() and any(d.iterdir()):
+        if not (d / DEMO_MARKER).is_file():
+            raise DemoDirError(f"'{d}' is not empty and was not made by `slimgate demo` (no "
+                               f"{DEMO_MARKER}); refusing to delete it. Choose another --dir.")
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (d / DEMO_MARKER).write_text("made by `slimgate demo`; the next demo run replaces this "
+                                 "directory\n")
+    return d
+
+
 def run_demo(*, fast: bool = False, directory: str = "demo-run") -> int:
     from openai import OpenAI
 
@@ -135,9 +159,7 @@ def run_demo(*, fast: bool = False, directory: str = "demo-run") -> int:
 
     plan = FAST if fast else FULL
     started = time.time()
-    d = Path(directory).resolve()
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
+    d = prepare_demo_dir(directory)
     items = generate(plan.warmup + int(plan.rate_per_s * plan.deadline_s) + 200, seed=7)
     traces = d / "traces.jsonl"
     with traces.open("wb") as f:

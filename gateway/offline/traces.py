@@ -62,11 +62,14 @@ def export_traces(
     *,
     task: str | None = None,
     model: str | None = None,
+    scrub: bool = False,
 ) -> int:
     """Write the store's successful teacher chat exchanges to `out` as JSONL.
 
     `out` is a path ("-" for standard output) or a binary file. `task` keeps one task's
-    exchanges; `model` those a client sent under that model name. Returns the lines written.
+    exchanges; `model` those a client sent under that model name; `scrub` (the CLI passes
+    `store.scrub`) scrubs each line, rows recorded before scrubbing was on included.
+    Returns the lines written.
     """
     sql = ("SELECT request, response, api FROM exchanges WHERE endpoint = 'chat/completions' "
            "AND status = 200 AND backend = 'teacher' AND request IS NOT NULL "
@@ -90,11 +93,16 @@ def export_traces(
             else:
                 sink = out
             for row in con.execute(sql + " ORDER BY seq", params):
-                response = orjson.loads(row["response"])
+                request_json, response_json = row["request"], row["response"]
+                if scrub:
+                    from gateway.privacy.scrub import scrub_texts
+
+                    request_json, response_json = scrub_texts([request_json, response_json])[0]
+                response = orjson.loads(response_json)
                 if not response.get("choices"):
                     continue
                 # `api`: what the client called; a Responses request is kept in chat form
-                line = {"request": orjson.loads(row["request"]), "response": response,
+                line = {"request": orjson.loads(request_json), "response": response,
                         "api": row["api"] or "chat/completions"}
                 sink.write(orjson.dumps(line) + b"\n")
                 written += 1

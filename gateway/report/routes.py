@@ -13,7 +13,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.admin.auth import SESSION_COOKIE, SESSION_SECONDS, admin_auth, require_admin
+from gateway.admin.auth import (
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    admin_auth,
+    check_admin_key,
+    require_admin,
+)
 from gateway.errors import InvalidRequest
 from gateway.report import build_report, dumps, parse_since, policy_numbers, render_html
 
@@ -64,7 +70,7 @@ async def dashboard(
 ) -> Response:
     if key is not None:  # a browser logging in: set the cookie, drop the key from the URL
         auth = admin_auth(request)
-        auth.check_key(key)
+        check_admin_key(request, key)
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
         target = "/dashboard" + (f"?{urlencode(rest)}" if rest else "")
         response = RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)

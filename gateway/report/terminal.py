@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STAGE_STYLES = {"observe": "dim", "shadow": "magenta", "canary": "yellow", "primary": "green"}
@@ -70,10 +71,11 @@ def quality_table(report: dict[str, Any]) -> Table:
     for task in report["tasks"]:
         held = task["heldout"]
         t.add_row(
-            f"{task['label']}\n[dim]{task['id']}[/]", _stage(task), _student(task),
+            f"{escape(task['label'])}\n[dim]{escape(task['id'])}[/]", _stage(task),
+            escape(_student(task)),
             f"{fmt_ci(held)}\n[dim]n={held['n'] if held['n'] is not None else '?'}[/]",
             f"{fmt_ci(task['live'])}\n[dim]n={task['live']['n']}[/]",
-            str(task["comparisons"]), task["verdict"],
+            str(task["comparisons"]), escape(task["verdict"]),
         )
     return t
 
@@ -85,10 +87,10 @@ def traffic_table(report: dict[str, Any]) -> Table:
         t.add_column(name, justify="left" if name == "task" else "right")
     for task in report["tasks"]:
         fb, lat, tr = task["fallbacks"], task["latency"], task["traffic"]
-        reasons = " ".join(f"{k}:{v}" for k, v in fb["by_reason"].items())
+        reasons = escape(" ".join(f"{k}:{v}" for k, v in fb["by_reason"].items()))
         shadow = " (shadow)" if lat["student_source"] == "shadow" else ""
         t.add_row(
-            task["label"], f"{tr['requests']:,}" + (
+            escape(task["label"]), f"{tr['requests']:,}" + (
                 f"\n[dim]{tr['responses_api']:,} responses[/]" if tr["responses_api"] else ""),
             f"{fmt_pct(tr['student_share'])} ({task['share_percent']}%)",
             f"{fb['count']} {fmt_pct(fb['rate'])}" + (f"\n[dim]{reasons}[/]" if reasons else ""),
@@ -112,9 +114,10 @@ def audit_table(report: dict[str, Any]) -> Table:
         t.add_column(name)
     for c in report["audit_log"]:
         t.add_row(
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c["at"])), c["task"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c["at"])), escape(c["task"]),
             f"{fmt_stage(c, 'from')} → {fmt_stage(c, 'to')}",
-            "—" if c["version"] is None else f"v{c['version']}", c["actor"], c["reason"],
+            "—" if c["version"] is None else f"v{c['version']}", escape(c["actor"]),
+            escape(c["reason"]),
         )
     return t
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict, as in gateway/protocol.py: "stream": "false" is a 400, not a truthy string
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 # --- input items --------------------------------------------------------------------------

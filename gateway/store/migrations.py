@@ -8,7 +8,10 @@ gateway runs it in a thread before connecting, the distill worker calls it direc
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
+import time
 from pathlib import Path
 
 MIGRATIONS: list[str] = [
@@ -135,6 +138,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX responses_key_time ON responses(key_id, created_at);
     """,
+    # 5: server-side secrets (the key of the sampling hashes), made on first use
+    """
+    CREATE TABLE secrets (
+        name          TEXT PRIMARY KEY,
+        value         BLOB NOT NULL,
+        created_at    REAL NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -144,10 +155,27 @@ class StoreError(Exception):
     """The store file cannot be opened or is from a newer slimgate."""
 
 
+def create_private(path: str) -> None:
+    """Create the store file readable by its owner only (0600; SQLite gives its -wal and -shm
+    files the same mode), and a missing directory 0700. An existing file is left as it is."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not p.exists():
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def read_secret(con: sqlite3.Connection, name: str) -> bytes:
+    """The named 32-byte secret, made (once, for every process sharing the store) if new."""
+    con.execute("INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+                (name, secrets.token_bytes(32), time.time()))
+    row = con.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+    return bytes(row[0])
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A synchronous connection to a migrated store (WAL, busy timeout), for workers and CLIs."""
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
     con = sqlite3.connect(path, isolation_level=None, timeout=10)
     con.row_factory = sqlite3.Row
     try:

@@ -52,6 +52,7 @@ class Exchange:
     committed: asyncio.Future[None] | None = None  # set in sync durability
     student_version: int | None = None  # the student that served or was tried
     fallback: str | None = None  # why the student's answer was replaced by the teacher's
+    task_label: str = ""  # the task as a metric label: known tasks only, else "other"
     api: str | None = None  # the API the client called, when not `endpoint` (responses)
 
 
@@ -82,6 +83,17 @@ class LiveComparison:
             orjson.dumps(self.student).decode(), orjson.dumps(self.teacher).decode(),
             self.student_ms, self.teacher_ms, self.student_tokens, self.teacher_tokens,
         )
+
+
+def _dumps(value: Any) -> str | None:
+    """JSON text of a body, or None for no body or one orjson cannot write (the row is
+    still recorded, with the reason in `error`)."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 Record = Exchange | LiveComparison | StoredResponse  # what the writer's queue carries
@@ -167,7 +179,7 @@ class Recorder:
         for ex in batch:
             try:
                 if isinstance(ex, LiveComparison):
-                    comparisons.append(ex.row())
+                    comparisons.append(self._comparison_row(ex))
                 elif isinstance(ex, StoredResponse):
                     responses.append(ex.row())
                 else:
@@ -195,6 +207,22 @@ class Recorder:
                 self._queue.task_done()
             self._metrics.record_queue_depth.set(self._queue.qsize())
 
+    def _comparison_row(self, c: LiveComparison) -> tuple[Any, ...]:
+        """A comparison's row under the same rules as exchanges: the two answers (a student
+        re-identifies personal data) are dropped without `record_requests`, scrubbed with
+        `scrub`, and so is the detail, which may quote them."""
+        row = list(c.row())
+        detail, student, teacher = 8, 9, 10
+        if not self._record_bodies:
+            row[student] = row[teacher] = None
+            row[detail] = "(not recorded: store.record_requests is false)"
+        elif self._scrub:
+            from gateway.privacy.scrub import scrub_texts
+
+            texts, _ = scrub_texts([row[student], row[teacher], row[detail] or ""])
+            row[student], row[teacher], row[detail] = texts
+        return tuple(row)
+
     def _row(self, ex: Exchange) -> tuple[Any, ...]:
         resp = ex.response
         if ex.chunks is not None:
@@ -211,25 +239,29 @@ class Recorder:
         cost = None
         if ex.upstream_model and ex.status < 400:
             cost = self._costs.estimate(ex.upstream_model, prompt_tokens, completion_tokens)
-        labels = (ex.model, ex.backend, ex.task or "")
+        labels = (ex.model, ex.backend, ex.task_label)
         if prompt_tokens:
             self._metrics.tokens.labels(*labels, "prompt").inc(prompt_tokens)
         if completion_tokens:
             self._metrics.tokens.labels(*labels, "completion").inc(completion_tokens)
         keep = self._record_bodies
-        request_json = orjson.dumps(ex.request).decode() if keep and ex.request is not None \
-            else None
-        response_json = orjson.dumps(resp).decode() if keep and resp is not None else None
+        request_json = _dumps(ex.request) if keep else None
+        response_json = _dumps(resp) if keep else None
+        error = ex.error
+        if keep and ((ex.request is not None and request_json is None)
+                     or (resp is not None and response_json is None)):
+            error = (error + "; " if error else "") + "body not storable as JSON (nesting)"
         if self._scrub and request_json is not None:
-            # One scrubber for both, so a value gets the same placeholder in each.
+            # One scrubber for all, so a value gets the same placeholder in each.
             from gateway.privacy.scrub import scrub_texts
 
-            texts, _ = scrub_texts([request_json, response_json or ""])
+            texts, _ = scrub_texts([request_json, response_json or "", error or ""])
             request_json, response_json = texts[0], (texts[1] if response_json else None)
+            error = texts[2] if error else None
         return (
             ex.request_id, ex.created_at, ex.key_id, ex.endpoint, ex.model, ex.upstream,
             ex.backend, ex.task, int(ex.stream), request_json, response_json,
-            ex.status, ex.error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
+            ex.status, error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
             completion_tokens, cost, ex.student_version, ex.fallback, ex.api or ex.endpoint,
         )
 

@@ -7,6 +7,8 @@ never holds the event loop; the gateway never awaits a write on the request path
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +93,16 @@ class Store:
         """Every task row (the gateway's routing table is built from these)."""
         async with self._db.execute("SELECT * FROM tasks") as cur:
             return [dict(r) for r in await cur.fetchall()]
+
+    async def secret(self, name: str) -> bytes:
+        """A server-side secret kept in the store (see `migrations.read_secret`)."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+            (name, secrets.token_bytes(32), time.time()))
+        async with self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None  # inserted just above if it was missing
+        return bytes(row[0])
 
     async def ping(self) -> bool:
         try:

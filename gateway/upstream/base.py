@@ -9,6 +9,7 @@ Failures are `UpstreamFailure`, classified so retries and error mapping need no 
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
@@ -25,7 +26,24 @@ FailureKind = Literal[
     "client",  # the provider rejected the request itself (4xx): the client's to fix
     "malformed",  # the provider's answer was not valid OpenAI JSON
 ]
+log = logging.getLogger("slimgate.upstream")
 RETRYABLE: frozenset[str] = frozenset({"rate_limit", "server", "timeout", "connect"})
+# JSON nesting accepted from clients and upstreams. orjson reads up to 1024 levels but
+# writes only 255, so anything deeper could be read and then neither forwarded nor
+# recorded; real requests (tool schemas included) stay far below 64.
+MAX_JSON_DEPTH = 128
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` nests dicts/lists deeper than `limit` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 class UpstreamFailure(Exception):
@@ -79,18 +97,27 @@ def parse_retry_after(value: str | None) -> float | None:
 def failure_from_status(
     status: int, raw: bytes, retry_after: str | None = None
 ) -> UpstreamFailure:
-    """Classify an HTTP error answer from an OpenAI-compatible upstream."""
+    """Classify an HTTP error answer from an OpenAI-compatible upstream.
+
+    A 4xx keeps the provider's error envelope (the client's request was at fault, and the
+    provider says how). A 5xx or an auth failure keeps only the status: its text may echo
+    the request or the provider's internals, so it goes to the debug log, never to the
+    client or the store.
+    """
     body: dict[str, Any] | None = None
     message = f"upstream answered HTTP {status}"
     try:
         parsed = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+    client_fault = 400 <= status < 500 and status not in (401, 403, 408, 429)
+    if not client_fault:
+        log.debug("upstream HTTP %d body: %r", status, raw[:2000])
+    elif isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         body = parsed
         detail = parsed["error"].get("message")
         if isinstance(detail, str) and detail:
-            message = f"{message}: {detail}"
+            message = f"{message}: {detail[:500]}"
     kind: FailureKind
     if status == 429:
         kind = "rate_limit"

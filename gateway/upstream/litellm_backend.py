@@ -2,12 +2,15 @@
 
 litellm translates OpenAI-format requests to the provider's API and its answers back,
 streaming included. It is imported on first use so `slimgate --help` stays fast; its own
-retries are off because the gateway retries (one policy, one set of metrics).
+retries are off because the gateway retries (one policy, one set of metrics). Only OpenAI
+request parameters (and the model's `extra_body_fields`) from the body reach litellm: the
+destination, headers and credentials are the config's alone (see `gateway.upstream.params`).
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +19,9 @@ import openai
 from gateway.config import Config, ConfigError
 from gateway.litellm_module import import_litellm
 from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+from gateway.upstream.params import check_extra_fields, litellm_body
+
+log = logging.getLogger("slimgate.upstream")
 
 
 def check_providers(config: Config) -> None:
@@ -36,14 +42,19 @@ def _failure(e: Exception) -> UpstreamFailure:
         return UpstreamFailure("timeout", "provider did not answer in time")
     if isinstance(e, openai.APIConnectionError):
         return UpstreamFailure("connect", "could not reach the provider")
+    log.debug("provider call failed: %s", _short(e))  # the raw text: debug log only
     if isinstance(e, openai.APIStatusError):
         retry_after = e.response.headers.get("retry-after") if e.response is not None else None
         f = failure_from_status(e.status_code, b"", retry_after)
-        f.message = f"provider answered HTTP {e.status_code}: {_short(e)}"
+        client_fault = 400 <= e.status_code < 500 and f.kind == "client"
+        # The provider's words only for the client's own mistakes (see failure_from_status).
+        f.message = (f"provider answered HTTP {e.status_code}: {_short(e)}" if client_fault
+                     else f"provider answered HTTP {e.status_code}")
         return f
     if isinstance(e, openai.APIError):
-        return UpstreamFailure("server", f"provider error: {_short(e)}")
-    return UpstreamFailure("malformed", f"could not translate the provider's answer: {_short(e)}")
+        return UpstreamFailure("server", f"provider error ({type(e).__name__})")
+    return UpstreamFailure("malformed",
+                           f"could not translate the provider's answer ({type(e).__name__})")
 
 
 def _short(e: Exception) -> str:
@@ -62,8 +73,11 @@ class LiteLLMBackend:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         extra_headers: dict[str, str] | None = None,
+        extra_body_fields: list[str] | None = None,
     ) -> None:
         self.name = name
+        check_extra_fields(name, list(extra_body_fields or ()))
+        self._extra = frozenset(extra_body_fields or ())
         prefix = f"{provider}/"
         with_prefix = upstream_model.startswith(prefix)
         self._model = upstream_model if with_prefix else prefix + upstream_model
@@ -76,8 +90,9 @@ class LiteLLMBackend:
             self._opts["extra_headers"] = extra_headers
         self._litellm = import_litellm()
 
-    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, **self._opts, "model": self._model}
+    def call_kwargs(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """litellm's keyword arguments: allowed body fields, then the config's options."""
+        return {**litellm_body(endpoint, body, self._extra), **self._opts, "model": self._model}
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         if endpoint == "responses":  # the config sends these models translated requests
@@ -88,8 +103,9 @@ class LiteLLMBackend:
             "completions": self._litellm.atext_completion,
             "embeddings": self._litellm.aembedding,
         }[endpoint]
-        kwargs = self._kwargs(body)
+        kwargs = self.call_kwargs(endpoint, body)
         kwargs.pop("stream", None)
+        kwargs.pop("stream_options", None)
         try:
             resp = await fn(**kwargs)
         except Exception as e:  # litellm raises openai-typed errors; anything else is a bug there
@@ -107,7 +123,7 @@ class LiteLLMBackend:
             self._litellm.atext_completion
         )
         try:
-            resp = await fn(**{**self._kwargs(body), "stream": True})
+            resp = await fn(**{**self.call_kwargs(endpoint, body), "stream": True})
             async for chunk in resp:
                 yield chunk.model_dump(exclude_none=True)
         except UpstreamFailure:

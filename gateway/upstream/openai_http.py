@@ -1,19 +1,32 @@
 """Direct HTTP backend for any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp).
 
 This is the fast path: one pooled aiohttp session for the whole process, the request body
-sent as the client wrote it (model name swapped), SSE parsed line by line.
+sent as the client wrote it (model name swapped, call options such as `api_base` or
+`extra_headers` removed: see `gateway.upstream.params`), SSE parsed line by line. The URL
+and headers are the config's; no client header is forwarded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.upstream.base import Endpoint, UpstreamFailure, failure_from_status
+from gateway.upstream.base import (
+    MAX_JSON_DEPTH,
+    Endpoint,
+    UpstreamFailure,
+    failure_from_status,
+    too_deep,
+)
+from gateway.upstream.params import direct_body
+
+log = logging.getLogger("slimgate.upstream")
 
 # The events that end a Responses API stream (it has no `[DONE]`).
 _RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -36,9 +49,9 @@ class OpenAIHTTPBackend:
         self._base = base_url.rstrip("/")
         self._session = session
         self._model = upstream_model
-        self._headers = {"content-type": "application/json", **(extra_headers or {})}
+        self.headers = {"content-type": "application/json", **(extra_headers or {})}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+            self.headers["authorization"] = f"Bearer {api_key}"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
         # Streams may run long: bound the wait for each chunk, not the whole stream.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -46,14 +59,18 @@ class OpenAIHTTPBackend:
         )
         self._timeout_s = timeout_s
 
+    def payload(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What is sent: the client's fields minus call options, with the upstream's model."""
+        return {**direct_body(body), "model": self._model}
+
     def _payload(self, body: dict[str, Any]) -> bytes:
-        return orjson.dumps({**body, "model": self._model})
+        return orjson.dumps(self.payload(body))
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self._base}/{endpoint}"
         try:
             async with self._session.post(
-                url, data=self._payload(body), headers=self._headers, timeout=self._timeout
+                url, data=self._payload(body), headers=self.headers, timeout=self._timeout
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -68,6 +85,9 @@ class OpenAIHTTPBackend:
             raise UpstreamFailure("malformed", "upstream answer is not valid JSON") from None
         if not isinstance(data, dict):
             raise UpstreamFailure("malformed", "upstream answer is not a JSON object")
+        if too_deep(data):
+            raise UpstreamFailure("malformed", f"upstream answer nests deeper than "
+                                  f"{MAX_JSON_DEPTH} levels")
         return data
 
     async def stream(
@@ -77,7 +97,7 @@ class OpenAIHTTPBackend:
         finished = False
         try:
             async with self._session.post(
-                url, data=self._payload(body), headers=self._headers, timeout=self._stream_timeout
+                url, data=self._payload(body), headers=self.headers, timeout=self._stream_timeout
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
@@ -94,14 +114,13 @@ class OpenAIHTTPBackend:
                         raise UpstreamFailure(
                             "malformed", "upstream sent an invalid stream chunk"
                         ) from None
-                    if not isinstance(chunk, dict):
-                        raise UpstreamFailure("malformed", "upstream sent a non-object chunk")
+                    if not isinstance(chunk, dict) or too_deep(chunk):
+                        raise UpstreamFailure("malformed", "upstream sent a non-object or "
+                                              "too deeply nested chunk")
                     if "error" in chunk or chunk.get("type") == "error":
-                        inner = chunk.get("error")
-                        err: dict[str, Any] = inner if isinstance(inner, dict) else chunk
-                        raise UpstreamFailure(
-                            "server", f"upstream stream error: {err.get('message', 'unknown')}"
-                        )
+                        # Its text may echo the request: debug log only, like a 5xx body.
+                        log.debug("upstream stream error event: %r", payload[:2000])
+                        raise UpstreamFailure("server", "upstream sent an error event mid-stream")
                     if chunk.get("type") in _RESPONSES_FINAL or any(
                             c.get("finish_reason") for c in chunk.get("choices") or ()):
                         finished = True
@@ -110,6 +129,9 @@ class OpenAIHTTPBackend:
             raise UpstreamFailure("timeout", f"no chunk within {self._timeout_s:g}s") from None
         except aiohttp.ClientError as e:
             raise UpstreamFailure("connect", f"stream broke: {type(e).__name__}") from None
+        except (ValueError, HttpProcessingError):  # a line beyond aiohttp's limit (LineTooLong)
+            raise UpstreamFailure("malformed", "upstream sent a stream line that is too long"
+                                  ) from None
         except asyncio.CancelledError:
             raise
         if not finished:

@@ -65,6 +65,7 @@ def build_backend(m: ModelConfig, session: aiohttp.ClientSession) -> Backend:
         api_key=key,
         timeout_s=m.timeout_s,
         extra_headers=m.headers,
+        extra_body_fields=m.extra_body_fields,
     )
 
 

@@ -93,7 +93,7 @@ class VLLMStudentBackend(OpenAIHTTPBackend):
 
     async def _loaded_models(self) -> set[str]:
         async with self._session.get(
-            f"{self._base}/models", headers=self._headers, timeout=self._timeout
+            f"{self._base}/models", headers=self.headers, timeout=self._timeout
         ) as resp:
             raw = await resp.read()
             if resp.status >= 400:
@@ -113,7 +113,7 @@ class VLLMStudentBackend(OpenAIHTTPBackend):
                     payload = {"lora_name": self.adapter_name, "lora_path": self.adapter_path}
                     async with self._session.post(
                         f"{self._base}/load_lora_adapter", data=orjson.dumps(payload),
-                        headers=self._headers, timeout=self._timeout,
+                        headers=self.headers, timeout=self._timeout,
                     ) as resp:
                         raw = await resp.read()
                         # Another replica may have loaded it between our check and our call.
