@@ -29,17 +29,6 @@ from gateway.copy_slots import (
 COPY_SHARE = 0.9
 
 
-def _request(ex: Example) -> dict[str, Any]:
-    req: dict[str, Any] = {"messages": ex.messages}
-    if ex.tools:
-        req["tools"] = ex.tools
-    if ex.response_format:
-        req["response_format"] = ex.response_format
-    if ex.tool_choice is not None:
-        req["tool_choice"] = ex.tool_choice
-    return req
-
-
 def copy_fields(examples: list[Example]) -> tuple[list[str], list[str]]:
     """(fields the answers copy from the request, those of them copied as JSON numbers)."""
     seen: Counter[str] = Counter()
@@ -48,7 +37,7 @@ def copy_fields(examples: list[Example]) -> tuple[list[str], list[str]]:
     for ex in examples:
         paths = {p for p, _ in answer_leaves(ex.answer)}
         seen.update(paths)
-        copied.update({p for p, _ in copied_values(_request(ex), ex.answer)})
+        copied.update({p for p, _ in copied_values(ex.request(), ex.answer)})
         numeric.update({p for p, v in answer_leaves(ex.answer) if number_text(v) is not None})
     fields = sorted(p for p, n in copied.items() if n >= COPY_SHARE * seen[p])
     return fields, [p for p in fields if numeric[p] >= COPY_SHARE * seen[p]]
@@ -61,7 +50,7 @@ def fit_copy_slots(train: list[Example]) -> CopySlots | None:
         return None
     values: Counter[str] = Counter()
     for ex in train:
-        for _, value in copied_values(_request(ex), ex.answer, fields):
+        for _, value in copied_values(ex.request(), ex.answer, fields):
             if not value.lstrip("-").replace(".", "").isdigit():  # numbers: the patterns' job
                 values[value] += 1
     gazetteer = [v for v, _ in values.most_common(5000)]
@@ -77,7 +66,7 @@ def coverage(examples: list[Example], slots: CopySlots) -> dict[str, Any]:
     total = captured = whole = 0
     misses: Counter[str] = Counter()
     for ex in examples:
-        request = _request(ex)
+        request = ex.request()
         found = set(Slots(slots, request).values)
         missed = 0
         for path, value in copied_values(request, ex.answer, fields):
@@ -98,7 +87,7 @@ def coverage(examples: list[Example], slots: CopySlots) -> dict[str, Any]:
 
 def delexicalize(ex: Example, slots: CopySlots) -> Example:
     """The example as the student learns it: values in request and answer as placeholders."""
-    s = Slots(slots, _request(ex))
+    s = Slots(slots, ex.request())
     if not s:
         return ex
     req = s.delex_request({"messages": ex.messages})

@@ -41,6 +41,18 @@ class Example:
         return {"messages": self.messages, "tools": self.tools,
                 "response_format": self.response_format, "answer": self.answer}
 
+    def request(self) -> dict[str, Any]:
+        """The request as the client sent it: messages and the contract (tools, format,
+        tool_choice), without sampling settings."""
+        req: dict[str, Any] = {"messages": self.messages}
+        if self.tools:
+            req["tools"] = self.tools
+        if self.response_format:
+            req["response_format"] = self.response_format
+        if self.tool_choice is not None:
+            req["tool_choice"] = self.tool_choice
+        return req
+
 
 @dataclass
 class Curated:

@@ -45,14 +45,7 @@ def embedding_similarity(embedder: SharedEmbedder | None = None) -> Similarity:
 
 
 def request_of(ex: Example, max_tokens: int) -> dict[str, Any]:
-    req: dict[str, Any] = {"messages": ex.messages, "max_tokens": max_tokens}
-    if ex.tools:
-        req["tools"] = ex.tools
-    if ex.response_format:
-        req["response_format"] = ex.response_format
-    if ex.tool_choice is not None:
-        req["tool_choice"] = ex.tool_choice
-    return req
+    return {**ex.request(), "max_tokens": max_tokens}
 
 
 def evaluate(

@@ -128,13 +128,17 @@ class ResponsesService:
         except UpstreamFailure as f:
             raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
         except GatewayError as err:  # a request translation cannot carry
-            turn.ex.error = err.message
-            await self._proxy.finish(turn.ex, ctx, err.status)
+            await self._refused(turn, ctx, err)
             raise
         turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
         turn.ex.response = chat
         await self._served(turn, ctx, resp, chat)
         return resp
+
+    async def _refused(self, turn: Turn, ctx: RequestContext, err: GatewayError) -> None:
+        """A request no upstream in the chain could take as it is: recorded, then raised."""
+        turn.ex.error = err.message
+        await self._proxy.finish(turn.ex, ctx, err.status)
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -163,8 +167,7 @@ class ResponsesService:
         except UpstreamFailure as f:
             raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
         except GatewayError as err:  # a request translation cannot carry
-            turn.ex.error = err.message
-            await self._proxy.finish(turn.ex, ctx, err.status)
+            await self._refused(turn, ctx, err)
             raise
         turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
         turn.ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
