@@ -44,6 +44,9 @@ students_dir = "{tmp / 'students'}"
 min_examples = 40
 heldout_percent = 20
 candidates = [{{ model = "scratch:tiny", params = 2000000, context = 1024 }}]
+# One kind, so one student per pass: a kill must interrupt the long generative training
+# (the encoder kind writes through the same partial-then-rename path, tested on its own).
+student_kinds = ["generative"]
 
 [distill.training]
 time_budget_s = 600
