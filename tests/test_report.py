@@ -281,6 +281,7 @@ def test_terminal_output_has_task_rows_and_audit_log(report: dict[str, Any]) -> 
     assert "0.75 [0.65, 0.83]" in text  # live of triage-ticket
     assert "primary" in text and "held back" in text
     assert "Audit log" in text and "last canary step passed" in text
+    assert "[dim]" not in text and "[/]" not in text  # styling applied, never printed
 
 
 def test_html_has_charts_and_escapes_answers(report: dict[str, Any]) -> None:

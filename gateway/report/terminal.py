@@ -58,8 +58,8 @@ def _student(task: dict[str, Any]) -> str:
         return "—"
     cov = s.get("copy_coverage")
     copy = f", copy {cov:.2f}" if cov is not None else ""
-    return (f"v{s['version']} {s['base_model']} ({s['status']})\n"
-            f"[dim]{s.get('kind', 'generative')}{copy}[/]")
+    return (escape(f"v{s['version']} {s['base_model']} ({s['status']})") + "\n"
+            f"[dim]{escape(str(s.get('kind', 'generative')) + copy)}[/]")
 
 
 def quality_table(report: dict[str, Any]) -> Table:
@@ -72,7 +72,7 @@ def quality_table(report: dict[str, Any]) -> Table:
         held = task["heldout"]
         t.add_row(
             f"{escape(task['label'])}\n[dim]{escape(task['id'])}[/]", _stage(task),
-            escape(_student(task)),
+            _student(task),
             f"{fmt_ci(held)}\n[dim]n={held['n'] if held['n'] is not None else '?'}[/]",
             f"{fmt_ci(task['live'])}\n[dim]n={task['live']['n']}[/]",
             str(task["comparisons"]), escape(task["verdict"]),
