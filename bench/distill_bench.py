@@ -24,6 +24,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from policies.stats import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TEACHER_MODEL = "gpt-4o-mini"  # priced from litellm's bundled (offline) price map
@@ -101,17 +103,10 @@ def teacher_numbers(rows: list[dict[str, Any]], ids: set[str]) -> dict[str, Any]
     return {
         "latency_model": f"replay teacher default: {base_ms:g} ms + {per_token_ms:g} ms/token",
         "p50_ms": statistics.median(latencies) if latencies else None,
-        "p95_ms": _percentile(latencies, 0.95),
+        "p95_ms": percentile(latencies, 95),
         "usd_per_1k": 1000 * statistics.fmean(known) if known else None,
         "model": TEACHER_MODEL,
     }
-
-
-def _percentile(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
 def single_request_times(student: Any, requests: list[dict[str, Any]], max_new: int
@@ -192,8 +187,8 @@ def bench_task(task_name: str, cfg: BenchConfig, work_dir: Path,
         "evaluation": {k: s[k] for k in ("n", "agree", "agreement", "lower", "upper",
                                          "confidence", "valid_rate", "mean_score",
                                          "student_p50_ms", "tokens_per_s")},
-        "student_single_p50_ms": _percentile(single, 0.5),
-        "student_single_p95_ms": _percentile(single, 0.95),
+        "student_single_p50_ms": percentile(single, 50),
+        "student_single_p95_ms": percentile(single, 95),
         "top_disagreements": [{"detail": d, "count": n} for d, n in misses.most_common(5)],
         "example_disagreement": next(({"student": r["student"], "teacher": r["teacher"]}
                                       for r in ev.rows if not r["agree"]), None),

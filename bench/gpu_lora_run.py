@@ -31,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.distill_bench import teacher_rows
+from policies.stats import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
-TEACHER_MODEL = "gpt-4o-mini"
 
 
 def convert_gguf(gguf: Path, out_dir: Path, tokenizer_dir: Path | None = None) -> dict[str, Any]:
@@ -86,23 +88,6 @@ def convert_gguf(gguf: Path, out_dir: Path, tokenizer_dir: Path | None = None) -
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def teacher_rows(task: str, n: int, seed: int) -> list[dict[str, Any]]:
-    """`n` exchanges of one workload task as the store holds them (as distill_bench does)."""
-    from gateway.offline.workload import generate, to_traces
-
-    items = generate(n, seed=seed, kinds=[task])
-    return [{"request_id": f"{task}-{i}", "seq": i, "status": 200, "backend": "teacher",
-             "task": task, **trace}
-            for i, trace in enumerate(to_traces(items, model=TEACHER_MODEL))]
-
-
-def percentile(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
-
-
 def run_task(name: str, args: argparse.Namespace, base_dir: Path, params: int,
              work: Path) -> dict[str, Any]:
     """Curate → copy slots → LoRA → evaluate one task with the product's functions."""
@@ -153,8 +138,8 @@ def run_task(name: str, args: argparse.Namespace, base_dir: Path, params: int,
         "evaluation": {k: s[k] for k in ("n", "agree", "agreement", "lower", "upper",
                                          "confidence", "valid_rate", "mean_score",
                                          "student_p50_ms", "tokens_per_s")},
-        "student_single_p50_ms": percentile(single, 0.5),
-        "student_single_p95_ms": percentile(single, 0.95),
+        "student_single_p50_ms": percentile(single, 50),
+        "student_single_p95_ms": percentile(single, 95),
         "slot_leaks": getattr(student, "leaks", 0),
         "gate": {"min_agreement": policy.min_agreement, "min_heldout": policy.min_heldout,
                  "passed": s["n"] >= policy.min_heldout and s["lower"] >= policy.min_agreement},
