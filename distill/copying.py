@@ -26,6 +26,8 @@ from gateway.copy_slots import (
 
 # A field counts as copied when its value stands verbatim in the request this often: a label
 # that happens to appear in the text now and then (a ticket saying "billing") stays a label.
+# A rule, not a fit: on the public SNIPS workload (`bench/distill_bench.py --workload snips`,
+# 2026-11-30) it finds the annotated slot fields, whose values the proposer then covers 0.81.
 COPY_SHARE = 0.9
 
 

@@ -18,9 +18,11 @@ SHAPE_PRIOR = {"label": 0.9, "json": 0.7, "tool_call": 0.7, "text": 0.1}
 RETRY_FLOOR = 0.2  # share of its prior a failed task keeps: it is retrained on grown data
 HOPELESS_FRACTION = 0.5  # stop when the upper bound is under this share of the gate's bar
 # ... and only once its answers are mostly well-formed: a student still learning the format
-# (invalid JSON, broken tool calls) is behind, not hopeless. Measured on the demo workload
-# at 2 CPU threads under heavy load: structured students are invalid for the first third of
-# their budget, the writer writes well-formed text almost at once.
+# (invalid JSON, broken tool calls) is behind, not hopeless. Observed only on our own demo
+# workload (2 CPU threads, heavy load: structured students are invalid for the first third
+# of their budget, the writer writes well-formed text almost at once) and on one GPU run on
+# the same tasks; not yet checked on public data. It errs towards training on: a run stops
+# only when it is both mostly well-formed and far from the gate.
 HOPELESS_MIN_VALID = 0.8
 
 
