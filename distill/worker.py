@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
 from gateway.store.db import Connection
 from gateway.store.migrations import connect
+from gateway.store.retention import maintain
 from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
 from policies.gate import Evidence, TaskState, decide
 
@@ -124,14 +125,24 @@ def clean_partials(students_dir: str) -> int:
     return removed
 
 
+MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention: hourly is ample for daily units
+
+
 def _gate_loop(cfg: Config, stop: threading.Event) -> None:
     con = connect(cfg.store)
+    maintained = 0.0
     try:
         while not stop.is_set():
             try:
                 apply_gates(con, cfg)
             except Exception:
                 log.exception("gate pass failed")
+            if time.time() - maintained >= MAINTAIN_EVERY_S:
+                maintained = time.time()
+                try:
+                    maintain(con, cfg.store.retention_days)
+                except Exception:
+                    log.exception("store maintenance failed")
             stop.wait(cfg.worker.gate_interval_s)
     finally:
         con.close()
