@@ -273,3 +273,19 @@ def test_retention_drops_whole_day_partitions() -> None:
         con.close()
     assert partition_name(old - old % 86_400) in done["partitions_dropped"]
     assert left == ["r2"]
+
+
+def test_unreachable_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+    from gateway.offline.local import free_port
+
+    monkeypatch.setenv("SLIMGATE_TEST_PG_PASSWORD", "hunter2-secret")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\nurl = "postgresql://slimgate@127.0.0.1:{free_port()}/slimgate"\n'
+                   'password_env = "SLIMGATE_TEST_PG_PASSWORD"\n')
+    assert main(["tasks", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open store postgresql://slimgate@127.0.0.1" in err
+    assert "hunter2" not in err and "Traceback" not in err

@@ -29,7 +29,7 @@ from gateway.store.columns import (
     TEXT_COLUMNS,
     TEXT_UPSERT,
 )
-from gateway.store.migrations import StoreError, connect
+from gateway.store.migrations import connect
 
 log = logging.getLogger("slimgate.store")
 
@@ -56,11 +56,7 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, cfg: StoreConfig) -> PostgresStore:
-        try:
-            await asyncio.to_thread(lambda: connect(cfg).close())  # migrate, once per start
-        except psycopg.Error as e:
-            raise StoreError(f"cannot open store {cfg.target}: {type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e) else ''}") from None
+        await asyncio.to_thread(lambda: connect(cfg).close())  # migrate, once per start
         kwargs: dict[str, Any] = {"autocommit": True}
         password = cfg.password()
         if password:
