@@ -289,3 +289,23 @@ def test_unreachable_database_is_a_clear_error(
     err = capsys.readouterr().err
     assert "cannot open store postgresql://slimgate@127.0.0.1" in err
     assert "hunter2" not in err and "Traceback" not in err
+
+
+async def test_nul_characters_do_not_lose_a_batch(store_target: str) -> None:
+    from gateway.metrics import Metrics
+    from gateway.store.recorder import Exchange, Recorder
+
+    store = await open_store(StoreConfig(**store_table(store_target)))
+    rec = Recorder(store, Metrics())
+    rec.start()
+    for i, error in enumerate(["upstream said \x00 nothing", None]):
+        rec.record(Exchange(request_id=f"r{i}", created_at=time.time(), endpoint="chat/completions",
+                            model="m", stream=False, status=502, error=error,
+                            request={"messages": [{"role": "user", "content": "a\x00b"}]}))
+    await rec.close()
+    assert await store.count_exchanges() == 2
+    await store.close()
+    con = connect(store_target)
+    [request] = [r["request"] for r in chat_exchanges(con)][:1]
+    con.close()
+    assert request["messages"][0]["content"] == "a\x00b"

@@ -42,6 +42,15 @@ def _insert(table: str, columns: Sequence[str], conflict: str) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
 
 
+def _text_safe(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL, which SQLite stores: one such character in an
+    upstream's error text would fail the whole batch's COPY. JSON bodies never have it raw
+    (orjson writes \\u0000); other text gets the same escape."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\\u0000")
+    return value
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_loader("numeric", FloatLoader)  # SUM/AVG as floats, as on SQLite
 
@@ -72,7 +81,7 @@ class PostgresStore:
         async with (self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur,
                     cur.copy(sql) as copy):
             for row in rows:
-                await copy.write_row(row)
+                await copy.write_row([_text_safe(v) for v in row])
 
     async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None:
         await self._copy(_COPY_EXCHANGES, rows)
