@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
+from gateway.store.db import Connection
 from gateway.store.leader import LeaderLock, leader_lock, whoami
 from gateway.store.migrations import connect
 from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
@@ -40,7 +40,7 @@ def _candidate(task: TaskRecord, students: list[StudentRecord]) -> StudentRecord
 
 
 def gate_task(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, now: float
+    con: Connection, cfg: Config, task: TaskRecord, now: float
 ) -> StageChange | None:
     """Apply the policy gate to one task; writes and returns the change, if any."""
     policy = cfg.policy.for_task(task.id, task.label, task.pin)
@@ -78,7 +78,7 @@ def gate_task(
 
 
 def apply_gates(
-    con: sqlite3.Connection, cfg: Config, now: float | None = None
+    con: Connection, cfg: Config, now: float | None = None
 ) -> list[StageChange]:
     now = time.time() if now is None else now
     changes = []
@@ -127,12 +127,12 @@ def clean_partials(students_dir: str) -> int:
 
 
 def _gate_loop(cfg: Config, stop: threading.Event, lock: LeaderLock) -> None:
-    con: sqlite3.Connection | None = None
+    con: Connection | None = None
     try:
         while not stop.is_set():
             try:
                 if lock.held and lock.check():  # a standby, or a leader that lost it, waits
-                    con = con or connect(cfg.store.path)
+                    con = con or connect(cfg.store)
                     apply_gates(con, cfg)
             except Exception:
                 log.exception("gate pass failed")

@@ -15,9 +15,8 @@ import pytest
 
 from gateway.store.leader import FileLeaderLock, PgLeaderLock, whoami
 from gateway.store.migrations import connect
+from tests.pg import pg_database
 from tests.served import ROOT
-
-PG = "postgresql://root@127.0.0.1:5432/test"
 
 
 def test_file_lock_one_holder_at_a_time(tmp_path: Path) -> None:
@@ -43,34 +42,24 @@ def test_file_lock_replaced_file_is_a_lost_lead(tmp_path: Path) -> None:
     assert b.check()
 
 
-def _pg_up() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(PG, connect_timeout=2).close()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _pg_up(), reason="no PostgreSQL on 127.0.0.1:5432")
 def test_pg_lock_goes_with_its_connection() -> None:
     import psycopg
 
-    a, b = PgLeaderLock(PG), PgLeaderLock(PG)
-    try:
-        assert a.try_acquire()
-        assert not b.try_acquire()
-        assert b.holder() == whoami()
-        pid = a._con.info.backend_pid
-        with psycopg.connect(PG, autocommit=True) as admin:  # the leader's session dies
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        assert not a.check() and not a.held  # the holder notices it lost the lead
-        assert b.try_acquire() and b.check()
-        assert not a.try_acquire()
-    finally:
-        a.release()
-        b.release()
+    with pg_database() as url:
+        a, b = PgLeaderLock(url), PgLeaderLock(url)
+        try:
+            assert a.try_acquire()
+            assert not b.try_acquire()
+            assert b.holder() == whoami()
+            pid = a._con.info.backend_pid
+            with psycopg.connect(url, autocommit=True) as admin:  # the leader's session dies
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            assert not a.check() and not a.held  # the holder notices it lost the lead
+            assert b.try_acquire() and b.check()
+            assert not a.try_acquire()
+        finally:
+            a.release()
+            b.release()
 
 
 def write_config(tmp: Path) -> Path:

@@ -17,7 +17,10 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gateway.config import StoreConfig
 
 log = logging.getLogger("slimgate.leader")
 
@@ -189,10 +192,8 @@ class PgLeaderLock:
         return str(row[0]).removeprefix("slimgate-worker ") or "unknown"
 
 
-def leader_lock(store: Any) -> LeaderLock:
-    """The lock for a `[store]` config: PostgreSQL when it has a `url`, else the file."""
-    url = getattr(store, "url", None)
-    if url:
-        env = getattr(store, "password_env", None)
-        return PgLeaderLock(url, os.environ.get(env) if env else None)
+def leader_lock(store: StoreConfig) -> LeaderLock:
+    """The lock for a `[store]`: an advisory lock on PostgreSQL, else the file beside SQLite."""
+    if store.url:
+        return PgLeaderLock(store.url, store.password())
     return FileLeaderLock(f"{store.path}.leader")

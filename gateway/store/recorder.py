@@ -23,8 +23,8 @@ import orjson
 
 from gateway.cost import CostTable
 from gateway.metrics import Metrics
+from gateway.store.base import Store
 from gateway.store.responses import StoredResponse
-from gateway.store.sqlite import Store
 from gateway.streams import assemble_chat, assemble_text
 
 log = logging.getLogger("slimgate.recorder")
@@ -263,6 +263,7 @@ class Recorder:
             ex.backend, ex.task, int(ex.stream), request_json, response_json,
             ex.status, error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
             completion_tokens, cost, ex.student_version, ex.fallback, ex.api or ex.endpoint,
+            None,
         )
 
     async def flush(self) -> None:
