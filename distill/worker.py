@@ -25,6 +25,7 @@ from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list
 from gateway.store.db import Connection
 from gateway.store.leader import LeaderLock, leader_lock, whoami
 from gateway.store.migrations import connect
+from gateway.store.retention import maintain
 from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
 from policies.gate import Evidence, TaskState, decide
 
@@ -126,14 +127,25 @@ def clean_partials(students_dir: str) -> int:
     return removed
 
 
+MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention: hourly is ample for daily units
+
+
 def _gate_loop(cfg: Config, stop: threading.Event, lock: LeaderLock) -> None:
+    """Gate (and maintain the store) while this worker leads; a standby only waits."""
     con: Connection | None = None
+    maintained = 0.0
     try:
         while not stop.is_set():
             try:
                 if lock.held and lock.check():  # a standby, or a leader that lost it, waits
                     con = con or connect(cfg.store)
                     apply_gates(con, cfg)
+                    if time.time() - maintained >= MAINTAIN_EVERY_S:
+                        maintained = time.time()
+                        try:
+                            maintain(con, cfg.store.retention_days)
+                        except Exception:
+                            log.exception("store maintenance failed")
             except Exception:
                 log.exception("gate pass failed")
             stop.wait(cfg.worker.gate_interval_s)

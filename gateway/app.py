@@ -60,6 +60,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         record_bodies=config.store.record_requests,
         durable=config.store.durability == "sync",
         scrub=config.store.scrub,
+        dedupe_static=config.store.dedupe_static,
     )
     recorder.start()
     session = aiohttp.ClientSession(

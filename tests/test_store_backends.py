@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.config import StoreConfig, parse_config
@@ -161,3 +162,114 @@ def test_store_url_must_not_hold_a_password() -> None:
         parse_config({"store": {"url": "postgresql://u:hunter2@db/slimgate"}})
     with pytest.raises(ConfigError, match="postgresql://"):
         parse_config({"store": {"url": "mysql://u@db/slimgate"}})
+
+
+SYSTEM = ("You are the order desk of Blue Harbor Coffee. Extract the order as JSON with the "
+          "fields customer, items and total. Contact ops@blueharbor.example on doubt. " * 3)
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup_order", "description": "Find an order by its number. " * 8,
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}}]
+
+
+def _agent_request(i: int) -> dict[str, Any]:
+    return {"model": "m", "tools": TOOLS, "messages": [
+        {"role": "system", "content": SYSTEM}, {"role": "user", "content": f"order #{i}"}]}
+
+
+async def _record(target: str, requests: list[dict[str, Any]], **options: Any) -> None:
+    from gateway.metrics import Metrics
+    from gateway.store.recorder import Exchange, Recorder
+
+    store = await open_store(StoreConfig(**store_table(target)))
+    rec = Recorder(store, Metrics(), **options)
+    rec.start()
+    for i, request in enumerate(requests):
+        rec.record(Exchange(
+            request_id=f"r{i}", created_at=time.time(), endpoint="chat/completions", model="m",
+            stream=False, request=request, response={"choices": [{"message": {
+                "role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}))
+    await rec.close()
+    await store.close()
+
+
+async def test_static_text_is_stored_once_and_read_back_whole(
+    store_target: str, tmp_path: Path
+) -> None:
+    from gateway.offline.traces import export_traces
+
+    sent = [_agent_request(i) for i in range(5)]
+    await _record(store_target, sent)
+    con = connect(store_target)
+    assert con.execute("SELECT COUNT(*) FROM texts").fetchone()[0] == 2  # prompt, tool set
+    stored = con.execute("SELECT request FROM exchanges ORDER BY seq").fetchone()[0]
+    assert "Blue Harbor" not in stored and "lookup_order" not in stored
+    assert [r["request"] for r in chat_exchanges(con)] == sent
+    con.close()
+    export_traces(store_target, tmp_path / "t.jsonl")
+    lines = [orjson.loads(x) for x in (tmp_path / "t.jsonl").read_bytes().splitlines()]
+    assert [x["request"] for x in lines] == sent
+
+
+async def test_static_text_is_scrubbed_like_the_rest(store_target: str) -> None:
+    await _record(store_target, [_agent_request(1)], scrub=True)
+    con = connect(store_target)
+    [body] = [r[0] for r in con.execute("SELECT body FROM texts WHERE body LIKE '%order desk%'")]
+    [request] = [r["request"] for r in chat_exchanges(con)]
+    con.close()
+    assert "ops@blueharbor.example" not in body
+    assert request["messages"][0]["content"] == orjson.loads(body)
+
+
+async def test_a_client_cannot_smuggle_a_reference(store_target: str) -> None:
+    """Only the recorder's own column refers to texts: content that looks like a reference
+    is recorded as sent."""
+    await _record(store_target, [_agent_request(1)])
+    con = connect(store_target)
+    digest = con.execute("SELECT hash FROM texts").fetchone()[0]
+    con.close()
+    sneaky = {"model": "m", "messages": [{"role": "user", "content": {"$ref": digest}},
+                                         {"role": "user", "content": digest}]}
+    await _record(store_target, [sneaky])
+    con = connect(store_target)
+    assert [r["request"] for r in chat_exchanges(con)][-1] == sneaky
+    con.close()
+
+
+def test_retention_deletes_old_traffic_and_keeps_the_rest(store_target: str) -> None:
+    from gateway.store.retention import maintain
+
+    con = connect(store_target)
+    now = time.time()
+    for i, age_days in enumerate([40, 35, 1, 0]):
+        _exchange_row(con, i, created_at=now - age_days * 86_400)
+        con.execute("INSERT INTO comparisons (created_at, task, version, mode, request_id, "
+                    "score, agree, valid) VALUES (?, 't', 1, 'shadow', ?, 1, 1, 1)",
+                    (now - age_days * 86_400, f"r{i}"))
+        con.execute("INSERT INTO texts (hash, body, created_at, seen_at) VALUES (?, '1', ?, ?)",
+                    (f"h{i}", now - age_days * 86_400, now - age_days * 86_400))
+    done = maintain(con, 30, now=now)
+    left = sorted(r[0] for r in con.execute("SELECT request_id FROM exchanges"))
+    assert left == ["r2", "r3"]
+    assert con.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0] == 2
+    assert con.execute("SELECT COUNT(*) FROM texts").fetchone()[0] == 2
+    assert done["deleted"]["comparisons"] == 2
+    assert maintain(con, 0, now=now)["deleted"] == {}  # 0 keeps everything
+    con.close()
+
+
+def test_retention_drops_whole_day_partitions() -> None:
+    from gateway.store.pg_schema import ensure_partitions, partition_name
+    from gateway.store.retention import maintain
+
+    with pg_database() as url:
+        con = connect(url)
+        now = time.time()
+        old = now - 10 * 86_400
+        ensure_partitions(con.raw, old, ahead=0)  # a partition for a day ten days back
+        _exchange_row(con, 1, created_at=old)
+        _exchange_row(con, 2, created_at=now)
+        done = maintain(con, 5, now=now)
+        left = [r[0] for r in con.execute("SELECT request_id FROM exchanges")]
+        con.close()
+    assert partition_name(old - old % 86_400) in done["partitions_dropped"]
+    assert left == ["r2"]

@@ -1,5 +1,5 @@
-"""The `slimgate` verbs that read or change the store: distill, tasks, overrides, prune, report,
-traces.
+"""The `slimgate` verbs that read or change the store: distill, tasks, overrides, prune,
+maintain, report, traces.
 
 Each reads the same config as the gateway and works on its store directly (plain sqlite3,
 WAL: safe beside a running gateway). Output is rich tables for people; `--json` where a
@@ -156,6 +156,24 @@ def prune(args: argparse.Namespace) -> int:
         return 0
     finally:
         con.close()
+
+
+def maintain(args: argparse.Namespace) -> int:
+    from gateway.store.retention import maintain as run
+
+    config = load(args)
+    con = connect(config.store)
+    try:
+        done = run(con, config.store.retention_days)
+    finally:
+        con.close()
+    console = wide_console()
+    if config.store.retention_days <= 0:
+        console.print("store.retention_days is 0: everything is kept")
+    console.print(f"partitions made: {', '.join(done['partitions_made']) or 'none'}; "
+                  f"dropped: {', '.join(done['partitions_dropped']) or 'none'}; "
+                  f"rows deleted: {done['deleted'] or 'none'}")
+    return 0
 
 
 def traces(args: argparse.Namespace) -> int:

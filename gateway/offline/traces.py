@@ -19,6 +19,7 @@ import orjson
 
 from gateway.store.db import is_postgres_url
 from gateway.store.migrations import connect
+from gateway.store.texts import TextLookup, restore
 
 
 @dataclass
@@ -73,9 +74,9 @@ def export_traces(
     `store.scrub`) scrubs each line, rows recorded before scrubbing was on included.
     Returns the lines written.
     """
-    sql = ("SELECT request, response, api FROM exchanges WHERE endpoint = 'chat/completions' "
-           "AND status = 200 AND backend = 'teacher' AND request IS NOT NULL "
-           "AND response IS NOT NULL")
+    sql = ("SELECT request, request_texts, response, api FROM exchanges "
+           "WHERE endpoint = 'chat/completions' AND status = 200 AND backend = 'teacher' "
+           "AND request IS NOT NULL AND response IS NOT NULL")
     params: list[Any] = []
     if task is not None:
         sql += " AND task = ?"
@@ -95,8 +96,10 @@ def export_traces(
                                    else stack.enter_context(Path(out).open("wb")))
             else:
                 sink = out
+            texts = TextLookup(con)
             for row in con.execute(sql + " ORDER BY seq", params):
-                request_json, response_json = row["request"], row["response"]
+                request = restore(orjson.loads(row["request"]), row["request_texts"], texts)
+                request_json, response_json = orjson.dumps(request).decode(), row["response"]
                 if scrub:
                     from gateway.privacy.scrub import scrub_texts
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.store.db import Connection
+from gateway.store.texts import TextLookup, restore
 
 STAGES = ("observe", "shadow", "canary", "primary")
 
@@ -107,13 +108,14 @@ def chat_exchanges(
         args.append(newest)
     cur = con.execute(
         "SELECT seq, request_id, created_at, task, status, finish_reason, backend, request, "
-        f"response FROM exchanges WHERE {where} ORDER BY seq", args,
+        f"request_texts, response FROM exchanges WHERE {where} ORDER BY seq", args,
     )
+    texts = TextLookup(con)
     for row in cur:
         yield {
             **{k: row[k] for k in ("seq", "request_id", "created_at", "task", "status",
                                    "finish_reason", "backend")},
-            "request": orjson.loads(row["request"]),
+            "request": restore(orjson.loads(row["request"]), row["request_texts"], texts),
             "response": orjson.loads(row["response"]) if row["response"] else None,
         }
 
