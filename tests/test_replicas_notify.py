@@ -80,3 +80,43 @@ async def test_stage_and_pin_changes_reach_every_replica_at_once(
                 assert await until(clients, "teacher", 15) == ["teacher", "teacher"]
             finally:
                 con.close()
+
+
+async def test_a_dropped_listen_connection_falls_back_to_polling_then_listens_again(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    import psycopg
+
+    with pg_database() as url:
+        add_task(url)
+        cfg = gateway_config(tmp_path, fresh_upstream, store={"url": url},
+                             students={"refresh_s": 1.0})
+        app: Any = create_app(cfg, student_factory=lambda t, v: ScriptedStudent("ok"))
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw",
+                headers={"authorization": f"Bearer {keys}"}) as client:
+            routing = app.state.slimgate.routing
+            await asyncio.sleep(1)
+            con = connect(url)
+            try:
+                set_pin(con, "t-triage", "student")
+                assert await until([client], "student", 10) == ["student"]
+                deadline = time.monotonic() + 10
+                while routing.notified < 1 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                assert routing.notified == 1  # heard, not only polled
+                with psycopg.connect(url, autocommit=True) as admin:  # the LISTEN session dies
+                    killed = admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE query LIKE 'LISTEN%' AND datname = current_database()").fetchall()
+                assert killed == [(True,)]
+                set_pin(con, "t-triage", "teacher")
+                # Polling alone brings the change; the notification was sent to nobody.
+                assert await until([client], "teacher", 10) == ["teacher"]
+                deadline = time.monotonic() + 15
+                while routing.notified < 2 and time.monotonic() < deadline:
+                    set_pin(con, "t-triage", None)  # listening again after refresh_s: heard
+                    await asyncio.sleep(0.5)
+                assert routing.notified >= 2
+            finally:
+                con.close()
