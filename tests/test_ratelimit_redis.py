@@ -151,3 +151,34 @@ async def test_two_gateways_share_the_limit(
         other = await b.post("/v1/chat/completions", json=chat("x"),
                              headers={"authorization": "Bearer sk-gw-test-2"})
         assert other.status_code == 200
+
+
+@pytest.mark.slow
+def test_two_served_gateways_share_the_limit(tmp_path: Path, prefix: str) -> None:
+    import httpx
+
+    from tests.served import start_gateway, start_upstream_process, write_config
+
+    upstream, url = start_upstream_process()
+    procs = [upstream]
+    try:
+        ports = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            port = free_port()
+            cfg = write_config(tmp_path / name, url, port, extra=(
+                "[worker]\nembedded = false\n\n[server.rate_limit]\nrequests_per_minute = 3\n"
+                f'redis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n'))
+            procs.append(start_gateway(cfg, port, tmp_path / name / "gw.log",
+                                       {"SERVED_TEST_KEYS": "sk-served-1"}))
+            ports.append(port)
+        codes = [httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            json={**chat("x"), "model": "m"},
+                            headers={"authorization": "Bearer sk-served-1"},
+                            timeout=20).status_code
+                 for _ in range(3) for port in ports]
+        assert codes == [200, 200, 200, 429, 429, 429]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
