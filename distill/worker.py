@@ -172,7 +172,10 @@ class Leadership:
         try:
             got = self.lock.try_acquire()
         except Exception as e:  # the store is unreachable: stand by and try again
-            log.warning("could not try for the lead: %s", e)
+            if self._told != "unreachable":  # once per outage, not once per poll
+                log.warning("could not try for the lead (%s: %s); retrying every %ss",
+                            type(e).__name__, e, self._cfg.worker.standby_poll_s)
+                self._told = "unreachable"
             return False
         if got:
             log.info("this worker (%s) leads", whoami())
@@ -182,7 +185,10 @@ class Leadership:
                 log.info("removed %d half-trained student(s) left by an interrupted run",
                          removed)
             return True
-        holder = self.lock.holder() or "another worker"
+        try:
+            holder = self.lock.holder() or "another worker"
+        except Exception:
+            holder = "another worker"
         if holder != self._told:
             log.info("this worker (%s) stands by: %s leads", whoami(), holder)
             self._told = holder
