@@ -24,7 +24,7 @@ from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
 from gateway.litellm_module import import_litellm
 from gateway.metrics import Metrics
-from gateway.ratelimit import AuthFailures, RateLimiter
+from gateway.ratelimit import AuthFailures, build_limiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.responses import routes as responses_routes
@@ -72,9 +72,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     backends = {m.name: build_backend(m, session) for m in config.models}
     upstreams = Upstreams(config, backends, on_failure=count_failure)
-    limiter = RateLimiter(
-        config.server.rate_limit.requests_per_minute, config.server.rate_limit.tokens_per_minute
-    )
+    limiter = build_limiter(config.server.rate_limit, metrics.registry)
     students = StudentPool(config, session, app.state.student_factory,
                            load_student=app.state.load_student)
     embedder = SharedEmbedder()  # all-MiniLM-L6-v2, loaded only when first needed
@@ -114,6 +112,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await session.close()
         await recorder.close()
         await store.close()
+        await limiter.aclose()
 
 
 def _openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
