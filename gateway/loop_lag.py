@@ -74,9 +74,10 @@ class LoopLagMonitor:
 class FrozenStartupHeap:
     """`gc.freeze()` once the lifespan's start-up is done, and the collector's thresholds.
 
-    A full collection walks every tracked object; litellm's import alone leaves ~390k, which
-    took 150-450 ms per full collection on the 2-core dev machine: the p99 of issue 14. Frozen, they are never
-    walked again (nothing on the request path makes reference cycles: see performance.md).
+    A full collection walks every tracked object: ~390k after start-up, mostly litellm's,
+    150-450 ms per full collection on the 2-core dev machine, the p99 of issue 14. Frozen,
+    they are never walked again (the request path makes no reference cycles to collect:
+    docs/performance.md says how that was checked).
     `SLIMGATE_GC_FREEZE=0` leaves the collector alone (to measure the difference)."""
 
     def __init__(self) -> None:

@@ -1,0 +1,90 @@
+"""Event-loop lag and GC pauses on /metrics, and the start-up heap frozen while the app runs.
+
+The blocking test holds the loop for 500 ms and asks only for a lag over 100 ms: generous
+both ways, so a slow or busy machine cannot fail it, and a monitor that misses stalls does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import METRICS_AUTH, gateway_config, running_client
+from tests.fake_upstream import FakeUpstream
+
+
+def sample(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    assert m, f"{name}{labels} not on /metrics"
+    return float(m.group(1))
+
+
+async def metrics(c: httpx.AsyncClient) -> str:
+    r = await c.get("/metrics", headers=METRICS_AUTH)
+    assert r.status_code == 200
+    return r.text
+
+
+async def test_a_blocked_loop_shows_as_lag(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        await asyncio.sleep(0.1)  # the monitor has taken samples
+        before = await metrics(c)
+        assert sample(before, "slimgate_event_loop_lag_seconds_count") > 0
+        assert sample(before, "slimgate_event_loop_lag_max_seconds") < 0.1
+        slow_before = sample(before, "slimgate_event_loop_lag_seconds_count") - sample(
+            before, "slimgate_event_loop_lag_seconds_bucket", '{le="0.1"}')
+
+        time.sleep(0.5)  # a blocking call on the event loop, as a bad handler would make
+        await asyncio.sleep(0.05)  # the monitor wakes, late
+
+        after = await metrics(c)
+        assert sample(after, "slimgate_event_loop_lag_max_seconds") > 0.1
+        slow_after = sample(after, "slimgate_event_loop_lag_seconds_count") - sample(
+            after, "slimgate_event_loop_lag_seconds_bucket", '{le="0.1"}')
+        assert slow_after >= slow_before + 1
+        # The max restarts at each scrape: the stall is reported once, not forever.
+        await asyncio.sleep(0.05)
+        assert sample(await metrics(c), "slimgate_event_loop_lag_max_seconds") < 0.25
+
+
+async def test_collections_are_timed_by_generation(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        full = 'slimgate_gc_pause_seconds_count{generation="2"}'
+        before = sample(await metrics(c), full)
+        gc.collect()
+        gc.collect()
+        after = await metrics(c)
+        assert sample(after, full) == before + 2
+        assert sample(after, "slimgate_gc_pause_max_seconds") > 0
+
+
+@pytest.mark.parametrize("setting", ["1", "0"])
+async def test_the_startup_heap_is_frozen_while_serving(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, setting: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLIMGATE_GC_FREEZE", setting)
+    thresholds = gc.get_threshold()
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        r = await c.post("/v1/chat/completions", headers={"authorization": f"Bearer {keys}"},
+                         json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 200
+        if setting == "1":
+            assert gc.get_freeze_count() > 100_000  # litellm and the app, not a handful
+            assert gc.get_threshold() != thresholds
+        else:
+            assert gc.get_freeze_count() == 0
+            assert gc.get_threshold() == thresholds
+    # Shut down: the app's objects are collectable again, the thresholds restored.
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
