@@ -131,7 +131,8 @@ def scrape(url: str, times: int) -> dict[str, float]:
     for _ in range(times):
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
             text = r.read().decode()
-        for name in ("slimgate_event_loop_lag_max_seconds", "slimgate_gc_pause_max_seconds"):
+        for name in ("slimgate_event_loop_lag_max_seconds", "slimgate_gc_pause_max_seconds",
+                     "slimgate_event_loop_lag_on_cpu_max_seconds"):
             for m in re.finditer(rf"^{name} (\S+)$", text, re.M):
                 out[name] = max(out.get(name, 0.0), float(m.group(1)))
         for m in re.finditer(r'^slimgate_gc_pause_seconds_(count|sum){generation="(\d)"} (\S+)$',
@@ -203,15 +204,16 @@ def main() -> None:
                 gw.terminate()
                 gw.wait(60)
         print(f"\n{'procs':>5}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-              f"{'p99.9 ms':>9}{'max ms':>8}{'loop lag max ms':>16}{'gc pause max ms':>16}"
+              f"{'p99.9 ms':>9}{'max ms':>8}{'lag max ms':>11}{'on cpu':>7}{'gc max ms':>10}"
               f"{'errors':>7}")
         for workers, conc, r, lag in rows:
             def ms(name: str, lag: dict[str, float] = lag) -> str:
                 return f"{lag[name] * 1000:.1f}" if name in lag else "n/a"
             print(f"{workers:>5}{conc:>5}{r['rps']:>8.0f}{r['p50']:>8.2f}{r['p99']:>8.2f}"
                   f"{r['p99.9']:>9.2f}{r['max']:>8.1f}"
-                  f"{ms('slimgate_event_loop_lag_max_seconds'):>16}"
-                  f"{ms('slimgate_gc_pause_max_seconds'):>16}"
+                  f"{ms('slimgate_event_loop_lag_max_seconds'):>11}"
+                  f"{ms('slimgate_event_loop_lag_on_cpu_max_seconds'):>7}"
+                  f"{ms('slimgate_gc_pause_max_seconds'):>10}"
                   f"{int(r['non2xx'] + r['errors']):>7}")
         print(f"load average after: {uptime()}")
     finally:

@@ -53,13 +53,18 @@ class LoopLagMonitor:
                 await self._task
 
     async def _watch(self) -> None:
-        lag, worst = self._metrics.loop_lag, self._metrics.loop_lag_max
+        m = self._metrics
         while True:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(self._interval)
             late = max(0.0, time.perf_counter() - t - self._interval)
-            lag.observe(late)
-            worst.track(late)
+            m.loop_lag.observe(late)
+            m.loop_lag_max.track(late)
+            # The part of the lateness the loop's thread spent running (its CPU time beyond
+            # the interval); the rest it waited: for a core (a busy machine), the GIL or a
+            # blocking call. Tells our stalls from the machine's.
+            m.loop_lag_on_cpu_max.track(max(0.0, min(late, time.thread_time() - cpu
+                                                     - self._interval)))
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the collector, on whatever thread triggered it: no allocation-heavy work.

@@ -114,6 +114,11 @@ class Metrics:
             "slimgate_event_loop_lag_max_seconds",
             "Worst event-loop lag since the previous scrape of /metrics.", r,
         )
+        self.loop_lag_on_cpu_max = MaxSinceScrape(
+            "slimgate_event_loop_lag_on_cpu_max_seconds",
+            "Worst event-loop lag since the previous scrape, counting only time the loop's "
+            "thread ran (the rest of a lag it waited for a core, the GIL or a blocking call).", r,
+        )
         self.gc_pause = Histogram(
             "slimgate_gc_pause_seconds", "Garbage collections, by generation: their duration.",
             ["generation"], buckets=_PAUSE_BUCKETS, registry=r,

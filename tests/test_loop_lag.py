@@ -47,6 +47,8 @@ async def test_a_blocked_loop_shows_as_lag(
 
         after = await metrics(c)
         assert sample(after, "slimgate_event_loop_lag_max_seconds") > 0.1
+        # A sleeping thread is not on the CPU: that lag is not counted as the loop running.
+        assert sample(after, "slimgate_event_loop_lag_on_cpu_max_seconds") < 0.25
         slow_after = sample(after, "slimgate_event_loop_lag_seconds_count") - sample(
             after, "slimgate_event_loop_lag_seconds_bucket", '{le="0.1"}')
         assert slow_after >= slow_before + 1
@@ -66,6 +68,19 @@ async def test_collections_are_timed_by_generation(
         after = await metrics(c)
         assert sample(after, full) == before + 2
         assert sample(after, "slimgate_gc_pause_max_seconds") > 0
+
+
+async def test_a_busy_loop_shows_as_lag_on_cpu(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        await asyncio.sleep(0.05)
+        await metrics(c)  # restart the max gauges
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:  # 300 ms of CPU on the loop, however slow
+            pass
+        await asyncio.sleep(0.05)
+        assert sample(await metrics(c), "slimgate_event_loop_lag_on_cpu_max_seconds") > 0.1
 
 
 @pytest.mark.parametrize("setting", ["1", "0"])
