@@ -86,19 +86,24 @@ class FrozenStartupHeap:
     `SLIMGATE_GC_FREEZE=0` leaves the collector alone (to measure the difference)."""
 
     def __init__(self) -> None:
+        self._frozen = False
         self._saved: tuple[int, int, int] | None = None
 
     def freeze(self) -> None:
         if os.environ.get("SLIMGATE_GC_FREEZE", "1") == "0":
             return
-        self._saved = gc.get_threshold()
         gc.collect()  # what start-up already dropped is freed, not frozen for good
         gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        self._frozen = True
+        if gc.get_threshold() != GC_THRESHOLDS:  # else another app in this process set them
+            self._saved = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLDS)
 
     def unfreeze(self) -> None:
         """On shutdown: the app's objects can be collected again (tests start many apps)."""
-        if self._saved is not None:
+        if self._frozen:
             gc.unfreeze()
+            self._frozen = False
+        if self._saved is not None:
             gc.set_threshold(*self._saved)
             self._saved = None
