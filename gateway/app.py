@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
 from gateway.litellm_module import import_litellm
+from gateway.loop_lag import FrozenStartupHeap, LoopLagMonitor
 from gateway.metrics import Metrics
 from gateway.ratelimit import AuthFailures, build_limiter
 from gateway.report import routes as report_routes
@@ -101,9 +102,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
         auth_failures=AuthFailures(config.server.auth_failures_per_minute),
     )
+    lag = LoopLagMonitor(metrics)
+    lag.start()
+    heap = FrozenStartupHeap()
+    heap.freeze()  # last: everything start-up built is frozen (docs/performance.md)
     try:
         yield
     finally:
+        heap.unfreeze()
+        await lag.aclose()
         stop_worker(worker)
         await routing.aclose()
         await shadow.aclose()
