@@ -1,5 +1,5 @@
 """Three gateway replicas and two workers on one PostgreSQL database, driven by the `openai`
-SDK over real sockets: a stage change reaches every replica, the standby worker takes over
+SDK over real sockets: the worker's promotion reaches every replica, the standby takes over
 from a leader killed with -9 and gates on, and a replica killed with -9 under load loses no
 acknowledged exchange (durability "sync": committed before the answer)."""
 
@@ -29,7 +29,7 @@ from aiohttp import web
 from gateway.fingerprint import fingerprint
 from gateway.offline.local import free_port, gateway_toml
 from gateway.store.migrations import connect
-from gateway.store.stages import set_pin, set_stage
+from gateway.store.stages import set_pin
 from tests.pg import pg_database
 from tests.served import ROOT, start_upstream_process
 
@@ -112,6 +112,13 @@ embedded = false
 interval_s = 1.0
 gate_interval_s = 0.5
 standby_poll_s = 0.5
+
+[policy]                # gates small enough for a test: 10 agreeing shadows, then primary
+min_agreement = 0.5
+min_heldout = 10
+min_live = 10
+shadow_rate = 1.0
+canary_steps = []
 """
     toml = gateway_toml(port=free_port(), store=tmp / "unused.db", keys_env="REPLICAS_TEST_KEYS",
                         model="m", base_url=upstream, model_extra="max_retries = 0", more=more)
@@ -124,8 +131,8 @@ standby_poll_s = 0.5
 
 
 def seed(url: str) -> None:
-    """The triage task, observed, with a registered student whose held-out run is too thin
-    to promote it: only an operator moves it here."""
+    """The triage task, observed, with a registered student that passed its held-out run:
+    the leading worker's gate takes it from there."""
     con = connect(url)
     try:
         now = time.time()
@@ -136,7 +143,7 @@ def seed(url: str) -> None:
             "?, ?, ?, 0, ?, 1)", (TASK, info, now, now, now))
         con.execute(
             "INSERT INTO students (task, version, path, base_model, status, metrics, created_at) "
-            "VALUES (?, 1, ?, 'scratch:tiny', 'passed', '{\"n\": 0, \"agree\": 0}', ?)",
+            "VALUES (?, 1, ?, 'scratch:tiny', 'passed', '{\"n\": 10, \"agree\": 10}', ?)",
             (TASK, f"{TASK}/v1", now))
     finally:
         con.close()
@@ -229,14 +236,24 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
 
         clients = [openai.OpenAI(base_url=f"http://127.0.0.1:{p}/v1", api_key=KEY, max_retries=0,
                                  timeout=20) for p in ports]
-        assert [who_serves(c, "printer jammed") for c in clients] == ["teacher"] * 3
-
-        # 1. An operator's stage change is served by every replica within refresh_s.
         con = connect(url)
         try:
-            set_stage(con, TASK, "primary", version=1, actor="operator", reason="test")
+            # 1. The leader promotes the task to shadow, then, once the replicas' shadow
+            # comparisons agree, to primary; every replica then serves the student within
+            # refresh_s of the promotion.
+            assert [who_serves(c, "printer jammed") for c in clients] == ["teacher"] * 3
+            promoted = None
+            deadline = time.time() + 60
+            i = 0
+            while promoted is None and time.time() < deadline:
+                who_serves(clients[i % 3], f"printer jammed {i}")  # shadowed while in shadow
+                i += 1
+                promoted = con.execute(
+                    "SELECT actor FROM stage_changes WHERE task = ? AND to_stage = 'primary'",
+                    (TASK,)).fetchone()
+            assert promoted is not None and promoted[0] == "policy", w_logs[0].read_text()
             assert until_all(clients, "student", REFRESH_S) == ["student"] * 3
-            assert student.calls >= 3
+            assert student.calls >= 10
 
             # 2. The leading worker dies; the standby takes the lead and the gate goes on:
             # pinned to the teacher, the task is rolled back by the new leader's gate.
