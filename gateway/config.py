@@ -46,7 +46,7 @@ class RateLimitConfig(_Strict):
         parts = urlsplit(self.redis_url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
-        if parts.password is not None:
+        if parts.password is not None or "password=" in parts.query:
             raise ValueError("redis_url must not hold a password: name the variable that holds "
                              "it in redis_password_env")
         return self

@@ -122,10 +122,12 @@ async def test_unreachable_redis_limits_per_replica(
         await rl.aclose()
 
 
-def test_password_in_the_url_is_refused() -> None:
+@pytest.mark.parametrize("url", ["redis://:hunter2pw@127.0.0.1:6379/0",
+                                 "redis://user:hunter2pw@127.0.0.1:6379/0",
+                                 "redis://127.0.0.1:6379/0?password=hunter2pw"])
+def test_password_in_the_url_is_refused(url: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config({"server": {"rate_limit": {
-            "requests_per_minute": 1, "redis_url": "redis://:hunter2pw@127.0.0.1:6379/0"}}})
+        parse_config({"server": {"rate_limit": {"requests_per_minute": 1, "redis_url": url}}})
     assert "redis_password_env" in str(info.value)
     assert "hunter2pw" not in str(info.value)
 
