@@ -119,6 +119,9 @@ def test_standby_worker_takes_over_after_kill_9(tmp_path: Path) -> None:
         # here); generous for a loaded machine.
         assert wait_for(logs[1], leads(procs[1]), 30), logs[1].read_text()
         assert procs[1].poll() is None
+        shown = subprocess.run([sys.executable, "-m", "gateway.cli", "tasks", "--config",
+                                str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert f"leading worker: pid {procs[1].pid} on" in shown.stdout, shown.stdout
     finally:
         for p in procs:
             if p.poll() is None:

@@ -260,6 +260,10 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(10)
             assert wait_for(w_logs[1], leads(workers[1]), 30), w_logs[1].read_text()
+            shown = subprocess.run([sys.executable, "-m", "gateway.cli", "tasks", "--config",
+                                    str(workers_cfg)], cwd=ROOT, env=ENV, capture_output=True,
+                                   text=True, timeout=60)
+            assert f"leading worker: pid {workers[1].pid} on" in shown.stdout, shown.stdout
             set_pin(con, TASK, "teacher")
             assert until_all(clients, "teacher", REFRESH_S) == ["teacher"] * 3
             deadline = time.time() + 30

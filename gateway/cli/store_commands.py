@@ -20,6 +20,7 @@ from gateway.cli.process_commands import load
 from gateway.registry import Registry
 from gateway.report.terminal import wide_console
 from gateway.store.catalog import best_student, list_students, list_tasks
+from gateway.store.leader import leader_lock
 from gateway.store.migrations import connect
 from gateway.store.stages import count_task_examples
 from policies.router import canary_share
@@ -37,6 +38,10 @@ def tasks(args: argparse.Namespace) -> int:
     config, console = load(args), wide_console()
     con = connect(config.store)
     try:
+        lock = leader_lock(config.store)
+        leader = lock.holder()
+        lock.release()  # held nothing; closes its connection on PostgreSQL
+        console.print(f"leading worker: {leader}" if leader else "leading worker: none running")
         tasks = list_tasks(con)
         if not tasks:
             console.print("no tasks yet: send traffic through the gateway, then run "
