@@ -104,3 +104,21 @@ async def test_metadata_only_recording(store_target: str) -> None:
     [row] = await store.exchanges()
     assert row["request"] is None and row["response"] is None and row["prompt_tokens"] == 3
     await store.close()
+
+
+def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Gateways, workers and CLIs may start together on a store nobody has made yet."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gateway.store.migrations import connect; "
+            "connect(sys.argv[1]).close()")
+    for attempt in range(3):
+        path = tmp_path / f"new-{attempt}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)],
+                                  stderr=subprocess.PIPE) for _ in range(6)]
+        errors = [p.communicate()[1].decode() for p in procs if p.wait() != 0]
+        assert errors == []
+        con = sqlite3.connect(path)
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        con.close()

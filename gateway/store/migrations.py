@@ -1,7 +1,8 @@
 """Schema versions of the SQLite store, applied in order.
 
 `PRAGMA user_version` holds the version a file is at; opening a file runs every later
-migration, each in one transaction, so a newer slimgate opens an older file and never the
+migration in one write transaction (processes opening it at once migrate it once), so a
+newer slimgate opens an older file and never the
 reverse silently (a file from a newer slimgate is refused). Plain sqlite3 on purpose: the
 gateway runs it in a thread before connecting, the distill worker calls it directly.
 """
@@ -227,15 +228,35 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
     return con
 
 
+def _statements(script: str) -> list[str]:
+    """A migration script as single statements (sqlite3's own notion of a complete one)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
 def migrate(con: sqlite3.Connection) -> int:
-    """Bring the file to SCHEMA_VERSION; returns the version it was at."""
-    current = int(con.execute("PRAGMA user_version").fetchone()[0])
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"store is at schema version {current}, newer than this slimgate ({SCHEMA_VERSION})"
-        )
-    for version in range(current, SCHEMA_VERSION):
-        con.executescript(
-            "BEGIN;\n" + MIGRATIONS[version] + f"\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-        )
+    """Bring the file to SCHEMA_VERSION; returns the version it was at. The version is read
+    inside a write transaction, so processes opening a new file at once migrate it once."""
+    con.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) while another process migrates
+    try:
+        current = int(con.execute("PRAGMA user_version").fetchone()[0])
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"store is at schema version {current}, newer than this slimgate "
+                f"({SCHEMA_VERSION})")
+        for version in range(current, SCHEMA_VERSION):
+            for statement in _statements(MIGRATIONS[version]):
+                con.execute(statement)
+            con.execute(f"PRAGMA user_version = {version + 1}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     return current
