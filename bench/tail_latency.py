@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -188,13 +189,15 @@ def main() -> None:
         print(f"load average before: {uptime()}", flush=True)
         for workers in (int(p) for p in args.processes.split(",")):
             gw, url = start_slimgate(upstream, tmp, workers, Path(args.root), env_extra)
+            answered = 0
             try:
                 if args.warmup:
-                    run_wrk(url, lua, 16, args.warmup, args.threads)
+                    answered += int(run_wrk(url, lua, 16, args.warmup, args.threads)["n"])
                 lag = scrape(url, 8 * workers)  # the max gauges restart at each scrape
                 for conc in (int(c) for c in args.concurrency.split(",")):
                     before = lag
                     r = run_wrk(url, lua, conc, args.duration, args.threads)
+                    answered += int(r["n"])
                     lag = scrape(url, 8 * workers)
                     rows.append((workers, conc, r, lag))
                     print(f"processes={workers} c={conc}: {r} load={uptime()}", flush=True)
@@ -203,6 +206,12 @@ def main() -> None:
             finally:
                 gw.terminate()
                 gw.wait(60)
+            # Every process records into the one SQLite store: were all answers written?
+            with sqlite3.connect(tmp / f"bench-{url.rsplit(':', 1)[1]}.db") as con:
+                stored = con.execute("SELECT COUNT(*) FROM exchanges").fetchone()[0]
+            print(f"processes={workers}: {stored} exchanges recorded for {answered} answers "
+                  "wrk counted (requests cut off at the end of a run may be recorded too)",
+                  flush=True)
         print(f"\n{'procs':>5}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
               f"{'p99.9 ms':>9}{'max ms':>8}{'lag max ms':>11}{'on cpu':>7}{'gc max ms':>10}"
               f"{'errors':>7}")

@@ -102,10 +102,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
         auth_failures=AuthFailures(config.server.auth_failures_per_minute),
     )
-    lag = LoopLagMonitor(metrics)
-    lag.start()
     heap = FrozenStartupHeap()
-    heap.freeze()  # last: everything start-up built is frozen (docs/performance.md)
+    heap.freeze()  # everything start-up built is frozen (docs/performance.md)
+    lag = LoopLagMonitor(metrics)
+    lag.start()  # after the freeze's own collection, which no request waits for
     try:
         yield
     finally:

@@ -23,11 +23,12 @@ from gateway.metrics import Metrics
 LAG_INTERVAL_S = 0.01
 _GENERATIONS = ("0", "1", "2")
 # Generation 0 is collected when allocations minus deallocations pass the first number.
-# Python's 700 ran ~230 young collections/s at 1,500 req/s (c=16, 2-core machine, after the
-# freeze): ~0.15 ms each, ~4% of the loop, each promoting in-flight requests' objects to
-# older generations. At 10,000 a request's transient objects are freed by reference counting
-# before the count gets there: 0 collections/s at c=16, ~3/s of ~3.7 ms at c=64 (same bench).
-# 50,000 ran none at either, but a collection, when one comes, would walk 5x more.
+# Python's 700 ran ~190-320 young collections/s at 1,400-1,900 req/s (bench/tail_latency.py,
+# c=16 and 64, 2-core dev machine): ~0.15 ms each, 3-5% of the loop, each promoting the
+# objects of requests in flight to older generations. At 10,000 a request's transient
+# objects are freed by reference counting before the count gets there: no collection in 30 s
+# at c=16, 1-3/s of 3-4 ms at c=64 (same bench). 50,000 ran none at either in a 10 s run,
+# but a collection, when one comes, would walk up to 5x more.
 GC_THRESHOLDS = (10_000, 10, 10)
 
 

@@ -123,6 +123,8 @@ class Metrics:
             "slimgate_gc_pause_seconds", "Garbage collections, by generation: their duration.",
             ["generation"], buckets=_PAUSE_BUCKETS, registry=r,
         )
+        for generation in ("0", "1", "2"):  # every series from the start, at 0
+            self.gc_pause.labels(generation)
         self.gc_pause_max = MaxSinceScrape(
             "slimgate_gc_pause_max_seconds",
             "Longest garbage collection since the previous scrape of /metrics.", r,
