@@ -8,7 +8,6 @@ itself never imports the learning package; `worker` imports `distill` when it ru
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -88,7 +87,7 @@ def serve_processes(config: Config, path: str | None, processes: int, *, start_d
               "each process reads it", file=sys.stderr)
         return 2
     os.environ["SLIMGATE_CONFIG"] = os.path.abspath(path)  # spawned processes inherit it
-    asyncio.run(_migrate_store(config))
+    _migrate_store(config)
     worker = start_worker(path, config) if start_distill else None
     try:
         uvicorn.run("gateway.cli.process_commands:app_from_env", factory=True,
@@ -98,14 +97,12 @@ def serve_processes(config: Config, path: str | None, processes: int, *, start_d
     return 0
 
 
-async def _migrate_store(config: Config) -> None:
-    """Create or migrate the store once, before the processes start: N processes opening a
-    new SQLite file at once raced each other's migrations ("table tasks already exists",
-    seen with 4 processes)."""
-    from gateway.store.sqlite import Store
+def _migrate_store(config: Config) -> None:
+    """Create or migrate the store once, before the processes start, so an unreachable or
+    too-new store fails here with one message rather than in N processes."""
+    from gateway.store.migrations import connect
 
-    store = await Store.open(config.store.path)
-    await store.close()
+    connect(config.store).close()
 
 
 def app_from_env() -> FastAPI:
