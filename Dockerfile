@@ -7,6 +7,9 @@ FROM python:3.11-slim AS builder
 # torch's default Linux wheels pull in CUDA (several GB); this index serves the same version
 # built for CPU. Build with --build-arg PIP_EXTRA_INDEX_URL= to get the CUDA build instead.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Empty (ignored by pip) unless a build without that index serves the CPU wheel from a
+# directory or URL of its own (tests/container/build.sh does, offline from PyTorch's index).
+ARG PIP_FIND_LINKS=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
