@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from gateway.store.catalog import (
     set_exchange_tasks,
     upsert_task,
 )
+from gateway.store.db import Connection
 from gateway.store.stages import live_evidence
 from policies.gate import should_retrain
 from policies.schedule import TaskPlan, order_tasks
@@ -61,7 +61,7 @@ class TaskOutcome:
     seconds: float = 0.0
 
 
-def discover_tasks(con: sqlite3.Connection, cfg: Config, embedder: SharedEmbedder) -> int:
+def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> int:
     """Discover tasks in the newest traffic, store them, back-fill task ids. Returns count."""
     from distill.discover import discover
 
@@ -77,7 +77,7 @@ def discover_tasks(con: sqlite3.Connection, cfg: Config, embedder: SharedEmbedde
     return len(found.tasks)
 
 
-def curate_task(con: sqlite3.Connection, cfg: Config, task: TaskRecord) -> Curated:
+def curate_task(con: Connection, cfg: Config, task: TaskRecord) -> Curated:
     kinds = cfg.distill.scrub_kinds
     return curate(
         chat_exchanges(con, task=task.id),
@@ -86,7 +86,7 @@ def curate_task(con: sqlite3.Connection, cfg: Config, task: TaskRecord) -> Curat
     )
 
 
-def _live_upper(con: sqlite3.Connection, cfg: Config, task: TaskRecord) -> float | None:
+def _live_upper(con: Connection, cfg: Config, task: TaskRecord) -> float | None:
     if not task.student_version or task.stage == "observe":
         return None
     ev = live_evidence(con, task.id, task.student_version, task.stage_since or 0.0)
@@ -97,7 +97,7 @@ def _live_upper(con: sqlite3.Connection, cfg: Config, task: TaskRecord) -> float
 
 
 def why_train(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated
+    con: Connection, cfg: Config, task: TaskRecord, curated: Curated
 ) -> str | None:
     """The reason to train this task now, or None."""
     n = len(curated.train)
@@ -126,7 +126,7 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 
 
 def train_candidate(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated,
+    con: Connection, cfg: Config, task: TaskRecord, curated: Curated,
     prep: Prepared, kind: StudentKind, candidate: CandidateConfig | None, *, max_new: int,
     progress: bool, embedder: SharedEmbedder,
 ) -> TaskOutcome:
@@ -187,7 +187,7 @@ def train_candidate(
 
 
 def distill_task(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
+    con: Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
     embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
     encoder: bool | None = None,
 ) -> TaskOutcome:
@@ -234,14 +234,14 @@ def distill_task(
     return outcome or TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
 
 
-def new_version(con: sqlite3.Connection, registry: Registry, task_id: str) -> int:
+def new_version(con: Connection, registry: Registry, task_id: str) -> int:
     """The next version number, past both the store's and the disk's (a run killed between
     writing its files and its row leaves the number taken)."""
     return max(next_version(con, task_id), max(registry.versions(task_id), default=0) + 1)
 
 
 def record_failure(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, model: str,
+    con: Connection, cfg: Config, task: TaskRecord, model: str,
     curated: Curated, error: str,
 ) -> TaskOutcome:
     """A failed run is registered too (status `error`, no files), so the task is retried only
@@ -256,7 +256,7 @@ def record_failure(
 
 
 def schedule(
-    con: sqlite3.Connection, cfg: Config, ready: list[tuple[TaskRecord, Curated, str]]
+    con: Connection, cfg: Config, ready: list[tuple[TaskRecord, Curated, str]]
 ) -> list[tuple[TaskRecord, Curated, str]]:
     """The tasks to train, highest expected win first (`policies.schedule.order_tasks`)."""
     plans = {}
@@ -279,7 +279,7 @@ def run_distill(
     from gateway.store.migrations import connect
 
     embedder = embedder or SharedEmbedder()
-    con = connect(cfg.store.path)
+    con = connect(cfg.store)
     try:
         found = discover_tasks(con, cfg, embedder)
         report(f"discovered {found} tasks")

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,9 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
+from gateway.store.db import Connection
 from gateway.store.migrations import connect
+from gateway.store.retention import maintain
 from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
 from policies.gate import Evidence, TaskState, decide
 
@@ -38,7 +39,7 @@ def _candidate(task: TaskRecord, students: list[StudentRecord]) -> StudentRecord
 
 
 def gate_task(
-    con: sqlite3.Connection, cfg: Config, task: TaskRecord, now: float
+    con: Connection, cfg: Config, task: TaskRecord, now: float
 ) -> StageChange | None:
     """Apply the policy gate to one task; writes and returns the change, if any."""
     policy = cfg.policy.for_task(task.id, task.label, task.pin)
@@ -76,7 +77,7 @@ def gate_task(
 
 
 def apply_gates(
-    con: sqlite3.Connection, cfg: Config, now: float | None = None
+    con: Connection, cfg: Config, now: float | None = None
 ) -> list[StageChange]:
     now = time.time() if now is None else now
     changes = []
@@ -124,14 +125,24 @@ def clean_partials(students_dir: str) -> int:
     return removed
 
 
+MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention: hourly is ample for daily units
+
+
 def _gate_loop(cfg: Config, stop: threading.Event) -> None:
-    con = connect(cfg.store.path)
+    con = connect(cfg.store)
+    maintained = 0.0
     try:
         while not stop.is_set():
             try:
                 apply_gates(con, cfg)
             except Exception:
                 log.exception("gate pass failed")
+            if time.time() - maintained >= MAINTAIN_EVERY_S:
+                maintained = time.time()
+                try:
+                    maintain(con, cfg.store.retention_days)
+                except Exception:
+                    log.exception("store maintenance failed")
             stop.wait(cfg.worker.gate_interval_s)
     finally:
         con.close()

@@ -35,8 +35,8 @@ from gateway.serving import Proxy
 from gateway.shadow import ShadowRunner
 from gateway.similarity import TextSimilarity
 from gateway.state import AppState
+from gateway.store.base import open_store
 from gateway.store.recorder import Recorder
-from gateway.store.sqlite import Store
 from gateway.students import StudentFactory, StudentPool
 from gateway.upstream.base import UpstreamFailure
 from gateway.upstream.pool import Upstreams, build_backend
@@ -52,7 +52,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # never stalls the event loop while traffic is flowing.
     import_litellm()
     metrics = Metrics()
-    store = await Store.open(config.store.path)
+    store = await open_store(config.store)
     recorder = Recorder(
         store, metrics,
         queue_size=config.store.queue_size,
@@ -60,6 +60,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         record_bodies=config.store.record_requests,
         durable=config.store.durability == "sync",
         scrub=config.store.scrub,
+        dedupe_static=config.store.dedupe_static,
     )
     recorder.start()
     session = aiohttp.ClientSession(

@@ -90,11 +90,48 @@ class ServerConfig(_Strict):
 
 class StoreConfig(_Strict):
     path: str = "slimgate.db"  # SQLite file; created with its directory if missing
+    url: str | None = None  # postgresql://user@host:5432/db: PostgreSQL instead of `path`
+    password_env: str | None = None  # env var with the PostgreSQL password (never in `url`)
+    pool_size: int = Field(8, ge=1, le=100)  # PostgreSQL connections per gateway process
+    retention_days: float = Field(0, ge=0)  # exchanges etc. older than this dropped; 0: kept
+    dedupe_static: bool = True  # system prompts, tool sets, formats stored once, referenced
     queue_size: int = Field(50_000, ge=1)  # records waiting for the writer before drops
     batch_size: int = Field(500, ge=1, le=1000)  # rows per write transaction at most
     record_requests: bool = True  # set false to record metadata only (no bodies)
     scrub: bool = False  # scrub secrets/PII from bodies before they are written
     durability: Literal["async", "sync"] = "async"  # sync: committed before the reply
+
+    @model_validator(mode="after")
+    def _check_url(self) -> StoreConfig:
+        if self.url is None:
+            return self
+        scheme, _, rest = self.url.partition("://")
+        if scheme not in ("postgresql", "postgres") or not rest:
+            raise ValueError("url must be postgresql://user@host:port/database")
+        userinfo = rest.partition("/")[0].rpartition("@")[0]
+        if ":" in userinfo or "password=" in self.url:
+            raise ValueError("url must not hold a password: name the env var that holds it "
+                             "in password_env")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the store is: the PostgreSQL URL when set, else the SQLite path."""
+        return self.url or self.path
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    def password(self) -> str | None:
+        """The PostgreSQL password from `password_env` (None: libpq's own PGPASSWORD,
+        .pgpass or trust authentication apply)."""
+        if not self.password_env:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"store.password_env names '{self.password_env}', which is not set")
+        return value
 
 
 class ModelConfig(_Strict):

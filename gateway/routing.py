@@ -17,8 +17,8 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
+from gateway.store.base import Store
 from gateway.store.catalog import TaskRecord, task_from_row
-from gateway.store.sqlite import Store
 from gateway.students import StudentPool
 from gateway.task_assign import Assignment, TaskAssigner
 from gateway.upstream.base import Backend

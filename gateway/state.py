@@ -18,8 +18,8 @@ from gateway.responses.serving import ResponsesService
 from gateway.routing import RoutingTable
 from gateway.serving import Proxy, RequestContext
 from gateway.shadow import ShadowRunner
+from gateway.store.base import Store
 from gateway.store.recorder import Recorder
-from gateway.store.sqlite import Store
 from gateway.students import StudentPool
 from gateway.upstream.pool import Upstreams
 

@@ -40,8 +40,10 @@ def worker_env(config: Config, environ: dict[str, str] | None = None) -> dict[st
     for name, value in environ.items():
         if name in named:
             continue
-        if name in _PASSED or (name.startswith(_PASSED_PREFIXES)
-                               and not any(s in name.upper() for s in _SECRETISH)):
+        store_password = name == config.store.password_env  # the worker uses the store too
+        if store_password or name in _PASSED or (
+                name.startswith(_PASSED_PREFIXES)
+                and not any(s in name.upper() for s in _SECRETISH)):
             out[name] = value
     return out
 

@@ -110,3 +110,12 @@ async def client(
     async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
         c.headers["authorization"] = f"Bearer {keys}"
         yield c
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store under test on each engine: a SQLite path or a fresh PostgreSQL URL."""
+    from tests.pg import store_target as make
+
+    with make(request.param, tmp_path) as target:
+        yield target

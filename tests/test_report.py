@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.cli import main
 from gateway.report import build_report, dumps, print_report, render_html
 from gateway.store.migrations import connect
 from gateway.store.stages import set_stage
+from tests.pg import BACKENDS, store_target
 
 NOW = 1_750_000_000.0
 T0 = NOW - 10 * 3600
@@ -62,11 +64,11 @@ def _share_at(t: float, t0: float) -> int:
     return 0 if h < 3 else 5 if h < 4 else 25 if h < 5 else 50 if h < 6 else 100
 
 
-def build_store(path: Path, end: float = NOW) -> dict[str, Any]:
+def build_store(path: Path | str, end: float = NOW) -> dict[str, Any]:
     """Write the synthetic store (10 hours ending at `end`); returns the numbers a correct
     report must show."""
     T0 = end - 10 * HOUR  # noqa: N806 - the same T0 as the module's when end is NOW
-    con = connect(str(path))
+    con = connect(str(path))  # a SQLite path or a PostgreSQL URL
     exp: dict[str, Any] = {"served": 0, "fallbacks": {}, "attempts": 0}
     con.execute("BEGIN")
     for tid, label, kind in [(A, "extract_invoice", "json"), (B, "triage_ticket", "label")]:
@@ -139,10 +141,12 @@ def build_store(path: Path, end: float = NOW) -> dict[str, Any]:
     return exp
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    path = tmp_path_factory.mktemp("report") / "store.db"
-    return str(path), build_store(path)
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The synthetic store on each engine: (SQLite path or PostgreSQL URL, expectations)."""
+    with store_target(request.param, tmp_path_factory.mktemp("report")) as target:
+        yield target, build_store(target)
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +303,8 @@ def test_html_has_charts_and_escapes_answers(report: dict[str, Any]) -> None:
 def test_report_command_writes_html_and_json(store: tuple[str, dict[str, Any]], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[store]\npath = "{store[0]}"\n[[models]]\nname = "m"\nprovider = "openai"\n'
+    key = "url" if store[0].startswith("postgresql://") else "path"
+    cfg.write_text(f'[store]\n{key} = "{store[0]}"\n[[models]]\nname = "m"\nprovider = "openai"\n'
                    'base_url = "http://127.0.0.1:9/v1"\n')
     assert main(["report", "--config", str(cfg), "--json", "--html", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")

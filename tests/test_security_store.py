@@ -23,7 +23,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store.migrations import connect
 from gateway.store.recorder import Exchange, LiveComparison, Recorder
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from gateway.worker_process import worker_env
 
 EMAIL = "jane.doe@example.com"
@@ -42,7 +42,7 @@ def _comparison() -> LiveComparison:
 async def test_comparisons_follow_record_requests_and_scrub(
     tmp_path: Path, settings: dict[str, bool],
 ) -> None:
-    store = await Store.open(str(tmp_path / "s.db"))
+    store = await SqliteStore.open(str(tmp_path / "s.db"))
     recorder = Recorder(store, Metrics(), **settings)
     recorder.start()
     recorder.record(_comparison())
@@ -59,7 +59,7 @@ async def test_comparisons_follow_record_requests_and_scrub(
 async def test_trace_export_scrubs_when_the_store_scrubs(tmp_path: Path) -> None:
     from gateway.offline.traces import export_traces
 
-    store = await Store.open(str(tmp_path / "s.db"))
+    store = await SqliteStore.open(str(tmp_path / "s.db"))
     recorder = Recorder(store, Metrics())  # recorded before scrubbing was switched on
     recorder.start()
     recorder.record(Exchange(

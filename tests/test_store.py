@@ -1,4 +1,5 @@
-"""The SQLite store: migrations from older files, WAL, the recorder's queue behaviour."""
+"""The store: SQLite migrations from older files and WAL; the recorder's queue behaviour on
+both engines (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import StoreConfig
 from gateway.metrics import Metrics
+from gateway.store.base import Store, open_store
 from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, StoreError
 from gateway.store.recorder import Exchange, Recorder
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
+from tests.pg import store_table
+
+
+async def open_target(target: str) -> Store:
+    return await open_store(StoreConfig(**store_table(target)))
 
 
 def exchange(i: int) -> Exchange:
@@ -25,7 +33,7 @@ def exchange(i: int) -> Exchange:
 
 
 async def test_new_file_is_wal_and_current(tmp_path: Path) -> None:
-    store = await Store.open(str(tmp_path / "sub" / "s.db"))
+    store = await SqliteStore.open(str(tmp_path / "sub" / "s.db"))
     await store.close()
     con = sqlite3.connect(tmp_path / "sub" / "s.db")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -42,7 +50,7 @@ async def test_oldest_schema_file_opens_and_keeps_rows(tmp_path: Path) -> None:
                 "VALUES ('old', 1.0, 'chat/completions', 'm', 0, 200)")
     con.commit()
     con.close()
-    store = await Store.open(str(path))
+    store = await SqliteStore.open(str(path))
     assert [r["request_id"] for r in await store.exchanges()] == ["old"]
     await store.close()
     con = sqlite3.connect(path)
@@ -56,11 +64,11 @@ async def test_newer_file_is_refused(tmp_path: Path) -> None:
     con.commit()
     con.close()
     with pytest.raises(StoreError, match="newer than this slimgate"):
-        await Store.open(str(path))
+        await SqliteStore.open(str(path))
 
 
-async def test_recorder_writes_in_batches_and_flushes_on_close(tmp_path: Path) -> None:
-    store = await Store.open(str(tmp_path / "s.db"))
+async def test_recorder_writes_in_batches_and_flushes_on_close(store_target: str) -> None:
+    store = await open_target(store_target)
     metrics = Metrics()
     rec = Recorder(store, metrics, batch_size=7)
     rec.start()
@@ -74,8 +82,8 @@ async def test_recorder_writes_in_batches_and_flushes_on_close(tmp_path: Path) -
     await store.close()
 
 
-async def test_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
-    store = await Store.open(str(tmp_path / "s.db"))
+async def test_full_queue_drops_and_counts_never_blocks(store_target: str) -> None:
+    store = await open_target(store_target)
     metrics = Metrics()
     rec = Recorder(store, metrics, queue_size=10)  # writer not started: the queue fills
     for i in range(25):
@@ -87,8 +95,8 @@ async def test_full_queue_drops_and_counts_never_blocks(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_metadata_only_recording(tmp_path: Path) -> None:
-    store = await Store.open(str(tmp_path / "s.db"))
+async def test_metadata_only_recording(store_target: str) -> None:
+    store = await open_target(store_target)
     rec = Recorder(store, Metrics(), record_bodies=False)
     rec.start()
     rec.record(exchange(1))

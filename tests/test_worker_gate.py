@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from distill.worker import apply_gates, clean_partials
 from gateway.admin import overrides
 from gateway.config import parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, get_task, upsert_task
+from gateway.store.db import Connection
 from gateway.store.migrations import connect
 from gateway.store.stages import stage_changes
 
@@ -21,26 +21,26 @@ POLICY = {"min_agreement": 0.8, "confidence": 0.9, "min_heldout": 10, "min_live"
 
 
 @pytest.fixture
-def con(tmp_path: Path) -> sqlite3.Connection:
-    c = connect(str(tmp_path / "s.db"))
+def con(store_target: str) -> Connection:
+    c = connect(store_target)
     upsert_task(c, TaskRecord(id="t-a", label="orders", kind="json"))
     return c
 
 
 def config(tmp_path: Path, **policy: object):  # type: ignore[no-untyped-def]
-    return parse_config({"store": {"path": str(tmp_path / "s.db")},
+    return parse_config({"store": {"path": str(tmp_path / "store.db")},
                          "distill": {"students_dir": str(tmp_path / "students")},
                          "policy": {**POLICY, **policy}})
 
 
-def student(con: sqlite3.Connection, version: int = 1, agree: int = 30, n: int = 30,
+def student(con: Connection, version: int = 1, agree: int = 30, n: int = 30,
             status: str = "passed") -> None:
     add_student(con, StudentRecord(task="t-a", version=version, path=f"t-a/v{version}",
                                    base_model="scratch:tiny", status=status,
                                    metrics={"n": n, "agree": agree}))
 
 
-def comparisons(con: sqlite3.Connection, n: int, agree: bool, version: int = 1,
+def comparisons(con: Connection, n: int, agree: bool, version: int = 1,
                 now: float | None = None) -> None:
     now = time.time() if now is None else now
     con.executemany(
@@ -50,7 +50,7 @@ def comparisons(con: sqlite3.Connection, n: int, agree: bool, version: int = 1,
     )
 
 
-def served(con: sqlite3.Connection, n: int, fallback: str | None = None) -> None:
+def served(con: Connection, n: int, fallback: str | None = None) -> None:
     now = time.time()
     con.executemany(
         "INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, task, stream, "
@@ -61,7 +61,7 @@ def served(con: sqlite3.Connection, n: int, fallback: str | None = None) -> None
 
 
 def test_a_good_student_walks_every_stage_to_primary(
-    tmp_path: Path, con: sqlite3.Connection
+    tmp_path: Path, con: Connection
 ) -> None:
     cfg = config(tmp_path)
     assert apply_gates(con, cfg) == []  # no student yet: hold
@@ -82,14 +82,14 @@ def test_a_good_student_walks_every_stage_to_primary(
 
 
 def test_failed_heldout_keeps_the_task_with_the_teacher(
-    tmp_path: Path, con: sqlite3.Connection
+    tmp_path: Path, con: Connection
 ) -> None:
     student(con, agree=12, n=30, status="failed")
     assert apply_gates(con, config(tmp_path)) == []
     assert get_task(con, "t-a").stage == "observe"  # type: ignore[union-attr]
 
 
-def test_regression_after_promotion_rolls_back(tmp_path: Path, con: sqlite3.Connection) -> None:
+def test_regression_after_promotion_rolls_back(tmp_path: Path, con: Connection) -> None:
     cfg = config(tmp_path)
     student(con)
     apply_gates(con, cfg)
@@ -103,7 +103,7 @@ def test_regression_after_promotion_rolls_back(tmp_path: Path, con: sqlite3.Conn
     assert apply_gates(con, cfg) == []  # a rolled-back student is not promoted again
 
 
-def test_fallbacks_roll_back_a_canary(tmp_path: Path, con: sqlite3.Connection) -> None:
+def test_fallbacks_roll_back_a_canary(tmp_path: Path, con: Connection) -> None:
     cfg = config(tmp_path)
     student(con)
     apply_gates(con, cfg)
@@ -115,7 +115,7 @@ def test_fallbacks_roll_back_a_canary(tmp_path: Path, con: sqlite3.Connection) -
     assert change.to_stage == "observe" and "fallback rate" in change.reason
 
 
-def test_operator_overrides_are_audited(tmp_path: Path, con: sqlite3.Connection) -> None:
+def test_operator_overrides_are_audited(tmp_path: Path, con: Connection) -> None:
     with pytest.raises(overrides.OperatorError, match="no student"):
         overrides.promote(con, "t-a", [10, 50])
     student(con)

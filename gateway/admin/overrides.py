@@ -9,11 +9,11 @@ refuse what makes no sense (promoting a task that has no student) with a message
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict
 from typing import Any
 
 from gateway.store.catalog import TaskRecord, get_task, list_students, list_tasks
+from gateway.store.db import Connection
 from gateway.store.stages import StageChange, set_pin, set_stage, set_student_status
 
 
@@ -25,7 +25,7 @@ class UnknownTask(OperatorError):
     """The override names a task the store does not have."""
 
 
-def _task(con: sqlite3.Connection, task_id: str) -> TaskRecord:
+def _task(con: Connection, task_id: str) -> TaskRecord:
     task = get_task(con, task_id)
     if task is None:
         raise UnknownTask(f"task '{task_id}' does not exist (see `slimgate tasks`)")
@@ -33,7 +33,7 @@ def _task(con: sqlite3.Connection, task_id: str) -> TaskRecord:
 
 
 def promote(
-    con: sqlite3.Connection, task_id: str, canary_steps: list[int], reason: str = "",
+    con: Connection, task_id: str, canary_steps: list[int], reason: str = "",
     actor: str = "operator",
 ) -> StageChange:
     """One stage (or canary step) forward: observe → shadow → canary steps → primary."""
@@ -58,7 +58,7 @@ def promote(
     raise OperatorError(f"task '{task_id}' is already primary")
 
 
-def rollback(con: sqlite3.Connection, task_id: str, reason: str = "",
+def rollback(con: Connection, task_id: str, reason: str = "",
              actor: str = "operator") -> StageChange:
     """Back to observe: the teacher serves everything again; the student is set aside."""
     task = _task(con, task_id)
@@ -70,7 +70,7 @@ def rollback(con: sqlite3.Connection, task_id: str, reason: str = "",
                      reason=reason or "rolled back by an operator")
 
 
-def pin(con: sqlite3.Connection, task_id: str, to: str, actor: str = "operator") -> None:
+def pin(con: Connection, task_id: str, to: str, actor: str = "operator") -> None:
     """Pin to the teacher (never distilled nor routed to a student) or force the student."""
     task = _task(con, task_id)
     if to == "student" and not task.student_version:
@@ -85,13 +85,13 @@ def pin(con: sqlite3.Connection, task_id: str, to: str, actor: str = "operator")
     set_stage(con, task_id, stage, to_step=step, actor=actor, reason=f"pinned to the {to}")
 
 
-def unpin(con: sqlite3.Connection, task_id: str, actor: str = "operator") -> None:
+def unpin(con: Connection, task_id: str, actor: str = "operator") -> None:
     task = _task(con, task_id)
     set_pin(con, task_id, None)
     set_stage(con, task_id, task.stage, to_step=task.step, actor=actor, reason="unpinned")
 
 
-def task_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
+def task_rows(con: Connection) -> list[dict[str, Any]]:
     """Every task with its students' held-out summary, as the admin API shows them."""
     out = []
     for t in list_tasks(con):

@@ -60,7 +60,7 @@ async def _with_store(request: Request, work: Callable[[Any], T]) -> T:
     state = get_state(request)
 
     def run() -> T:
-        con = connect(state.config.store.path)
+        con = connect(state.config.store)
         try:
             return work(con)
         finally:

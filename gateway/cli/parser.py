@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("prune", "delete old student versions from disk (serving ones are kept)",
                 store.prune)
     s.add_argument("--keep", type=int, default=3, help="newest versions kept per task")
+    command("maintain", "prepare PostgreSQL day partitions and drop traffic older than "
+            "store.retention_days (the leading worker does it hourly)", store.maintain)
     s = command("report", "shadow-eval report: terminal tables, --html, --json", store.report)
     s.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     s.add_argument("--json", action="store_true", help="print the report as JSON instead")

@@ -1,5 +1,5 @@
-"""The `slimgate` verbs that read or change the store: distill, tasks, overrides, prune, report,
-traces.
+"""The `slimgate` verbs that read or change the store: distill, tasks, overrides, prune,
+maintain, report, traces.
 
 Each reads the same config as the gateway and works on its store directly (plain sqlite3,
 WAL: safe beside a running gateway). Output is rich tables for people; `--json` where a
@@ -35,7 +35,7 @@ def copy_coverage_text(metrics: dict[str, Any]) -> str:
 
 def tasks(args: argparse.Namespace) -> int:
     config, console = load(args), wide_console()
-    con = connect(config.store.path)
+    con = connect(config.store)
     try:
         tasks = list_tasks(con)
         if not tasks:
@@ -93,7 +93,7 @@ def override(args: argparse.Namespace) -> int:
     from gateway.admin import overrides
 
     config, console = load(args), wide_console()
-    con = connect(config.store.path)
+    con = connect(config.store)
     try:
         if args.command == "promote":
             change = overrides.promote(con, args.task, list(config.policy.canary_steps),
@@ -122,7 +122,7 @@ def report(args: argparse.Namespace) -> int:
     from gateway.report import build_report, parse_since, policy_numbers, render_html
     from gateway.report.terminal import print_report
 
-    built = build_report(config.store.path, since=parse_since(args.since), worst=args.worst,
+    built = build_report(config.store, since=parse_since(args.since), worst=args.worst,
                           **policy_numbers(config))
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
@@ -142,7 +142,7 @@ def prune(args: argparse.Namespace) -> int:
 
     config, console, keep = load(args), wide_console(), args.keep
     registry = Registry(config.distill.students_dir)
-    con = connect(config.store.path)
+    con = connect(config.store)
     try:
         removed = 0
         for t in list_tasks(con):
@@ -158,11 +158,29 @@ def prune(args: argparse.Namespace) -> int:
         con.close()
 
 
+def maintain(args: argparse.Namespace) -> int:
+    from gateway.store.retention import maintain as run
+
+    config = load(args)
+    con = connect(config.store)
+    try:
+        done = run(con, config.store.retention_days)
+    finally:
+        con.close()
+    console = wide_console()
+    if config.store.retention_days <= 0:
+        console.print("store.retention_days is 0: everything is kept")
+    console.print(f"partitions made: {', '.join(done['partitions_made']) or 'none'}; "
+                  f"dropped: {', '.join(done['partitions_dropped']) or 'none'}; "
+                  f"rows deleted: {done['deleted'] or 'none'}")
+    return 0
+
+
 def traces(args: argparse.Namespace) -> int:
     from gateway.offline.traces import export_traces
 
     config = load(args)
-    n = export_traces(config.store.path, args.out, task=args.task, model=args.model,
+    n = export_traces(config.store, args.out, task=args.task, model=args.model,
                       scrub=config.store.scrub)
     wide_console().print(f"wrote {n} traces to {args.out}")
     return 0

@@ -226,7 +226,7 @@ def _summary(d: Path, tally: Tally, started: float) -> int:
     from gateway.report.terminal import print_report
 
     config = load_config(d / "config.toml")
-    report = build_report(config.store.path, **policy_numbers(config))
+    report = build_report(config.store, **policy_numbers(config))
     print_report(report)
     html = d / "report.html"
     html.write_text(render_html(report), encoding="utf-8")

@@ -17,7 +17,9 @@ from typing import IO, Any
 
 import orjson
 
+from gateway.store.db import is_postgres_url
 from gateway.store.migrations import connect
+from gateway.store.texts import TextLookup, restore
 
 
 @dataclass
@@ -57,23 +59,24 @@ def read_traces(path: str | os.PathLike[str]) -> Iterator[Trace]:
 
 
 def export_traces(
-    store_path: str | os.PathLike[str],
+    store: Any,
     out: str | os.PathLike[str] | IO[bytes],
     *,
     task: str | None = None,
     model: str | None = None,
     scrub: bool = False,
 ) -> int:
-    """Write the store's successful teacher chat exchanges to `out` as JSONL.
+    """Write the successful teacher chat exchanges of `store` (a `StoreConfig`, SQLite path or
+    PostgreSQL URL) to `out` as JSONL.
 
     `out` is a path ("-" for standard output) or a binary file. `task` keeps one task's
     exchanges; `model` those a client sent under that model name; `scrub` (the CLI passes
     `store.scrub`) scrubs each line, rows recorded before scrubbing was on included.
     Returns the lines written.
     """
-    sql = ("SELECT request, response, api FROM exchanges WHERE endpoint = 'chat/completions' "
-           "AND status = 200 AND backend = 'teacher' AND request IS NOT NULL "
-           "AND response IS NOT NULL")
+    sql = ("SELECT request, request_texts, response, api FROM exchanges "
+           "WHERE endpoint = 'chat/completions' AND status = 200 AND backend = 'teacher' "
+           "AND request IS NOT NULL AND response IS NOT NULL")
     params: list[Any] = []
     if task is not None:
         sql += " AND task = ?"
@@ -81,9 +84,10 @@ def export_traces(
     if model is not None:
         sql += " AND model = ?"
         params.append(model)
-    if not Path(store_path).is_file():  # connect() would create an empty store
-        raise TraceError(f"store '{os.fspath(store_path)}' does not exist")
-    con = connect(os.fspath(store_path))
+    target = store.target if hasattr(store, "target") else os.fspath(store)
+    if not is_postgres_url(target) and not Path(target).is_file():  # connect() would create it
+        raise TraceError(f"store '{target}' does not exist")
+    con = connect(store if hasattr(store, "target") else target)
     written = 0
     try:
         with ExitStack() as stack:
@@ -92,8 +96,10 @@ def export_traces(
                                    else stack.enter_context(Path(out).open("wb")))
             else:
                 sink = out
+            texts = TextLookup(con)
             for row in con.execute(sql + " ORDER BY seq", params):
-                request_json, response_json = row["request"], row["response"]
+                request = restore(orjson.loads(row["request"]), row["request_texts"], texts)
+                request_json, response_json = orjson.dumps(request).decode(), row["response"]
                 if scrub:
                     from gateway.privacy.scrub import scrub_texts
 

@@ -18,6 +18,7 @@ import orjson
 
 from gateway.report.worst import TEXT_LIMIT, answer_for_people, worst_disagreements
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
+from gateway.store.db import count_if, dialect, is_postgres_url
 from gateway.store.migrations import connect
 from gateway.store.stages import StageChange, stage_changes
 from policies.router import step_share
@@ -29,23 +30,27 @@ __all__ = ["REPORT_SCHEMA", "TEXT_LIMIT", "Agreement", "build_report", "dumps", 
 
 REPORT_SCHEMA = "slimgate.report/1"
 
-_BUCKET = "MIN(MAX(CAST((created_at - ?) / ? AS INTEGER), 0), ?)"
+_BUCKETS = {  # the time bucket of a row, 0 .. buckets-1 (SQLite's CAST truncates; PG rounds)
+    "sqlite": "MIN(MAX(CAST((created_at - ?) / ? AS INTEGER), 0), ?)",
+    "postgres": "LEAST(GREATEST(CAST(FLOOR((created_at - ?) / ?) AS INTEGER), 0), ?)",
+}
 # One pass over `exchanges` copies the few columns the report needs into a temp table: the
 # columns after `request`/`response` sit behind the bodies' overflow pages, so every scan of
 # `exchanges` itself reads every body (about 115 ms per 100k rows of 4 KB, warm cache).
-_ROWS = f"""
+_ROWS = """
 CREATE TEMP TABLE report_rows AS
-SELECT task, {_BUCKET} AS b, backend, fallback, status, latency_ms, cost_usd, api,
+SELECT task, {bucket} AS b, backend, fallback, status, latency_ms, cost_usd, api,
        COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) AS tokens
 FROM exchanges WHERE created_at >= ?
 """
-_BY_TASK = """
+_STUDENT_SERVED = count_if("backend = 'student'")
+_BY_TASK = f"""
 SELECT task, COUNT(*) AS requests,
-       SUM(backend = 'student') AS student_served,
-       SUM(fallback IS NOT NULL) AS fallbacks,
-       SUM(backend = 'student' OR fallback IS NOT NULL) AS attempts,
-       SUM(status >= 400) AS errors,
-       SUM(api = 'responses') AS responses_api,
+       {count_if("backend = 'student'")} AS student_served,
+       {count_if("fallback IS NOT NULL")} AS fallbacks,
+       {count_if("backend = 'student' OR fallback IS NOT NULL")} AS attempts,
+       {count_if("status >= 400")} AS errors,
+       {count_if("api = 'responses'")} AS responses_api,
        SUM(CASE WHEN backend = 'teacher' THEN cost_usd END) AS teacher_cost,
        COUNT(CASE WHEN backend = 'teacher' THEN cost_usd END) AS teacher_priced,
        SUM(CASE WHEN backend = 'teacher' THEN tokens ELSE 0 END) AS t_tokens,
@@ -85,7 +90,7 @@ class _Window:
 
 
 def build_report(
-    store_path: str,
+    store: Any,
     *,
     min_agreement: float = 0.9,
     confidence: float = 0.95,
@@ -96,18 +101,19 @@ def build_report(
     policy: Any | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """The whole report for the store at `store_path`.
+    """The whole report for `store`: a `StoreConfig`, a SQLite path or a PostgreSQL URL.
 
     `since` (unix seconds) limits live data (exchanges, comparisons, audit log) to a window
     ending `now`; held-out evaluations describe a student and are never windowed. `policy`,
     a `PolicyConfig`, overrides the gate numbers per task through its `for_task`.
     """
     started = time.perf_counter()
-    if store_path != ":memory:" and not Path(store_path).exists():
-        raise FileNotFoundError(f"store '{store_path}' does not exist")
+    target = store if isinstance(store, str) else store.target
+    if not is_postgres_url(target) and target != ":memory:" and not Path(target).exists():
+        raise FileNotFoundError(f"store '{target}' does not exist")
     if buckets < 1 or worst < 0:
         raise ValueError(f"need buckets >= 1 and worst >= 0, got {buckets} and {worst}")
-    con = connect(store_path)
+    con = connect(store)
     try:
         con.execute("BEGIN")  # one snapshot for every query; writers are never blocked (WAL)
         end = time.time() if now is None else now
@@ -215,7 +221,7 @@ class _Loaded:
 
 
 def _load(con: Any, win: _Window) -> _Loaded:
-    con.execute(_ROWS, (*win.args, win.start))
+    con.execute(_ROWS.format(bucket=_BUCKETS[dialect(con)]), (*win.args, win.start))
     students: dict[Key, StudentRecord] = {(s.task, s.version): s for s in list_students(con)}
     reasons: dict[str, dict[str, int]] = defaultdict(dict)
     for task, reason, n in con.execute(
@@ -231,7 +237,7 @@ def _load(con: Any, win: _Window) -> _Loaded:
         served_ms[task][backend] = q
     series: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
     for task, b, n, served in con.execute(
-        "SELECT task, b, COUNT(*), SUM(backend = 'student') FROM report_rows GROUP BY task, b"
+        f"SELECT task, b, COUNT(*), {_STUDENT_SERVED} FROM report_rows GROUP BY task, b"
     ):
         series[task][b] = (int(n), int(served))
     data = _Loaded(
@@ -254,7 +260,8 @@ def _load_comparisons(con: Any, win: _Window, data: _Loaded) -> None:
     count: dict[str, int] = defaultdict(int)
     agreement: dict[str, dict[int, dict[int, Agreement]]] = defaultdict(lambda: defaultdict(dict))
     for task, version, mode, b, n, agree, valid in con.execute(
-        f"SELECT task, version, mode, {_BUCKET} AS b, COUNT(*), SUM(agree), SUM(valid) "
+        f"SELECT task, version, mode, {_BUCKETS[dialect(con)]} AS b, COUNT(*), SUM(agree), "
+        "SUM(valid) "
         "FROM comparisons WHERE created_at >= ? GROUP BY task, version, mode, b",
         (*win.args, win.start),
     ):
@@ -274,7 +281,7 @@ def _load_comparisons(con: Any, win: _Window, data: _Loaded) -> None:
 def _first_time(con: Any, end: float) -> float:
     first = con.execute(
         "SELECT MIN(t) FROM (SELECT MIN(created_at) AS t FROM exchanges "
-        "UNION ALL SELECT MIN(created_at) FROM comparisons)"
+        "UNION ALL SELECT MIN(created_at) FROM comparisons) AS firsts"
     ).fetchone()[0]
     return float(first) if first is not None and first < end else end - 3600.0
 

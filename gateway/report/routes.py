@@ -45,7 +45,7 @@ def _options(request: Request, since: str | None, worst: int, buckets: int) -> d
     except ValueError as e:
         raise InvalidRequest(str(e), param="since") from None
     config = request.app.state.slimgate.config
-    return {"store_path": config.store.path, "since": since_ts, "worst": worst,
+    return {"store": config.store, "since": since_ts, "worst": worst,
             "buckets": buckets, **policy_numbers(config)}
 
 

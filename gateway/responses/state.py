@@ -14,9 +14,9 @@ from collections import OrderedDict
 from typing import Any
 
 from gateway.errors import NotFound
+from gateway.store.base import Store
 from gateway.store.recorder import Recorder
 from gateway.store.responses import StoredResponse
-from gateway.store.sqlite import Store
 
 # Responses kept in memory: enough to cover the recorder's write lag many times over.
 CACHE_SIZE = 2048

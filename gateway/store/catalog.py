@@ -6,13 +6,15 @@ gateway reads the `tasks` table through its async `Store` with the same columns.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from gateway.store.db import Connection
+from gateway.store.texts import TextLookup, restore
 
 STAGES = ("observe", "shadow", "canary", "primary")
 
@@ -44,7 +46,7 @@ class StudentRecord:
     created_at: float = 0.0
 
 
-def task_from_row(row: Mapping[str, Any] | sqlite3.Row) -> TaskRecord:
+def task_from_row(row: Mapping[str, Any]) -> TaskRecord:
     """A `tasks` row (sqlite3 or aiosqlite, as a mapping) as a TaskRecord."""
     return TaskRecord(
         id=row["id"], label=row["label"], kind=row["kind"], stage=row["stage"],
@@ -54,7 +56,7 @@ def task_from_row(row: Mapping[str, Any] | sqlite3.Row) -> TaskRecord:
     )
 
 
-def _student(row: sqlite3.Row) -> StudentRecord:
+def _student(row: Any) -> StudentRecord:
     return StudentRecord(
         task=row["task"], version=row["version"], path=row["path"],
         base_model=row["base_model"], status=row["status"],
@@ -62,7 +64,7 @@ def _student(row: sqlite3.Row) -> StudentRecord:
     )
 
 
-def upsert_task(con: sqlite3.Connection, t: TaskRecord) -> None:
+def upsert_task(con: Connection, t: TaskRecord) -> None:
     """Insert or refresh a task; its stage is left alone (only policies change it)."""
     now = time.time()
     con.execute(
@@ -73,16 +75,16 @@ def upsert_task(con: sqlite3.Connection, t: TaskRecord) -> None:
     )
 
 
-def list_tasks(con: sqlite3.Connection) -> list[TaskRecord]:
+def list_tasks(con: Connection) -> list[TaskRecord]:
     return [task_from_row(r) for r in con.execute("SELECT * FROM tasks ORDER BY label")]
 
 
-def get_task(con: sqlite3.Connection, task_id: str) -> TaskRecord | None:
+def get_task(con: Connection, task_id: str) -> TaskRecord | None:
     row = con.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
     return task_from_row(row) if row else None
 
 
-def set_exchange_tasks(con: sqlite3.Connection, assignments: Iterable[tuple[str, int]]) -> None:
+def set_exchange_tasks(con: Connection, assignments: Iterable[tuple[str, int]]) -> None:
     """Back-fill task ids (task, seq) on exchanges recorded before the task was known."""
     con.execute("BEGIN")
     con.executemany("UPDATE exchanges SET task = ? WHERE seq = ?", assignments)
@@ -90,7 +92,7 @@ def set_exchange_tasks(con: sqlite3.Connection, assignments: Iterable[tuple[str,
 
 
 def chat_exchanges(
-    con: sqlite3.Connection, since_seq: int = 0, *, task: str | None = None,
+    con: Connection, since_seq: int = 0, *, task: str | None = None,
     newest: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Recorded chat exchanges with bodies, oldest first, decoded (optionally one task's, or
@@ -106,23 +108,24 @@ def chat_exchanges(
         args.append(newest)
     cur = con.execute(
         "SELECT seq, request_id, created_at, task, status, finish_reason, backend, request, "
-        f"response FROM exchanges WHERE {where} ORDER BY seq", args,
+        f"request_texts, response FROM exchanges WHERE {where} ORDER BY seq", args,
     )
+    texts = TextLookup(con)
     for row in cur:
         yield {
             **{k: row[k] for k in ("seq", "request_id", "created_at", "task", "status",
                                    "finish_reason", "backend")},
-            "request": orjson.loads(row["request"]),
+            "request": restore(orjson.loads(row["request"]), row["request_texts"], texts),
             "response": orjson.loads(row["response"]) if row["response"] else None,
         }
 
 
-def next_version(con: sqlite3.Connection, task_id: str) -> int:
+def next_version(con: Connection, task_id: str) -> int:
     row = con.execute("SELECT MAX(version) FROM students WHERE task = ?", (task_id,)).fetchone()
     return int(row[0] or 0) + 1
 
 
-def add_student(con: sqlite3.Connection, s: StudentRecord) -> None:
+def add_student(con: Connection, s: StudentRecord) -> None:
     con.execute(
         "INSERT INTO students (task, version, path, base_model, status, metrics, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -131,7 +134,7 @@ def add_student(con: sqlite3.Connection, s: StudentRecord) -> None:
     )
 
 
-def list_students(con: sqlite3.Connection, task_id: str | None = None) -> list[StudentRecord]:
+def list_students(con: Connection, task_id: str | None = None) -> list[StudentRecord]:
     if task_id is None:
         rows = con.execute("SELECT * FROM students ORDER BY task, version")
     else:
@@ -139,7 +142,7 @@ def list_students(con: sqlite3.Connection, task_id: str | None = None) -> list[S
     return [_student(r) for r in rows]
 
 
-def best_student(con: sqlite3.Connection, task_id: str) -> StudentRecord | None:
+def best_student(con: Connection, task_id: str) -> StudentRecord | None:
     """The newest student of a task that passed its held-out gate."""
     row = con.execute(
         "SELECT * FROM students WHERE task = ? AND status = 'passed' ORDER BY version DESC LIMIT 1",
@@ -149,7 +152,7 @@ def best_student(con: sqlite3.Connection, task_id: str) -> StudentRecord | None:
 
 
 def add_evaluations(
-    con: sqlite3.Connection, task_id: str, version: int, rows: Iterable[dict[str, Any]]
+    con: Connection, task_id: str, version: int, rows: Iterable[dict[str, Any]]
 ) -> None:
     con.execute("BEGIN")
     con.executemany(

@@ -13,6 +13,9 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
+
+from gateway.store.db import Connection, is_postgres_url
 
 MIGRATIONS: list[str] = [
     # 1: recorded exchanges
@@ -146,6 +149,19 @@ MIGRATIONS: list[str] = [
         created_at    REAL NOT NULL
     );
     """,
+    # 6: static text stored once: system prompts, tool sets and response formats repeat in
+    # nearly every agent request; an exchange keeps a reference to each (gateway/store/texts.py)
+    """
+    CREATE TABLE texts (
+        hash          TEXT PRIMARY KEY,       -- sha256 of the JSON text, hex
+        body          TEXT NOT NULL,          -- the JSON value as it was sent
+        created_at    REAL NOT NULL,
+        seen_at       REAL NOT NULL           -- last written by a recorder (retention)
+    );
+    ALTER TABLE exchanges ADD COLUMN request_texts TEXT;  -- JSON {place: hash} cut from request
+    CREATE INDEX comparisons_time ON comparisons(created_at);
+    CREATE INDEX responses_time ON responses(created_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -164,16 +180,39 @@ def create_private(path: str) -> None:
         os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def read_secret(con: sqlite3.Connection, name: str) -> bytes:
+def read_secret(con: Connection, name: str) -> bytes:
     """The named 32-byte secret, made (once, for every process sharing the store) if new."""
-    con.execute("INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+    con.execute("INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
                 (name, secrets.token_bytes(32), time.time()))
     row = con.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
     return bytes(row[0])
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A synchronous connection to a migrated store (WAL, busy timeout), for workers and CLIs."""
+def connect(target: str | Any) -> Connection:
+    """A synchronous connection to a migrated store, for workers, CLIs and the admin API:
+    `target` is a SQLite path, a postgresql:// URL, or a `StoreConfig` (its `url` with the
+    password from `password_env`, else its `path`)."""
+    if isinstance(target, str):
+        location, password = target, None
+    else:
+        location, password = target.target, target.password()
+    if is_postgres_url(location):
+        from gateway.store.pg_schema import migrate_pg
+        from gateway.store.pg_sync import open_pg
+
+        pg = open_pg(location, password)
+        try:
+            migrate_pg(pg.raw)  # a few milliseconds when there is nothing to do
+        except BaseException:
+            pg.close()
+            raise
+        return pg
+    return _connect_sqlite(location)
+
+
+def _connect_sqlite(path: str) -> sqlite3.Connection:
+    """A synchronous connection to a migrated SQLite file (WAL, busy timeout)."""
     if path != ":memory:":
         create_private(path)
     con = sqlite3.connect(path, isolation_level=None, timeout=10)

@@ -23,8 +23,9 @@ import orjson
 
 from gateway.cost import CostTable
 from gateway.metrics import Metrics
+from gateway.store.base import Store
 from gateway.store.responses import StoredResponse
-from gateway.store.sqlite import Store
+from gateway.store.texts import TextWriter, cut_static, text_hash
 from gateway.streams import assemble_chat, assemble_text
 
 log = logging.getLogger("slimgate.recorder")
@@ -117,6 +118,7 @@ class Recorder:
         record_bodies: bool = True,
         durable: bool = False,
         scrub: bool = False,
+        dedupe_static: bool = True,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -125,6 +127,8 @@ class Recorder:
         self._record_bodies = record_bodies
         self.durable = durable
         self._scrub = scrub  # secrets/PII replaced by placeholders before the write
+        self._dedupe = dedupe_static  # system prompts, tools, formats stored once (texts.py)
+        self._texts = TextWriter()
         self._costs = CostTable()
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
@@ -176,6 +180,7 @@ class Recorder:
         rows = []
         comparisons = []
         responses = []
+        bodies: dict[str, str] = {}  # static texts the batch's requests refer to, by hash
         for ex in batch:
             try:
                 if isinstance(ex, LiveComparison):
@@ -183,11 +188,15 @@ class Recorder:
                 elif isinstance(ex, StoredResponse):
                     responses.append(ex.row())
                 else:
-                    rows.append(self._row(ex))
+                    rows.append(self._row(ex, bodies))
             except Exception:
                 log.exception("could not build the record for request %s", ex.request_id)
                 self._metrics.records_dropped.inc()
+        text_rows = self._texts.rows(bodies)
         try:
+            if text_rows:  # before the exchanges that refer to them
+                await self._store.write_texts(text_rows)
+                self._texts.written(text_rows)
             if rows:
                 await self._store.write_exchanges(rows)
             if comparisons:
@@ -223,7 +232,7 @@ class Recorder:
             row[student], row[teacher], row[detail] = texts
         return tuple(row)
 
-    def _row(self, ex: Exchange) -> tuple[Any, ...]:
+    def _row(self, ex: Exchange, bodies: dict[str, str]) -> tuple[Any, ...]:
         resp = ex.response
         if ex.chunks is not None:
             resp = assemble_chat(ex.chunks) if ex.endpoint == "chat/completions" else (
@@ -245,7 +254,10 @@ class Recorder:
         if completion_tokens:
             self._metrics.tokens.labels(*labels, "completion").inc(completion_tokens)
         keep = self._record_bodies
-        request_json = _dumps(ex.request) if keep else None
+        request, cut = ex.request, dict[str, str]()
+        if keep and self._dedupe and isinstance(request, dict):
+            request, cut = cut_static(request)
+        request_json = _dumps(request) if keep else None
         response_json = _dumps(resp) if keep else None
         error = ex.error
         if keep and ((ex.request is not None and request_json is None)
@@ -255,14 +267,21 @@ class Recorder:
             # One scrubber for all, so a value gets the same placeholder in each.
             from gateway.privacy.scrub import scrub_texts
 
-            texts, _ = scrub_texts([request_json, response_json or "", error or ""])
+            texts, _ = scrub_texts([request_json, response_json or "", error or "", *cut.values()])
             request_json, response_json = texts[0], (texts[1] if response_json else None)
             error = texts[2] if error else None
+            cut = dict(zip(cut, texts[3:], strict=True))
+        refs = None
+        if cut and request_json is not None:
+            hashes = {place: text_hash(body) for place, body in cut.items()}
+            bodies.update((hashes[place], body) for place, body in cut.items())
+            refs = orjson.dumps(hashes).decode()
         return (
             ex.request_id, ex.created_at, ex.key_id, ex.endpoint, ex.model, ex.upstream,
             ex.backend, ex.task, int(ex.stream), request_json, response_json,
             ex.status, error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
             completion_tokens, cost, ex.student_version, ex.fallback, ex.api or ex.endpoint,
+            refs,
         )
 
     async def flush(self) -> None:

@@ -8,9 +8,6 @@ from typing import Any
 
 import orjson
 
-RESPONSE_COLUMNS = ("id", "key_id", "created_at", "model", "request_id", "previous_id",
-                    "context", "response")
-
 
 @dataclass(slots=True)
 class StoredResponse:

@@ -14,19 +14,16 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.store.columns import (
+    COMPARISON_COLUMNS,
+    EXCHANGE_COLUMNS,
+    RESPONSE_COLUMNS,
+    RESPONSE_UPSERT,
+    TEXT_COLUMNS,
+    TEXT_UPSERT,
+)
 from gateway.store.migrations import StoreError, connect
-from gateway.store.responses import RESPONSE_COLUMNS
 
-EXCHANGE_COLUMNS = (
-    "request_id", "created_at", "key_id", "endpoint", "model", "upstream", "backend", "task",
-    "stream", "request", "response", "status", "error", "finish_reason", "latency_ms",
-    "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "student_version", "fallback",
-    "api",
-)
-COMPARISON_COLUMNS = (
-    "created_at", "task", "version", "mode", "request_id", "score", "agree", "valid", "detail",
-    "student", "teacher", "student_ms", "teacher_ms", "student_tokens", "teacher_tokens",
-)
 _ROW = "(" + ", ".join("?" for _ in EXCHANGE_COLUMNS) + ")"
 
 
@@ -34,13 +31,15 @@ def _INSERT_MANY(n: int) -> str:  # noqa: N802 - reads as the SQL constant it bu
     return f"INSERT INTO exchanges ({', '.join(EXCHANGE_COLUMNS)}) VALUES " + ", ".join([_ROW] * n)
 
 
-class Store:
+class SqliteStore:
+    dialect = "sqlite"
+
     def __init__(self, db: aiosqlite.Connection, path: str) -> None:
         self._db = db
         self.path = path
 
     @classmethod
-    async def open(cls, path: str) -> Store:
+    async def open(cls, path: str) -> SqliteStore:
         # Create and migrate with plain sqlite3 in a thread (one migration code path for
         # the gateway and the workers), then connect for async use.
         await asyncio.to_thread(lambda: connect(path).close())
@@ -76,8 +75,16 @@ class Store:
     async def write_responses(self, rows: Sequence[Sequence[Any]]) -> None:
         marks = "(" + ", ".join("?" for _ in RESPONSE_COLUMNS) + ")"
         await self._db.execute(
-            f"INSERT OR REPLACE INTO responses ({', '.join(RESPONSE_COLUMNS)}) VALUES "
-            + ", ".join([marks] * len(rows)),
+            f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS)}) VALUES "
+            + ", ".join([marks] * len(rows)) + " " + RESPONSE_UPSERT,
+            [v for row in rows for v in row],
+        )
+
+    async def write_texts(self, rows: Sequence[Sequence[Any]]) -> None:
+        marks = "(" + ", ".join("?" for _ in TEXT_COLUMNS) + ")"
+        await self._db.execute(
+            f"INSERT INTO texts ({', '.join(TEXT_COLUMNS)}) VALUES "
+            + ", ".join([marks] * len(rows)) + " " + TEXT_UPSERT,
             [v for row in rows for v in row],
         )
 
@@ -97,7 +104,8 @@ class Store:
     async def secret(self, name: str) -> bytes:
         """A server-side secret kept in the store (see `migrations.read_secret`)."""
         await self._db.execute(
-            "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING",
             (name, secrets.token_bytes(32), time.time()))
         async with self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
             row = await cur.fetchone()

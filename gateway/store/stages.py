@@ -7,7 +7,6 @@ change and the log line describing it are written in one transaction.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +14,18 @@ from typing import Any
 import orjson
 
 from gateway.store.catalog import STAGES
+from gateway.store.db import Connection, count_if, dialect
 from policies.stats import percentile
 
 ERROR_FALLBACKS = ("timeout", "error")  # fallbacks caused by the student failing outright
+TASKS_CHANNEL = "slimgate_tasks"  # PostgreSQL NOTIFY channel: a task's routing changed
+
+
+def notify_task_change(con: Connection, task_id: str) -> None:
+    """On PostgreSQL, tell every listening gateway replica to re-read the tasks now (on
+    SQLite replicas poll every `students.refresh_s`)."""
+    if dialect(con) == "postgres":
+        con.execute("SELECT pg_notify(?, ?)", (TASKS_CHANNEL, task_id))
 
 
 @dataclass
@@ -36,7 +44,7 @@ class StageChange:
 
 
 def set_stage(
-    con: sqlite3.Connection,
+    con: Connection,
     task_id: str,
     to_stage: str,
     *,
@@ -65,23 +73,25 @@ def set_stage(
             "updated_at = ? WHERE id = ?",
             (to_stage, to_step, now, version, now, task_id),
         )
-        cur = con.execute(
+        seq = con.execute(
             "INSERT INTO stage_changes (at, task, from_stage, from_step, to_stage, to_step, "
-            "version, actor, reason, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "version, actor, reason, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING seq",
             (now, task_id, row["stage"], row["step"], to_stage, to_step, version, actor, reason,
              orjson.dumps(evidence or {}).decode()),
-        )
+        ).fetchone()[0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    notify_task_change(con, task_id)
     return StageChange(
-        int(cur.lastrowid or 0), now, task_id, row["stage"], row["step"], to_stage, to_step,
+        int(seq), now, task_id, row["stage"], row["step"], to_stage, to_step,
         version, actor, reason, evidence or {},
     )
 
 
-def set_pin(con: sqlite3.Connection, task_id: str, pin: str | None) -> None:
+def set_pin(con: Connection, task_id: str, pin: str | None) -> None:
     if pin not in (None, "teacher", "student"):
         raise ValueError(f"pin must be 'teacher' or 'student', not {pin!r}")
     cur = con.execute(
@@ -89,16 +99,17 @@ def set_pin(con: sqlite3.Connection, task_id: str, pin: str | None) -> None:
     )
     if cur.rowcount == 0:
         raise KeyError(f"task '{task_id}' does not exist")
+    notify_task_change(con, task_id)
 
 
-def set_student_status(con: sqlite3.Connection, task_id: str, version: int, status: str) -> None:
+def set_student_status(con: Connection, task_id: str, version: int, status: str) -> None:
     con.execute(
         "UPDATE students SET status = ? WHERE task = ? AND version = ?", (status, task_id, version)
     )
 
 
 def stage_changes(
-    con: sqlite3.Connection, task_id: str | None = None, limit: int = 200
+    con: Connection, task_id: str | None = None, limit: int = 200
 ) -> list[StageChange]:
     sql = "SELECT * FROM stage_changes"
     args: list[Any] = []
@@ -118,7 +129,7 @@ def stage_changes(
 
 
 def live_evidence(
-    con: sqlite3.Connection, task_id: str, version: int, since: float
+    con: Connection, task_id: str, version: int, since: float
 ) -> dict[str, Any]:
     """What live traffic says about one student version since `since` (plain numbers)."""
     n, agree = con.execute(
@@ -126,9 +137,10 @@ def live_evidence(
         "WHERE task = ? AND version = ? AND created_at >= ?",
         (task_id, version, since),
     ).fetchone()
+    marks = ", ".join("?" for _ in ERROR_FALLBACKS)
     served, fallbacks, errors = con.execute(
-        "SELECT COUNT(*), COALESCE(SUM(fallback IS NOT NULL), 0), "
-        f"COALESCE(SUM(fallback IN ({', '.join('?' for _ in ERROR_FALLBACKS)})), 0) "
+        f"SELECT COUNT(*), COALESCE({count_if('fallback IS NOT NULL')}, 0), "
+        f"COALESCE({count_if(f'fallback IN ({marks})')}, 0) "
         "FROM exchanges WHERE task = ? AND student_version = ? AND created_at >= ?",
         (*ERROR_FALLBACKS, task_id, version, since),
     ).fetchone()
@@ -147,7 +159,7 @@ def live_evidence(
     }
 
 
-def count_task_examples(con: sqlite3.Connection, task_id: str) -> int:
+def count_task_examples(con: Connection, task_id: str) -> int:
     """Successful teacher answers recorded for a task (what a retrain would learn from)."""
     row = con.execute(
         "SELECT COUNT(*) FROM exchanges WHERE task = ? AND status = 200 AND backend = 'teacher' "

@@ -1,0 +1,55 @@
+"""The async store the gateway writes to and reads from, on SQLite or PostgreSQL.
+
+`open_store(config.store)` gives a `SqliteStore` (the embedded default, one file) or a
+`PostgresStore` (many replicas on one database); both apply the same migrations and take
+the same rows, so the recorder, routing and the Responses API never know which they have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gateway.config import StoreConfig
+
+
+class Store(Protocol):
+    dialect: str  # "sqlite" | "postgres"
+
+    async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def write_comparisons(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def write_responses(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def write_texts(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def response_row(self, response_id: str) -> dict[str, Any] | None: ...
+
+    async def delete_response(self, response_id: str) -> None: ...
+
+    async def tasks(self) -> list[dict[str, Any]]: ...
+
+    async def secret(self, name: str) -> bytes: ...
+
+    async def ping(self) -> bool: ...
+
+    async def exchanges(
+        self, *, task: str | None = None, limit: int = 100, since_seq: int = 0
+    ) -> list[dict[str, Any]]: ...
+
+    async def count_exchanges(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_store(cfg: StoreConfig) -> Store:
+    """The store `cfg` names, migrated and ready."""
+    if cfg.is_postgres:
+        from gateway.store.postgres import PostgresStore
+
+        return await PostgresStore.open(cfg)
+    from gateway.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(cfg.path)

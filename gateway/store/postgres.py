@@ -1,0 +1,162 @@
+"""PostgreSQL store through psycopg 3's async pool: what many gateway replicas share.
+
+Exchanges and comparisons are written with `COPY … FROM STDIN`, one transaction per batch
+(the recorder's batch), which PostgreSQL ingests several times faster than row inserts.
+The schema is migrated by `migrations.connect` before the pool opens. `notifications`
+yields `NOTIFY` payloads so a replica hears of a stage change at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.numeric import FloatLoader
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.config import StoreConfig
+from gateway.store.columns import (
+    COMPARISON_COLUMNS,
+    EXCHANGE_COLUMNS,
+    RESPONSE_COLUMNS,
+    RESPONSE_UPSERT,
+    TEXT_COLUMNS,
+    TEXT_UPSERT,
+)
+from gateway.store.migrations import StoreError, connect
+
+log = logging.getLogger("slimgate.store")
+
+_COPY_EXCHANGES = f"COPY exchanges ({', '.join(EXCHANGE_COLUMNS)}) FROM STDIN"
+_COPY_COMPARISONS = f"COPY comparisons ({', '.join(COMPARISON_COLUMNS)}) FROM STDIN"
+
+
+def _insert(table: str, columns: Sequence[str], conflict: str) -> str:
+    marks = ", ".join("%s" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    conn.adapters.register_loader("numeric", FloatLoader)  # SUM/AVG as floats, as on SQLite
+
+
+class PostgresStore:
+    dialect = "postgres"
+
+    def __init__(self, pool: AsyncConnectionPool[Any], cfg: StoreConfig) -> None:
+        self._pool = pool
+        self._cfg = cfg
+        self.path = cfg.target  # the URL (no password): what logs and /healthz may name
+
+    @classmethod
+    async def open(cls, cfg: StoreConfig) -> PostgresStore:
+        try:
+            await asyncio.to_thread(lambda: connect(cfg).close())  # migrate, once per start
+        except psycopg.Error as e:
+            raise StoreError(f"cannot open store {cfg.target}: {type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e) else ''}") from None
+        kwargs: dict[str, Any] = {"autocommit": True}
+        password = cfg.password()
+        if password:
+            kwargs["password"] = password
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            cfg.target, kwargs=kwargs, min_size=1, max_size=cfg.pool_size, open=False,
+            configure=_configure, name="slimgate-store",
+        )
+        await pool.open(wait=True, timeout=15)
+        return cls(pool, cfg)
+
+    async def _copy(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with (self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur,
+                    cur.copy(sql) as copy):
+            for row in rows:
+                await copy.write_row(row)
+
+    async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None:
+        await self._copy(_COPY_EXCHANGES, rows)
+
+    async def write_comparisons(self, rows: Sequence[Sequence[Any]]) -> None:
+        await self._copy(_COPY_COMPARISONS, rows)
+
+    async def write_responses(self, rows: Sequence[Sequence[Any]]) -> None:
+        sql = _insert("responses", RESPONSE_COLUMNS, RESPONSE_UPSERT)
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(sql, [tuple(r) for r in rows])
+
+    async def write_texts(self, rows: Sequence[Sequence[Any]]) -> None:
+        sql = _insert("texts", TEXT_COLUMNS, TEXT_UPSERT)
+        # Sorted by hash: two replicas upserting the same texts lock them in one order.
+        ordered = sorted((tuple(r) for r in rows), key=lambda r: r[0])
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(sql, ordered)
+
+    async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, args)
+            return await cur.fetchall()
+
+    async def response_row(self, response_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT * FROM responses WHERE id = %s", (response_id,))
+        return rows[0] if rows else None
+
+    async def delete_response(self, response_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM responses WHERE id = %s", (response_id,))
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        return await self._fetch("SELECT * FROM tasks")
+
+    async def secret(self, name: str) -> bytes:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO secrets (name, value, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO NOTHING", (name, secrets.token_bytes(32), time.time()))
+            cur = await conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))
+            row = await cur.fetchone()
+        assert row is not None  # inserted just above if it was missing
+        return bytes(row[0])
+
+    async def ping(self) -> bool:
+        try:
+            async with self._pool.connection(timeout=5) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    async def exchanges(
+        self, *, task: str | None = None, limit: int = 100, since_seq: int = 0
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM exchanges WHERE seq > %s"
+        args: list[Any] = [since_seq]
+        if task is not None:
+            sql += " AND task = %s"
+            args.append(task)
+        return await self._fetch(sql + " ORDER BY seq LIMIT %s", [*args, limit])
+
+    async def count_exchanges(self) -> int:
+        rows = await self._fetch("SELECT COUNT(*) AS n FROM exchanges")
+        return int(rows[0]["n"])
+
+    async def notifications(self, channel: str) -> AsyncIterator[str]:
+        """Payloads of `NOTIFY channel`, on a connection of their own (not the pool's),
+        until the connection drops (the caller falls back to polling and may listen again)."""
+        kwargs: dict[str, Any] = {"autocommit": True}
+        password = self._cfg.password()
+        if password:
+            kwargs["password"] = password
+        async with await psycopg.AsyncConnection.connect(self._cfg.target, **kwargs) as conn:
+            if not channel.isidentifier():
+                raise ValueError(f"bad channel name {channel!r}")
+            await conn.execute(f'LISTEN "{channel}"')
+            async for note in conn.notifies():
+                yield note.payload
+
+    async def close(self) -> None:
+        await self._pool.close()
