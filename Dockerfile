@@ -29,6 +29,10 @@ COPY policies ./policies
 # DL3013: this is slimgate itself; its dependency ranges live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[distill]"
+# torch's wheel carries its own C++ test binaries (torch/test, torch/bin/test_*, *Test: about
+# 130 MB of the image); nothing imports or runs them. torch_shm_manager and protoc stay.
+RUN sp="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -rf "$sp/torch/test" "$sp"/torch/bin/test_* "$sp"/torch/bin/*Test
 
 
 FROM python:3.11-slim

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -181,6 +182,7 @@ def single(image: str) -> None:
         sh("docker", "rm", "-f", name, check=False)
         sh("docker", "volume", "rm", "-f", volume, check=False)
         teacher.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:

@@ -9,6 +9,8 @@ the dependency on PostgreSQL's health stay the user's.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from tests.container.check import (
     config_text,
     free_port,
     healthy,
+    recorded,
     sh,
     wait_for,
 )
@@ -107,25 +110,25 @@ def compose(image: str, pg_image: str) -> None:
         want = {f"{r} request {i}" for r in REPLICAS for i in range(4)}
         print(f"compose: 4 chats through each of {', '.join(REPLICAS)} "
               f"(ports {ports['slimgate-1']}, {ports['slimgate-2']})")
-        pg = container(project, "postgres")
-
-        def stored() -> set[str]:
-            out = sh("docker", "exec", pg, "psql", "-U", "slimgate", "-d", "slimgate", "-tA",
-                     "-c", "SELECT request::json->'messages'->-1->>'content' FROM exchanges")
-            return {line for line in out.splitlines() if line}
-
-        wait_for("both replicas' exchanges in PostgreSQL", lambda: stored() >= want, 60, pg)
-        print(f"compose: all {len(want)} exchanges are in the one PostgreSQL store")
+        # Each replica reads the one store: it finds what the other recorded.
+        for r in REPLICAS:
+            c = container(project, r)
+            wait_for(f"{r} to see both replicas' exchanges", lambda c=c: set(recorded(c)) == want,
+                     60, c)
+        print(f"compose: each replica's `slimgate traces export` finds all {len(want)} "
+              "exchanges in the one PostgreSQL store")
         worker = container(project, "worker")
         state = sh("docker", "inspect", "-f", "{{.State.Status}}", worker).strip()
-        if state != "running":
-            raise Failed(f"the worker is {state}:\n"
-                         + sh("docker", "logs", "--tail", "40", worker, check=False))
+        logs = subprocess.run(["docker", "logs", worker], capture_output=True, text=True,
+                              timeout=60)
+        if state != "running" or "Traceback" in logs.stdout + logs.stderr:
+            raise Failed(f"the worker is {state}:\n{(logs.stdout + logs.stderr)[-3000:]}")
         print("compose: the worker is running beside them")
     finally:
         sh(*base, "down", "-v", "-t", "40", check=False, timeout=300)
         teacher.stop()
         del os.environ["POSTGRES_PASSWORD"]
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 __all__ = ["CONFIG_IN", "compose"]

@@ -17,6 +17,7 @@ COPY postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint.sh
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
     PGDATA=/var/lib/postgresql/data
 VOLUME /var/lib/postgresql/data
+# hadolint ignore=DL3066
 USER postgres
 ENTRYPOINT ["postgres-entrypoint.sh"]
 CMD ["postgres"]
