@@ -18,7 +18,15 @@ if compgen -G "$WHEELS/torch-2.13.0+cpu-*.whl" >/dev/null; then
     # Serve only the torch wheel over loopback: the build reaches it through --network host.
     links=$(mktemp -d /tmp/slimgate-links.XXXXXX)
     cp "$WHEELS"/torch-2.13.0+cpu-*.whl "$links"/
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # The URL is a build argument and so part of the layer cache's key: a fixed port keeps
+    # the torch layer cached from one run to the next (any free port when it is taken).
+    port=$(python3 -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 38417))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
     python3 -m http.server "$port" --bind 127.0.0.1 --directory "$links" >/dev/null 2>&1 &
     server_pid=$!
     trap 'kill "$server_pid" 2>/dev/null; rm -rf "$links"' EXIT
