@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from openai import AuthenticationError, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -93,13 +94,12 @@ def chat(port: int, tag: str, n: int) -> None:
                     timeout=60)
     for i in range(n):
         text = f"{tag} request {i}"
-        msgs = [{"role": "user", "content": text}]
+        msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": text}]
         if i % 2:
-            stream = client.chat.completions.create(model="teacher", messages=msgs,
-                                                    stream=True)  # type: ignore[arg-type]
+            stream = client.chat.completions.create(model="teacher", messages=msgs, stream=True)
             got = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         else:
-            r = client.chat.completions.create(model="teacher", messages=msgs)  # type: ignore[arg-type]
+            r = client.chat.completions.create(model="teacher", messages=msgs)
             got = r.choices[0].message.content or ""
         if got != f"echo: {text}":
             raise Failed(f"port {port}: {text!r} was answered {got!r}")

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,10 @@ def local_compose(image: str, pg_image: str, tmp: Path, ports: dict[str, int]) -
     return path
 
 
+def sees(container_id: str, want: set[str]) -> bool:
+    return set(recorded(container_id)) == want
+
+
 def compose(image: str, pg_image: str) -> None:
     project = f"slimgate-ct-{os.getpid()}"
     teacher = FakeUpstream().start()
@@ -103,7 +108,7 @@ def compose(image: str, pg_image: str) -> None:
     try:
         sh(*base, "up", "-d", timeout=600)
         for r in REPLICAS:
-            wait_for(f"{r} to answer /readyz", lambda r=r: healthy(ports[r]), START_S,
+            wait_for(f"{r} to answer /readyz", partial(healthy, ports[r]), START_S,
                      container(project, r))
         for r in REPLICAS:
             chat(ports[r], r, 4)
@@ -113,8 +118,7 @@ def compose(image: str, pg_image: str) -> None:
         # Each replica reads the one store: it finds what the other recorded.
         for r in REPLICAS:
             c = container(project, r)
-            wait_for(f"{r} to see both replicas' exchanges", lambda c=c: set(recorded(c)) == want,
-                     60, c)
+            wait_for(f"{r} to see both replicas' exchanges", partial(sees, c, want), 60, c)
         print(f"compose: each replica's `slimgate traces export` finds all {len(want)} "
               "exchanges in the one PostgreSQL store")
         worker = container(project, "worker")
