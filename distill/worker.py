@@ -4,7 +4,8 @@ Two threads in one process: the gate thread reads every task's evidence every
 `worker.gate_interval_s` and promotes, holds or rolls back (so a regression is acted on
 within seconds even while a model trains); the main thread discovers tasks and trains
 students every `worker.interval_s`. `slimgate serve` runs it as a subprocess;
-`slimgate worker` runs it alone, e.g. on a GPU machine sharing the store.
+`slimgate worker` runs it alone, e.g. on a GPU machine sharing the store. Of several
+workers on one store, one leads (gateway/store/leader.py); the others stand by.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
 from gateway.store.db import Connection
+from gateway.store.leader import LeaderLock, leader_lock, whoami
 from gateway.store.migrations import connect
 from gateway.store.retention import maintain
 from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
@@ -128,24 +130,69 @@ def clean_partials(students_dir: str) -> int:
 MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention: hourly is ample for daily units
 
 
-def _gate_loop(cfg: Config, stop: threading.Event) -> None:
-    con = connect(cfg.store)
+def _gate_loop(cfg: Config, stop: threading.Event, lock: LeaderLock) -> None:
+    """Gate (and maintain the store) while this worker leads; a standby only waits."""
+    con: Connection | None = None
     maintained = 0.0
     try:
         while not stop.is_set():
             try:
-                apply_gates(con, cfg)
+                if lock.held and lock.check():  # a standby, or a leader that lost it, waits
+                    con = con or connect(cfg.store)
+                    apply_gates(con, cfg)
+                    if time.time() - maintained >= MAINTAIN_EVERY_S:
+                        maintained = time.time()
+                        try:
+                            maintain(con, cfg.store.retention_days)
+                        except Exception:
+                            log.exception("store maintenance failed")
             except Exception:
                 log.exception("gate pass failed")
-            if time.time() - maintained >= MAINTAIN_EVERY_S:
-                maintained = time.time()
-                try:
-                    maintain(con, cfg.store.retention_days)
-                except Exception:
-                    log.exception("store maintenance failed")
             stop.wait(cfg.worker.gate_interval_s)
     finally:
-        con.close()
+        if con is not None:
+            con.close()
+
+
+class Leadership:
+    """Whether this worker leads: takes the lead when it is free, re-checks it before each
+    cycle, and logs each change once (who leads, when standing by)."""
+
+    def __init__(self, cfg: Config, lock: LeaderLock) -> None:
+        self._cfg = cfg
+        self.lock = lock
+        self._told: str | None = None  # the last leader we logged, to log changes only
+
+    def lead(self) -> bool:
+        if self.lock.held:
+            if self.lock.check():
+                return True
+            log.warning("this worker (%s) lost the lead; standing by", whoami())
+            self._told = None
+        try:
+            got = self.lock.try_acquire()
+        except Exception as e:  # the store is unreachable: stand by and try again
+            if self._told != "unreachable":  # once per outage, not once per poll
+                log.warning("could not try for the lead (%s: %s); retrying every %ss",
+                            type(e).__name__, e, self._cfg.worker.standby_poll_s)
+                self._told = "unreachable"
+            return False
+        if got:
+            log.info("this worker (%s) leads", whoami())
+            self._told = whoami()
+            # Only the leader cleans: a standby would remove the leader's training in progress.
+            if removed := clean_partials(self._cfg.distill.students_dir):
+                log.info("removed %d half-trained student(s) left by an interrupted run",
+                         removed)
+            return True
+        try:
+            holder = self.lock.holder() or "another worker"
+        except Exception:
+            holder = "another worker"
+        if holder != self._told:
+            log.info("this worker (%s) stands by: %s leads", whoami(), holder)
+            self._told = holder
+        return False
 
 
 def _limit_threads(threads: int) -> None:
@@ -190,16 +237,21 @@ def run_worker(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-    if removed := clean_partials(cfg.distill.students_dir):
-        log.info("removed %d half-trained student(s) left by an interrupted run", removed)
-    gate = threading.Thread(target=_gate_loop, args=(cfg, stop), name="slimgate-gate",
-                            daemon=True)
+    leadership = Leadership(cfg, leader_lock(cfg.store))
+    if once and not leadership.lead():
+        raise SystemExit(f"slimgate worker --once: {leadership.lock.holder() or 'another worker'} "
+                         "leads; not running a second pass beside it")
+    gate = threading.Thread(target=_gate_loop, args=(cfg, stop, leadership.lock),
+                            name="slimgate-gate", daemon=True)
     gate.start()
     if parent_pid:
         threading.Thread(target=_watch_parent, args=(parent_pid, stop), daemon=True,
                          name="slimgate-parent-watch").start()
     try:
         while not stop.is_set():
+            if not leadership.lead():
+                stop.wait(cfg.worker.standby_poll_s)
+                continue
             try:
                 run_distill(cfg, progress=False, stop=stop, embedder=embedder)
             except Exception:
@@ -210,3 +262,4 @@ def run_worker(
     finally:
         stop.set()
         gate.join(30)
+        leadership.lock.release()

@@ -23,8 +23,9 @@ from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
 from gateway.litellm_module import import_litellm
+from gateway.loop_lag import FrozenStartupHeap, LoopLagMonitor
 from gateway.metrics import Metrics
-from gateway.ratelimit import AuthFailures, RateLimiter
+from gateway.ratelimit import AuthFailures, build_limiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.responses import routes as responses_routes
@@ -72,9 +73,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     backends = {m.name: build_backend(m, session) for m in config.models}
     upstreams = Upstreams(config, backends, on_failure=count_failure)
-    limiter = RateLimiter(
-        config.server.rate_limit.requests_per_minute, config.server.rate_limit.tokens_per_minute
-    )
+    limiter = build_limiter(config.server.rate_limit, metrics.registry)
     students = StudentPool(config, session, app.state.student_factory,
                            load_student=app.state.load_student)
     embedder = SharedEmbedder()  # all-MiniLM-L6-v2, loaded only when first needed
@@ -103,9 +102,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
         auth_failures=AuthFailures(config.server.auth_failures_per_minute),
     )
+    lag = LoopLagMonitor(metrics)
+    lag.start()
+    heap = FrozenStartupHeap()
+    heap.freeze()  # last: everything start-up built is frozen (docs/performance.md)
     try:
         yield
     finally:
+        heap.unfreeze()
+        await lag.aclose()
         stop_worker(worker)
         await routing.aclose()
         await shadow.aclose()
@@ -114,6 +119,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await session.close()
         await recorder.close()
         await store.close()
+        await limiter.aclose()
 
 
 def _openapi_with_bodies(app: FastAPI) -> dict[str, Any]:

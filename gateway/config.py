@@ -33,6 +33,23 @@ class _Strict(BaseModel):
 class RateLimitConfig(_Strict):
     requests_per_minute: int = Field(0, ge=0)  # per gateway key; 0 = unlimited
     tokens_per_minute: int = Field(0, ge=0)  # prompt + completion tokens per key; 0 = unlimited
+    # Shared limits across replicas: "redis://host:6379/0" (no password in it); unset: per replica
+    redis_url: str | None = None
+    redis_password_env: str | None = None  # env var holding the Redis password, if it has one
+    redis_prefix: str = "slimgate:rl:"  # key prefix of the buckets (several gateways, one Redis)
+    redis_timeout_s: float = Field(0.25, gt=0, le=10)  # per Redis call; past it: local limits
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> RateLimitConfig:
+        if self.redis_url is None:
+            return self
+        parts = urlsplit(self.redis_url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        if parts.password is not None:
+            raise ValueError("redis_url must not hold a password: name the variable that holds "
+                             "it in redis_password_env")
+        return self
 
 
 class ServerConfig(_Strict):
@@ -291,6 +308,9 @@ class WorkerConfig(_Strict):
     gate_interval_s: float = Field(5.0, gt=0)  # how often the gate reads the evidence
     max_discover_rows: int = Field(20_000, ge=100)  # newest exchanges used for discovery
     torch_threads: int = Field(0, ge=0)  # CPU threads for training; 0 = all cores but one
+    # Several workers may run on one store; one leads. A standby tries to take the lead this
+    # often, so it takes over within about this long after the leader dies.
+    standby_poll_s: float = Field(2.0, gt=0)
 
 
 class Config(_Strict):

@@ -1,10 +1,11 @@
-"""Per-key rate limits: requests and tokens per minute, as token buckets in memory.
+"""Per-key rate limits: requests and tokens per minute, as token buckets.
 
 Each gateway key (or, on an open gateway, each client address) has one bucket of requests
 and one of tokens, refilled continuously. A request is refused with 429 and a Retry-After
 when its request bucket is empty or its token bucket is in debt; tokens are charged after
-the answer, from its usage. Buckets are per replica: with N replicas behind a load
-balancer the effective limit is up to N times the configured one.
+the answer, from its usage. `RateLimiter` keeps the buckets in memory, per replica (N
+replicas: up to N times the limit); with `server.rate_limit.redis_url` they are shared
+through Redis (`gateway/ratelimit_redis.py`), one limit for every replica.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.errors import RateLimited, Unauthorized
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.config import RateLimitConfig
 
 T = TypeVar("T")
 
@@ -30,7 +36,16 @@ class _Bucket:
     stamp: float
 
 
+def refusal(kind: str, limit: int, wait_s: float) -> RateLimited:
+    """The 429 for a request (`kind` "Request") or token ("Token") limit reached."""
+    return RateLimited(f"{kind} rate limit of {limit} per minute reached for this key.",
+                       headers={"retry-after": str(max(1, math.ceil(wait_s)))})
+
+
 class RateLimiter:
+    """Buckets in this process's memory. `take`/`charge` are the synchronous core; the
+    request path calls `admit`/`charge_tokens`, which a shared limiter overrides."""
+
     def __init__(self, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> None:
         self.rpm = requests_per_minute
         self.tpm = tokens_per_minute
@@ -55,29 +70,39 @@ class RateLimiter:
             b.stamp = now
         return b
 
-    def admit(self, key: str) -> None:
+    def take(self, key: str) -> None:
         """Take one request from the caller's bucket, or raise 429."""
         if not self.enabled:
             return
         b = self._bucket(key, time.monotonic())
         if self.tpm and b.tokens < 0:
-            wait = -b.tokens * 60 / self.tpm
-            raise RateLimited(
-                f"Token rate limit of {self.tpm} per minute reached for this key.",
-                headers={"retry-after": str(max(1, math.ceil(wait)))},
-            )
+            raise refusal("Token", self.tpm, -b.tokens * 60 / self.tpm)
         if self.rpm:
             if b.requests < 1:
-                wait = (1 - b.requests) * 60 / self.rpm
-                raise RateLimited(
-                    f"Request rate limit of {self.rpm} per minute reached for this key.",
-                    headers={"retry-after": str(max(1, math.ceil(wait)))},
-                )
+                raise refusal("Request", self.rpm, (1 - b.requests) * 60 / self.rpm)
             b.requests -= 1
 
-    def charge_tokens(self, key: str, tokens: int) -> None:
+    def charge(self, key: str, tokens: int) -> None:
         if self.tpm and tokens > 0:
             self._bucket(key, time.monotonic()).tokens -= tokens
+
+    async def admit(self, key: str) -> None:
+        self.take(key)
+
+    async def charge_tokens(self, key: str, tokens: int) -> None:
+        self.charge(key, tokens)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def build_limiter(cfg: RateLimitConfig, registry: CollectorRegistry | None = None) -> RateLimiter:
+    """The gateway's limiter: shared through Redis when `redis_url` is set, else local."""
+    if cfg.redis_url and (cfg.requests_per_minute or cfg.tokens_per_minute):
+        from gateway.ratelimit_redis import RedisRateLimiter
+
+        return RedisRateLimiter(cfg, registry)
+    return RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
 
 
 class AuthFailures:

@@ -50,7 +50,7 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Response:
     state = get_state(request)
-    ctx = state.begin(request)
+    ctx = await state.begin(request)
     body = parse_request_body(await read_body(request, state.config.server.max_body_bytes), model)
     if body.get("stream"):
         chunks = await state.proxy.stream(endpoint, body, ctx)
@@ -93,13 +93,13 @@ def _cards(request: Request) -> list[ModelCard]:
 
 @router.get("/v1/models", tags=["openai"], response_model=ModelList)
 async def list_models(request: Request) -> Response:
-    get_state(request).begin(request)
+    await get_state(request).begin(request)
     return json_response(ModelList(data=_cards(request)).model_dump())
 
 
 @router.get("/v1/models/{model_id:path}", tags=["openai"], response_model=ModelCard)
 async def get_model(model_id: str, request: Request) -> Response:
-    get_state(request).begin(request)
+    await get_state(request).begin(request)
     for card in _cards(request):
         if card.id == model_id:
             return json_response(card.model_dump())

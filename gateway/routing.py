@@ -1,9 +1,10 @@
 """The gateway's view of the tasks: which task a request belongs to and who serves it.
 
 `RoutingTable` is rebuilt from the store's `tasks` table every `students.refresh_s`
-seconds (stages are changed by the worker's gate and by operators, never here) and after
-each admin change. Lookups on the request path are dictionary reads; the decision itself is
-`policies.router.route`, a pure function.
+seconds (stages are changed by the worker's gate and by operators, never here), after
+each admin change, and on PostgreSQL at once when any process changes a stage or pin
+(`NOTIFY slimgate_tasks`, heard on a connection of its own). Lookups on the request path
+are dictionary reads; the decision itself is `policies.router.route`, a pure function.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.store.base import Store
 from gateway.store.catalog import TaskRecord, task_from_row
+from gateway.store.stages import TASKS_CHANNEL
 from gateway.students import StudentPool
 from gateway.task_assign import Assignment, TaskAssigner
 from gateway.upstream.base import Backend
@@ -62,10 +64,15 @@ class RoutingTable:
         self._seen: tuple[tuple[str, float], ...] | None = None  # task rows last built from
         self._warming: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set by a notification: refresh now, not at the timeout
+        self.notified = 0  # task-change notifications heard (PostgreSQL)
         self._secret: bytes | None = None  # keys the sampling hashes; read from the store
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="slimgate-routing-refresh")
+        if hasattr(self._store, "notifications"):  # PostgreSQL: LISTEN beside the polling
+            self._listener = asyncio.create_task(self._listen(), name="slimgate-routing-listen")
 
     async def _run(self) -> None:
         while True:
@@ -73,6 +80,23 @@ class RoutingTable:
                 await self.refresh()
             except Exception:
                 log.exception("could not refresh the routing table")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.students.refresh_s)
+            self._wake.clear()
+
+    async def _listen(self) -> None:
+        """Refresh as soon as a stage or pin changes anywhere (`NOTIFY slimgate_tasks`).
+        When the listening connection drops, polling every `refresh_s` goes on alone (and
+        catches up on what was missed) until it is back."""
+        notifications = self._store.notifications  # type: ignore[attr-defined]
+        while True:
+            try:
+                async for _ in notifications(TASKS_CHANNEL):
+                    self.notified += 1
+                    self._wake.set()
+            except Exception as e:
+                log.warning("listening for task changes failed (%s: %s); polling every %ss",
+                            type(e).__name__, e, self._config.students.refresh_s)
             await asyncio.sleep(self._config.students.refresh_s)
 
     async def refresh(self) -> None:
@@ -152,7 +176,8 @@ class RoutingTable:
         return Decision(t.id, decision, version, student, policy.record, t.kind)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

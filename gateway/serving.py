@@ -173,7 +173,7 @@ class Proxy:
         self._metrics.requests.labels(*labels, str(status)).inc()
         self._metrics.latency.labels(*labels).observe(elapsed)
         if self._limiter.tpm:
-            self._limiter.charge_tokens(ctx.caller, _total_tokens(ex))
+            await self._limiter.charge_tokens(ctx.caller, _total_tokens(ex))
         if ctx.record:
             await self._recorder.submit(ex)
 

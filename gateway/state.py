@@ -43,13 +43,13 @@ class AppState:
     metrics_keys: KeyRing  # who may read /metrics besides admins
     auth_failures: AuthFailures  # wrong keys per client address
 
-    def begin(self, request: Request) -> RequestContext:
+    async def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""
         address = client_address(request)
         key_id = self.auth_failures.guard(
             address, lambda: self.keys.check(request.headers.get("authorization")))
         caller = key_id or address
-        self.limiter.admit(caller)
+        await self.limiter.admit(caller)
         return RequestContext(
             request_id=request.state.request_id,
             key_id=key_id,

@@ -1,4 +1,5 @@
-"""The store-facing commands against a real store: tasks, overrides, prune, report."""
+"""The store-facing commands against a real store on each engine: tasks, overrides, prune,
+report, maintain."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from gateway.cli import main
 from gateway.registry import Registry
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
 from gateway.store.migrations import connect
+from tests.pg import store_table
 
 
 @pytest.fixture
-def cfg_path(tmp_path: Path) -> Path:
+def cfg_path(tmp_path: Path, store_target: str) -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n\n'
+    key, value = next(iter(store_table(store_target).items()))
+    path.write_text(f'[store]\n{key} = "{value}"\nretention_days = 30\n\n'
                     f'[distill]\nstudents_dir = "{tmp_path / "students"}"\n')
-    con = connect(str(tmp_path / "s.db"))
+    con = connect(store_target)
     upsert_task(con, TaskRecord(id="t-a", label="orders", kind="json"))
     registry = Registry(tmp_path / "students")
     for v in range(1, 6):
@@ -50,3 +53,5 @@ def test_tasks_promote_pin_prune_and_report(
     assert main(["report", "--json", *c]) == 0
     out = capsys.readouterr().out
     assert '"t-a"' in out and "pinned to the teacher" in out
+    assert main(["maintain", *c]) == 0
+    assert "rows deleted" in capsys.readouterr().out

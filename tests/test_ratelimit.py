@@ -17,26 +17,26 @@ def test_request_bucket_refuses_then_refills(monkeypatch: pytest.MonkeyPatch) ->
     now = [1000.0]
     monkeypatch.setattr("gateway.ratelimit.time.monotonic", lambda: now[0])
     rl = RateLimiter(requests_per_minute=2)
-    rl.admit("a")
-    rl.admit("a")
+    rl.take("a")
+    rl.take("a")
     with pytest.raises(RateLimited) as info:
-        rl.admit("a")
+        rl.take("a")
     assert info.value.headers["retry-after"] == "30"
-    rl.admit("b")  # another key has its own bucket
+    rl.take("b")  # another key has its own bucket
     now[0] += 30
-    rl.admit("a")
+    rl.take("a")
 
 
 def test_token_debt_blocks_until_repaid(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     monkeypatch.setattr("gateway.ratelimit.time.monotonic", lambda: now[0])
     rl = RateLimiter(tokens_per_minute=600)
-    rl.admit("a")
-    rl.charge_tokens("a", 1200)  # one big answer puts the key 600 tokens in debt
+    rl.take("a")
+    rl.charge("a", 1200)  # one big answer puts the key 600 tokens in debt
     with pytest.raises(RateLimited, match="Token rate limit"):
-        rl.admit("a")
+        rl.take("a")
     now[0] += 61
-    rl.admit("a")
+    rl.take("a")
 
 
 async def test_gateway_answers_429_per_key(

@@ -273,3 +273,39 @@ def test_retention_drops_whole_day_partitions() -> None:
         con.close()
     assert partition_name(old - old % 86_400) in done["partitions_dropped"]
     assert left == ["r2"]
+
+
+def test_unreachable_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+    from gateway.offline.local import free_port
+
+    monkeypatch.setenv("SLIMGATE_TEST_PG_PASSWORD", "hunter2-secret")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[store]\nurl = "postgresql://slimgate@127.0.0.1:{free_port()}/slimgate"\n'
+                   'password_env = "SLIMGATE_TEST_PG_PASSWORD"\n')
+    assert main(["tasks", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open store postgresql://slimgate@127.0.0.1" in err
+    assert "hunter2" not in err and "Traceback" not in err
+
+
+async def test_nul_characters_do_not_lose_a_batch(store_target: str) -> None:
+    from gateway.metrics import Metrics
+    from gateway.store.recorder import Exchange, Recorder
+
+    store = await open_store(StoreConfig(**store_table(store_target)))
+    rec = Recorder(store, Metrics())
+    rec.start()
+    for i, error in enumerate(["upstream said \x00 nothing", None]):
+        rec.record(Exchange(request_id=f"r{i}", created_at=time.time(), endpoint="chat/completions",
+                            model="m", stream=False, status=502, error=error,
+                            request={"messages": [{"role": "user", "content": "a\x00b"}]}))
+    await rec.close()
+    assert await store.count_exchanges() == 2
+    await store.close()
+    con = connect(store_target)
+    [request] = [r["request"] for r in chat_exchanges(con)][:1]
+    con.close()
+    assert request["messages"][0]["content"] == "a\x00b"

@@ -11,6 +11,7 @@ import os
 import sys
 
 from gateway.cli.parser import build_parser
+from gateway.store.migrations import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except SystemExit as e:  # a config error, already explained on stderr
         return int(e.code or 0)
+    except StoreError as e:  # unreachable database, a store from a newer slimgate
+        print(f"slimgate: {e}", file=sys.stderr)
+        return 2
     return code
 
 

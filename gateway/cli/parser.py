@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="bind address (overrides server.host)")
     s.add_argument("--port", type=int, help="port (overrides server.port)")
     s.add_argument("--no-worker", action="store_true", help="do not start the distill worker")
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="gateway processes sharing the port (default: 1); the distill "
+                        "worker still runs once")
 
     s = command("worker", "run the distill loop: discover, train, gate", proc.worker)
     s.add_argument("--once", action="store_true", help="one distill pass, then exit")

@@ -2,6 +2,7 @@
 
 `serve` injects the student loader from `distill` into the gateway, so the request path
 itself never imports the learning package; `worker` imports `distill` when it runs.
+`serve --workers N` runs N gateway processes on one port (docs/deploy.md, process model).
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def setup_logging(level: str) -> None:
@@ -39,6 +44,9 @@ def serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.upstream.litellm_backend import check_providers
 
+    if args.workers < 1:
+        print("slimgate: --workers needs a number of processes, 1 or more", file=sys.stderr)
+        return 2
     config = load(args)
     setup_logging(config.server.log_level)
     try:
@@ -47,9 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"slimgate: {e}", file=sys.stderr)
         return 2
     path = args.config or os.environ.get("SLIMGATE_CONFIG")
-    uvicorn.run(
-        create_app(config, config_path=None if args.no_worker else path,
-                   load_student=load_student),
+    options: dict[str, Any] = dict(
         host=args.host or config.server.host,
         port=args.port or config.server.port,
         log_level=config.server.log_level,
@@ -58,7 +64,47 @@ def serve(args: argparse.Namespace) -> int:
         http="httptools",
         timeout_graceful_shutdown=30,
     )
+    if args.workers == 1:
+        uvicorn.run(create_app(config, config_path=None if args.no_worker else path,
+                               load_student=load_student), **options)
+        return 0
+    return serve_processes(config, path, args.workers, start_distill=not args.no_worker,
+                           options=options)
+
+
+def serve_processes(config: Config, path: str | None, processes: int, *, start_distill: bool,
+                    options: dict[str, Any]) -> int:
+    """`serve --workers N`: uvicorn's supervisor binds the port once and spawns N processes
+    that accept on it, each building its app with `app_from_env` (own store connection and
+    recorder; SQLite takes their writes one transaction at a time, waiting on busy_timeout).
+    The supervisor replaces a process that dies; the distill worker runs once, beside it."""
+    import uvicorn
+
+    from gateway.worker_process import start_worker, stop_worker
+
+    if not path:
+        print("slimgate: serve --workers needs a config file (--config or $SLIMGATE_CONFIG): "
+              "each process reads it", file=sys.stderr)
+        return 2
+    os.environ["SLIMGATE_CONFIG"] = os.path.abspath(path)  # spawned processes inherit it
+    worker = start_worker(path, config) if start_distill else None
+    try:
+        uvicorn.run("gateway.cli.process_commands:app_from_env", factory=True,
+                    workers=processes, **options)
+    finally:
+        stop_worker(worker)
     return 0
+
+
+def app_from_env() -> FastAPI:
+    """The app of one `serve --workers` process, from $SLIMGATE_CONFIG (uvicorn calls this in
+    each process it spawns). It never starts a distill worker: the supervisor runs the one."""
+    from distill.loading import load_student
+    from gateway.app import create_app
+
+    config = load_config(os.environ["SLIMGATE_CONFIG"])
+    setup_logging(config.server.log_level)
+    return create_app(config, config_path=None, load_student=load_student)
 
 
 def worker(args: argparse.Namespace) -> int:

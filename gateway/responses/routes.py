@@ -19,7 +19,7 @@ router = APIRouter()
 @router.post("/v1/responses", tags=["openai"])
 async def create_response(request: Request) -> Response:
     state = get_state(request)
-    ctx = state.begin(request)
+    ctx = await state.begin(request)
     body = parse_request_body(await read_body(request, state.config.server.max_body_bytes),
                       ResponsesRequest)
     if body.get("stream"):
@@ -34,7 +34,7 @@ async def create_response(request: Request) -> Response:
 @router.get("/v1/responses/{response_id}", tags=["openai"])
 async def get_response(response_id: str, request: Request) -> Response:
     state = get_state(request)
-    ctx = state.begin(request)
+    ctx = await state.begin(request)
     stored = await state.responses.state.get(response_id, ctx.key_id)
     return json_response(stored.response)
 
@@ -42,7 +42,7 @@ async def get_response(response_id: str, request: Request) -> Response:
 @router.delete("/v1/responses/{response_id}", tags=["openai"])
 async def delete_response(response_id: str, request: Request) -> Response:
     state = get_state(request)
-    ctx = state.begin(request)
+    ctx = await state.begin(request)
     await state.responses.state.delete(response_id, ctx.key_id)
     return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
@@ -50,7 +50,7 @@ async def delete_response(response_id: str, request: Request) -> Response:
 @router.get("/v1/responses/{response_id}/input_items", tags=["openai"])
 async def list_input_items(response_id: str, request: Request) -> Response:
     state = get_state(request)
-    ctx = state.begin(request)
+    ctx = await state.begin(request)
     params = {k: v for k, v in request.query_params.items() if k != "include"}
     try:
         query = InputItemsQuery.model_validate(params)

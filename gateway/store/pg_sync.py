@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.types.numeric import FloatLoader
 
+from gateway.store.migrations import StoreError
+
 
 class Row(tuple[Any, ...]):
     """A result row readable as `row[0]` and `row["name"]`, and as `dict(row)`."""
@@ -122,6 +124,10 @@ def open_pg(url: str, password: str | None = None, *, connect_timeout: int = 10)
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
     if password:
         kwargs["password"] = password
-    conn = psycopg.connect(url, **kwargs)
+    try:
+        conn = psycopg.connect(url, **kwargs)
+    except psycopg.OperationalError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreError(f"cannot open store {url}: {reason}") from None
     conn.adapters.register_loader("numeric", FloatLoader)
     return PgConnection(conn)

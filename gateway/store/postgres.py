@@ -29,7 +29,7 @@ from gateway.store.columns import (
     TEXT_COLUMNS,
     TEXT_UPSERT,
 )
-from gateway.store.migrations import StoreError, connect
+from gateway.store.migrations import connect
 
 log = logging.getLogger("slimgate.store")
 
@@ -40,6 +40,15 @@ _COPY_COMPARISONS = f"COPY comparisons ({', '.join(COMPARISON_COLUMNS)}) FROM ST
 def _insert(table: str, columns: Sequence[str], conflict: str) -> str:
     marks = ", ".join("%s" for _ in columns)
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
+
+
+def _text_safe(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL, which SQLite stores: one such character in an
+    upstream's error text would fail the whole batch's COPY. JSON bodies never have it raw
+    (orjson writes \\u0000); other text gets the same escape."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\\u0000")
+    return value
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -56,11 +65,7 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, cfg: StoreConfig) -> PostgresStore:
-        try:
-            await asyncio.to_thread(lambda: connect(cfg).close())  # migrate, once per start
-        except psycopg.Error as e:
-            raise StoreError(f"cannot open store {cfg.target}: {type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e) else ''}") from None
+        await asyncio.to_thread(lambda: connect(cfg).close())  # migrate, once per start
         kwargs: dict[str, Any] = {"autocommit": True}
         password = cfg.password()
         if password:
@@ -76,7 +81,7 @@ class PostgresStore:
         async with (self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur,
                     cur.copy(sql) as copy):
             for row in rows:
-                await copy.write_row(row)
+                await copy.write_row([_text_safe(v) for v in row])
 
     async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None:
         await self._copy(_COPY_EXCHANGES, rows)

@@ -117,7 +117,12 @@ class Upstreams:
                     await asyncio.sleep(backoff_delay(m, attempt, f))
             log.info("model '%s' failed (%s): %s", m.name, last.kind if last else "?", last)
         assert last is not None
-        raise last
+        try:
+            raise last
+        finally:
+            # The raised failure's traceback holds this frame, whose `last` holds the failure:
+            # a reference cycle per failed request, freed only by a (full) collection.
+            del last
 
     async def complete(
         self, model: ModelConfig, endpoint: Endpoint, body: dict[str, Any]

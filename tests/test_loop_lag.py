@@ -1,0 +1,176 @@
+"""Event-loop lag and GC pauses on /metrics, the start-up heap frozen while the app runs, and
+a request path that leaves no reference cycles for the collector.
+
+The blocking test holds the loop for 500 ms and asks only for a lag over 100 ms: generous
+both ways, so a slow or busy machine cannot fail it, and a monitor that misses stalls does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from tests.conftest import METRICS_AUTH, gateway_config, running_client
+from tests.fake_upstream import FakeUpstream
+
+
+def sample(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    assert m, f"{name}{labels} not on /metrics"
+    return float(m.group(1))
+
+
+async def metrics(c: httpx.AsyncClient) -> str:
+    r = await c.get("/metrics", headers=METRICS_AUTH)
+    assert r.status_code == 200
+    return r.text
+
+
+async def test_a_blocked_loop_shows_as_lag(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        await asyncio.sleep(0.1)  # the monitor has taken samples
+        before = await metrics(c)
+        assert sample(before, "slimgate_event_loop_lag_seconds_count") > 0
+        assert sample(before, "slimgate_event_loop_lag_max_seconds") < 0.1
+        slow_before = sample(before, "slimgate_event_loop_lag_seconds_count") - sample(
+            before, "slimgate_event_loop_lag_seconds_bucket", '{le="0.1"}')
+
+        time.sleep(0.5)  # a blocking call on the event loop, as a bad handler would make
+        await asyncio.sleep(0.05)  # the monitor wakes, late
+
+        after = await metrics(c)
+        assert sample(after, "slimgate_event_loop_lag_max_seconds") > 0.1
+        # A sleeping thread is not on the CPU: that lag is not counted as the loop running.
+        assert sample(after, "slimgate_event_loop_lag_on_cpu_max_seconds") < 0.25
+        slow_after = sample(after, "slimgate_event_loop_lag_seconds_count") - sample(
+            after, "slimgate_event_loop_lag_seconds_bucket", '{le="0.1"}')
+        assert slow_after >= slow_before + 1
+        # The max restarts at each scrape: the stall is reported once, not forever.
+        await asyncio.sleep(0.05)
+        assert sample(await metrics(c), "slimgate_event_loop_lag_max_seconds") < 0.25
+
+
+async def test_collections_are_timed_by_generation(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        full = 'slimgate_gc_pause_seconds_count{generation="2"}'
+        before = sample(await metrics(c), full)
+        gc.collect()
+        gc.collect()
+        after = await metrics(c)
+        assert sample(after, full) == before + 2
+        assert sample(after, "slimgate_gc_pause_max_seconds") > 0
+
+
+async def test_a_busy_loop_shows_as_lag_on_cpu(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
+) -> None:
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        await asyncio.sleep(0.05)
+        await metrics(c)  # restart the max gauges
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:  # 300 ms of CPU on the loop, however slow
+            pass
+        await asyncio.sleep(0.05)
+        assert sample(await metrics(c), "slimgate_event_loop_lag_on_cpu_max_seconds") > 0.1
+
+
+@pytest.mark.parametrize("setting", ["1", "0"])
+async def test_the_startup_heap_is_frozen_while_serving(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, setting: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLIMGATE_GC_FREEZE", setting)
+    thresholds = gc.get_threshold()
+    async with running_client(gateway_config(tmp_path, fresh_upstream)) as c:
+        r = await c.post("/v1/chat/completions", headers={"authorization": f"Bearer {keys}"},
+                         json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 200
+        if setting == "1":
+            assert gc.get_freeze_count() > 100_000  # litellm and the app, not a handful
+            assert gc.get_threshold() != thresholds
+        else:
+            assert gc.get_freeze_count() == 0
+            assert gc.get_threshold() == thresholds
+    # Shut down: the app's objects are collectable again, the thresholds restored.
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
+
+
+async def asgi_post(app: Any, path: str, body: dict[str, Any], key: str) -> int:
+    """One request straight into the ASGI app, as uvicorn makes it: no HTTP client whose own
+    objects would be cyclic garbage (httpx's Response and its stream refer to each other)."""
+    raw = json.dumps(body).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+             "headers": [(b"host", b"gw"), (b"authorization", f"Bearer {key}".encode()),
+                         (b"content-type", b"application/json"),
+                         (b"content-length", str(len(raw)).encode())]}
+    body_sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.mark.parametrize(("path", "body", "status"), [
+    ("/v1/chat/completions", CHAT, 200),
+    ("/v1/chat/completions", {**CHAT, "stream": True}, 200),
+    ("/v1/responses", {"model": "gpt-test", "input": "hello"}, 200),
+    ("/v1/chat/completions", {**CHAT, "model": "no-such-model"}, 404),
+    ("/v1/chat/completions", {**CHAT, "model": "backup", "messages": [
+        {"role": "user", "content": "fault:500"}]}, 502),
+], ids=["chat", "stream", "responses", "unknown-model", "upstream-error"])
+async def test_requests_leave_no_reference_cycles(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str,
+    path: str, body: dict[str, Any], status: int,
+) -> None:
+    """Cyclic garbage is what only the collector frees: none per request means collections
+    stay rare and short (docs/performance.md, tail latency)."""
+    app = create_app(gateway_config(tmp_path, fresh_upstream))
+    async with app.router.lifespan_context(app):
+        for _ in range(5):  # caches, pools and lazy imports settle
+            assert await asgi_post(app, path, body, keys) == status
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(30):
+                assert await asgi_post(app, path, body, keys) == status
+            gc.set_debug(gc.DEBUG_SAVEALL)  # keep what a collection finds, to name it
+            gc.collect()
+            garbage = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert not garbage, f"cyclic garbage from 30 requests: {garbage.most_common(10)}"
