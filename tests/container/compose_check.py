@@ -84,6 +84,16 @@ def local_compose(image: str, pg_image: str, tmp: Path, ports: dict[str, int]) -
     return path
 
 
+def worker_logs(container_id: str) -> str:
+    logs = subprocess.run(["docker", "logs", container_id], capture_output=True, text=True,
+                          timeout=60)
+    return logs.stdout + logs.stderr
+
+
+def worker_leads(container_id: str) -> bool:
+    return ") leads" in worker_logs(container_id)
+
+
 def sees(container_id: str, want: set[str]) -> bool:
     return set(recorded(container_id)) == want
 
@@ -122,12 +132,12 @@ def compose(image: str, pg_image: str) -> None:
         print(f"compose: each replica's `slimgate traces export` finds all {len(want)} "
               "exchanges in the one PostgreSQL store")
         worker = container(project, "worker")
+        # The worker holds the store's leader lock (a PostgreSQL advisory lock) and says so.
+        wait_for("the worker to lead", partial(worker_leads, worker), 60, worker)
         state = sh("docker", "inspect", "-f", "{{.State.Status}}", worker).strip()
-        logs = subprocess.run(["docker", "logs", worker], capture_output=True, text=True,
-                              timeout=60)
-        if state != "running" or "Traceback" in logs.stdout + logs.stderr:
-            raise Failed(f"the worker is {state}:\n{(logs.stdout + logs.stderr)[-3000:]}")
-        print("compose: the worker is running beside them")
+        if state != "running" or "Traceback" in worker_logs(worker):
+            raise Failed(f"the worker is {state}:\n{worker_logs(worker)[-3000:]}")
+        print("compose: the worker runs beside them and leads")
     finally:
         sh(*base, "down", "-v", "-t", "40", check=False, timeout=300)
         teacher.stop()
