@@ -206,7 +206,7 @@ def test_compose_file_validates(tmp_path: Path, compose_file: str, profile: str 
     args = [*client, "--project-directory", str(tmp_path), "-f", str(tmp_path / compose_file)]
     if profile:
         args += ["--profile", profile]
-    env = {**os.environ, "POSTGRES_PASSWORD": "set-in-.env"}  # the scale file requires it
+    env = {**os.environ, "SLIMGATE_PG_PASSWORD": "set-in-.env"}  # the scale file requires it
     proc = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -218,11 +218,11 @@ def test_compose_refuses_to_start_postgres_without_a_password(tmp_path: Path) ->
         pytest.skip("no docker compose client here (`docker compose` or docker-compose)")
     shutil.copy(ROOT / "docker-compose.scale.yml", tmp_path / "docker-compose.scale.yml")
     (tmp_path / ".env").write_text("")
-    env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    env = {k: v for k, v in os.environ.items() if k != "SLIMGATE_PG_PASSWORD"}
     proc = subprocess.run([*client, "--project-directory", str(tmp_path), "-f",
                            str(tmp_path / "docker-compose.scale.yml"), "config", "-q"],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
-    assert proc.returncode != 0 and "POSTGRES_PASSWORD" in proc.stderr
+    assert proc.returncode != 0 and "SLIMGATE_PG_PASSWORD" in proc.stderr
 
 
 def test_scaled_compose_topology() -> None:
@@ -255,8 +255,9 @@ def test_scaled_compose_topology() -> None:
         pytest.skip("this tree has no PostgreSQL store yet (store.url)")
     parsed = parse_config(config, "config.scale.example.toml")
     assert parsed.store.url is not None and "@postgres:" in parsed.store.url
-    assert parsed.store.password_env == "POSTGRES_PASSWORD"
-    assert "POSTGRES_PASSWORD" in pg["environment"]["POSTGRES_PASSWORD"]
+    # one password: the variable PostgreSQL is created with is the one slimgate reads
+    assert parsed.store.password_env == "SLIMGATE_PG_PASSWORD"
+    assert "${SLIMGATE_PG_PASSWORD:?" in pg["environment"]["POSTGRES_PASSWORD"]
     assert parsed.worker.embedded is False
     assert parsed.distill.students_dir == "/data/students"
 

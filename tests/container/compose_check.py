@@ -105,16 +105,16 @@ def compose(image: str, pg_image: str) -> None:
     tmp.chmod(0o755)
     ports = {"postgres": free_port(), **{r: free_port() for r in REPLICAS}}
     store = (f'[store]\nurl = "postgresql://slimgate@127.0.0.1:{ports["postgres"]}/slimgate"\n'
-             'password_env = "POSTGRES_PASSWORD"\n')
+             'password_env = "SLIMGATE_PG_PASSWORD"\n')
     config = config_text(teacher, 8080, store).replace("[worker]\n", "[worker]\nembedded = false\n")
     (tmp / "config.toml").write_text(config + '\n[distill]\nstudents_dir = "/data/students"\n')
     (tmp / "config.toml").chmod(0o644)
     (tmp / ".env").write_text(f"SLIMGATE_API_KEYS={KEY}\nTEACHER_API_KEY=sk-teacher\n"
-                              f"POSTGRES_PASSWORD={PASSWORD}\n")
+                              f"SLIMGATE_PG_PASSWORD={PASSWORD}\n")
     base = [*compose_client(), "-p", project, "-f", str(local_compose(image, pg_image, tmp,
                                                                        ports))]
-    # ${POSTGRES_PASSWORD:?...} in the file is read from the environment of compose itself
-    os.environ["POSTGRES_PASSWORD"] = PASSWORD
+    # ${SLIMGATE_PG_PASSWORD:?...} in the file is read from the environment of compose itself
+    os.environ["SLIMGATE_PG_PASSWORD"] = PASSWORD
     try:
         sh(*base, "up", "-d", timeout=600)
         for r in REPLICAS:
@@ -141,7 +141,7 @@ def compose(image: str, pg_image: str) -> None:
     finally:
         sh(*base, "down", "-v", "-t", "40", check=False, timeout=300)
         teacher.stop()
-        del os.environ["POSTGRES_PASSWORD"]
+        del os.environ["SLIMGATE_PG_PASSWORD"]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
