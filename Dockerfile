@@ -7,6 +7,9 @@ FROM python:3.11-slim AS builder
 # torch's default Linux wheels pull in CUDA (several GB); this index serves the same version
 # built for CPU. Build with --build-arg PIP_EXTRA_INDEX_URL= to get the CUDA build instead.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Empty (ignored by pip) unless a build without that index serves the CPU wheel from a
+# directory or URL of its own (tests/container/build.sh does, offline from PyTorch's index).
+ARG PIP_FIND_LINKS=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
@@ -26,6 +29,10 @@ COPY policies ./policies
 # DL3013: this is slimgate itself; its dependency ranges live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install ".[distill]"
+# torch's wheel carries its own C++ test binaries (torch/test, torch/bin/test_*, *Test: about
+# 130 MB of the image); nothing imports or runs them. torch_shm_manager and protoc stay.
+RUN sp="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -rf "$sp/torch/test" "$sp"/torch/bin/test_* "$sp"/torch/bin/*Test
 
 
 FROM python:3.11-slim

@@ -7,11 +7,13 @@ and `docker compose config` (or docker-compose) validates it when a client is in
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 # Files the user creates from an example before `docker compose up` (docs/deploy.md).
-USER_PROVIDED = {"config.toml": "config.example.toml", ".env": ".env.example"}
+USER_PROVIDED = {"config.toml": "config.example.toml", ".env": ".env.example",
+                 "config.scale.toml": "config.scale.example.toml"}
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.scale.yml")
 
 
-def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def _compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
     return data
 
 
@@ -133,9 +137,10 @@ def test_compose_services() -> None:
     assert set(named(gw)) | set(named(vllm)) <= declared
 
 
-def test_every_referenced_file_exists_or_has_an_example() -> None:
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES)
+def test_every_referenced_file_exists_or_has_an_example(compose_file: str) -> None:
     deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
-    for name, svc in _compose()["services"].items():
+    for name, svc in _compose(compose_file)["services"].items():
         refs = []
         if "build" in svc:
             ctx = ROOT / svc["build"]["context"]
@@ -160,8 +165,9 @@ def test_env_example_names_every_variable() -> None:
     assert all(v == "" for v in env.values()), "values are secrets: names only"
     config = (ROOT / "config.example.toml").read_text()
     named_in_config = set(re.findall(r'_env\s*=\s*"([A-Z0-9_]+)"', config))
-    named_in_compose = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml")
-                                      .read_text()))
+    config += (ROOT / "config.scale.example.toml").read_text()
+    named_in_compose = {v for f in COMPOSE_FILES
+                        for v in re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / f).read_text())}
     wanted = named_in_config | named_in_compose | {"SLIMGATE_API_KEYS", "SLIMGATE_ADMIN_KEYS"}
     assert wanted <= set(env), sorted(wanted - set(env))
 
@@ -185,20 +191,82 @@ def _compose_client() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-@pytest.mark.parametrize("profile", [None, "vllm"])
-def test_compose_file_validates(tmp_path: Path, profile: str | None) -> None:
+@pytest.mark.parametrize(("compose_file", "profile"), [
+    ("docker-compose.yml", None), ("docker-compose.yml", "vllm"),
+    ("docker-compose.scale.yml", None)])
+def test_compose_file_validates(tmp_path: Path, compose_file: str, profile: str | None) -> None:
     client = _compose_client()
     if client is None:
         pytest.skip("no docker compose client here (`docker compose` or docker-compose); "
                     "the YAML checks above still ran")
-    for name in ("docker-compose.yml", "Dockerfile"):
+    for name in (compose_file, "Dockerfile"):
         shutil.copy(ROOT / name, tmp_path / name)
     for user_file, example in USER_PROVIDED.items():  # as a user would after the quick start
         shutil.copy(ROOT / example, tmp_path / user_file)
-    args = [*client, "--project-directory", str(tmp_path), "-f",
-            str(tmp_path / "docker-compose.yml")]
+    args = [*client, "--project-directory", str(tmp_path), "-f", str(tmp_path / compose_file)]
     if profile:
         args += ["--profile", profile]
+    env = {**os.environ, "SLIMGATE_PG_PASSWORD": "set-in-.env"}  # the scale file requires it
     proc = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+                          cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_refuses_to_start_postgres_without_a_password(tmp_path: Path) -> None:
+    client = _compose_client()
+    if client is None:
+        pytest.skip("no docker compose client here (`docker compose` or docker-compose)")
+    shutil.copy(ROOT / "docker-compose.scale.yml", tmp_path / "docker-compose.scale.yml")
+    (tmp_path / ".env").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "SLIMGATE_PG_PASSWORD"}
+    proc = subprocess.run([*client, "--project-directory", str(tmp_path), "-f",
+                           str(tmp_path / "docker-compose.scale.yml"), "config", "-q"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode != 0 and "SLIMGATE_PG_PASSWORD" in proc.stderr
+
+
+def test_scaled_compose_topology() -> None:
+    """PostgreSQL + replicas that run no worker + one worker, on one config and one store."""
+    services = _compose("docker-compose.scale.yml")["services"]
+    pg = services.pop("postgres")
+    assert pg["image"].startswith("postgres:")
+    assert "pg_isready" in pg["healthcheck"]["test"]
+    worker = services.pop("worker")
+    assert worker["command"][:2] == ["slimgate", "worker"]
+    replicas = services
+    assert len(replicas) >= 2
+    published = set()
+    for name, svc in {**replicas, "worker": worker}.items():
+        assert svc["image"] == "slimgate:local" and svc["build"]["dockerfile"] == "Dockerfile"
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        assert "./config.scale.toml:/etc/slimgate/config.toml:ro" in svc["volumes"], name
+        # students the worker trains are the ones every replica loads
+        assert "slimgate-students:/data/students" in svc["volumes"], name
+        if svc is not worker:
+            assert "--no-worker" in svc["command"], name
+            assert "/readyz" in " ".join(svc["healthcheck"]["test"]), name
+            published |= {p.rsplit(":", 2)[-2] for p in svc["ports"]}
+    assert len(published) == len(replicas), "each replica needs a port of its own"
+
+    config = tomllib.loads((ROOT / "config.scale.example.toml").read_text())
+    from gateway.config import StoreConfig, parse_config
+
+    if "url" not in StoreConfig.model_fields:
+        pytest.skip("this tree has no PostgreSQL store yet (store.url)")
+    parsed = parse_config(config, "config.scale.example.toml")
+    assert parsed.store.url is not None and "@postgres:" in parsed.store.url
+    # one password: the variable PostgreSQL is created with is the one slimgate reads
+    assert parsed.store.password_env == "SLIMGATE_PG_PASSWORD"
+    assert "${SLIMGATE_PG_PASSWORD:?" in pg["environment"]["POSTGRES_PASSWORD"]
+    assert parsed.worker.embedded is False
+    assert parsed.distill.students_dir == "/data/students"
+
+
+def test_container_scripts_keep_the_real_base() -> None:
+    """The local stand-in base is tagged for local builds only; the Dockerfile names the real
+    one and the CI script skips, rather than fails, where no engine starts."""
+    base = (ROOT / "tests" / "container" / "base_image.sh").read_text()
+    assert "debootstrap" in base and "python:3.11-slim" in base and "LOCAL TEST" in base
+    run = (ROOT / "tests" / "container" / "run.sh").read_text()
+    assert "SKIPPED" in run and "check.py single" in run and "check.py compose" in run
+    assert "tests/container/run.sh" in (ROOT / ".ci" / "run").read_text()
