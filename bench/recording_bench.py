@@ -34,7 +34,7 @@ import psycopg  # noqa: E402
 from bench.agent_data import DataMissing, load_all  # noqa: E402
 from gateway.config import StoreConfig  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
-from gateway.offline.local import free_port, wait_ready  # noqa: E402
+from gateway.offline.local import free_port, gateway_toml, wait_ready  # noqa: E402
 from gateway.store.base import open_store  # noqa: E402
 from gateway.store.migrations import connect  # noqa: E402
 from gateway.store.recorder import Exchange, Recorder  # noqa: E402
@@ -166,23 +166,10 @@ def replicas_run(url: str, requests: list[dict[str, Any]], dedupe: bool, tmp: Pa
         for i in range(replicas):
             port = free_port()
             cfg = tmp / f"replica-{int(dedupe)}-{i}.toml"
-            cfg.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-api_keys_env = "BENCH_KEYS"
-log_level = "warning"
-[store]
-url = "{url}"
-dedupe_static = {str(dedupe).lower()}
-[worker]
-embedded = false
-[[models]]
-name = "bench"
-provider = "openai"
-base_url = "{upstream}"
-max_retries = 0
-""")
+            cfg.write_text(gateway_toml(
+                port=port, store=url, keys_env="BENCH_KEYS", model="bench", base_url=upstream,
+                model_extra="max_retries = 0", more="[worker]\nembedded = false",
+                store_extra=f"dedupe_static = {str(dedupe).lower()}"))
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "serve", "--no-worker", "--config",
                  str(cfg)], env={**os.environ, "BENCH_KEYS": "sk-bench"}, cwd=ROOT))

@@ -36,10 +36,12 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -
     raise RuntimeError(f"{url} did not become ready within {timeout_s:g}s")
 
 
-def gateway_toml(*, port: int, store: Path, keys_env: str, model: str, base_url: str,
-                 model_extra: str = "", more: str = "") -> str:
-    """A `slimgate serve` config on 127.0.0.1 with one OpenAI-compatible model; `model_extra`
-    adds keys to that model's table, `more` whole tables after it."""
+def gateway_toml(*, port: int, store: Path | str, keys_env: str, model: str, base_url: str,
+                 model_extra: str = "", more: str = "", store_extra: str = "") -> str:
+    """A `slimgate serve` config on 127.0.0.1 with one OpenAI-compatible model; `store` is a
+    SQLite path or a postgresql:// URL; `model_extra` and `store_extra` add keys to those
+    tables, `more` whole tables after them."""
+    where = "url" if str(store).startswith("postgresql://") else "path"
     return f"""
 [server]
 host = "127.0.0.1"
@@ -48,7 +50,8 @@ api_keys_env = "{keys_env}"
 log_level = "warning"
 
 [store]
-path = "{store}"
+{where} = "{store}"
+{store_extra}
 
 [[models]]
 name = "{model}"

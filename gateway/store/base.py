@@ -44,6 +44,16 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+def exchanges_query(task: str | None, limit: int, since_seq: int,
+                    mark: str = "?") -> tuple[str, list[Any]]:
+    """`Store.exchanges`'s SQL (with the engine's placeholder `mark`) and its arguments."""
+    where, args = "seq > " + mark, list[Any]([since_seq])
+    if task is not None:
+        where += " AND task = " + mark
+        args.append(task)
+    return f"SELECT * FROM exchanges WHERE {where} ORDER BY seq LIMIT {mark}", [*args, limit]
+
+
 async def open_store(cfg: StoreConfig) -> Store:
     """The store `cfg` names, migrated and ready."""
     if cfg.is_postgres:

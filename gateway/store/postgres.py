@@ -21,6 +21,7 @@ from psycopg.types.numeric import FloatLoader
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import StoreConfig
+from gateway.store.base import exchanges_query
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
@@ -138,12 +139,7 @@ class PostgresStore:
     async def exchanges(
         self, *, task: str | None = None, limit: int = 100, since_seq: int = 0
     ) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM exchanges WHERE seq > %s"
-        args: list[Any] = [since_seq]
-        if task is not None:
-            sql += " AND task = %s"
-            args.append(task)
-        return await self._fetch(sql + " ORDER BY seq LIMIT %s", [*args, limit])
+        return await self._fetch(*exchanges_query(task, limit, since_seq, "%s"))
 
     async def count_exchanges(self) -> int:
         rows = await self._fetch("SELECT COUNT(*) AS n FROM exchanges")

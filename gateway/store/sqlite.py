@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.store.base import exchanges_query
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
@@ -122,13 +123,7 @@ class SqliteStore:
     async def exchanges(
         self, *, task: str | None = None, limit: int = 100, since_seq: int = 0
     ) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM exchanges WHERE seq > ?"
-        args: list[Any] = [since_seq]
-        if task is not None:
-            sql += " AND task = ?"
-            args.append(task)
-        sql += " ORDER BY seq LIMIT ?"
-        args.append(limit)
+        sql, args = exchanges_query(task, limit, since_seq)
         async with self._db.execute(sql, args) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
