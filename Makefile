@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/tail_latency.py  # says "skipped" and goes on without wrk and nginx
 	$(BIN)/python bench/distill_bench.py
 	$(BIN)/python bench/discovery_bench.py
+	$(BIN)/python bench/recording_bench.py  # SQLite only without PostgreSQL on 127.0.0.1:5432
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway distill policies tests bench
