@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import orjson
 import psycopg
@@ -28,6 +27,7 @@ from aiohttp import web
 
 from gateway.fingerprint import fingerprint
 from gateway.offline.local import free_port, gateway_toml
+from gateway.offline.local import wait_ready as local_wait_ready
 from gateway.store.migrations import connect
 from gateway.store.stages import set_pin
 from tests.pg import pg_database
@@ -160,16 +160,11 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError("replica did not become ready:\n" + log.read_text())
+    """`gateway.offline.local.wait_ready`, with the replica's log in the failure."""
+    try:
+        local_wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}:\n{log.read_text()}") from None
 
 
 def wait_for(log: Path, text: str, deadline_s: float) -> bool:

@@ -5,35 +5,21 @@ once for all, not one per process)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from gateway.app import create_app
 from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
 from tests.pg import pg_database
-from tests.test_routing import JSON_BODY, ScriptedStudent, add_task
-
-
-async def _backends(app: Any, keys: str, sessions: list[str]) -> list[str]:
-    out = []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                     headers={"authorization": f"Bearer {keys}"}) as c:
-            for session in sessions:
-                r = await c.post("/v1/chat/completions", json=JSON_BODY,
-                                 headers={"x-slimgate-session": session})
-                assert r.status_code == 200
-                out.append(r.headers["x-slimgate-backend"])
-    return out
+from tests.test_routing import JSON_BODY, ScriptedStudent, _serve, add_task
 
 
 async def test_two_replicas_put_each_conversation_in_the_same_bucket(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
-    sessions = [f"conversation-{i}" for i in range(40)]
+    # 40 conversations: the sticky key is the system prompt and first user message
+    conversations = [{**JSON_BODY, "messages": [JSON_BODY["messages"][0],
+                                                {"role": "user", "content": f"order {i}"}]}
+                     for i in range(40)]
     with pg_database() as url:
         add_task(url, "canary", step=2)  # the default steps 5, 25, 50: half the conversations
         seen = []
@@ -41,6 +27,8 @@ async def test_two_replicas_put_each_conversation_in_the_same_bucket(
             cfg = gateway_config(tmp_path / replica, fresh_upstream, store={"url": url},
                                  policy={"audit_rate": 0.0})
             app = create_app(cfg, student_factory=lambda task, version: ScriptedStudent())
-            seen.append(await _backends(app, keys, sessions))
+            answers = await _serve(app, keys, conversations)
+            assert all(r.status_code == 200 for r in answers)
+            seen.append([r.headers["x-slimgate-backend"] for r in answers])
     assert seen[0] == seen[1]
     assert 5 < seen[0].count("student") < 35  # both backends really in play
