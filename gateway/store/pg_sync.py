@@ -9,7 +9,7 @@ on a sqlite3 connection opened with `isolation_level=None`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -36,9 +36,13 @@ class Row(tuple[Any, ...]):
         return list(self._names)
 
 
+@lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    return type("Row", (Row,), {"_names": names, "__slots__": ()})
+
+
 def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
-    names = tuple(c.name for c in cursor.description or ())
-    cls = type("Row", (Row,), {"_names": names, "__slots__": ()})
+    cls = _row_class(tuple(c.name for c in cursor.description or ()))
     return lambda values: cls(values)
 
 
@@ -67,26 +71,6 @@ def to_pyformat(sql: str) -> str:
 _STATEMENTS = {"BEGIN IMMEDIATE": "BEGIN", "BEGIN": "BEGIN ISOLATION LEVEL REPEATABLE READ"}
 
 
-class PgCursor:
-    """The part of a DB-API cursor the store's code uses."""
-
-    def __init__(self, cur: psycopg.ClientCursor[Any]) -> None:
-        self._cur = cur
-
-    @property
-    def rowcount(self) -> int:
-        return self._cur.rowcount
-
-    def fetchone(self) -> Any:
-        return self._cur.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return self._cur.fetchall()
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._cur)
-
-
 class PgConnection:
     """sqlite3-like access to a migrated PostgreSQL store (see the module docstring)."""
 
@@ -100,19 +84,19 @@ class PgConnection:
         """The psycopg connection (migrations, LISTEN/NOTIFY, advisory locks)."""
         return self._conn
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgCursor:
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.ClientCursor[Any]:
         sql = _STATEMENTS.get(sql.strip(), sql)
         cur = psycopg.ClientCursor(self._conn, row_factory=_row_factory)
         if params:
             cur.execute(to_pyformat(sql), tuple(params))
         else:
             cur.execute(sql)  # no parameters: psycopg reads no placeholders
-        return PgCursor(cur)
+        return cur
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.ClientCursor[Any]:
         cur = psycopg.ClientCursor(self._conn, row_factory=_row_factory)
         cur.executemany(to_pyformat(sql), [tuple(r) for r in rows])
-        return PgCursor(cur)
+        return cur
 
     def close(self) -> None:
         self._conn.close()

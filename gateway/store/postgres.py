@@ -62,7 +62,6 @@ class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool[Any], cfg: StoreConfig) -> None:
         self._pool = pool
         self._cfg = cfg
-        self.path = cfg.target  # the URL (no password): what logs and /healthz may name
 
     @classmethod
     async def open(cls, cfg: StoreConfig) -> PostgresStore:
