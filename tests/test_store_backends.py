@@ -309,3 +309,17 @@ async def test_nul_characters_do_not_lose_a_batch(store_target: str) -> None:
     [request] = [r["request"] for r in chat_exchanges(con)][:1]
     con.close()
     assert request["messages"][0]["content"] == "a\x00b"
+
+
+def test_unset_password_variable_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.cli import main
+
+    monkeypatch.delenv("SLIMGATE_TEST_PG_PASSWORD", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nurl = "postgresql://slimgate@127.0.0.1:5432/slimgate"\n'
+                   'password_env = "SLIMGATE_TEST_PG_PASSWORD"\n')
+    assert main(["tasks", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "SLIMGATE_TEST_PG_PASSWORD" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ import os
 import sys
 
 from gateway.cli.parser import build_parser
+from gateway.config import ConfigError
 from gateway.store.migrations import StoreError
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except SystemExit as e:  # a config error, already explained on stderr
         return int(e.code or 0)
-    except StoreError as e:  # unreachable database, a store from a newer slimgate
+    except (StoreError, ConfigError) as e:  # unreachable database, a newer store, unset env
         print(f"slimgate: {e}", file=sys.stderr)
         return 2
     return code
