@@ -98,7 +98,11 @@ def _dumps(value: Any) -> str | None:
 
 
 Record = Exchange | LiveComparison | StoredResponse  # what the writer's queue carries
-BUILD_INLINE_MAX = 4  # batches this small are built on the event loop, larger ones in a thread
+# Batches this small are built on the event loop, larger ones in a thread. A hop to a thread
+# costs ~60 µs (uvloop, this 2-core machine); a row ~0.2 ms on our agent-request bench. Up
+# to 4 rows (≤ ~1 ms) the loop's stall is short and a quiet gateway, or `durability = "sync"`
+# at low load, keeps its commit without the hop; the 4 itself is a judgement, not tuned.
+BUILD_INLINE_MAX = 4
 
 
 def _summarise_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +207,8 @@ class Recorder:
             # Building rows (stream assembly, JSON, scrubbing, static-text hashes) is CPU
             # work: ~0.2 ms a row, 13 ms for a batch of 62 at concurrency 64 (measured with
             # bench/tail_latency.py). In a thread the event loop runs between the GIL's
-            # switches instead of waiting for the whole batch; a few rows stay on the loop,
-            # where the hop to a thread would cost more than it saves.
+            # switches instead of waiting for the whole batch (BUILD_INLINE_MAX says why
+            # small batches stay on the loop).
             if len(batch) > BUILD_INLINE_MAX:
                 rows, comparisons, responses, bodies = await asyncio.to_thread(self._build, batch)
             else:

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-# Smaller parts stay inline: a reference and a lookup cost more than they save. Measured on
-# τ²-bench's and AgentDojo's agent requests (bench/recording_bench.py): their system prompts
-# and tool sets are 2-20 KB; the instance messages they must not touch are mostly < 256 B.
+# Smaller parts stay inline: a reference (a 64-hex hash and its place) and a lookup cost
+# about what a one-line prompt such as "You are a helpful assistant." saves. On τ²-bench's
+# and AgentDojo's agent requests (bench/recording_bench.py, inspect-evals 0.28.0) every
+# static part is far above it: system prompts 474-8,193 bytes, tool sets 2,182-6,007.
 MIN_BYTES = 256
 STATIC_ROLES = ("system", "developer")
 REWRITE_AFTER_S = 3600.0  # a text written this recently is not rewritten (only seen_at moves)
