@@ -44,7 +44,8 @@ async def test_student_answers_a_responses_request_whole_and_streamed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent()
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    app, _ = await run(tmp_path, fresh_upstream, student, "primary",
+                       policy={"primary_audit_rate": 0.0})  # no audit: the teacher is unasked
     whole, streamed = await _serve(app, keys, [
         ("/v1/responses", RESPONSES_BODY), ("/v1/responses", {**RESPONSES_BODY, "stream": True})])
     assert whole.status_code == 200 and whole.headers["x-slimgate-backend"] == "student"
