@@ -1,6 +1,8 @@
 """Step S3: discover the task types in recorded traffic.
 
 A task is one instruction with one output contract. An explicit task tag always wins.
+Rows are first parted by tenant (the namespace of the key that sent them): no task ever
+holds two tenants' rows, and two tenants running the same agent get a task each.
 Untagged requests are grouped by fingerprint (masked system prompt, tools, response format);
 a group is one task unless its instruction templates and answer shapes show several
 (`distill.task_split`); groups whose prompts differ by a word or a date, answered alike, merge.
@@ -13,7 +15,7 @@ import dataclasses
 import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,7 @@ from distill.task_split import Candidate, centroid_of, split_group
 from distill.templates import alike, words
 from gateway.fingerprint import fingerprint, message_text, signature
 from gateway.store.catalog import TaskRecord
-from gateway.task_ids import is_task_id
+from gateway.task_ids import is_task_id, task_tenant
 from policies.kinds import output_kind, task_kind
 
 DISCOVERED_ID = re.compile(r"t-[0-9a-f]{10}")  # ids this module makes; never a client's tag
@@ -38,17 +40,21 @@ class Discovery:
     report: dict[str, Any]
 
 
-def explicit_tag(row: dict[str, Any], discovered: set[str]) -> str | None:
-    """The client's own task tag: `metadata.task`, else a task column that is not ours."""
-    meta = row["request"].get("metadata")
-    tag = meta.get("task") if isinstance(meta, dict) else None
-    if is_task_id(tag):
-        return tag
+NamespaceOf = Callable[[str | None], str | None]  # a row's key id -> its tenant (None: shared)
+
+
+def explicit_tag(row: dict[str, Any], discovered: set[str], namespace: str | None = None
+                 ) -> str | None:
+    """The client's own task tag: the task the row was recorded under (the gateway stores a
+    named task as `<namespace>.<name>`, `ServerConfig.client_tasks`), when it is no task of
+    ours and, for a tenant, carries the tenant's own prefix. Never the body's bare
+    `metadata.task`: that name is the caller's, and another tenant may use it too."""
     tag = row.get("task")
-    if is_task_id(tag) and tag not in discovered \
-            and not DISCOVERED_ID.fullmatch(tag):
-        return tag
-    return None
+    if not is_task_id(tag) or tag in discovered or DISCOVERED_ID.fullmatch(tag):
+        return None
+    if namespace is not None and not tag.startswith(namespace + "."):
+        return None  # placed there by another tenant's fingerprint (before tenants applied)
+    return tag
 
 
 def _tokens(text_len: int) -> int:
@@ -98,8 +104,9 @@ def _info(c: Candidate) -> dict[str, Any]:
     return info
 
 
-def _task_id(c: Candidate) -> str:
-    return "t-" + hashlib.sha256("|".join(sorted(c.parts)).encode()).hexdigest()[:10]
+def _task_id(c: Candidate, namespace: str | None) -> str:
+    parts = sorted(c.parts) if namespace is None else [f"tenant:{namespace}", *sorted(c.parts)]
+    return "t-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:10]
 
 
 def _systems_alike(a: set[str], b: set[str]) -> bool:
@@ -193,30 +200,99 @@ def discover(
     existing: Iterable[TaskRecord] = (),
     embedder: Any = None,
     min_task_examples: int = 20,
+    namespace_of: NamespaceOf | None = None,
+    max_tasks_per_tenant: int | None = None,
 ) -> Discovery:
     """Tasks in `rows` (as from `catalog.chat_exchanges`), and which row belongs to which.
 
-    The embedder only gives each task a centroid (the gateway's fallback for requests no
-    fingerprint or template places); tasks are the same without one. Untagged candidates
-    with fewer than `min_task_examples` rows stay pending (reported, not assigned) unless
-    they continue an existing task; so do instruction templates rarer than that.
+    `namespace_of` maps a row's `key_id` to its tenant (`ServerConfig.task_namespace`); rows
+    of each tenant are discovered apart, against that tenant's existing tasks only. The
+    embedder only gives each task a centroid (the gateway's fallback for requests no
+    fingerprint or template places); tasks are the same without one. Candidates with fewer
+    than `min_task_examples` rows, named or not, stay pending (reported, not assigned)
+    unless they continue an existing task; so do instruction templates rarer than that, and
+    a tenant's new tasks past `max_tasks_per_tenant` (its largest are kept).
     """
     existing = list(existing)
-    by_id = {t.id: t for t in existing}
-    discovered = {t.id for t in existing if not t.explicit}
-    tagged: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_tenant: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         req = row.get("request")
         if not isinstance(req, dict) or not isinstance(req.get("messages"), list):
             continue
-        tag = explicit_tag(row, discovered)
-        (tagged[tag] if tag else groups[fingerprint(req)]).append(row)
+        by_tenant[namespace_of(row.get("key_id")) if namespace_of else None].append(row)
     report: dict[str, Any] = {
-        "rows": sum(map(len, tagged.values())) + sum(map(len, groups.values())),
-        "explicit_rows": sum(map(len, tagged.values())), "fingerprints": len(groups),
-        "embedder": embedder is not None, "groups": [], "merged": [], "pending": [],
+        "rows": 0, "explicit_rows": 0, "fingerprints": 0, "embedder": embedder is not None,
+        "groups": [], "merged": [], "pending": [], "reused": 0, "tenants": len(by_tenant),
     }
+    taken = {t.id for t in existing}
+    discovered = {t.id for t in existing if not t.explicit}
+    found: list[tuple[Candidate, TaskRecord | None, str | None]] = []
+    for tenant in sorted(by_tenant, key=lambda t: t or ""):
+        mine = [t for t in existing if task_tenant(t.info) == tenant]
+        kept = _tenant_candidates(by_tenant[tenant], mine, discovered, tenant, embedder,
+                                  min_task_examples, report)
+        cap = max_tasks_per_tenant
+        if cap is not None:
+            room = max(0, cap - len(mine))
+            new = sorted((k for k in kept if k[1] is None and not _known(k[0], mine)),
+                         key=lambda k: -len(k[0].rows))
+            over = {id(c) for c, _ in new[room:]}
+            kept = [k for k in kept if id(k[0]) not in over]
+            for c, _ in new[room:]:
+                report["pending"].append({"fingerprints": sorted(c.fingerprints),
+                                          "count": len(c.rows), "tenant": tenant,
+                                          "why": f"the tenant has {cap} tasks (the cap)"})
+        found += [(c, old, tenant) for c, old in kept]
+    by_id = {t.id: t for t in existing}
+    taken |= {c.explicit for c, _, _ in found if c.explicit}
+    fresh_labels = task_labels([c for c, _, _ in found])
+    tasks, assignments = [], []
+    for (c, old, tenant), fresh_label in zip(found, fresh_labels, strict=True):
+        task_id = c.explicit or (old.id if old else None)
+        if task_id is None:
+            task_id, n = _task_id(c, tenant), 1
+            while task_id in taken:  # a fresh id may equal one an older task still holds
+                c.parts.append(f"#{n}")
+                task_id, n = _task_id(c, tenant), n + 1
+            taken.add(task_id)
+        info = _info(c)
+        if tenant is not None:
+            info["tenant"] = tenant
+        kind = task_kind(Counter(info["kinds"]).elements())
+        prior = old or by_id.get(task_id)
+        if prior is None:
+            tasks.append(TaskRecord(id=task_id, label=fresh_label, kind=kind,
+                                    explicit=c.explicit is not None, info=info))
+        else:  # keep its stage and its label (policies may select tasks by label)
+            label = fresh_label if c.explicit else prior.label
+            tasks.append(dataclasses.replace(prior, label=label, kind=kind, info=info))
+        assignments += [(task_id, r["seq"]) for r in c.rows
+                        if r.get("seq") is not None and r.get("task") != task_id]
+    dedupe_labels(tasks)
+    tasks.sort(key=lambda t: -t.info["count"])
+    report["tasks"] = [{"id": t.id, "label": t.label, "kind": t.kind, "count": t.info["count"]}
+                       for t in tasks]
+    return Discovery(tasks, assignments, report)
+
+
+def _known(c: Candidate, mine: list[TaskRecord]) -> bool:
+    """A named candidate whose task the tenant already has (no new task: never capped)."""
+    return c.explicit is not None and any(t.id == c.explicit for t in mine)
+
+
+def _tenant_candidates(
+    rows: list[dict[str, Any]], existing: list[TaskRecord], discovered: set[str],
+    tenant: str | None, embedder: Any, min_task_examples: int, report: dict[str, Any],
+) -> list[tuple[Candidate, TaskRecord | None]]:
+    """One tenant's candidates worth a task, each with the existing task it continues."""
+    tagged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        tag = explicit_tag(row, discovered, tenant)
+        (tagged[tag] if tag else groups[fingerprint(row["request"])]).append(row)
+    report["rows"] += len(rows)
+    report["explicit_rows"] += sum(map(len, tagged.values()))
+    report["fingerprints"] += len(groups)
     cache: dict[str, Any] = {}
     cands: list[Candidate] = []
     for tag, group in sorted(tagged.items()):
@@ -231,37 +307,13 @@ def discover(
             if c.centroid is None:  # explicit and merged candidates
                 c.centroid = centroid_of(c.rows, embedder, cache)
     reused = _reuse_ids(cands, existing)
+    report["reused"] += len(reused)
     kept = []
     for i, c in enumerate(cands):
-        if c.explicit or i in reused or len(c.rows) >= min_task_examples:
+        if i in reused or len(c.rows) >= min_task_examples or _known(c, existing):
             kept.append((c, reused.get(i)))
-        else:
-            report["pending"].append({"fingerprints": sorted(c.fingerprints), "count": len(c.rows)})
-    taken = set(by_id) | {c.explicit for c, _ in kept if c.explicit}
-    fresh_labels = task_labels([c for c, _ in kept])
-    tasks, assignments = [], []
-    for (c, old), fresh_label in zip(kept, fresh_labels, strict=True):
-        task_id = c.explicit or (old.id if old else None)
-        if task_id is None:
-            task_id, n = _task_id(c), 1
-            while task_id in taken:  # a fresh id may equal one an older task still holds
-                c.parts.append(f"#{n}")
-                task_id, n = _task_id(c), n + 1
-            taken.add(task_id)
-        info = _info(c)
-        kind = task_kind(Counter(info["kinds"]).elements())
-        prior = old or by_id.get(task_id)
-        if prior is None:
-            tasks.append(TaskRecord(id=task_id, label=fresh_label, kind=kind,
-                                    explicit=c.explicit is not None, info=info))
-        else:  # keep its stage and its label (policies may select tasks by label)
-            label = fresh_label if c.explicit else prior.label
-            tasks.append(dataclasses.replace(prior, label=label, kind=kind, info=info))
-        assignments += [(task_id, r["seq"]) for r in c.rows
-                        if r.get("seq") is not None and r.get("task") != task_id]
-    dedupe_labels(tasks)
-    tasks.sort(key=lambda t: -t.info["count"])
-    report["reused"] = len(reused)
-    report["tasks"] = [{"id": t.id, "label": t.label, "kind": t.kind, "count": t.info["count"]}
-                       for t in tasks]
-    return Discovery(tasks, assignments, report)
+        else:  # a name any key can mint is no task (nor metric label) until it has data
+            report["pending"].append({"fingerprints": sorted(c.fingerprints),
+                                      "count": len(c.rows), "tenant": tenant,
+                                      **({"name": c.explicit} if c.explicit else {})})
+    return kept

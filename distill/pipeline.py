@@ -41,6 +41,7 @@ from gateway.store.catalog import (
 )
 from gateway.store.db import Connection
 from gateway.store.stages import live_evidence
+from gateway.task_ids import task_tenant
 from policies.gate import should_retrain
 from policies.schedule import TaskPlan, order_tasks
 from policies.stats import wilson
@@ -69,7 +70,9 @@ def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> in
     if not rows:
         return 0
     found = discover(rows, existing=list_tasks(con), embedder=embedder,
-                     min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)))
+                     min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)),
+                     namespace_of=cfg.server.task_namespace,
+                     max_tasks_per_tenant=cfg.server.max_tasks_per_tenant)
     for task in found.tasks:
         upsert_task(con, task)
     if found.assignments:
@@ -79,8 +82,13 @@ def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> in
 
 def curate_task(con: Connection, cfg: Config, task: TaskRecord) -> Curated:
     kinds = cfg.distill.scrub_kinds
+    tenant = task_tenant(task.info)
+    # Only the task's own tenant's rows, whatever the task column says (rows placed by an
+    # older gateway that matched prompts across tenants stay out of its training data).
+    rows = (r for r in chat_exchanges(con, task=task.id)
+            if cfg.server.task_namespace(r["key_id"]) == tenant)
     return curate(
-        chat_exchanges(con, task=task.id),
+        rows,
         heldout_percent=cfg.distill.heldout_percent,
         scrub=ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None),
     )

@@ -67,6 +67,9 @@ class ServerConfig(_Strict):
     # lets every key name any task (one team behind the gateway). Open gateways: no prefix.
     client_tasks: Literal["tenant", "shared"] = "tenant"
     tenants: dict[str, list[str]] = {}  # tenant name -> key ids (the store's key_id) sharing names
+    # Tasks (named or discovered) the worker registers per tenant, largest first: any key can
+    # send any number of task names and prompts, and each task is a metric label and a route.
+    max_tasks_per_tenant: int = Field(100, ge=1)
     metrics_keys_env: str = "SLIMGATE_METRICS_KEYS"  # keys that may read /metrics; admins may
     metrics_public: bool = False  # true: /metrics needs no key (only on a private network)
     auth_failures_per_minute: int = Field(30, ge=1)  # wrong keys per client address, then 429

@@ -31,8 +31,6 @@ from gateway.routing import Decision, RoutingTable
 from gateway.shadow import Job, ShadowRunner, completion_tokens, first_message
 from gateway.store.recorder import Exchange, Recorder
 from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
-from gateway.task_assign import Assignment
-from gateway.task_ids import scoped_task
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
 from policies.contract import Violation, check_contract, request_pattern_problem
@@ -203,16 +201,15 @@ class Proxy:
             return None
         check_schemas(body)
         header_task = ctx.headers.get("x-slimgate-task")
+        # Tasks are the caller's tenant's own, named or discovered (ServerConfig.client_tasks).
+        namespace = self._config.server.task_namespace(ctx.key_id)
+        assigner = self._routing.assigner
         try:
-            assignment = self._routing.assigner.assign(body, header_task)
-            if assignment.how == "explicit" and assignment.task is not None:
-                # A client-named task is the caller's own (ServerConfig.client_tasks).
-                namespace = self._config.server.task_namespace(ctx.key_id)
-                assignment = Assignment(scoped_task(assignment.task, namespace), "explicit")
+            assignment = assigner.assign(body, header_task, namespace)
         except ValueError as e:  # a header is no body field: no `param` for it
             raise InvalidRequest(str(e), param=None if header_task else "metadata.task") from None
         if assignment.task is None and self._routing.any_serving:
-            assignment = await self._routing.assigner.assign_by_centroid(body)
+            assignment = await assigner.assign_by_centroid(body, namespace)
         self._metrics.task_assignments.labels(assignment.how).inc()
         decision = self._routing.decide(assignment, body, ctx.headers, ctx.request_id)
         ctx.task, ctx.record = decision.task, decision.record

@@ -1,5 +1,7 @@
 """Online task assignment on the request path, the way discovery assigns recorded requests.
 
+Every lookup is within the caller's namespace (its tenant, `ServerConfig.task_namespace`): a
+request is only ever placed in a task of its own tenant, whatever prompt or tools it sends.
 `assign` is synchronous and cheap: an explicit tag, else the request's fingerprint when it
 belongs to one task, else (a fingerprint split into several tasks) the task whose instruction
 templates the request shares most. `assign_by_centroid` runs on a miss, in a worker thread: a
@@ -26,7 +28,7 @@ from gateway.fingerprint import (
     unit_hash,
     words_alike,
 )
-from gateway.task_ids import RULE, is_task_id
+from gateway.task_ids import RULE, is_task_id, scoped_task, task_tenant
 
 _SYSTEM_CACHE_SIZE = 1024
 _MISS_CACHE_SIZE = 4096  # fingerprints of new prompts, with the tasks their prompt is alike
@@ -54,6 +56,7 @@ class _Known:
     """What the assigner keeps of one task."""
 
     id: str
+    tenant: str | None  # the namespace whose callers it may take (None: shared, open gateway)
     signature: str
     systems: tuple[str, ...]  # masked system prompts, for new prompts a word away
     templates: frozenset[str]  # unit hashes of its instruction templates (split groups)
@@ -102,13 +105,13 @@ class TaskAssigner:
         embedder: Callable[[], Any] | None = None,
     ) -> None:
         self._known = {k.id: k for k in known}
-        self._by_fingerprint: dict[str, list[str]] = defaultdict(list)
+        self._by_fingerprint: dict[tuple[str | None, str], list[str]] = defaultdict(list)
         self._centroid_ids = [k.id for k in known if k.centroid]
         self._embedder_factory = embedder  # () -> an Embedder; none: no centroid assignment
         self._embedder: Any = None
         self._matrix: Any = None
         self._system_cache: dict[str, Any] = {}
-        self._miss_cache: dict[str, list[str]] = {}
+        self._miss_cache: dict[tuple[str | None, str], list[str]] = {}
         self._lock = threading.Lock()
         self._installed: bool | None = None
 
@@ -119,26 +122,29 @@ class TaskAssigner:
         for t in tasks:
             info = t.info
             known.append(_Known(
-                t.id, str(info.get("signature", "")), tuple(info.get("systems") or ()),
+                t.id, task_tenant(info), str(info.get("signature", "")),
+                tuple(info.get("systems") or ()),
                 frozenset(info.get("templates") or ()), info.get("split"),
                 info.get("centroid") or None))
-            fps.append((t.id, info.get("fingerprints") or []))
+            fps.append((t.id, task_tenant(info), info.get("fingerprints") or []))
         assigner = cls(known, **kwargs)
-        for task_id, prints in fps:
+        for task_id, tenant, prints in fps:
             for fp in prints:
-                assigner._by_fingerprint[fp].append(task_id)
+                assigner._by_fingerprint[tenant, fp].append(task_id)
         return assigner
 
-    def assign(self, body: dict[str, Any], header_task: str | None = None) -> Assignment:
-        """Explicit tag, else a fingerprint of one task, else the template that places the
-        request among the tasks sharing its fingerprint, else no task (yet).
+    def assign(self, body: dict[str, Any], header_task: str | None = None,
+               namespace: str | None = None) -> Assignment:
+        """Explicit tag (stored as the caller's own: `<namespace>.<name>`), else a
+        fingerprint of one of the namespace's tasks, else the template that places the
+        request among its tasks sharing that fingerprint, else no task (yet).
 
         Raises ValueError for an invalid explicit tag (the client should get a 400).
         """
         tag = explicit_task(body, header_task)
         if tag is not None:
-            return Assignment(tag, "explicit")
-        ids = self._by_fingerprint.get(fingerprint(body))
+            return Assignment(scoped_task(tag, namespace), "explicit")
+        ids = self._by_fingerprint.get((namespace, fingerprint(body)))
         if not ids:
             return NO_TASK
         if len(ids) == 1:
@@ -151,19 +157,21 @@ class TaskAssigner:
         j = best_template(units, [self._known[i].templates for i in ids])
         return ids[j] if j is not None else None
 
-    async def assign_by_centroid(self, body: dict[str, Any]) -> Assignment:
+    async def assign_by_centroid(self, body: dict[str, Any],
+                                 namespace: str | None = None) -> Assignment:
         """On a miss: a new prompt a word or a date away from a task's prompt (same tools and
         format) takes that task; a request no template places in a group split by answer
         shape takes the nearest content centroid. A group split by instruction takes none."""
-        fp = fingerprint(body)
-        ids = self._by_fingerprint.get(fp)
+        key = (namespace, fingerprint(body))
+        ids = self._by_fingerprint.get(key)
         how: How = "template"
         if not ids:
-            if fp not in self._miss_cache:
+            if key not in self._miss_cache:
                 if len(self._miss_cache) >= _MISS_CACHE_SIZE:
                     self._miss_cache.clear()
-                self._miss_cache[fp] = await asyncio.to_thread(self._alike_prompt, body)
-            ids, how = self._miss_cache[fp], "prompt"
+                self._miss_cache[key] = await asyncio.to_thread(self._alike_prompt, body,
+                                                                namespace)
+            ids, how = self._miss_cache[key], "prompt"
             if len(ids) == 1:
                 return Assignment(ids[0], how)
             if ids and (task := self._by_template(body, ids)):
@@ -176,10 +184,11 @@ class TaskAssigner:
         best, sim = await asyncio.to_thread(self._nearest, body, allowed)
         return Assignment(best, "centroid", sim)
 
-    def _alike_prompt(self, body: dict[str, Any]) -> list[str]:
-        """Tasks with the request's tools and format whose prompt is a word or a date away."""
+    def _alike_prompt(self, body: dict[str, Any], namespace: str | None) -> list[str]:
+        """The namespace's tasks with the request's tools and format whose prompt is a word
+        or a date away."""
         sig, system = signature(body), system_text(body).split()
-        return [k.id for k in self._known.values() if k.signature == sig
+        return [k.id for k in self._known.values() if k.tenant == namespace and k.signature == sig
                 and any(words_alike(system, s.split()) for s in k.systems)]
 
     def _embeddings_on(self) -> bool:

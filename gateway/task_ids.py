@@ -8,7 +8,8 @@ The whole string must match (`fullmatch`): a trailing newline is not a valid id.
 from __future__ import annotations
 
 import re
-from typing import TypeGuard
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -31,3 +32,10 @@ def scoped_task(name: str, namespace: str | None) -> str:
         raise ValueError(f"task name {name[:80]!r} is too long: this key's task names are "
                          f"stored as '{namespace}.<name>', so at most {room} characters.")
     return task_id
+
+
+def task_tenant(info: Mapping[str, Any]) -> str | None:
+    """The tenant whose rows a task holds, from its stored info (None: one shared
+    namespace, or an open gateway). Only callers of the same namespace are ever placed in it."""
+    tenant = info.get("tenant")
+    return tenant if isinstance(tenant, str) else None

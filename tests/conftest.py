@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -93,6 +94,11 @@ async def running_client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
 
 METRICS_KEY = "sk-metrics-test"
 METRICS_AUTH = {"authorization": f"Bearer {METRICS_KEY}"}
+
+
+TEST_KEY = "sk-gw-test-1"  # what the `keys` fixture returns
+# Its key id (sha256 hex, first 12 digits): the tenant of the tasks its requests reach.
+TEST_TENANT = hashlib.sha256(TEST_KEY.encode()).hexdigest()[:12]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from gateway.app import create_app
 from gateway.fingerprint import fingerprint
 from gateway.store.migrations import connect
 from gateway.store.stages import set_pin, set_stage
-from tests.conftest import gateway_config
+from tests.conftest import TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream
 from tests.pg import pg_database
 from tests.test_routing import ScriptedStudent
@@ -28,7 +28,7 @@ BODY = {"model": "gpt-test", "messages": [{"role": "system", "content": "Label t
 def add_task(url: str) -> None:
     con = connect(url)
     try:
-        info = orjson.dumps({"fingerprints": [fingerprint(BODY)]}).decode()
+        info = orjson.dumps({"fingerprints": [fingerprint(BODY)], "tenant": TEST_TENANT}).decode()
         con.execute(
             "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at, "
             "step, stage_since, student_version) VALUES ('t-triage', 'triage', 'text', "

@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.fingerprint import fingerprint
 from gateway.store.migrations import connect
 from gateway.upstream.base import UpstreamFailure
-from tests.conftest import METRICS_AUTH, gateway_config
+from tests.conftest import METRICS_AUTH, TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream
 
 SYSTEM = "You extract order data. Answer with JSON only."
@@ -65,9 +65,13 @@ class ScriptedStudent:
 
 
 def add_task(db: str, stage: str, *, step: int = 0, pin: str | None = None,
-             body: dict[str, Any] = JSON_BODY, kind: str = "json") -> None:
+             body: dict[str, Any] = JSON_BODY, kind: str = "json",
+             tenant: str | None = TEST_TENANT) -> None:
+    """A discovered task 't-orders' holding JSON_BODY's fingerprint; `tenant`: the namespace
+    (a key id) whose callers it takes (the `keys` fixture's key), None on an open gateway."""
     con = connect(db)
-    info = orjson.dumps({"fingerprints": [fingerprint(body)]}).decode()
+    info = orjson.dumps({"fingerprints": [fingerprint(body)],
+                         **({"tenant": tenant} if tenant else {})}).decode()
     con.execute(
         "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at, "
         "step, stage_since, student_version, pin) VALUES ('t-orders', 'orders', ?, ?, 0, ?, "

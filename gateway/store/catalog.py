@@ -107,14 +107,14 @@ def chat_exchanges(
                  "LIMIT 1 OFFSET ?), 0)"
         args.append(newest)
     cur = con.execute(
-        "SELECT seq, request_id, created_at, task, status, finish_reason, backend, request, "
-        f"request_texts, response FROM exchanges WHERE {where} ORDER BY seq", args,
+        "SELECT seq, request_id, created_at, key_id, task, status, finish_reason, backend, "
+        f"request, request_texts, response FROM exchanges WHERE {where} ORDER BY seq", args,
     )
     texts = TextLookup(con)
     for row in cur:
         yield {
-            **{k: row[k] for k in ("seq", "request_id", "created_at", "task", "status",
-                                   "finish_reason", "backend")},
+            **{k: row[k] for k in ("seq", "request_id", "created_at", "key_id", "task",
+                                   "status", "finish_reason", "backend")},
             "request": restore(orjson.loads(row["request"]), row["request_texts"], texts),
             "response": orjson.loads(row["response"]) if row["response"] else None,
         }
