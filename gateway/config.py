@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,23 @@ KEY_ID = re.compile(r"[0-9a-f]{12}")
 
 class ConfigError(Exception):
     """The configuration file is missing, unreadable or invalid."""
+
+
+def url_holds_password(url: str) -> bool:
+    """Whether a redis:// or postgresql:// URL carries a password, read the way redis-py and
+    libpq read it: userinfo and query keys percent-decoded (`?pass%77ord=` is `password=`)."""
+    parts = urlsplit(url)
+    userinfo = unquote(parts.netloc.rpartition("@")[0]) if "@" in parts.netloc else ""
+    keys = [unquote(k).lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    return ":" in userinfo or any("password" in k for k in keys)
+
+
+def redact_url(url: str) -> str:
+    """A URL as logs and errors may show it: scheme, host, port and path; never its userinfo
+    (user, password) nor its query (where a password may hide)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 class _Strict(BaseModel):
@@ -46,7 +63,7 @@ class RateLimitConfig(_Strict):
         parts = urlsplit(self.redis_url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
-        if parts.password is not None or "password=" in parts.query:
+        if url_holds_password(self.redis_url):
             raise ValueError("redis_url must not hold a password: name the variable that holds "
                              "it in redis_password_env")
         return self
@@ -125,8 +142,7 @@ class StoreConfig(_Strict):
         scheme, _, rest = self.url.partition("://")
         if scheme not in ("postgresql", "postgres") or not rest:
             raise ValueError("url must be postgresql://user@host:port/database")
-        userinfo = rest.partition("/")[0].rpartition("@")[0]
-        if ":" in userinfo or "password=" in self.url:
+        if url_holds_password(self.url):
             raise ValueError("url must not hold a password: name the env var that holds it "
                              "in password_env")
         return self

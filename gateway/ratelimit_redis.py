@@ -15,7 +15,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import ConfigError, RateLimitConfig
+from gateway.config import ConfigError, RateLimitConfig, redact_url
 from gateway.ratelimit import RateLimiter, refusal
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class RedisRateLimiter(RateLimiter):
                 raise ConfigError(f"server.rate_limit.redis_password_env names "
                                   f"'{cfg.redis_password_env}', which is not set")
         assert cfg.redis_url is not None
-        self.where = cfg.redis_url  # holds no password (checked when the config is loaded)
+        self.where = redact_url(cfg.redis_url)  # what logs show: no userinfo, no query
         self._prefix = cfg.redis_prefix
         self._timeout = cfg.redis_timeout_s
         self._redis = aioredis.Redis.from_url(
