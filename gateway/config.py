@@ -7,6 +7,7 @@ the environment variables that hold them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -14,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from policies.settings import PolicyConfig
 
@@ -41,6 +49,16 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _cidr(value: str) -> str:
+    """A network in CIDR notation ("10.0.0.0/8", "::1/128"; a bare address is one host), with
+    no host bits set: "10.0.0.1/8" is refused rather than read as 10.0.0.0/8."""
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not a CIDR network ({e})") from None
+    return value
 
 
 class _Strict(BaseModel):
@@ -87,6 +105,9 @@ class ServerConfig(_Strict):
     metrics_keys_env: str = "SLIMGATE_METRICS_KEYS"  # keys that may read /metrics; admins may
     metrics_public: bool = False  # true: /metrics needs no key (only on a private network)
     auth_failures_per_minute: int = Field(30, ge=1)  # wrong keys per client address, then 429
+    # Proxies (CIDRs) whose X-Forwarded-For is believed: the client is the right-most address
+    # in it that is not itself a trusted proxy. Empty: the peer address is the client.
+    trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:

@@ -106,15 +106,21 @@ def build_limiter(cfg: RateLimitConfig, registry: CollectorRegistry | None = Non
 
 
 class AuthFailures:
-    """Wrong or missing keys per client address: past `per_minute` in the last minute, every
-    further attempt from that address is refused with 429 before any key is checked. Guards
-    gateway keys, admin keys (API and `/dashboard?key=`) and metrics keys alike."""
+    """Wrong or missing keys per client address: past `per_minute` in the last minute, a
+    further failed attempt from that address is answered 429 instead of 401. The key is
+    always checked first, so a valid key is never refused for failures from its address
+    (clients behind one proxy or NAT share it). Guards gateway keys, admin keys (API and
+    `/dashboard?key=`) and metrics keys alike."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
 
     def guard(self, address: str, check: Callable[[], T]) -> T:
+        try:
+            return check()
+        except Unauthorized as e:
+            failure = e
         now = time.monotonic()
         recent = [t for t in self._failures.get(address, ()) if now - t < 60]
         if len(recent) >= self.per_minute:
@@ -122,12 +128,9 @@ class AuthFailures:
             raise RateLimited(
                 f"Too many failed authentications from this address; retry after {wait}s.",
                 headers={"retry-after": str(wait)}, code="auth_rate_limited")
-        try:
-            return check()
-        except Unauthorized:
-            recent.append(now)
-            self._failures[address] = recent
-            self._failures.move_to_end(address)
-            if len(self._failures) > _MAX_BUCKETS:
-                self._failures.popitem(last=False)
-            raise
+        recent.append(now)
+        self._failures[address] = recent
+        self._failures.move_to_end(address)
+        if len(self._failures) > _MAX_BUCKETS:
+            self._failures.popitem(last=False)
+        raise failure
