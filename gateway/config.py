@@ -68,6 +68,10 @@ class _Strict(BaseModel):
 class RateLimitConfig(_Strict):
     requests_per_minute: int = Field(0, ge=0)  # per gateway key; 0 = unlimited
     tokens_per_minute: int = Field(0, ge=0)  # prompt + completion tokens per key; 0 = unlimited
+    # With tokens_per_minute, a request reserves (prompt chars / 4) + its output cap before it
+    # is served, settled with the true usage after; this cap stands in for a request naming
+    # no max_tokens / max_completion_tokens / max_output_tokens
+    reserve_output_tokens: int = Field(1024, ge=0)
     # Shared limits across replicas: "redis://host:6379/0" (no password in it); unset: per replica
     redis_url: str | None = None
     redis_password_env: str | None = None  # env var holding the Redis password, if it has one
