@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from gateway import ops_routes, routes
 from gateway.admin import routes as admin_routes
 from gateway.admin.auth import AdminAuth
-from gateway.auth import KeyRing
+from gateway.auth import ClientAddresses, KeyRing
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.errors import install_error_handlers
@@ -101,6 +101,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         admin=AdminAuth.from_config(config),
         metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
         auth_failures=AuthFailures(config.server.auth_failures_per_minute),
+        addresses=ClientAddresses(config.server.trusted_proxies),
     )
     heap = FrozenStartupHeap()
     heap.freeze()  # everything start-up built is frozen (docs/performance.md)

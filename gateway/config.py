@@ -7,14 +7,22 @@ the environment variables that hold them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from policies.settings import PolicyConfig
 
@@ -26,6 +34,33 @@ class ConfigError(Exception):
     """The configuration file is missing, unreadable or invalid."""
 
 
+def url_holds_password(url: str) -> bool:
+    """Whether a redis:// or postgresql:// URL carries a password, read the way redis-py and
+    libpq read it: userinfo and query keys percent-decoded (`?pass%77ord=` is `password=`)."""
+    parts = urlsplit(url)
+    userinfo = unquote(parts.netloc.rpartition("@")[0]) if "@" in parts.netloc else ""
+    keys = [unquote(k).lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    return ":" in userinfo or any("password" in k for k in keys)
+
+
+def redact_url(url: str) -> str:
+    """A URL as logs and errors may show it: scheme, host, port and path; never its userinfo
+    (user, password) nor its query (where a password may hide)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _cidr(value: str) -> str:
+    """A network in CIDR notation ("10.0.0.0/8", "::1/128"; a bare address is one host), with
+    no host bits set: "10.0.0.1/8" is refused rather than read as 10.0.0.0/8."""
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not a CIDR network ({e})") from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,6 +68,10 @@ class _Strict(BaseModel):
 class RateLimitConfig(_Strict):
     requests_per_minute: int = Field(0, ge=0)  # per gateway key; 0 = unlimited
     tokens_per_minute: int = Field(0, ge=0)  # prompt + completion tokens per key; 0 = unlimited
+    # With tokens_per_minute, a request reserves (prompt chars / 4) + its output cap before it
+    # is served, settled with the true usage after; this cap stands in for a request naming
+    # no max_tokens / max_completion_tokens / max_output_tokens
+    reserve_output_tokens: int = Field(1024, ge=0)
     # Shared limits across replicas: "redis://host:6379/0" (no password in it); unset: per replica
     redis_url: str | None = None
     redis_password_env: str | None = None  # env var holding the Redis password, if it has one
@@ -46,7 +85,7 @@ class RateLimitConfig(_Strict):
         parts = urlsplit(self.redis_url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
-        if parts.password is not None or "password=" in parts.query:
+        if url_holds_password(self.redis_url):
             raise ValueError("redis_url must not hold a password: name the variable that holds "
                              "it in redis_password_env")
         return self
@@ -73,6 +112,9 @@ class ServerConfig(_Strict):
     metrics_keys_env: str = "SLIMGATE_METRICS_KEYS"  # keys that may read /metrics; admins may
     metrics_public: bool = False  # true: /metrics needs no key (only on a private network)
     auth_failures_per_minute: int = Field(30, ge=1)  # wrong keys per client address, then 429
+    # Proxies (CIDRs) whose X-Forwarded-For is believed: the client is the right-most address
+    # in it that is not itself a trusted proxy. Empty: the peer address is the client.
+    trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:
@@ -128,8 +170,7 @@ class StoreConfig(_Strict):
         scheme, _, rest = self.url.partition("://")
         if scheme not in ("postgresql", "postgres") or not rest:
             raise ValueError("url must be postgresql://user@host:port/database")
-        userinfo = rest.partition("/")[0].rpartition("@")[0]
-        if ":" in userinfo or "password=" in self.url:
+        if url_holds_password(self.url):
             raise ValueError("url must not hold a password: name the env var that holds it "
                              "in password_env")
         return self

@@ -2,8 +2,11 @@
 
 Each gateway key (or, on an open gateway, each client address) has one bucket of requests
 and one of tokens, refilled continuously. A request is refused with 429 and a Retry-After
-when its request bucket is empty or its token bucket is in debt; tokens are charged after
-the answer, from its usage. `RateLimiter` keeps the buckets in memory, per replica (N
+when its request bucket is empty, or when the tokens it may spend (`reserve`: an estimate
+from its prompt and its output cap) do not fit in its token bucket; after the answer the
+reservation is settled with the true usage (`charge` of the difference, a refund when
+negative), and a stream the client closed early keeps at least its reservation.
+`RateLimiter` keeps the buckets in memory, per replica (N
 replicas: up to N times the limit); with `server.rate_limit.redis_url` they are shared
 through Redis (`gateway/ratelimit_redis.py`), one limit for every replica.
 """
@@ -82,14 +85,35 @@ class RateLimiter:
                 raise refusal("Request", self.rpm, (1 - b.requests) * 60 / self.rpm)
             b.requests -= 1
 
+    def reserve(self, key: str, tokens: int) -> None:
+        """Take `tokens` (at most a full bucket) from the caller's bucket, or raise 429 when
+        they do not fit."""
+        if not self.tpm:
+            return
+        tokens = min(tokens, self.tpm)
+        b = self._bucket(key, time.monotonic())
+        if b.tokens < tokens:
+            raise refusal("Token", self.tpm, (tokens - b.tokens) * 60 / self.tpm)
+        b.tokens -= tokens
+
     def charge(self, key: str, tokens: int) -> None:
-        if self.tpm and tokens > 0:
-            self._bucket(key, time.monotonic()).tokens -= tokens
+        """Take `tokens` more (a debt blocks the next request), or give back `-tokens`."""
+        if self.tpm and tokens:
+            b = self._bucket(key, time.monotonic())
+            b.tokens = min(float(self.tpm), b.tokens - tokens)
 
     async def admit(self, key: str) -> None:
         self.take(key)
 
+    async def reserve_tokens(self, key: str, tokens: int) -> None:
+        self.reserve(key, tokens)
+
     async def charge_tokens(self, key: str, tokens: int) -> None:
+        self.charge(key, tokens)
+
+    def charge_soon(self, key: str, tokens: int) -> None:
+        """`charge_tokens` without waiting: for a stream's end, where the request's task
+        may already be cancelled (the client went away) and could not wait for it."""
         self.charge(key, tokens)
 
     async def aclose(self) -> None:
@@ -106,15 +130,21 @@ def build_limiter(cfg: RateLimitConfig, registry: CollectorRegistry | None = Non
 
 
 class AuthFailures:
-    """Wrong or missing keys per client address: past `per_minute` in the last minute, every
-    further attempt from that address is refused with 429 before any key is checked. Guards
-    gateway keys, admin keys (API and `/dashboard?key=`) and metrics keys alike."""
+    """Wrong or missing keys per client address: past `per_minute` in the last minute, a
+    further failed attempt from that address is answered 429 instead of 401. The key is
+    always checked first, so a valid key is never refused for failures from its address
+    (clients behind one proxy or NAT share it). Guards gateway keys, admin keys (API and
+    `/dashboard?key=`) and metrics keys alike."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
 
     def guard(self, address: str, check: Callable[[], T]) -> T:
+        try:
+            return check()
+        except Unauthorized as e:
+            failure = e
         now = time.monotonic()
         recent = [t for t in self._failures.get(address, ()) if now - t < 60]
         if len(recent) >= self.per_minute:
@@ -122,12 +152,9 @@ class AuthFailures:
             raise RateLimited(
                 f"Too many failed authentications from this address; retry after {wait}s.",
                 headers={"retry-after": str(wait)}, code="auth_rate_limited")
-        try:
-            return check()
-        except Unauthorized:
-            recent.append(now)
-            self._failures[address] = recent
-            self._failures.move_to_end(address)
-            if len(self._failures) > _MAX_BUCKETS:
-                self._failures.popitem(last=False)
-            raise
+        recent.append(now)
+        self._failures[address] = recent
+        self._failures.move_to_end(address)
+        if len(self._failures) > _MAX_BUCKETS:
+            self._failures.popitem(last=False)
+        raise failure

@@ -1,7 +1,8 @@
 """Per-key rate limits shared by every replica, as token buckets in Redis.
 
-One Lua script per admission (and one per token charge after the answer) refills, checks
-and takes in a single atomic step on Redis's own clock, so replicas agree whatever their
+One Lua script per admission (and, with a token limit, one to reserve the request's tokens
+and one to settle them after the answer) refills, checks and takes in a single atomic step
+on Redis's own clock, so replicas agree whatever their
 clocks say. A bucket expires when it would be full again. If Redis does not answer, the
 replica limits on its own (the in-memory buckets) until it does: never unlimited, at worst
 N times the limit with N replicas (docs/reliability.md).
@@ -15,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import ConfigError, RateLimitConfig
+from gateway.config import ConfigError, RateLimitConfig, redact_url
 from gateway.ratelimit import RateLimiter, refusal
 
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("slimgate.ratelimit")
 
 # KEYS[1]: the caller's bucket (hash r=requests left, t=tokens left, s=stamp).
-# ARGV: rpm, tpm, take (1: admit a request, 0: only charge), tokens to charge.
-# Returns {0} admitted, {1, wait} out of requests, {2, wait} in token debt (wait: seconds,
-# a string: Redis truncates Lua numbers to integers).
+# ARGV: rpm, tpm, take (1: admit a request; 2: reserve the tokens if they fit; 0: only
+# charge them, a refund when negative), tokens.
+# Returns {0} admitted, {1, wait} out of requests, {2, wait} in token debt or the reservation
+# does not fit (wait: seconds, a string: Redis truncates Lua numbers to integers).
 _SCRIPT = """
 local now_pair = redis.call('TIME')
 local now = tonumber(now_pair[1]) + tonumber(now_pair[2]) / 1000000
@@ -36,8 +38,17 @@ local b = redis.call('HMGET', KEYS[1], 'r', 't', 's')
 local r, t, s = tonumber(b[1]) or rpm, tonumber(b[2]) or tpm, tonumber(b[3]) or now
 local elapsed = math.max(0, now - s)
 r = math.min(rpm, r + elapsed * rpm / 60)
-t = math.min(tpm, t + elapsed * tpm / 60) - charge
+t = math.min(tpm, t + elapsed * tpm / 60)
 local verdict, wait = 0, 0
+if take == 2 then
+  if tpm > 0 and t < charge then
+    verdict, wait = 2, (charge - t) * 60 / tpm
+  else
+    t = t - charge
+  end
+else
+  t = math.min(tpm, t - charge)
+end
 if take == 1 then
   if tpm > 0 and t < 0 then
     verdict, wait = 2, -t * 60 / tpm
@@ -77,7 +88,7 @@ class RedisRateLimiter(RateLimiter):
                 raise ConfigError(f"server.rate_limit.redis_password_env names "
                                   f"'{cfg.redis_password_env}', which is not set")
         assert cfg.redis_url is not None
-        self.where = cfg.redis_url  # holds no password (checked when the config is loaded)
+        self.where = redact_url(cfg.redis_url)  # what logs show: no userinfo, no query
         self._prefix = cfg.redis_prefix
         self._timeout = cfg.redis_timeout_s
         self._redis = aioredis.Redis.from_url(
@@ -85,6 +96,7 @@ class RedisRateLimiter(RateLimiter):
             socket_connect_timeout=cfg.redis_timeout_s, retry=Retry(NoBackoff(), 0))
         self._script = self._redis.register_script(_SCRIPT)
         self._down_until = 0.0  # monotonic time before which Redis is not tried again
+        self._pending: set[asyncio.Task[None]] = set()  # settlements started by charge_soon
         self.fallbacks: Any = None
         if registry is not None:
             from prometheus_client import Counter
@@ -127,11 +139,30 @@ class RedisRateLimiter(RateLimiter):
         if verdict == 1:
             raise refusal("Request", self.rpm, wait)
 
+    async def reserve_tokens(self, key: str, tokens: int) -> None:
+        if not self.tpm:
+            return
+        tokens = min(tokens, self.tpm)
+        out = await self._run(key, 2, tokens)
+        if out is None:
+            self.reserve(key, tokens)
+        elif int(out[0]) == 2:
+            raise refusal("Token", self.tpm, float(out[1]))
+
     async def charge_tokens(self, key: str, tokens: int) -> None:
-        if not self.tpm or tokens <= 0:
+        if not self.tpm or not tokens:
             return
         if await self._run(key, 0, tokens) is None:
             self.charge(key, tokens)
 
+    def charge_soon(self, key: str, tokens: int) -> None:
+        if not self.tpm or not tokens:
+            return
+        task = asyncio.get_running_loop().create_task(self.charge_tokens(key, tokens))
+        self._pending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._pending.discard)
+
     async def aclose(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=self._timeout * 2)
         await self._redis.aclose()

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gateway.config import Config, ModelConfig
 from gateway.errors import (
     GatewayError,
@@ -49,6 +51,8 @@ class RequestContext:
     headers: Mapping[str, str] = field(default_factory=dict)  # the client's request headers
     backend: str = "teacher"  # who answered: teacher | student (sent as x-slimgate-backend)
     record: bool = True  # false for tasks a policy excludes from recording
+    reserved: int = 0  # tokens taken from the caller's bucket before serving, not yet settled
+    prompt_tokens: int = 0  # the estimate of the prompt within `reserved`
 
 
 def to_gateway_error(f: UpstreamFailure, model: str) -> GatewayError:
@@ -134,6 +138,30 @@ def _total_tokens(ex: Exchange) -> int:
     return int((usage or {}).get("total_tokens") or 0)
 
 
+def _streamed_tokens(ex: Exchange) -> int:
+    """Output tokens already sent in `ex.chunks`, estimated (characters / 4)."""
+    chars = 0
+    for chunk in ex.chunks or ():
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            chars += len(delta.get("content") or "")
+            for call in delta.get("tool_calls") or ():
+                chars += len((call.get("function") or {}).get("arguments") or "")
+    return chars // 4
+
+
+def token_estimate(endpoint: Endpoint, body: dict[str, Any], output_cap: int) -> tuple[int, int]:
+    """(prompt, output) tokens a request may spend: its JSON's characters / 4, and its
+    max_completion_tokens / max_tokens (or `output_cap`) per choice; embeddings have no output."""
+    prompt = len(orjson.dumps(body)) // 4
+    if endpoint == "embeddings":
+        return prompt, 0
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    n = body.get("n")
+    cap = cap if isinstance(cap, int) and cap > 0 else output_cap
+    return prompt, cap * (n if isinstance(n, int) and n > 1 else 1)
+
+
 class Proxy:
     def __init__(
         self,
@@ -153,6 +181,11 @@ class Proxy:
         self._routing = routing
         self._shadow = shadow
 
+    @property
+    def limits_tokens(self) -> bool:
+        """Whether requests reserve tokens (`reserve`): only with a tokens-per-minute limit."""
+        return bool(self._limiter.tpm)
+
     def resolve(self, name: str) -> ModelConfig:
         m = self._config.model(name)
         if m is None:
@@ -171,9 +204,36 @@ class Proxy:
         self._metrics.requests.labels(*labels, str(status)).inc()
         self._metrics.latency.labels(*labels).observe(elapsed)
         if self._limiter.tpm:
-            await self._limiter.charge_tokens(ctx.caller, _total_tokens(ex))
+            await self._settle(ex, ctx, status)
         if ctx.record:
             await self._recorder.submit(ex)
+
+    async def reserve(self, endpoint: Endpoint, body: dict[str, Any],
+                      ctx: RequestContext) -> None:
+        """Take what the request may spend from the caller's token bucket (429 when it does
+        not fit); `finish` settles it. Called once per request, after its last 4xx check."""
+        if not self._limiter.tpm:
+            return
+        prompt, output = token_estimate(endpoint, body,
+                                        self._config.server.rate_limit.reserve_output_tokens)
+        await self._limiter.reserve_tokens(ctx.caller, prompt + output)
+        ctx.reserved = min(prompt + output, self._limiter.tpm)
+        ctx.prompt_tokens = prompt
+
+    async def _settle(self, ex: Exchange, ctx: RequestContext, status: int) -> None:
+        """Charge the true usage less the reservation: without usage, the prompt estimate and
+        what was streamed; a stream the client closed (499) keeps at least its reservation."""
+        spent = _total_tokens(ex)
+        if not spent:
+            streamed = _streamed_tokens(ex)
+            spent = ctx.prompt_tokens + streamed if streamed else 0
+        if status == 499:
+            spent = max(spent, ctx.reserved)
+        delta, ctx.reserved = spent - ctx.reserved, 0
+        if status == 499:  # the request's task may be cancelled: settle without waiting
+            self._limiter.charge_soon(ctx.caller, delta)
+        else:
+            await self._limiter.charge_tokens(ctx.caller, delta)
 
     async def failed(
         self, f: UpstreamFailure, ex: Exchange, ctx: RequestContext, model_name: str
@@ -273,6 +333,8 @@ class Proxy:
     ) -> dict[str, Any]:
         model = self.resolve(body["model"])
         decision = await self.decide(endpoint, body, ctx)
+        if self._limiter.tpm:
+            await self.reserve(endpoint, body, ctx)
         ex = self.exchange(endpoint, body, ctx, stream=False)
         if decision is not None and decision.route.serve == "student":
             answer = await self.try_student(decision, body, ex, ctx)
@@ -299,6 +361,8 @@ class Proxy:
         if endpoint == "embeddings":
             raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
         decision = await self.decide(endpoint, body, ctx)
+        if self._limiter.tpm:
+            await self.reserve(endpoint, body, ctx)
         ex = self.exchange(endpoint, body, ctx, stream=True)
         send = upstream_body(endpoint, body)
         opts = send.get("stream_options") or {}
@@ -371,7 +435,9 @@ class Proxy:
             status = 0  # recorded by failed(); the stream ends with the error event
             yield sse_event((await self.failed(f, ex, ctx, model_name)).envelope())
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            if status == 499:
-                ex.error = ex.error or "client closed the connection before the stream ended"
-                await self.finish(ex, ctx, status)
+            try:
+                if status == 499:  # settled and recorded first: closing the upstream may wait
+                    ex.error = ex.error or "client closed the connection before the stream ended"
+                    await self.finish(ex, ctx, status)
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]

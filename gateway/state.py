@@ -9,7 +9,7 @@ import aiohttp
 from fastapi import Request
 
 from gateway.admin.auth import AdminAuth
-from gateway.auth import KeyRing
+from gateway.auth import ClientAddresses, KeyRing
 from gateway.config import Config
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metrics import Metrics
@@ -42,10 +42,11 @@ class AppState:
     admin: AdminAuth  # admin keys and dashboard sessions
     metrics_keys: KeyRing  # who may read /metrics besides admins
     auth_failures: AuthFailures  # wrong keys per client address
+    addresses: ClientAddresses  # a request's client address (trusted proxies believed)
 
     async def begin(self, request: Request) -> RequestContext:
         """Authenticate and open the context of one API request."""
-        address = client_address(request)
+        address = self.addresses.of(request)
         key_id = self.auth_failures.guard(
             address, lambda: self.keys.check(request.headers.get("authorization")))
         caller = key_id or address
@@ -81,11 +82,7 @@ class AppState:
                         raise
             self.admin.check(authorization)
 
-        self.auth_failures.guard(client_address(request), check)
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+        self.auth_failures.guard(self.addresses.of(request), check)
 
 
 def get_state(request: Request) -> AppState:

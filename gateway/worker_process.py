@@ -19,7 +19,10 @@ log = logging.getLogger("slimgate.worker")
 
 
 # What the worker needs from the environment: where things are, locale, temp dirs, and the
-# knobs of the libraries it trains with. It never calls a provider: no key is passed on.
+# knobs of the libraries it trains with. It never calls a provider: no key is passed on. The
+# secrets it does get are two (docs/reliability.md #14): HF_TOKEN, because candidate models
+# it downloads may be gated on the hub (unless the config names HF_TOKEN for a key), and the
+# store's `password_env`, because it writes to the store.
 _PASSED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "TEMP", "TMP",
                      "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "SLIMGATE_CONFIG",
                      "HF_TOKEN"})  # HF_TOKEN: candidate models may be gated on the hub

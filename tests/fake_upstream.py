@@ -2,7 +2,8 @@
 
 It runs an aiohttp server in its own thread on 127.0.0.1 and an ephemeral port. The last
 user message scripts faults: `fault:500`, `fault:429`, `fault:401`, `fault:400`,
-`fault:503`, `fault:timeout`, `fault:slowfirst`, `fault:cut`, `fault:badjson`,
+`fault:503`, `fault:timeout`, `fault:slowfirst`, `fault:slowrest` (a stream waits `hang_s`
+after its first word), `fault:cut`, `fault:badjson`,
 `fault:500x2` (fail twice, then answer). `call:NAME` makes a tool call to NAME.
 A tool result as the last message is answered `tool said: RESULT` (an agent loop ends).
 `/v1/responses` answers natively (Responses API), counting the user turns it was sent.
@@ -191,6 +192,8 @@ class FakeUpstream:
             words = msg["content"].split(" ")
             for i, w in enumerate(words):
                 await send(chunk({"content": w if i == 0 else " " + w}))
+                if "fault:slowrest" in text and i == 0:
+                    await asyncio.sleep(self.hang_s)
                 if "fault:cut" in text and i == 1:
                     request.transport.close()  # type: ignore[union-attr]
                     return resp
@@ -278,6 +281,8 @@ class FakeUpstream:
             for i, w in enumerate(words):
                 await event("response.output_text.delta", **where,
                             delta=w if i == 0 else " " + w, logprobs=[])
+                if "fault:slowrest" in text and i == 0:
+                    await asyncio.sleep(self.hang_s)
                 if "fault:cut" in text and i == 1:
                     request.transport.close()  # type: ignore[union-attr]
                     return out

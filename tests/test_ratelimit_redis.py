@@ -108,7 +108,8 @@ async def test_unreachable_redis_limits_per_replica(
     monkeypatch.setenv("SLIMGATE_TEST_REDIS_PASSWORD", "redis-secret-pw-123")
     registry = CollectorRegistry()
     cfg = RateLimitConfig.model_validate({
-        "requests_per_minute": 2, "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+        "requests_per_minute": 2,
+        "redis_url": f"redis://slimuser@127.0.0.1:{free_port()}/0?socket_keepalive=true",
         "redis_password_env": "SLIMGATE_TEST_REDIS_PASSWORD", "redis_prefix": prefix})
     rl = build_limiter(cfg, registry)
     try:
@@ -117,6 +118,8 @@ async def test_unreachable_redis_limits_per_replica(
         assert results == [True, True, False]  # never unlimited: this replica's own buckets
         assert "limiting per replica" in caplog.text
         assert "redis-secret-pw-123" not in caplog.text
+        # the URL is logged without its userinfo and query
+        assert "slimuser" not in caplog.text and "socket_keepalive" not in caplog.text
         assert registry.get_sample_value("slimgate_ratelimit_local_fallbacks_total") == 3
     finally:
         await rl.aclose()
@@ -124,7 +127,11 @@ async def test_unreachable_redis_limits_per_replica(
 
 @pytest.mark.parametrize("url", ["redis://:hunter2pw@127.0.0.1:6379/0",
                                  "redis://user:hunter2pw@127.0.0.1:6379/0",
-                                 "redis://127.0.0.1:6379/0?password=hunter2pw"])
+                                 "redis://127.0.0.1:6379/0?password=hunter2pw",
+                                 # percent-encoded: redis-py decodes both before using them
+                                 "redis://127.0.0.1:6379/0?pass%77ord=hunter2pw",
+                                 "redis://127.0.0.1:6379/0?db=0&PASSWORD%3D=x&pass%2577ord=hunter2pw",
+                                 "redis://user%3Ahunter2pw@127.0.0.1:6379/0"])
 def test_password_in_the_url_is_refused(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"server": {"rate_limit": {"requests_per_minute": 1, "redis_url": url}}})

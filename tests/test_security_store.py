@@ -157,3 +157,16 @@ def test_worker_gets_no_key() -> None:
     assert env == {"PATH": "/bin", "HOME": "/h", "HF_HOME": "/hf", "OMP_NUM_THREADS": "1"}
     assert "sk-" not in " ".join(env.values())
     assert os.environ  # the parent's own environment is untouched
+
+
+def test_worker_env_passes_hf_token_and_the_store_password_only() -> None:
+    """The documented rule (docs/reliability.md #14): HF_TOKEN (gated candidate models) and
+    the store's password variable are the only secrets the worker gets, and HF_TOKEN not
+    when the config names it as a key."""
+    cfg = parse_config({"store": {"url": "postgresql://u@db/s", "password_env": "PG_PW"}})
+    env = worker_env(cfg, {"HF_TOKEN": "hf_x", "PG_PW": "pw", "HUGGING_FACE_HUB_TOKEN": "hf_y",
+                           "HF_HUB_TOKEN_PATH": "/t", "TRANSFORMERS_CACHE": "/c"})
+    assert env == {"HF_TOKEN": "hf_x", "PG_PW": "pw", "TRANSFORMERS_CACHE": "/c"}
+    as_key = parse_config({"models": [{"name": "m", "provider": "huggingface",
+                                       "api_key_env": "HF_TOKEN"}]})
+    assert worker_env(as_key, {"HF_TOKEN": "hf_x"}) == {}

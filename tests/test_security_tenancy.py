@@ -166,12 +166,18 @@ async def test_failed_keys_are_rate_limited_per_address(
         wrong += [await c.post("/v1/chat/completions", json=JSON_BODY,
                                headers={"authorization": "Bearer guess"}) for _ in range(2)]
         blocked = await c.post("/v1/chat/completions", json=JSON_BODY,
-                               headers={"authorization": f"Bearer {KEY_A}"})
-        blocked_admin = await c.get("/admin/tasks",
-                                    headers={"authorization": "Bearer sk-admin-test"})
+                               headers={"authorization": "Bearer guess-again"})
+        blocked_admin = await c.get("/admin/tasks", headers={"authorization": "Bearer guess"})
+        # valid keys from the same address (one proxy, one NAT) are never refused for it
+        valid = await c.post("/v1/chat/completions", json=JSON_BODY,
+                             headers={"authorization": f"Bearer {KEY_A}"})
+        valid_admin = await c.get("/admin/tasks",
+                                  headers={"authorization": "Bearer sk-admin-test"})
     assert [r.status_code for r in wrong] == [401] * 5
     assert blocked.status_code == 429 and blocked_admin.status_code == 429
+    assert blocked.json()["error"]["code"] == "auth_rate_limited"
     assert int(blocked.headers["retry-after"]) >= 1
+    assert valid.status_code == 200 and valid_admin.status_code == 200
 
 
 @pytest.mark.parametrize("field", ["admin_keys_env", "metrics_keys_env"])

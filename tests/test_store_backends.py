@@ -160,6 +160,11 @@ def test_store_url_must_not_hold_a_password() -> None:
 
     with pytest.raises(ConfigError, match="password_env"):
         parse_config({"store": {"url": "postgresql://u:hunter2@db/slimgate"}})
+    for url in ("postgresql://db/slimgate?pass%77ord=hunter2",  # libpq decodes both
+                "postgresql://u%3Ahunter2@db/slimgate"):
+        with pytest.raises(ConfigError, match="password_env") as info:
+            parse_config({"store": {"url": url}})
+        assert "hunter2" not in str(info.value)
     with pytest.raises(ConfigError, match="postgresql://"):
         parse_config({"store": {"url": "mysql://u@db/slimgate"}})
 
@@ -283,11 +288,12 @@ def test_unreachable_database_is_a_clear_error(
 
     monkeypatch.setenv("SLIMGATE_TEST_PG_PASSWORD", "hunter2-secret")
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[store]\nurl = "postgresql://slimgate@127.0.0.1:{free_port()}/slimgate"\n'
-                   'password_env = "SLIMGATE_TEST_PG_PASSWORD"\n')
+    cfg.write_text(f'[store]\nurl = "postgresql://slimuser@127.0.0.1:{free_port()}/slimgate'
+                   '?sslmode=disable"\npassword_env = "SLIMGATE_TEST_PG_PASSWORD"\n')
     assert main(["tasks", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "cannot open store postgresql://slimgate@127.0.0.1" in err
+    assert "cannot open store postgresql://127.0.0.1:" in err
+    assert "slimuser" not in err and "sslmode" not in err  # no userinfo, no query
     assert "hunter2" not in err and "Traceback" not in err
 
 

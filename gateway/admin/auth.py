@@ -102,9 +102,9 @@ def admin_auth(request: Request) -> AdminAuth:
 
 def _guard(request: Request, check: Callable[[], str]) -> str:
     """Run a credential check under the per-address limit on failed attempts."""
-    failures: AuthFailures = request.app.state.slimgate.auth_failures
-    address = request.client.host if request.client else "unknown"
-    return failures.guard(address, check)
+    state = request.app.state.slimgate
+    failures: AuthFailures = state.auth_failures
+    return failures.guard(state.addresses.of(request), check)
 
 
 def require_admin(request: Request) -> str:

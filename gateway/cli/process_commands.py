@@ -60,6 +60,9 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port or config.server.port,
         log_level=config.server.log_level,
         access_log=False,  # per-request logs cost throughput; /metrics and the store have it
+        # X-Forwarded-For is the app's to read, from server.trusted_proxies only: uvicorn's
+        # default believes it from 127.0.0.1, where Docker's port proxy and a local LB connect
+        proxy_headers=False,
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=30,

@@ -82,6 +82,8 @@ class ResponsesService:
         decision = await self._proxy.decide("chat/completions", chat.body, ctx)
         if chat.untranslatable:  # hosted tools and the like: only the teacher can answer
             decision = None
+        if self._proxy.limits_tokens:  # chat.body carries max_output_tokens as max_tokens
+            await self._proxy.reserve("chat/completions", chat.body, ctx)
         ex = self._proxy.exchange("chat/completions", chat.body, ctx, stream=stream)
         ex.api = "responses"
         return Turn(body, model, history, items, chat, decision, ex,
@@ -184,6 +186,8 @@ class ResponsesService:
         chunks: list[dict[str, Any]] = []
         tail: list[dict[str, Any]] = []
         status = 499  # the client went away, unless the stream gets to its end
+        if form == "chat" and ctx.backend != "student":
+            turn.ex.chunks = chunks  # what was streamed counts if the client goes away
         try:
             if form == "chat":
                 for ev in events.start():
@@ -220,13 +224,15 @@ class ResponsesService:
             err = await self._proxy.failed(f, turn.ex, ctx, model_name)
             yield sse(events.error(err.code or err.type, err.message))
         finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if status == 499:
-                turn.ex.error = turn.ex.error or \
-                    "client closed the connection before the stream ended"
-                await self._proxy.finish(turn.ex, ctx, status)
+            try:
+                if status == 499:  # settled and recorded first: closing the upstream may wait
+                    turn.ex.error = turn.ex.error or \
+                        "client closed the connection before the stream ended"
+                    await self._proxy.finish(turn.ex, ctx, status)
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
 
 async def _aiter(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

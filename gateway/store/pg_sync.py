@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.types.numeric import FloatLoader
 
+from gateway.config import redact_url
 from gateway.store.migrations import StoreError
 
 
@@ -112,6 +113,6 @@ def open_pg(url: str, password: str | None = None, *, connect_timeout: int = 10)
         conn = psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StoreError(f"cannot open store {url}: {reason}") from None
+        raise StoreError(f"cannot open store {redact_url(url)}: {reason}") from None
     conn.adapters.register_loader("numeric", FloatLoader)
     return PgConnection(conn)
