@@ -195,6 +195,15 @@ class StoreConfig(_Strict):
         return value
 
 
+class ResponsesConfig(_Strict):
+    # Stored Responses (`store: true`) kept in memory for the next turn, in bytes of JSON;
+    # least recently used first out; a response larger than this is read from the store.
+    cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # Largest stored conversation (every turn's input and output, as JSON) a
+    # `previous_response_id` may continue; a request past it gets 413.
+    max_conversation_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=2**31 - 1)
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)  # the model name clients send
     provider: str = "openai"  # "openai" = any OpenAI-compatible URL; else a litellm provider
@@ -360,6 +369,7 @@ class WorkerConfig(_Strict):
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     models: list[ModelConfig] = []
     distill: DistillConfig = DistillConfig()
     students: StudentsConfig = StudentsConfig()

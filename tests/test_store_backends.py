@@ -86,9 +86,9 @@ async def test_async_store_rows_and_state(store_target: str) -> None:
         assert await store.ping()
         secret = await store.secret("sampling")
         assert len(secret) == 32 and await store.secret("sampling") == secret
-        row = ("resp_1", "k", 1.0, "m", "r1", None, "[]", '{"output": []}')
+        row = ("resp_1", "k", 1.0, "m", "r1", None, "[]", '{"output": []}', 1, 16)
         await store.write_responses([row])
-        await store.write_responses([(*row[:-1], '{"output": [1]}')])  # a retried write
+        await store.write_responses([(*row[:7], '{"output": [1]}', 1, 17)])  # a retried write
         assert (await store.response_row("resp_1"))["response"] == '{"output": [1]}'  # type: ignore[index]
         await store.delete_response("resp_1")
         assert await store.response_row("resp_1") is None

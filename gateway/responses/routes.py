@@ -60,5 +60,6 @@ async def list_input_items(response_id: str, request: Request) -> Response:
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param) \
             from None
     stored = await state.responses.state.get(response_id, ctx.key_id)
-    return json_response(input_items_page(stored, after=query.after, limit=query.limit,
+    context = await state.responses.state.input_items(stored, ctx.key_id)
+    return json_response(input_items_page(context, after=query.after, limit=query.limit,
                                           order=query.order))

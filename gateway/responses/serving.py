@@ -45,7 +45,8 @@ class Turn:
 
     body: dict[str, Any]
     model: ModelConfig  # the model asked for (its fallbacks may answer)
-    history: list[dict[str, Any]]
+    previous: StoredResponse | None  # the response `previous_response_id` continues
+    history: list[dict[str, Any]]  # the conversation before this turn, oldest first
     items: list[dict[str, Any]]  # this turn's input, normalized with ids
     chat: ChatView
     decision: Decision | None
@@ -76,8 +77,9 @@ class ResponsesService:
 
     async def _prepare(self, body: dict[str, Any], ctx: RequestContext, stream: bool) -> Turn:
         model = self._proxy.resolve(body["model"])
-        history = await self.state.history(body.get("previous_response_id"), ctx.key_id)
         items = normalize_input(body.get("input"))
+        previous, history = await self.state.continued(body.get("previous_response_id"),
+                                                       ctx.key_id, items)
         chat = to_chat(body, [*history, *items])
         decision = await self._proxy.decide("chat/completions", chat.body, ctx)
         if chat.untranslatable:  # hosted tools and the like: only the teacher can answer
@@ -86,7 +88,7 @@ class ResponsesService:
             await self._proxy.reserve("chat/completions", chat.body, ctx)
         ex = self._proxy.exchange("chat/completions", chat.body, ctx, stream=stream)
         ex.api = "responses"
-        return Turn(body, model, history, items, chat, decision, ex,
+        return Turn(body, model, previous, history, items, chat, decision, ex,
                     envelope(body, new_id("resp"), ctx.created_at, body["model"]))
 
     async def _served(self, turn: Turn, ctx: RequestContext, resp: dict[str, Any],
@@ -96,11 +98,11 @@ class ResponsesService:
         if ctx.backend == "teacher":
             self._proxy.shadow_job(turn.decision, turn.chat.body, chat, ctx)
         if turn.body.get("store", True) and resp.get("id"):
-            self.state.save(StoredResponse(
-                id=resp["id"], key_id=ctx.key_id, created_at=ctx.created_at,
-                model=turn.body["model"], request_id=ctx.request_id,
-                previous_id=turn.body.get("previous_response_id"),
-                context=[*turn.history, *turn.items], response=resp))
+            self.state.save(StoredResponse.turn(  # its own turn only: the rest is linked
+                previous=turn.previous, id=resp["id"], key_id=ctx.key_id,
+                created_at=ctx.created_at, model=turn.body["model"],
+                request_id=ctx.request_id, previous_id=turn.body.get("previous_response_id"),
+                context=turn.items, response=resp))
 
     # --- non-streaming ---------------------------------------------------------------------
 

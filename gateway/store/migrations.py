@@ -163,6 +163,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX comparisons_time ON comparisons(created_at);
     CREATE INDEX responses_time ON responses(created_at);
     """,
+    # 7: a stored response keeps its own turn only (its new input items and its answer) and
+    # reaches the earlier turns through previous_id; rows from before keep every input item
+    # of their conversation (chained = 0) and stay readable as they are
+    """
+    ALTER TABLE responses ADD COLUMN chained INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE responses ADD COLUMN conversation_bytes INTEGER;  -- JSON bytes of all turns
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -25,6 +25,7 @@ from gateway.store.base import exchanges_query
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
+    RESPONSE_CHAIN,
     RESPONSE_COLUMNS,
     RESPONSE_UPSERT,
     TEXT_COLUMNS,
@@ -109,6 +110,9 @@ class PostgresStore:
     async def response_row(self, response_id: str) -> dict[str, Any] | None:
         rows = await self._fetch("SELECT * FROM responses WHERE id = %s", (response_id,))
         return rows[0] if rows else None
+
+    async def response_chain(self, response_id: str) -> list[dict[str, Any]]:
+        return await self._fetch(RESPONSE_CHAIN.format(mark="%s"), (response_id,))
 
     async def delete_response(self, response_id: str) -> None:
         async with self._pool.connection() as conn:

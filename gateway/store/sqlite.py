@@ -18,6 +18,7 @@ from gateway.store.base import exchanges_query
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
+    RESPONSE_CHAIN,
     RESPONSE_COLUMNS,
     RESPONSE_UPSERT,
     TEXT_COLUMNS,
@@ -93,6 +94,10 @@ class SqliteStore:
         async with self._db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)) as cur:
             row = await cur.fetchone()
         return dict(row) if row is not None else None
+
+    async def response_chain(self, response_id: str) -> list[dict[str, Any]]:
+        async with self._db.execute(RESPONSE_CHAIN.format(mark="?"), (response_id,)) as cur:
+            return [dict(row) for row in await cur.fetchall()]
 
     async def delete_response(self, response_id: str) -> None:
         await self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
