@@ -37,6 +37,7 @@ from bench.agent_data import DataMissing, freshqa, load_all  # noqa: E402
 from bench.loop_check import matches_gold, violation  # noqa: E402
 from bench.loop_report import Sent, print_table, snapshot, summarize  # noqa: E402
 from bench.loop_workload import Item, Sources, pools, repetition, schedule, traces  # noqa: E402
+from gateway.fingerprint import request_key  # noqa: E402
 from gateway.offline.local import free_port, gateway_toml, wait_ready  # noqa: E402
 
 MODEL = "gpt-4o-mini"
@@ -130,7 +131,7 @@ def drive(client: Any, items: list[Item], a: argparse.Namespace,
                 break
             time.sleep(max(0.0, due - time.time()))
             slots.acquire()  # bounded concurrency: a slow gateway lowers the rate, visibly
-            s = Sent(i, item.kind, time.time() - t0)
+            s = Sent(i, item.kind, time.time() - t0, key=request_key(item.request))
             sent.append(s)
             pool.submit(one, item, s)
             if time.time() - last >= a.progress_s:

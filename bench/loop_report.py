@@ -26,6 +26,7 @@ class Sent:
     error: str = ""  # why no answer came back
     invalid: str = ""  # why the answer broke the request's contract (bench.loop_check)
     gold: bool = False  # the answer is the public gold answer
+    key: str = ""  # gateway.fingerprint.request_key: what was asked (curation dedupes on it)
 
 
 def snapshot(db: str) -> dict[str, Any]:
@@ -84,7 +85,8 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
             "task": t["id"], "label": t["label"], "kind": t["kind"],
             "workload_type": kinds.most_common(1)[0][0] if kinds else None,
             "types_seen": dict(kinds), "stage": t["stage"], "step": t["step"],
-            "requests": len(mine), "discovered_s": round(t["created_at"] - t0, 1),
+            "requests": len(mine), "distinct": len({s.key for s in mine}),
+            "discovered_s": round(t["created_at"] - t0, 1),
             "first_trained_s": _first([s["created_at"] - t0 for s in trained]),
             "students": [{k: s[k] for k in ("version", "base_model", "student_kind", "status",
                                             "agreement")} | {"at_s": round(s["created_at"] - t0, 1)}
@@ -102,7 +104,8 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
         student = [s for s in answered if s.backend == "student"]
         teacher = [s for s in answered if s.backend != "student"]
         kinds_out[kind] = {
-            "requests": len(mine), "errors": len(mine) - len(answered),
+            "requests": len(mine), "distinct": len({s.key for s in mine}),
+            "errors": len(mine) - len(answered),
             "student_answers": len(student),
             "student_share_per_minute": _per_minute(mine, minutes),
             "invalid_to_client": {b: sum(bool(s.invalid) for s in answered if s.backend == b)
@@ -125,26 +128,29 @@ def _shares(v: list[float | None]) -> str:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    print("\nper discovered task (seconds after the first request; '-' = not reached)")
-    head = (f"{'task':<24} {'type':<13} {'kind':<9} {'stage':<9} {'reqs':>5} {'train':>6} "
-            f"{'shadow':>6} {'canary':>6} {'1st st':>6} {'inv':>4}  student % per minute")
+    print("\nper discovered task (seconds after the first request; '-' = not reached; dist: "
+          "distinct requests; 1st st: first student answer; inv: invalid answers received)")
+    head = (f"{'task':<24} {'type':<13} {'kind':<9} {'stage':<9} {'reqs':>5} {'dist':>4} "
+            f"{'train':>6} {'shadow':>6} {'canary':>6} {'1st st':>6} {'inv':>4}  "
+            "student % per minute")
     print(head)
     print("-" * len(head))
     for t in summary["tasks"]:
         stage = t["stage"] + (f"@{t['step']}" if t["stage"] == "canary" else "")
         print(f"{t['label'][:24]:<24} {str(t['workload_type'] or '?')[:13]:<13} "
-              f"{t['kind'][:9]:<9} {stage[:9]:<9} {t['requests']:>5} "
+              f"{t['kind'][:9]:<9} {stage[:9]:<9} {t['requests']:>5} {t['distinct']:>4} "
               f"{_s(t['first_trained_s']):>6} {_s(t['first_shadow_s']):>6} "
               f"{_s(t['first_canary_s']):>6} {_s(t['first_student_answer_s']):>6} "
               f"{t['invalid_to_client']:>4}  {_shares(t['student_share_per_minute'])}")
     print("\nper workload type")
-    head = (f"{'type':<13} {'reqs':>5} {'errors':>6} {'student':>7} {'invalid t/s':>11} "
-            f"{'gold t/s':>11} {'no task':>7}  student % per minute")
+    head = (f"{'type':<13} {'reqs':>5} {'dist':>4} {'errors':>6} {'student':>7} "
+            f"{'invalid t/s':>11} {'gold t/s':>11} {'no task':>7}  student % per minute")
     print(head)
     print("-" * len(head))
     for kind, k in summary["types"].items():
         inv, gold = k["invalid_to_client"], k["gold_match"]
         g = "/".join("-" if gold[b] is None else f"{gold[b]:.2f}" for b in ("teacher", "student"))
-        print(f"{kind:<13} {k['requests']:>5} {k['errors']:>6} {k['student_answers']:>7} "
+        print(f"{kind:<13} {k['requests']:>5} {k['distinct']:>4} {k['errors']:>6} "
+              f"{k['student_answers']:>7} "
               f"{inv['teacher']:>5}/{inv['student']:<5} {g:>11} {k['untasked_requests']:>7}  "
               f"{_shares(k['student_share_per_minute'])}")
