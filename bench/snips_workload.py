@@ -38,10 +38,12 @@ def _read(root: Path, relative: str) -> Any:
 
 
 def utterances(root: Path, split: str = "train") -> list[tuple[str, str, dict[str, str]]]:
-    """(intent, text, {slot: value}) per utterance; ones naming a slot twice are left out."""
+    """(intent, text, {slot: value}) per utterance of `split` (train: ~300 an intent,
+    train_full: ~2,000, validate: 100); ones naming a slot twice are left out."""
     out = []
     for intent in INTENTS:
-        name = f"train_{intent}.json" if split == "train" else f"validate_{intent}.json"
+        name = {"train": f"train_{intent}.json", "train_full": f"train_{intent}_full.json"}.get(
+            split, f"validate_{intent}.json")
         for row in _read(root, f"{FOLDER}/{intent}/{name}")[intent]:
             text = "".join(part["text"] for part in row["data"])
             slots: dict[str, str] = {}
