@@ -18,6 +18,7 @@ from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slo
 from distill.curate import Curated, Example
 from distill.evaluate import Evaluation, Similarity, evaluate
 from distill.shape import KindChoice, Shape, answer_shape, plan_kinds
+from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
 from gateway.copy_slots import CopySlots
 from policies.schedule import hopeless
@@ -105,9 +106,10 @@ def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,
 def fit_generative(
     cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
     candidate: CandidateConfig, out_dir: Path, *, max_new: int, progress: bool, seed: int = 0,
-    similarity: Similarity | None = None,
+    similarity: Similarity | None = None, interrupt: Interrupt | None = None,
 ) -> tuple[dict[str, Any], Evaluation]:
-    """Train and evaluate one generative candidate; (training report, evaluation)."""
+    """Train and evaluate one generative candidate; (training report, evaluation).
+    Raises `distill.train.Interrupted` when `interrupt` stops it (nothing is evaluated)."""
     from distill.student import Student
     from distill.train import train_student
 
@@ -128,7 +130,7 @@ def fit_generative(
     report = train_student([ex.as_training() for ex in prep.train], base_model=candidate.model,
                            method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
                            progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
-                           checkpoint_epochs=CHECK_EPOCHS, seed=seed)
+                           checkpoint_epochs=CHECK_EPOCHS, seed=seed, interrupt=interrupt)
     student = Student.load(str(out_dir))
     ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity)
     return report.as_dict(), ev

@@ -5,6 +5,12 @@ Dropped, and counted by reason: errors, missing answers, truncated answers
 learn from its own or another student's output), and duplicates. What remains is scrubbed
 of secrets and PII with consistent placeholders, then split train / held-out by a hash of
 the request, so a held-out example stays held out however much data arrives later.
+
+Agents repeat themselves, so a duplicate is evidence, not waste: every later answer the
+teacher gave to a request is kept (as `Example.refs`) and a student is judged on the traffic,
+not on distinct requests — held-out requests on all their occurrences, trained ones on their
+repeats. The held-out share grows (up to `MAX_HELDOUT_PERCENT`) only where that evidence
+would otherwise fall short of what the gate needs (`min_evidence`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from gateway.fingerprint import request_key
 from gateway.privacy.scrub import ScrubConfig, scrub_exchange
@@ -36,6 +44,15 @@ class Example:
     response_format: dict[str, Any] | None
     answer: dict[str, Any]  # the teacher's assistant message
     tool_choice: Any = None  # part of the request's contract, checked at evaluation
+    # The teacher's answers that count as evidence on this request, each with how often it
+    # was given: every occurrence of a held-out request, the repeats of a trained one.
+    # None stands for answers past MAX_ANSWERS_PER_REQUEST (no student can match them all).
+    refs: list[tuple[dict[str, Any] | None, int]] = field(default_factory=list)
+
+    @property
+    def weight(self) -> int:
+        """Comparisons this request stands for when judged (its evidence occurrences)."""
+        return sum(count for _, count in self.refs)
 
     def as_training(self) -> dict[str, Any]:
         return {"messages": self.messages, "tools": self.tools,
@@ -54,12 +71,35 @@ class Example:
         return req
 
 
+MAX_HELDOUT_PERCENT = 50  # a task never gives up more than half its requests to judging
+MAX_ANSWERS_PER_REQUEST = 8  # distinct teacher answers kept per request; more count as misses
+MAX_REPEAT_JUDGED = 300  # trained requests judged on their repeats (stable sample by key)
+
+
 @dataclass
 class Curated:
     train: list[Example] = field(default_factory=list)
     heldout: list[Example] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     scrubbed: Counter[str] = field(default_factory=Counter)
+    heldout_percent: int = 0  # the share of requests held out, as chosen
+    requests: int = 0  # clean requests (occurrences), duplicates included
+
+    @property
+    def repeated(self) -> list[Example]:
+        """Trained requests that came again: judged on their repeats (a stable sample)."""
+        seen = sorted((ex for ex in self.train if ex.refs), key=lambda ex: ex.key)
+        return seen[:MAX_REPEAT_JUDGED]
+
+    @property
+    def judged(self) -> list[Example]:
+        """What a student is judged on: held-out requests, then trained ones that repeat."""
+        return self.heldout + self.repeated
+
+    @property
+    def evidence(self) -> int:
+        """Comparisons a judgement of this data makes (the gate's n)."""
+        return sum(ex.weight for ex in self.judged)
 
     def data_hash(self) -> str:
         h = hashlib.sha256()
@@ -103,10 +143,18 @@ def curate(
     *,
     heldout_percent: int,
     scrub: ScrubConfig | None = None,
+    min_evidence: int = 0,
 ) -> Curated:
-    """Rows as from `catalog.chat_exchanges` (decoded request and response)."""
+    """Rows as from `catalog.chat_exchanges` (decoded request and response).
+
+    `heldout_percent` is the share held out by request hash; it is raised (at most to
+    MAX_HELDOUT_PERCENT) until the judged evidence reaches `min_evidence`, where it can.
+    """
     out = Curated()
-    seen: set[str] = set()
+    firsts: dict[str, Example] = {}
+    requests: dict[str, dict[str, Any]] = {}  # key -> the request, for scrubbing other answers
+    answers: dict[str, dict[bytes, list[Any]]] = {}  # key -> canonical answer -> [answer, count]
+    cfg = scrub or ScrubConfig()
     for row in rows:
         reason = drop_reason(row)
         if reason:
@@ -114,24 +162,69 @@ def curate(
             continue
         request = row["request"]
         key = request_key(request)
-        if key in seen:
-            out.dropped["duplicate"] += 1
-            continue
-        seen.add(key)
         message = row["response"]["choices"][0]["message"]
         answer = {k: message.get(k) for k in ("role", "content", "tool_calls") if k in message}
         answer["role"] = "assistant"
+        canon = orjson.dumps(answer, option=orjson.OPT_SORT_KEYS)
+        out.requests += 1
+        if key in firsts:
+            out.dropped["duplicate"] += 1
+            alts = answers[key]
+            if canon in alts:
+                alts[canon][1] += 1
+            elif len(alts) < MAX_ANSWERS_PER_REQUEST:
+                alts[canon] = [answer, 1]
+            else:  # a teacher this inconsistent: counted against any student
+                alts[b""] = [None, alts.get(b"", [None, 0])[1] + 1]
+            continue
         req, ans, counts = scrub_exchange(
-            {k: request.get(k) for k in ("messages", "tools", "response_format")},
-            answer,
-            scrub or ScrubConfig(),
-        )
+            {k: request.get(k) for k in ("messages", "tools", "response_format")}, answer, cfg)
         out.scrubbed.update(counts)
-        ex = Example(
+        firsts[key] = Example(
             request_id=row["request_id"], seq=row["seq"], key=key,
             messages=req["messages"], tools=req.get("tools"),
             response_format=req.get("response_format"), answer=ans,
             tool_choice=request.get("tool_choice"),
         )
-        (out.heldout if is_heldout(key, heldout_percent) else out.train).append(ex)
+        requests[key] = request
+        answers[key] = {canon: [None, 1]}  # None: the example's own (scrubbed) answer
+    out.heldout_percent = _heldout_share(answers, heldout_percent, min_evidence)
+    for key, ex in firsts.items():
+        held = is_heldout(key, out.heldout_percent)
+        ex.refs = _refs(ex, answers[key], requests[key], cfg, first_counts=held)
+        (out.heldout if held else out.train).append(ex)
     return out
+
+
+def _heldout_share(answers: dict[str, dict[bytes, list[Any]]], percent: int,
+                   min_evidence: int) -> int:
+    """The smallest held-out percent from `percent` up whose evidence reaches `min_evidence`:
+    a held-out request counts every occurrence, a trained one its repeats."""
+    totals = [(int(key[:8], 16) % 100, sum(c for _, c in alts.values()))
+              for key, alts in answers.items()]
+    for p in range(percent, max(percent, MAX_HELDOUT_PERCENT) + 1):
+        if sum(n if bucket < p else n - 1 for bucket, n in totals) >= min_evidence:
+            return p
+    return percent  # no share is enough yet: the task waits for data, split as usual
+
+
+def _refs(ex: Example, alts: dict[bytes, list[Any]], request: dict[str, Any], cfg: ScrubConfig,
+          *, first_counts: bool) -> list[tuple[dict[str, Any] | None, int]]:
+    """The answers that judge `ex`, scrubbed as its request was; the first occurrence is the
+    one trained on, so for a trained request only its repeats count."""
+    refs: list[tuple[dict[str, Any] | None, int]] = []
+    for i, (answer, count) in enumerate(alts.values()):
+        if i == 0 and not first_counts:
+            count -= 1
+        if count <= 0:
+            continue
+        if answer is None and i == 0:
+            refs.append((ex.answer, count))
+        elif answer is None:  # answers past MAX_ANSWERS_PER_REQUEST: no student matches them
+            refs.append((None, count))
+        else:
+            _, scrubbed, _ = scrub_exchange(
+                {k: request.get(k) for k in ("messages", "tools", "response_format")},
+                answer, cfg)
+            refs.append((scrubbed, count))
+    return refs

@@ -1,8 +1,12 @@
-"""Held-out evaluation: a trained student against the teacher's answers it never saw.
+"""Held-out evaluation: a trained student against the teacher's answers it never saw, and
+against the repeats of requests it was trained on (`Curated.judged`).
 
-The comparators are the ones live shadow evaluation uses (`policies.compare`), chosen by the
-task's output kind; free text is compared by sentence-embedding cosine. The summary carries
-agreement with its Wilson interval, the valid-format rate and the student's latency.
+Each request is answered once and compared with every answer the teacher gave it that counts
+as evidence (`Example.refs`), each as often as it was given: the summary's `n` counts traffic,
+not distinct requests (`distinct` counts those). The comparators are the ones live shadow
+evaluation uses (`policies.compare`), chosen by the task's output kind; free text is compared
+by sentence-embedding cosine. The summary carries agreement with its Wilson interval, the
+valid-format rate and the student's latency.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def embedding_similarity(embedder: SharedEmbedder | None = None) -> Similarity:
     return similarity
 
 
+def refs_of(ex: Example) -> list[tuple[dict[str, Any] | None, int]]:
+    """The answers `ex` is judged against, with their counts (its own answer once when the
+    example was built without them, as in tests and benchmarks)."""
+    return ex.refs or [(ex.answer, 1)]
+
+
 def request_of(ex: Example, max_tokens: int) -> dict[str, Any]:
     return {**ex.request(), "max_tokens": max_tokens}
 
@@ -75,44 +85,56 @@ def evaluate(
         completion_tokens += sum(g.completion_tokens for g in gens)
         answers += gens
 
-    sims: dict[int, float] = {}
+    pairs = [(i, ref, count) for i, ex in enumerate(heldout) for ref, count in refs_of(ex)]
+    sims: dict[int, float] = {}  # by index into `pairs`
     if kind in ("text", "tool_call"):  # a tool-call task's text turns are compared as text
         pending = []
-        for i, (ex, gen) in enumerate(zip(heldout, answers, strict=True)):
-            a, b = str(gen.message.get("content") or ""), str(ex.answer.get("content") or "")
+        for j, (i, ref, _) in enumerate(pairs):
+            a = str(answers[i].message.get("content") or "")
+            b = str((ref or {}).get("content") or "")
             if not (a.strip() and b.strip()):
                 continue
             if texts_identical(a, b):
-                sims[i] = 1.0
+                sims[j] = 1.0
             else:
-                pending.append((i, a, b))
+                pending.append((j, a, b))
         if pending:
             sim_fn = similarity or embedding_similarity()
-            for (i, _, _), value in zip(
+            for (j, _, _), value in zip(
                 pending, sim_fn([(a, b) for _, a, b in pending]), strict=True
             ):
-                sims[i] = value
+                sims[j] = value
 
-    rows = []
-    for i, (ex, gen) in enumerate(zip(heldout, answers, strict=True)):
+    rows: dict[int, dict[str, Any]] = {}  # per request: its first comparison, for the store
+    n = agree = valid = 0
+    scores: list[float] = []
+    for j, (i, ref, count) in enumerate(pairs):
+        ex, gen = heldout[i], answers[i]
+        if ref is None:  # the teacher gave too many different answers to match: a miss
+            n += count
+            continue
         try:
-            c = compare(kind, gen.message, ex.answer, request=request_of(ex, max_tokens),
-                        similarity=sims.get(i), text_threshold=text_threshold)
+            c = compare(kind, gen.message, ref, request=request_of(ex, max_tokens),
+                        similarity=sims.get(j), text_threshold=text_threshold)
         except NotComparable:
             continue  # the teacher's answer is no usable reference for this kind
-        rows.append({"request_id": ex.request_id, "score": c.score, "agree": c.agree,
-                     "valid": c.valid, "detail": c.detail, "student": gen.message,
-                     "teacher": ex.answer, "latency_ms": per_example_ms[i]})
-    n = len(rows)
-    agree = sum(1 for r in rows if r["agree"])
+        n += count
+        agree += count if c.agree else 0
+        valid += count if c.valid else 0
+        scores += [c.score] * count
+        rows.setdefault(i, {"request_id": ex.request_id, "score": c.score, "agree": c.agree,
+                            "valid": c.valid, "detail": c.detail, "student": gen.message,
+                            "teacher": ref, "latency_ms": per_example_ms[i], "weight": 0})
+        rows[i]["weight"] += count
     lower, upper = wilson(agree, n, confidence)
     summary = {
         "n": n, "agree": agree, "agreement": agree / n if n else 0.0,
         "lower": lower, "upper": upper, "confidence": confidence,
-        "valid_rate": sum(1 for r in rows if r["valid"]) / n if n else 0.0,
-        "mean_score": statistics.fmean(r["score"] for r in rows) if rows else 0.0,
+        "distinct": len(rows),
+        "valid_rate": valid / n if n else 0.0,
+        "mean_score": statistics.fmean(scores) if scores else 0.0,
         "student_p50_ms": statistics.median(per_example_ms) if per_example_ms else None,
         "tokens_per_s": completion_tokens / gen_seconds if gen_seconds else None,
         "kind": kind,
     }
-    return Evaluation(summary, rows)
+    return Evaluation(summary, list(rows.values()))

@@ -1,28 +1,28 @@
 """Steps S2-S5 for every task: curate → discover → select → fine-tune → held-out evaluation.
 
-`run_distill` discovers tasks in the recorded traffic, then, highest expected win first
-(`policies.schedule`), for each task with enough clean data (and no student yet, or data
-grown enough / drift seen) fits its copy slots, trains student kinds cheapest first
-(`distill.shape`; generative candidates smallest first), evaluates each on the task's
-held-out set through its copy slots and registers it. A version is trained in a
-`.partial` directory and becomes visible only when complete: a kill never leaves a
-half-written student behind.
+The steps one task goes through (`distill.passes.run_distill` orders the tasks): discovery
+and curation; whether it is ready (its judged evidence could pass the gate, and no student
+yet, or data grown enough / drift seen); its copy slots; student kinds cheapest first
+(`distill.shape`; generative candidates smallest first, where worth their minutes), each
+evaluated on the task's held-out requests and repeats through its copy slots and registered.
+A version is trained in a `.partial` directory and becomes visible only when complete: a
+kill never leaves a half-written student behind.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
 from distill.select import rank_candidates
 from distill.shape import StudentKind
+from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
 from gateway.privacy.scrub import ScrubConfig
@@ -43,8 +43,9 @@ from gateway.store.db import Connection
 from gateway.store.stages import live_evidence
 from gateway.task_ids import task_tenant
 from policies.gate import should_retrain
-from policies.schedule import TaskPlan, order_tasks
-from policies.stats import wilson
+from policies.schedule import MIN_EXPENSIVE_WIN, expensive_win, worth_expensive_run
+from policies.settings import TaskPolicy
+from policies.stats import passable_n, wilson
 
 log = logging.getLogger("slimgate.distill")
 Progress = Callable[[str], None]  # where a pass reports what it does, line by line
@@ -54,12 +55,13 @@ Progress = Callable[[str], None]  # where a pass reports what it does, line by l
 class TaskOutcome:
     task: str
     label: str
-    action: str  # trained | skipped
+    action: str  # trained | skipped | interrupted
     reason: str
     version: int | None = None
     passed: bool | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    expensive_left: bool = False  # after a cheap phase: generative runs remain to be made
 
 
 def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> int:
@@ -70,7 +72,7 @@ def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> in
     if not rows:
         return 0
     found = discover(rows, existing=list_tasks(con), embedder=embedder,
-                     min_task_examples=max(2, min(20, cfg.distill.min_examples // 10)),
+                     min_task_examples=cfg.distill.min_task_requests,
                      namespace_of=cfg.server.task_namespace,
                      max_tasks_per_tenant=cfg.server.max_tasks_per_tenant)
     for task in found.tasks:
@@ -87,11 +89,34 @@ def curate_task(con: Connection, cfg: Config, task: TaskRecord) -> Curated:
     # older gateway that matched prompts across tenants stay out of its training data).
     rows = (r for r in chat_exchanges(con, task=task.id)
             if cfg.server.task_namespace(r["key_id"]) == tenant)
+    policy = cfg.policy.for_task(task.id, task.label)
     return curate(
         rows,
         heldout_percent=cfg.distill.heldout_percent,
         scrub=ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None),
+        min_evidence=judgeable_n(policy),
     )
+
+
+def judgeable_n(policy: TaskPolicy) -> int:
+    """Comparisons a task's judged evidence needs before training is worth it: the fewest a
+    perfect student could pass the gate on, and never fewer than `min_heldout`."""
+    return max(policy.min_heldout, passable_n(policy.min_agreement, policy.confidence))
+
+
+def missing_data(cfg: Config, task: TaskRecord, curated: Curated) -> str | None:
+    """What the task lacks before a student can be trained and judged, or None."""
+    policy = cfg.policy.for_task(task.id, task.label)
+    need, have = judgeable_n(policy), curated.evidence
+    distinct = len(curated.train)
+    if distinct < cfg.distill.min_examples:
+        return (f"{distinct} distinct training requests of {curated.requests} clean "
+                f"(needs {cfg.distill.min_examples})")
+    if have < need:
+        return (f"judged evidence {have} comparisons ({len(curated.heldout)} held-out "
+                f"requests, {curated.heldout_percent}%, and repeats) of the {need} the gate "
+                f"needs at {policy.min_agreement:.2f} / {policy.confidence:.0%}")
+    return None
 
 
 def _live_upper(con: Connection, cfg: Config, task: TaskRecord) -> float | None:
@@ -109,11 +134,12 @@ def why_train(
 ) -> str | None:
     """The reason to train this task now, or None."""
     n = len(curated.train)
-    if n < cfg.distill.min_examples:
+    if missing_data(cfg, task, curated) is not None:
         return None
     students = list_students(con, task.id)
     if not students:
-        return f"{n} clean examples, no student yet"
+        return (f"{n} distinct requests ({curated.requests} clean), judged on "
+                f"{curated.evidence} comparisons; no student yet")
     trained_on = int(students[-1].metrics.get("train_examples", 0))
     policy = cfg.policy.for_task(task.id, task.label)
     live_upper = _live_upper(con, cfg, task)
@@ -136,7 +162,7 @@ def _token_budget(task: TaskRecord) -> tuple[int, int]:
 def train_candidate(
     con: Connection, cfg: Config, task: TaskRecord, curated: Curated,
     prep: Prepared, kind: StudentKind, candidate: CandidateConfig | None, *, max_new: int,
-    progress: bool, embedder: SharedEmbedder,
+    progress: bool, embedder: SharedEmbedder, interrupt: Interrupt | None = None,
 ) -> TaskOutcome:
     """Train one candidate of `kind` (a generative one is `candidate`), evaluate it on the
     held-out set through its copy slots, and register it."""
@@ -154,14 +180,15 @@ def train_candidate(
     similarity = embedding_similarity(embedder)
     try:
         if candidate is None:
-            info, ev = fit_encoder(cfg, prep, curated.heldout, task.kind, policy, partial,
+            info, ev = fit_encoder(cfg, prep, curated.judged, task.kind, policy, partial,
                                    max_new=max_new, similarity=similarity)
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
         else:
-            training, ev = fit_generative(cfg, prep, curated.heldout, task.kind, policy,
+            training, ev = fit_generative(cfg, prep, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
-                                          progress=progress, similarity=similarity)
+                                          progress=progress, similarity=similarity,
+                                          interrupt=interrupt)
             base_model, info = candidate.model, {}
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -169,6 +196,8 @@ def train_candidate(
     passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
     metrics = {**ev.summary, "train_examples": len(prep.train),
                "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
+               "heldout_percent": curated.heldout_percent, "requests": curated.requests,
+               "repeats_judged": len(curated.repeated),
                "scrubbed": dict(curated.scrubbed), "training": training,
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
                "min_heldout": policy.min_heldout, "student_kind": kind,
@@ -194,43 +223,78 @@ def train_candidate(
                        time.time() - started)
 
 
-def distill_task(
-    con: Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
-    embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
-    encoder: bool | None = None,
-) -> TaskOutcome:
-    """Train student kinds cheapest first (candidates smallest first) until one passes."""
-    from distill.candidates import prepare
+Phase = Literal["cheap", "expensive", "all"]
 
-    needed, max_new = _token_budget(task)
-    prep = prepare(task.kind, curated, cfg.distill.max_train_examples, encoder=encoder,
-                   kinds=list(cfg.distill.student_kinds))
-    cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
-    report(f"{task.id}: answers are {prep.shape}, {cov}")
+
+def plan_runs(
+    cfg: Config, task: TaskRecord, prep: Prepared, last_agreement: float | None,
+    report: Progress,
+) -> list[tuple[StudentKind, CandidateConfig | None, float]]:
+    """Every run worth making for the task, cheapest first, each with its expected win: the
+    encoder where it can express the answers, then generative candidates smallest first
+    where their expected win (policies.schedule.expensive_win) clears the bar."""
+    needed, _ = _token_budget(task)
+    policy = cfg.policy.for_task(task.id, task.label)
     choices = rank_candidates(cfg.distill.candidates, needed_tokens=needed,
                               licences=cfg.distill.licences, max_params=cfg.distill.max_params)
-    runs: list[tuple[StudentKind, CandidateConfig | None]] = []
+    runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:
         if choice.reason:
             report(f"{task.id}: not training the {choice.kind} kind: {choice.reason}")
         elif choice.kind == "encoder":
-            runs.append(("encoder", None))
+            runs.append(("encoder", None, 1.0))
         else:
-            min_agreement = cfg.policy.for_task(task.id, task.label).min_agreement
             for c in choices:
-                reason = c.reason or prep.too_low_for(c.candidate, min_agreement)
+                reason = c.reason or prep.too_low_for(c.candidate, policy.min_agreement)
+                win = expensive_win(prep.shape, scratch=c.candidate.model.startswith("scratch:"),
+                                    copyable=prep.ceiling, last_agreement=last_agreement,
+                                    min_agreement=policy.min_agreement)
+                if not reason and not worth_expensive_run(win):
+                    reason = (f"expected win {win:.2f} for {prep.shape} answers is under "
+                              f"{MIN_EXPENSIVE_WIN:.2f}: not worth its minutes")
                 if reason:
                     report(f"{task.id}: skipping {c.candidate.model}: {reason}")
                 else:
-                    runs.append(("generative", c.candidate))
+                    runs.append(("generative", c.candidate, win))
+    return runs
+
+
+def distill_task(
+    con: Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
+    embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
+    encoder: bool | None = None, phase: Phase = "all", interrupt: Interrupt | None = None,
+) -> TaskOutcome:
+    """Train student kinds cheapest first (candidates smallest first) until one passes.
+
+    `phase` "cheap" makes only the encoder run, "expensive" only the generative ones (each
+    stopped by `interrupt` when other work waits); the outcome's `expensive_left` says
+    whether generative runs remain after a cheap phase.
+    """
+    from distill.candidates import prepare
+    from distill.train import Interrupted
+
+    _, max_new = _token_budget(task)
+    prep = prepare(task.kind, curated, cfg.distill.max_train_examples, encoder=encoder,
+                   kinds=list(cfg.distill.student_kinds))
+    cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
+    report(f"{task.id}: answers are {prep.shape}, {cov}")
+    runs = plan_runs(cfg, task, prep, _last_agreement(con, task), report)
+    cheap = [r for r in runs if r[0] == "encoder"]
+    chosen = runs if phase == "all" else cheap if phase == "cheap" else \
+        [r for r in runs if r[0] != "encoder"]
     outcome = None
-    for kind, candidate in runs:
+    for kind, candidate, _ in chosen:
         name = candidate.model if candidate else "encoder"
         report(f"{task.id} ({task.label}): training {kind} {name} on "
-               f"{len(prep.train)} examples, {len(curated.heldout)} held out")
+               f"{len(prep.train)} examples, judged on {len(curated.heldout)} held out and "
+               f"{len(curated.repeated)} repeated ({curated.evidence} comparisons)")
         try:
             outcome = train_candidate(con, cfg, task, curated, prep, kind, candidate,
-                                      max_new=max_new, progress=progress, embedder=embedder)
+                                      max_new=max_new, progress=progress, embedder=embedder,
+                                      interrupt=interrupt)
+        except Interrupted as e:
+            report(f"{task.id}: {name} {e}; it runs again once no cheap run waits")
+            return TaskOutcome(task.id, task.label, "interrupted", str(e))
         except Exception as e:  # one candidate's failure must not stop the others
             log.exception("training %s on task %s failed", name, task.id)
             outcome = record_failure(con, cfg, task, name, curated, f"{type(e).__name__}: {e}")
@@ -239,7 +303,17 @@ def distill_task(
             break
         if outcome.metrics.get("training", {}).get("stopped_by") == "hopeless":
             break  # a bigger candidate waits for more data: other tasks come first
-    return outcome or TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
+    if outcome is None:
+        outcome = TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
+    outcome.expensive_left = phase == "cheap" and not outcome.passed \
+        and any(r[0] != "encoder" for r in runs)
+    return outcome
+
+
+def _last_agreement(con: Connection, task: TaskRecord) -> float | None:
+    students = [s for s in list_students(con, task.id) if s.status != "error"]
+    last = students[-1].metrics.get("agreement") if students else None
+    return None if last is None else float(last)
 
 
 def new_version(con: Connection, registry: Registry, task_id: str) -> int:
@@ -261,67 +335,3 @@ def record_failure(
                                    base_model=model, status="error", metrics=metrics))
     return TaskOutcome(task.id, task.label, "trained", f"{model}: {error}", version,
                        False, metrics)
-
-
-def schedule(
-    con: Connection, cfg: Config, ready: list[tuple[TaskRecord, Curated, str]]
-) -> list[tuple[TaskRecord, Curated, str]]:
-    """The tasks to train, highest expected win first (`policies.schedule.order_tasks`)."""
-    plans = {}
-    for task, curated, _ in ready:
-        students = [s for s in list_students(con, task.id) if s.status != "error"]
-        last = students[-1].metrics.get("agreement") if students else None
-        policy = cfg.policy.for_task(task.id, task.label)
-        plans[task.id] = TaskPlan(task.id, task.kind, len(curated.train),
-                                  None if last is None else float(last), policy.min_agreement)
-    order = {p.task: i for i, p in enumerate(order_tasks(list(plans.values())))}
-    return sorted(ready, key=lambda r: order[r[0].id])
-
-
-def run_distill(
-    cfg: Config, *, task_id: str | None = None, progress: bool = True,
-    report: Progress = log.info, stop: threading.Event | None = None,
-    embedder: SharedEmbedder | None = None,
-) -> list[TaskOutcome]:
-    """One distill pass. `embedder` lets a long-lived caller (the worker) load MiniLM once."""
-    from gateway.store.migrations import connect
-
-    embedder = embedder or SharedEmbedder()
-    con = connect(cfg.store)
-    try:
-        found = discover_tasks(con, cfg, embedder)
-        report(f"discovered {found} tasks")
-        outcomes: list[TaskOutcome] = []
-        ready: list[tuple[TaskRecord, Curated, str]] = []
-        for task in list_tasks(con):
-            if task_id and task.id != task_id:
-                continue
-            if cfg.policy.for_task(task.id, task.label, task.pin).pin == "teacher":
-                outcomes.append(TaskOutcome(task.id, task.label, "skipped", "pinned to teacher"))
-                continue
-            try:
-                curated = curate_task(con, cfg, task)
-                why = why_train(con, cfg, task, curated)
-            except Exception as e:  # one task's bad data must not stop the others
-                log.exception("curating task %s failed", task.id)
-                outcomes.append(TaskOutcome(task.id, task.label, "skipped",
-                                            f"curation failed: {e}"))
-                continue
-            if why is None:
-                outcomes.append(TaskOutcome(
-                    task.id, task.label, "skipped",
-                    f"{len(curated.train)} clean examples (needs {cfg.distill.min_examples}) "
-                    "or nothing new since the last student"))
-                continue
-            ready.append((task, curated, why))
-        # Quick wins first (policies.schedule): one task trains at a time, so a task no
-        # small model learns must not hold back those that promote in a minute.
-        for task, curated, why in schedule(con, cfg, ready):
-            if stop is not None and stop.is_set():
-                break
-            report(f"{task.id}: {why}")
-            outcomes.append(distill_task(con, cfg, task, curated, progress=progress,
-                                         report=report, embedder=embedder))
-        return outcomes
-    finally:
-        con.close()

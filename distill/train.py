@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 Method = Literal["auto", "lora", "full"]
 # Called once part-way through training with (model, tokenizer); True stops the run there.
 Checkpoint = Callable[[Any, Any], bool]
+Interrupt = Callable[[], bool]  # asked after every step (it throttles itself); True stops
+
+
+class Interrupted(Exception):
+    """A run stopped for other work (`interrupt`): nothing is saved, nothing registered."""
 DEFAULT_LR = {"scratch": 3e-3, "lora": 2e-4, "full": 2e-5}
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 
@@ -150,7 +155,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                  cfg: TrainingConfig, learning_rate: float, clock: Clock, lora: bool,
                  output_dir: str, seed: int = 0, progress: bool = False,
                  checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
-                 checkpoint_epochs: float = 0.0) -> Any:
+                 checkpoint_epochs: float = 0.0, interrupt: Interrupt | None = None) -> Any:
     """An SFTTrainer over pre-tokenized rows; its `step_losses` and `hit_time_budget` fill in.
 
     Sets `clock.total_steps`: max_steps or the epoch bound, whichever is fewer steps.
@@ -173,6 +178,9 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
             if clock.expired():
                 trainer.hit_time_budget = True
                 control.should_training_stop = True
+            elif interrupt is not None and interrupt():
+                trainer.interrupted = True
+                control.should_training_stop = True
             elif (checkpoint is not None and not self.checked
                   and clock.elapsed() >= checkpoint_at * clock.budget_s
                   and state.global_step * batch >= checkpoint_epochs * len(rows)):
@@ -193,6 +201,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
         step_losses: list[float]
         hit_time_budget = False
         stopped_hopeless = False
+        interrupted = False
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if self.lr_scheduler is None:
@@ -268,13 +277,14 @@ def train_student(
     train: list[dict[str, Any]], *, base_model: str, method: Method = "auto",
     cfg: TrainingConfig, out_dir: Path, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
-    checkpoint_epochs: float = 0.0,
+    checkpoint_epochs: float = 0.0, interrupt: Interrupt | None = None,
 ) -> TrainReport:
     """Train one student and save it (model or PEFT adapter, plus tokenizer) into `out_dir`.
 
     `checkpoint(model, tokenizer)` is called once, at the first step past both
     `checkpoint_at` of the time budget and `checkpoint_epochs` passes over the data; if it
     returns True the run stops there (`stopped_by = "hopeless"`), saved as it is.
+    `interrupt()` is asked after every step; True stops the run and raises `Interrupted`.
     `slimgate.json` is not written here: the registry writes it last, once evaluated.
     """
     if not train:
@@ -311,8 +321,11 @@ def train_student(
                                    clock=clock, lora=lora, output_dir=tmp, seed=seed,
                                    progress=progress, checkpoint=checkpoint,
                                    checkpoint_at=checkpoint_at,
-                                   checkpoint_epochs=checkpoint_epochs)
+                                   checkpoint_epochs=checkpoint_epochs, interrupt=interrupt)
             trainer.train()
+            if trainer.interrupted:
+                raise Interrupted(f"stopped after {trainer.state.global_step} steps, "
+                                  f"{clock.elapsed():.0f} s, for other work")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         trainer.model.save_pretrained(out_dir)  # a PeftModel saves only its adapter

@@ -222,7 +222,7 @@ def run_worker(
     parent_pid: int | None = None,
 ) -> None:
     """Run until stopped (SIGTERM/SIGINT or `stop`); `once` does one distill pass and returns."""
-    from distill.pipeline import run_distill
+    from distill.passes import interrupted, run_distill
     from gateway.embed import SharedEmbedder
 
     embedder = SharedEmbedder()  # loaded by the first pass that discovers, kept for the rest
@@ -252,13 +252,15 @@ def run_worker(
             if not leadership.lead():
                 stop.wait(cfg.worker.standby_poll_s)
                 continue
+            outcomes = []
             try:
-                run_distill(cfg, progress=False, stop=stop, embedder=embedder)
+                outcomes = run_distill(cfg, progress=False, stop=stop, embedder=embedder)
             except Exception:
                 log.exception("distill pass failed")
             if once:
                 break
-            stop.wait(cfg.worker.interval_s)
+            if not interrupted(outcomes):  # a run gave way to a ready task: no wait
+                stop.wait(cfg.worker.interval_s)
     finally:
         stop.set()
         gate.join(30)

@@ -273,10 +273,14 @@ class TrainingConfig(_Strict):
 
 class DistillConfig(_Strict):
     students_dir: str = "students"  # registry root: students/<task>/<version>/
-    min_examples: int = Field(250, ge=2)  # clean examples a task needs before training
+    # A floor, not the trigger: a task trains once its judged evidence could pass the gate
+    # (policies.stats.passable_n: 35 comparisons at 0.9 / 95%) and it has at least this many
+    # distinct training requests. 20 is discovery's own minimum task size (min_task_requests).
+    min_examples: int = Field(20, ge=2)
+    min_task_requests: int = Field(20, ge=2)  # requests a group (named or not) needs to be a task
     max_train_examples: int = Field(5000, ge=1)  # newest first beyond this
-    # by request hash; never trained on. 15% of 250 is ~37 held out: enough for a perfect
-    # student to clear the default gate (0.9 at 95% needs 35), so the first training counts.
+    # Held out by request hash, never trained on; raised (up to 50) for a task whose judged
+    # evidence — held-out occurrences plus repeats of trained requests — is short of the gate.
     heldout_percent: int = Field(15, ge=1, le=50)
     text_similarity: float = Field(0.85, ge=0, le=1)  # free-text answers agree above this
     licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
@@ -359,6 +363,9 @@ class WorkerConfig(_Strict):
     embedded: bool = True  # `slimgate serve` runs the worker as a subprocess beside it
     interval_s: float = Field(30.0, gt=0)  # how often tasks are discovered and (re)trained
     gate_interval_s: float = Field(5.0, gt=0)  # how often the gate reads the evidence
+    # An expensive (generative) run asks this often whether a cheap run waits (a task became
+    # ready) and gives way if so: the longest a new task waits behind a long run.
+    slice_s: float = Field(120.0, gt=0)
     max_discover_rows: int = Field(20_000, ge=100)  # newest exchanges used for discovery
     torch_threads: int = Field(0, ge=0)  # CPU threads for training; 0 = all cores but one
     # Several workers may run on one store; one leads. A standby tries to take the lead this

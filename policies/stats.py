@@ -38,6 +38,20 @@ def wilson(successes: int, n: int, confidence: float) -> tuple[float, float]:
     return max(0.0, min(p, centre - margin)), min(1.0, max(p, centre + margin))
 
 
+def passable_n(min_agreement: float, confidence: float) -> int:
+    """The fewest comparisons on which a student that agrees every time clears the gate: the
+    n where the all-agree Wilson lower bound reaches `min_agreement` (35 at 0.9 / 95%). Less
+    evidence than this cannot pass whatever the student does, so a task is trained only once
+    its judged evidence reaches it."""
+    if not 0.0 < min_agreement < 1.0:
+        return 1
+    z2 = _z(confidence) ** 2
+    n = max(1, math.floor(z2 * min_agreement / (1.0 - min_agreement)))
+    while wilson(n, n, confidence)[0] < min_agreement:
+        n += 1
+    return n
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     """The q-th percentile (0-100) with linear interpolation; None when there are no values.
 

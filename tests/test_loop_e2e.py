@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from distill.loading import load_student
-from distill.pipeline import run_distill
+from distill.passes import run_distill
 from distill.worker import apply_gates
 from gateway.app import create_app
 from gateway.config import parse_config

@@ -32,7 +32,7 @@ def test_the_pass_trains_the_label_task_first_and_a_failed_near_miss_before_a_ze
     tmp_path: Path,
 ) -> None:
     from distill.curate import Curated
-    from distill.pipeline import schedule
+    from distill.passes import schedule
     from gateway.config import parse_config
     from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
     from gateway.store.migrations import connect

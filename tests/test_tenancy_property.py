@@ -159,7 +159,8 @@ def test_two_tenants_never_reach_each_others_tasks(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = gateway_config(Path(tmp), upstream, distill={
-            "min_examples": 20, "students_dir": str(Path(tmp) / "students")})
+            "min_examples": 20, "min_task_requests": 2,
+            "students_dir": str(Path(tmp) / "students")})
         asyncio.run(send(cfg, reqs))
         con = connect(cfg.store.path)
         try:

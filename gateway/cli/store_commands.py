@@ -76,7 +76,7 @@ def tasks(args: argparse.Namespace) -> int:
 
 
 def distill(args: argparse.Namespace) -> int:
-    from distill.pipeline import run_distill
+    from distill.passes import run_distill
 
     config, console = load(args), wide_console()
     outcomes = run_distill(config, task_id=args.task, progress=True, report=console.print)
