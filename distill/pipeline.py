@@ -4,7 +4,8 @@
 (`policies.schedule`), for each task with enough clean data (and no student yet, or data
 grown enough / drift seen) fits its copy slots, trains student kinds cheapest first
 (`distill.shape`; generative candidates smallest first), evaluates each on the task's
-held-out set through its copy slots and registers it. A version is trained in a
+held-out set through its copy slots and registers it (passed, near or failed); a pass or a
+near miss ends the task's run. A version is trained in a
 `.partial` directory and becomes visible only when complete: a kill never leaves a
 half-written student behind.
 """
@@ -44,6 +45,7 @@ from gateway.store.stages import live_evidence
 from gateway.task_ids import task_tenant
 from policies.gate import should_retrain
 from policies.schedule import TaskPlan, order_tasks
+from policies.sequential import heldout_verdict
 from policies.stats import wilson
 
 log = logging.getLogger("slimgate.distill")
@@ -60,6 +62,7 @@ class TaskOutcome:
     passed: bool | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    status: str | None = None  # the student's held-out verdict: passed | near | failed | error
 
 
 def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> int:
@@ -166,7 +169,8 @@ def train_candidate(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
+    status = heldout_verdict(int(ev.summary["n"]), ev.lower, float(ev.summary["upper"]),
+                             policy.min_agreement, policy.min_heldout)
     metrics = {**ev.summary, "train_examples": len(prep.train),
                "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
                "scrubbed": dict(curated.scrubbed), "training": training,
@@ -183,15 +187,17 @@ def train_candidate(
     add_evaluations(con, task.id, version, ev.rows)
     add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(final),
                                    base_model=base_model,
-                                   status="passed" if passed else "failed", metrics=metrics))
-    verdict = "passed" if passed else "failed"
+                                   status=status, metrics=metrics))
+    verdict = {"passed": "passed", "near": "nearly passed", "failed": "failed"}[status]
     stopped = " (stopped part-way: hopeless)" if training.get("stopped_by") == "hopeless" else ""
     reason = (f"{kind} {base_model}: held-out agreement {ev.summary['agreement']:.2f} "
               f"[{ev.summary['lower']:.2f}, {ev.summary['upper']:.2f}] over {ev.summary['n']} "
               f"{verdict} the gate (lower bound ≥ {policy.min_agreement:.2f}, "
               f"n ≥ {policy.min_heldout}){stopped}")
-    return TaskOutcome(task.id, task.label, "trained", reason, version, passed, metrics,
-                       time.time() - started)
+    if status == "near":
+        reason += "; a near miss (upper bound ≥ the bar): shadow proves it on live traffic"
+    return TaskOutcome(task.id, task.label, "trained", reason, version, status == "passed",
+                       metrics, time.time() - started, status)
 
 
 def distill_task(
@@ -199,7 +205,9 @@ def distill_task(
     embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
     encoder: bool | None = None,
 ) -> TaskOutcome:
-    """Train student kinds cheapest first (candidates smallest first) until one passes."""
+    """Train student kinds cheapest first (candidates smallest first) until one passes or
+    nearly passes (its held-out upper bound reaches the bar: shadow, free for clients, then
+    proves it on live traffic)."""
     from distill.candidates import prepare
 
     needed, max_new = _token_budget(task)
@@ -235,8 +243,8 @@ def distill_task(
             log.exception("training %s on task %s failed", name, task.id)
             outcome = record_failure(con, cfg, task, name, curated, f"{type(e).__name__}: {e}")
         report(f"{task.id}: v{outcome.version} {outcome.reason}")
-        if outcome.passed:
-            break
+        if outcome.status in ("passed", "near"):
+            break  # a near miss proves itself in shadow before anything dearer is tried
         if outcome.metrics.get("training", {}).get("stopped_by") == "hopeless":
             break  # a bigger candidate waits for more data: other tasks come first
     return outcome or TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
@@ -260,7 +268,7 @@ def record_failure(
     add_student(con, StudentRecord(task=task.id, version=version, path="",
                                    base_model=model, status="error", metrics=metrics))
     return TaskOutcome(task.id, task.label, "trained", f"{model}: {error}", version,
-                       False, metrics)
+                       False, metrics, status="error")
 
 
 def schedule(
