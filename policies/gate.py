@@ -194,8 +194,9 @@ def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float)
 
 
 def _pooled(look: Look) -> str:
-    return (f"held-out + live agreement {look.agree / look.n:.2f} [{look.lower:.2f}, "
-            f"{look.upper:.2f}] over {look.n} comparisons ({look.n - look.live_n} held-out + "
+    # Three decimals: at the bar, 0.896 and 0.903 must not both read 0.90.
+    return (f"held-out + live agreement {look.agree / look.n:.3f} [{look.lower:.3f}, "
+            f"{look.upper:.3f}] over {look.n} comparisons ({look.n - look.live_n} held-out + "
             f"first {look.live_n} live; look {look.k + 1} at confidence {look.confidence:.4f})")
 
 

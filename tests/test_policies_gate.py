@@ -68,7 +68,7 @@ def test_shadow_holds_until_enough_live_comparisons() -> None:
     assert v.action == "hold" and "needs 50 live comparisons, has 12" in v.reason
     v = decide(state("shadow"), Evidence(live_n=60, live_agree=55, live_prefix_agree=(46,)),
                POLICY, 0)
-    assert v.action == "hold" and "agreement 0.92 [0.79, 0.97] over 50 comparisons" in v.reason
+    assert v.action == "hold" and "agreement 0.920 [0.791, 0.972] over 50 comparisons" in v.reason
     assert "< 0.90; next look at 100 live comparisons" in v.reason
 
 
