@@ -4,7 +4,8 @@ The steps one task goes through (`distill.passes.run_distill` orders the tasks):
 and curation; whether it is ready (its judged evidence could pass the gate, and no student
 yet, or data grown enough / drift seen); its copy slots; student kinds cheapest first
 (`distill.shape`; generative candidates smallest first, where worth their minutes), each
-evaluated on the task's held-out requests and repeats through its copy slots and registered.
+evaluated on the task's held-out requests and repeats through its copy slots and registered
+(passed, near or failed; a pass or a near miss ends the task's runs).
 A version is trained in a `.partial` directory and becomes visible only when complete: a
 kill never leaves a half-written student behind.
 """
@@ -44,6 +45,7 @@ from gateway.store.stages import live_evidence
 from gateway.task_ids import task_tenant
 from policies.gate import should_retrain
 from policies.schedule import MIN_EXPENSIVE_WIN, expensive_win, worth_expensive_run
+from policies.sequential import heldout_verdict
 from policies.settings import TaskPolicy
 from policies.stats import passable_n, wilson
 
@@ -61,6 +63,7 @@ class TaskOutcome:
     passed: bool | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    status: str | None = None  # the student's held-out verdict: passed | near | failed | error
     expensive_left: bool = False  # after a cheap phase: generative runs remain to be made
 
 
@@ -193,7 +196,8 @@ def train_candidate(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    passed = ev.summary["n"] >= policy.min_heldout and ev.lower >= policy.min_agreement
+    status = heldout_verdict(int(ev.summary["n"]), ev.lower, float(ev.summary["upper"]),
+                             policy.min_agreement, policy.min_heldout)
     metrics = {**ev.summary, "train_examples": len(prep.train),
                "heldout_examples": len(curated.heldout), "dropped": dict(curated.dropped),
                "heldout_percent": curated.heldout_percent, "requests": curated.requests,
@@ -212,15 +216,17 @@ def train_candidate(
     add_evaluations(con, task.id, version, ev.rows)
     add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(final),
                                    base_model=base_model,
-                                   status="passed" if passed else "failed", metrics=metrics))
-    verdict = "passed" if passed else "failed"
+                                   status=status, metrics=metrics))
+    verdict = {"passed": "passed", "near": "nearly passed", "failed": "failed"}[status]
     stopped = " (stopped part-way: hopeless)" if training.get("stopped_by") == "hopeless" else ""
     reason = (f"{kind} {base_model}: held-out agreement {ev.summary['agreement']:.2f} "
               f"[{ev.summary['lower']:.2f}, {ev.summary['upper']:.2f}] over {ev.summary['n']} "
               f"{verdict} the gate (lower bound ≥ {policy.min_agreement:.2f}, "
               f"n ≥ {policy.min_heldout}){stopped}")
-    return TaskOutcome(task.id, task.label, "trained", reason, version, passed, metrics,
-                       time.time() - started)
+    if status == "near":
+        reason += "; a near miss (upper bound ≥ the bar): shadow proves it on live traffic"
+    return TaskOutcome(task.id, task.label, "trained", reason, version, status == "passed",
+                       metrics, time.time() - started, status)
 
 
 Phase = Literal["cheap", "expensive", "all"]
@@ -264,7 +270,9 @@ def distill_task(
     embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
     encoder: bool | None = None, phase: Phase = "all", interrupt: Interrupt | None = None,
 ) -> TaskOutcome:
-    """Train student kinds cheapest first (candidates smallest first) until one passes.
+    """Train student kinds cheapest first (candidates smallest first) until one passes or
+    nearly passes (its held-out upper bound reaches the bar: shadow, free for clients, then
+    proves it on live traffic).
 
     `phase` "cheap" makes only the encoder run, "expensive" only the generative ones (each
     stopped by `interrupt` when other work waits); the outcome's `expensive_left` says
@@ -299,13 +307,13 @@ def distill_task(
             log.exception("training %s on task %s failed", name, task.id)
             outcome = record_failure(con, cfg, task, name, curated, f"{type(e).__name__}: {e}")
         report(f"{task.id}: v{outcome.version} {outcome.reason}")
-        if outcome.passed:
-            break
+        if outcome.status in ("passed", "near"):
+            break  # a near miss proves itself in shadow before anything dearer is tried
         if outcome.metrics.get("training", {}).get("stopped_by") == "hopeless":
             break  # a bigger candidate waits for more data: other tasks come first
     if outcome is None:
         outcome = TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
-    outcome.expensive_left = phase == "cheap" and not outcome.passed \
+    outcome.expensive_left = phase == "cheap" and outcome.status not in ("passed", "near") \
         and any(r[0] != "encoder" for r in runs)
     return outcome
 
@@ -334,4 +342,4 @@ def record_failure(
     add_student(con, StudentRecord(task=task.id, version=version, path="",
                                    base_model=model, status="error", metrics=metrics))
     return TaskOutcome(task.id, task.label, "trained", f"{model}: {error}", version,
-                       False, metrics)
+                       False, metrics, status="error")

@@ -26,18 +26,27 @@ from gateway.store.db import Connection
 from gateway.store.leader import LeaderLock, leader_lock, whoami
 from gateway.store.migrations import connect
 from gateway.store.retention import maintain
-from gateway.store.stages import StageChange, live_evidence, set_stage, set_student_status
+from gateway.store.stages import (
+    StageChange,
+    live_evidence,
+    live_prefix_agree,
+    set_stage,
+    set_student_status,
+)
 from policies.gate import Evidence, TaskState, decide
+from policies.sequential import checkpoints
 
 log = logging.getLogger("slimgate.worker")
+GATEABLE = ("passed", "near")  # held-out verdicts the gate may take into shadow
 
 
 def _candidate(task: TaskRecord, students: list[StudentRecord]) -> StudentRecord | None:
-    """The student the gate judges: the one in play, else the newest that passed."""
+    """The student the gate judges: the one in play, else the newest that passed or nearly
+    passed (a near miss proves itself in shadow)."""
     if task.student_version and task.stage != "observe":
         return next((s for s in students if s.version == task.student_version), None)
-    passed = [s for s in students if s.status == "passed"]
-    return passed[-1] if passed else None
+    usable = [s for s in students if s.status in GATEABLE]
+    return usable[-1] if usable else None
 
 
 def gate_task(
@@ -49,26 +58,37 @@ def gate_task(
     since = task.stage_since or task.created_at
     heldout = student.metrics if student else {}
     live: dict[str, Any] = {}
+    prefix: tuple[int, ...] = ()
     if student is not None and task.stage != "observe":
         live = live_evidence(con, task.id, student.version, since)
+        if task.stage == "shadow":
+            prefix = live_prefix_agree(con, task.id, student.version, since,
+                                       checkpoints(live["live_n"], policy.min_live))
     state = TaskState(
         stage=task.stage,  # type: ignore[arg-type]
         step=task.step if task.stage == "canary" else None,
         stage_since=since,
         student_version=student.version if student else None,
         heldout_passed=(student.status == "passed") if student else None,
+        near_miss=student is not None and student.status == "near",
     )
     evidence = Evidence(
         heldout_n=int(heldout.get("n", 0)), heldout_agree=int(heldout.get("agree", 0)),
         live_n=live.get("live_n", 0), live_agree=live.get("live_agree", 0),
         student_served=live.get("student_served", 0), fallbacks=live.get("fallbacks", 0),
         student_errors=live.get("student_errors", 0), student_p95_ms=live.get("student_p95_ms"),
+        live_prefix_agree=prefix,
     )
     verdict = decide(state, evidence, policy, now)
     if verdict.action == "hold":
         return None
     if verdict.action == "rollback" and student is not None and not task.pin:
         set_student_status(con, task.id, student.version, "rolled_back")
+    if (verdict.action == "promote" and task.stage == "shadow" and student is not None
+            and student.status == "near"):
+        # Proven on live traffic: only now may it serve clients (the gateway never routes
+        # client traffic to a student whose status is still "near").
+        set_student_status(con, task.id, student.version, "passed")
     change = set_stage(
         con, task.id, verdict.to_stage, to_step=verdict.to_step or 0,
         version=student.version if student else None, actor="policy", reason=verdict.reason,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.config import Config
@@ -30,6 +30,8 @@ from policies.settings import TaskPolicy
 log = logging.getLogger("slimgate.routing")
 
 SERVING_STAGES = ("shadow", "canary", "primary")
+CLIENT_STAGES = ("canary", "primary")  # where a student answers clients
+NEAR_MISS = "near"  # a student's status while its held-out verdict is a near miss
 TEACHER_ONLY = Route("teacher", shadow=False, audit=False)
 
 
@@ -38,6 +40,7 @@ class TaskRoute:
     task: TaskRecord
     policy: TaskPolicy
     share_percent: float  # student share of the traffic at this stage/step
+    near_miss: bool = False  # the student is a near miss: shadowed, never serving a client
 
 
 @dataclass(frozen=True)
@@ -102,17 +105,22 @@ class RoutingTable:
     async def refresh(self) -> None:
         if self._secret is None:
             self._secret = await self._store.secret("sampling")
-        tasks = [task_from_row(r) for r in await self._store.tasks()]
-        seen = tuple((t.id, t.updated_at) for t in tasks)  # every change bumps updated_at
+        rows = await self._store.tasks()
+        tasks = [task_from_row(r) for r in rows]
+        # Every stage change bumps updated_at; a student's status changes only beside one.
+        seen = tuple((t.id, t.updated_at) for t in tasks)
         if seen == self._seen:
             return
         self._seen = seen
         routes = {}
         wanted: set[tuple[str, int]] = set()
+        near = {r["id"] for r in rows if r.get("student_status") == NEAR_MISS}
         for t in tasks:
             policy = self._config.policy.for_task(t.id, t.label, t.pin)
             share = 100.0 if policy.pin == "student" else canary_share(policy, t.stage, t.step)
-            routes[t.id] = TaskRoute(t, policy, share)
+            if t.id in near:
+                share = 0.0
+            routes[t.id] = TaskRoute(t, policy, share, t.id in near)
             if t.student_version and (t.stage in SERVING_STAGES or policy.pin == "student"):
                 wanted.add((t.id, t.student_version))
         self._routes = routes
@@ -162,15 +170,20 @@ class RoutingTable:
         if r is None:  # no task, or one not discovered yet: the teacher serves
             return Decision(task_id, TEACHER_ONLY, None, None, self.policy_for(task_id).record,
                             None)
-        t, policy = r.task, r.policy
+        t, policy, stage = r.task, r.policy, r.task.stage
+        if r.near_miss and (stage in CLIENT_STAGES or policy.pin == "student"):
+            # A near miss proves itself in shadow: whatever put it further (an operator, a
+            # pin), it serves no client until the gate has promoted it (status "passed").
+            stage = "shadow" if stage in SERVING_STAGES else "observe"
+            policy = replace(policy, pin=None)
         version = t.student_version
         student = None
-        if version and (t.stage in SERVING_STAGES or policy.pin == "student"):
+        if version and (stage in SERVING_STAGES or policy.pin == "student"):
             student = self._students.get(t.id, version)
         # Only a canary splits by conversation; elsewhere the key is not worth computing.
-        key = (sticky_key(body, headers, policy.sticky, request_id) if t.stage == "canary"
+        key = (sticky_key(body, headers, policy.sticky, request_id) if stage == "canary"
                else request_id)
-        decision = route_task(policy, stage=t.stage, step=t.step, sticky_key=key,
+        decision = route_task(policy, stage=stage, step=t.step, sticky_key=key,
                               request_id=request_id, has_student=student is not None,
                               secret=self._secret or b"")
         return Decision(t.id, decision, version, student, policy.record, t.kind)

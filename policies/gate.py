@@ -1,8 +1,10 @@
 """The stage machine of a task: promote, hold or roll back, from counted evidence.
 
 observe → shadow → canary (each step) → primary, gated on the Wilson lower bound of
-agreement over enough comparisons; any later stage rolls back to observe when the upper
-bound falls below the bar, or the student falls back, fails or lags too often.
+agreement over enough comparisons; a near miss (held-out upper bound at the bar) enters
+shadow too, and shadow is left on held-out and live evidence pooled, tested only where live
+evidence doubles (policies/sequential.py). Any later stage rolls back to observe when the
+live upper bound falls below the bar, or the student falls back, fails or lags too often.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from policies.sequential import Look, ShadowExit, shadow_exit
 from policies.settings import TaskPolicy
 from policies.stats import wilson
 
@@ -25,6 +28,7 @@ class TaskState:
     stage_since: float = 0.0  # unix time the current stage (or canary step) began
     student_version: int | None = None  # the student that would serve; None = none yet
     heldout_passed: bool | None = None  # distill's own held-out verdict; None = not evaluated
+    near_miss: bool = False  # held-out upper bound reached the bar, the full gate did not
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,9 @@ class Evidence:
     fallbacks: int = 0  # of those, answers replaced by the teacher (contract violations)
     student_errors: int = 0  # of those, student failures (crash, timeout)
     student_p95_ms: float | None = None  # p95 latency of student-served requests
+    # In shadow: agreements among the first min_live·2^k live comparisons, one per checkpoint
+    # reached (policies.sequential.checkpoints); shadow's exit is tested on these alone.
+    live_prefix_agree: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +159,9 @@ def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float)
             return hold(missing)
         heldout = _agreement("held-out", evidence.heldout_agree, evidence.heldout_n,
                              (num["heldout_lower"], num["heldout_upper"]))
+        if state.near_miss:
+            return verdict("promote", "shadow", None, f"near miss: {heldout}, upper bound "
+                           f"≥ {bar:.2f}; shadow (the teacher serves) proves it on live traffic")
         return verdict("promote", "shadow", None, f"{heldout} ≥ {bar:.2f}")
     if state.student_version is None:
         return verdict("rollback", "observe", None, "no student to serve")
@@ -162,9 +172,20 @@ def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float)
                       (num["live_lower"], num["live_upper"]))
     if state.stage == "primary":
         return hold([f"{live}; no rollback trigger"])
-    need = policy.min_live if state.stage == "shadow" else policy.canary_min_comparisons
-    missing = _needs(evidence.live_n, need, "live", num["live_lower"], bar)
-    if state.stage == "canary" and num["seconds_in_stage"] < policy.canary_min_seconds:
+    if state.stage == "shadow":
+        leave = shadow_exit(evidence.heldout_agree, evidence.heldout_n,
+                            evidence.live_prefix_agree, policy.min_live, bar, policy.confidence)
+        look = leave.passed or leave.last
+        if look is not None:
+            num.update(look=look.k + 1, look_live_n=look.live_n, look_confidence=look.confidence,
+                       pooled_n=look.n, pooled_agree=look.agree, pooled_lower=look.lower,
+                       pooled_upper=look.upper)
+        if leave.passed is None:
+            return hold(_shadow_missing(evidence, policy, leave))
+        return verdict("promote", *_next(state, policy), f"{_pooled(leave.passed)} ≥ {bar:.2f}")
+    missing = _needs(evidence.live_n, policy.canary_min_comparisons, "live", num["live_lower"],
+                     bar)
+    if num["seconds_in_stage"] < policy.canary_min_seconds:
         missing.append(f"needs {policy.canary_min_seconds:.0f} s at this step, "
                        f"has {num['seconds_in_stage']:.0f} s")
     if missing:
@@ -172,11 +193,34 @@ def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float)
     return verdict("promote", *_next(state, policy), f"{live} ≥ {bar:.2f}")
 
 
+def _pooled(look: Look) -> str:
+    # Three decimals: at the bar, 0.896 and 0.903 must not both read 0.90.
+    return (f"held-out + live agreement {look.agree / look.n:.3f} [{look.lower:.3f}, "
+            f"{look.upper:.3f}] over {look.n} comparisons ({look.n - look.live_n} held-out + "
+            f"first {look.live_n} live; look {look.k + 1} at confidence {look.confidence:.4f})")
+
+
+def _shadow_missing(ev: Evidence, policy: TaskPolicy, leave: ShadowExit) -> list[str]:
+    """What keeps a task in shadow: too few live comparisons, or no look passed yet."""
+    if ev.live_n < policy.min_live:
+        return [f"needs {policy.min_live} live comparisons, has {ev.live_n}"]
+    if leave.last is None:
+        return [f"{ev.live_n} live comparisons but no checkpoint counts for them"]
+    return [f"{_pooled(leave.last)} < {policy.min_agreement:.2f}; "
+            f"next look at {leave.next_at} live comparisons"]
+
+
 def _observe_missing(state: TaskState, ev: Evidence, policy: TaskPolicy,
                      num: dict[str, Any]) -> list[str]:
-    """What keeps a task in observe: no student, a failed held-out run, or thin evidence."""
+    """What keeps a task in observe: no student, a failed held-out run, or thin evidence. A
+    near miss needs only its held-out upper bound at the bar: shadow costs clients nothing."""
     if state.student_version is None:
         return ["no student yet"]
+    if state.near_miss:
+        if ev.heldout_n and num["heldout_upper"] >= policy.min_agreement:
+            return []
+        return [f"near-miss v{state.student_version}: held-out upper bound "
+                f"{num['heldout_upper']:.2f} < {policy.min_agreement:.2f}"]
     if state.heldout_passed is False:
         return [f"student v{state.student_version} failed its held-out evaluation"]
     return _needs(ev.heldout_n, policy.min_heldout, "held-out", num["heldout_lower"],

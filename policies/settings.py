@@ -41,8 +41,8 @@ class _Tunables(_Strict):
     # gate: leaving observe and shadow, and each canary step
     min_agreement: Agreement | None = None  # lower confidence bound of agreement to promote
     confidence: Confidence | None = None  # two-sided confidence of the Wilson bounds
-    min_heldout: Count | None = None  # held-out comparisons needed before shadow
-    min_live: Count | None = None  # live comparisons needed before leaving shadow
+    min_heldout: Count | None = None  # held-out comparisons to pass (fewer: a near miss at most)
+    min_live: Count | None = None  # live comparisons at shadow's first look (then 2x, 4x, ...)
     # stages: how much traffic each stage sends where
     shadow_rate: Rate | None = None  # share of teacher-served requests the student also answers
     canary_steps: Steps | None = None  # student share per canary step, percent; [] = no canary
@@ -79,8 +79,8 @@ class PolicyConfig(_Strict):
 
     min_agreement: Agreement = 0.9  # lower confidence bound of agreement to promote
     confidence: Confidence = 0.95  # two-sided confidence of the Wilson bounds
-    min_heldout: Count = 30  # held-out comparisons needed before shadow
-    min_live: Count = 50  # live comparisons needed before leaving shadow
+    min_heldout: Count = 30  # held-out comparisons to pass (fewer: a near miss at most)
+    min_live: Count = 50  # live comparisons at shadow's first look (then 2x, 4x, ...)
     shadow_rate: Rate = 0.25  # share of teacher-served requests the student also answers
     canary_steps: Steps = [5, 25, 50]  # student share per canary step, percent; [] = no canary
     canary_min_comparisons: Count = 30  # live comparisons needed per canary step

@@ -111,3 +111,32 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
     assert meta["copy_slots"]["coverage"]["heldout"]["share"] >= 0.9
     assert len(meta["copy_slots"]["gazetteer"]) > 10
     assert all("<V" in ex.answer["content"] for ex in seen)  # trained on placeholders
+
+
+def test_a_near_miss_ends_the_run_before_dearer_candidates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distill.candidates
+    from distill.evaluate import Evaluation
+
+    cfg, con, task = store_with_task(tmp_path)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"candidates": [
+        *cfg.distill.candidates,
+        cfg.distill.candidates[0].model_copy(update={"model": "scratch:small",
+                                                     "params": 8_000_000})]})})
+    trained: list[str] = []
+
+    def near_miss(cfg: Any, prep: Any, heldout: Any, kind: Any, policy: Any, candidate: Any,
+                  *args: Any, **kw: Any) -> Any:
+        trained.append(candidate.model)  # 39/42: 0.93 [0.81, 0.98], issue 19's encoder
+        return {}, Evaluation({"n": 42, "agree": 39, "agreement": 39 / 42, "lower": 0.81,
+                               "upper": 0.98})
+
+    monkeypatch.setattr(distill.candidates, "fit_generative", near_miss)
+    curated = curate_task(con, cfg, task)
+    outcome = distill_task(con, cfg, task, curated, progress=False,
+                           embedder=SharedEmbedder(), encoder=False)
+    assert trained == ["scratch:tiny"]  # the bigger candidate waits: shadow proves this one
+    assert outcome.status == "near" and outcome.passed is False
+    assert "near miss" in outcome.reason
+    assert [s.status for s in list_students(con, "t-triage")] == ["near"]

@@ -8,7 +8,9 @@ from policies.gate import Evidence, TaskState, Verdict, decide, should_retrain
 from policies.settings import PolicyConfig, TaskPolicy
 
 POLICY = PolicyConfig().for_task("t")  # 0.9 at 95%, min_heldout 30, min_live 50, steps 5/25/50
-GOOD = Evidence(heldout_n=100, heldout_agree=99, live_n=120, live_agree=119)
+# In shadow the exit is tested at 50 and 100 live comparisons (of which 50 and 99 agreed).
+GOOD = Evidence(heldout_n=100, heldout_agree=99, live_n=120, live_agree=119,
+                live_prefix_agree=(50, 99))
 
 
 def policy(**overrides: object) -> TaskPolicy:
@@ -64,8 +66,10 @@ def test_observe_holds_on_thin_heldout_evidence() -> None:
 def test_shadow_holds_until_enough_live_comparisons() -> None:
     v = decide(state("shadow"), Evidence(live_n=12, live_agree=12), POLICY, 0)
     assert v.action == "hold" and "needs 50 live comparisons, has 12" in v.reason
-    v = decide(state("shadow"), Evidence(live_n=60, live_agree=55), POLICY, 0)
-    assert v.action == "hold" and "live lower bound 0.82 < 0.90" in v.reason
+    v = decide(state("shadow"), Evidence(live_n=60, live_agree=55, live_prefix_agree=(46,)),
+               POLICY, 0)
+    assert v.action == "hold" and "agreement 0.920 [0.791, 0.972] over 50 comparisons" in v.reason
+    assert "< 0.90; next look at 100 live comparisons" in v.reason
 
 
 def test_canary_step_lasts_its_minimum_time() -> None:
@@ -173,3 +177,30 @@ def test_retrain_on_drift() -> None:
 def test_unknown_stage_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         decide(TaskState("ramp"), GOOD, POLICY, 0)  # type: ignore[arg-type]
+
+
+def near(stage: str) -> TaskState:
+    return TaskState(stage=stage, student_version=4, heldout_passed=False,  # type: ignore[arg-type]
+                     near_miss=True)
+
+
+def test_a_near_miss_enters_shadow_and_leaves_it_on_pooled_evidence() -> None:
+    heldout = {"heldout_n": 42, "heldout_agree": 39}  # 0.93 [0.81, 0.98]: upper bound ≥ 0.90
+    v = decide(near("observe"), Evidence(**heldout), POLICY, 0)
+    assert (v.action, v.to_stage) == ("promote", "shadow") and "near miss" in v.reason
+    # 60 live, all agreeing: look 1 (the first 50) pooled 89/92 is 0.896 < 0.90: hold.
+    v = decide(near("shadow"), Evidence(**heldout, live_n=60, live_agree=60,
+                                        live_prefix_agree=(50,)), POLICY, 0)
+    assert v.action == "hold" and "next look at 100" in v.reason
+    # Look 2: 98 of the first 100 agreed: pooled 137/142, lower 0.903 at 98.75%.
+    v = decide(near("shadow"), Evidence(**heldout, live_n=130, live_agree=127,
+                                        live_prefix_agree=(50, 98)), POLICY, 0)
+    assert (v.action, v.to_stage, v.to_step) == ("promote", "canary", 0)
+    assert "over 142 comparisons (42 held-out + first 100 live; look 2" in v.reason
+    assert v.evidence["look"] == 2 and v.evidence["pooled_lower"] == pytest.approx(0.903, 1e-3)
+
+
+def test_a_far_miss_stays_in_observe() -> None:
+    far = TaskState("observe", student_version=4, heldout_passed=False, near_miss=True)
+    v = decide(far, Evidence(heldout_n=42, heldout_agree=33), POLICY, 0)  # [0.64, 0.88]
+    assert v.action == "hold" and "upper bound 0.88 < 0.90" in v.reason

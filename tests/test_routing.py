@@ -256,6 +256,29 @@ async def test_observe_stage_and_unknown_requests_go_to_the_teacher(
     assert student.calls == 0
 
 
+@pytest.mark.parametrize("stage,pin", [("shadow", None), ("shadow", "student"),
+                                       ("canary", None), ("primary", None)])
+async def test_a_near_miss_student_never_answers_a_client(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any, stage: str,
+    pin: str | None,
+) -> None:
+    """However a near miss got there (the gate moves it only to shadow; here the rows are
+    written directly, as an operator's pin or a hand edit would), it only shadows."""
+    student = ScriptedStudent()
+    cfg = gateway_config(tmp_path, fresh_upstream,
+                         policy={"shadow_rate": 1.0, "canary_steps": [99]})
+    add_task(cfg.store.path, stage, pin=pin)
+    con = connect(cfg.store.path)
+    con.execute("INSERT INTO students (task, version, path, base_model, status, metrics, "
+                "created_at) VALUES ('t-orders', 1, 't-orders/v1', 'encoder', 'near', '{}', 0)")
+    con.close()
+    app = create_app(cfg, student_factory=lambda task, version: student)
+    responses = await _serve(app, keys, [JSON_BODY] * 3)
+    assert [r.headers["x-slimgate-backend"] for r in responses] == ["teacher"] * 3
+    assert {row["mode"] for row in db_rows("SELECT mode FROM comparisons")} == {"shadow"}
+    assert student.calls == 3  # it still proves itself on every shadowed request
+
+
 async def test_explicit_task_tag_is_validated(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:

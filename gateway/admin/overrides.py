@@ -40,14 +40,17 @@ def promote(
     task = _task(con, task_id)
     why = reason or "promoted by an operator"
     if task.stage == "observe":
-        usable = [s for s in list_students(con, task_id) if s.status in ("passed", "rolled_back")]
+        usable = [s for s in list_students(con, task_id)
+                  if s.status in ("passed", "near", "rolled_back")]
         if not usable:
-            raise OperatorError(f"task '{task_id}' has no student that passed its held-out "
-                                "evaluation; run `slimgate distill` first")
+            raise OperatorError(f"task '{task_id}' has no student that passed (or nearly "
+                                "passed) its held-out evaluation; run `slimgate distill` first")
         student = usable[-1]
-        set_student_status(con, task_id, student.version, "passed")
+        if student.status != "near":  # a near miss stays one until shadow proves it
+            set_student_status(con, task_id, student.version, "passed")
         return set_stage(con, task_id, "shadow", version=student.version, actor=actor,
                          reason=why)
+    _refuse_near_miss(con, task, "promoted past shadow")
     if task.stage == "shadow":
         return set_stage(con, task_id, "canary", to_step=0, actor=actor, reason=why)
     if task.stage == "canary":
@@ -56,6 +59,18 @@ def promote(
                              reason=why)
         return set_stage(con, task_id, "primary", actor=actor, reason=why)
     raise OperatorError(f"task '{task_id}' is already primary")
+
+
+def _refuse_near_miss(con: Connection, task: TaskRecord, what: str) -> None:
+    """A near miss (held-out upper bound at the bar, lower bound below) serves no client
+    until the gate has proven it on live traffic in shadow (docs/policies.md)."""
+    student = next((s for s in list_students(con, task.id)
+                    if s.version == task.student_version), None)
+    if student is not None and student.status == "near":
+        raise OperatorError(
+            f"task '{task.id}': student v{student.version} is a near miss on its held-out "
+            f"set; it cannot be {what} before shadow proves it (the gate promotes it when "
+            "held-out and live agreement together pass)")
 
 
 def rollback(con: Connection, task_id: str, reason: str = "",
@@ -75,6 +90,8 @@ def pin(con: Connection, task_id: str, to: str, actor: str = "operator") -> None
     task = _task(con, task_id)
     if to == "student" and not task.student_version:
         raise OperatorError(f"task '{task_id}' has no student to pin to; promote one first")
+    if to == "student":
+        _refuse_near_miss(con, task, "pinned")
     try:
         set_pin(con, task_id, to)
     except ValueError as e:

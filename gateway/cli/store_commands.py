@@ -84,7 +84,7 @@ def distill(args: argparse.Namespace) -> int:
     for col in ("task", "label", "action", "version", "result", "seconds"):
         table.add_column(col)
     for o in outcomes:
-        verdict = "" if o.passed is None else ("passed: " if o.passed else "failed: ")
+        verdict = f"{o.status}: " if o.status else ""
         result = verdict + o.reason
         table.add_row(*(escape(cell) for cell in (
             o.task, o.label, o.action, f"v{o.version}" if o.version else "", result,
@@ -142,7 +142,8 @@ def report(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    """Old versions go; the one a task serves or shadows and the newest that passed stay."""
+    """Old versions go; the one a task serves or shadows and the newest that passed (or nearly
+    passed: the gate's next candidate) stay."""
     from gateway.store.stages import set_student_status
 
     config, console, keep = load(args), wide_console(), args.keep

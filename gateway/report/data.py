@@ -420,6 +420,12 @@ def verdict(row: dict[str, Any]) -> tuple[str, str]:
         low = row["heldout"]["lower"]
         return "heldout_failed", f"{name} failed its held-out gate" + (
             f" (lower bound {low:.2f})" if low is not None else "")
+    if student["status"] == "near":
+        up = row["heldout"]["upper"]
+        where = ("proving itself in shadow: held-out and live agreement together must pass"
+                 if row["stage"] != "observe" else "waiting for the gate to take it into shadow")
+        return "near_miss", f"{name} nearly passed its held-out gate" + (
+            f" (upper bound {up:.2f} >= {line})" if up is not None else "") + f"; {where}"
     if student["status"] == "error":
         return "training_failed", f"training {name} failed: {student.get('error') or 'see the log'}"
     if student["status"] == "rolled_back" and row["stage"] == "observe":

@@ -308,7 +308,7 @@ def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
                    f" · {s['status']}")
     status = task["gate_status"]
     klass = {"passing": "ok", "below_gate": "held", "failing": "held", "heldout_failed": "held",
-             "rolled_back": "held"}.get(status, "")
+             "near_miss": "held", "rolled_back": "held"}.get(status, "")
     fb = task["fallbacks"]
     reasons = ", ".join(f"{k} {v}" for k, v in fb["by_reason"].items())
     kpis = _kpis([

@@ -49,6 +49,14 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+# `Store.tasks()`: every task with the held-out verdict of the student it names, so that the
+# routing table can keep a near miss (status "near") in shadow whatever its stage says.
+TASKS_WITH_STUDENT_STATUS = (
+    "SELECT tasks.*, students.status AS student_status FROM tasks LEFT JOIN students "
+    "ON students.task = tasks.id AND students.version = tasks.student_version"
+)
+
+
 def exchanges_query(task: str | None, limit: int, since_seq: int,
                     mark: str = "?") -> tuple[str, list[Any]]:
     """`Store.exchanges`'s SQL (with the engine's placeholder `mark`) and its arguments."""

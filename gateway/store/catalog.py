@@ -41,7 +41,7 @@ class StudentRecord:
     version: int
     path: str
     base_model: str
-    status: str  # "passed" or "failed" at the held-out gate
+    status: str  # passed | near (held-out upper bound only) | failed | error | rolled_back | pruned
     metrics: dict[str, Any]
     created_at: float = 0.0
 
@@ -143,9 +143,11 @@ def list_students(con: Connection, task_id: str | None = None) -> list[StudentRe
 
 
 def best_student(con: Connection, task_id: str) -> StudentRecord | None:
-    """The newest student of a task that passed its held-out gate."""
+    """The newest student of a task that passed its held-out gate or nearly passed it (status
+    "near": its upper bound reached the bar): the one the gate takes into shadow."""
     row = con.execute(
-        "SELECT * FROM students WHERE task = ? AND status = 'passed' ORDER BY version DESC LIMIT 1",
+        "SELECT * FROM students WHERE task = ? AND status IN ('passed', 'near') "
+        "ORDER BY version DESC LIMIT 1",
         (task_id,),
     ).fetchone()
     return _student(row) if row else None

@@ -21,7 +21,7 @@ from psycopg.types.numeric import FloatLoader
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import StoreConfig
-from gateway.store.base import exchanges_query
+from gateway.store.base import TASKS_WITH_STUDENT_STATUS, exchanges_query
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
@@ -119,7 +119,7 @@ class PostgresStore:
             await conn.execute("DELETE FROM responses WHERE id = %s", (response_id,))
 
     async def tasks(self) -> list[dict[str, Any]]:
-        return await self._fetch("SELECT * FROM tasks")
+        return await self._fetch(TASKS_WITH_STUDENT_STATUS)
 
     async def secret(self, name: str) -> bytes:
         async with self._pool.connection() as conn:

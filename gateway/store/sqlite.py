@@ -14,7 +14,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.store.base import exchanges_query
+from gateway.store.base import TASKS_WITH_STUDENT_STATUS, exchanges_query
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
@@ -103,8 +103,9 @@ class SqliteStore:
         await self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
 
     async def tasks(self) -> list[dict[str, Any]]:
-        """Every task row (the gateway's routing table is built from these)."""
-        async with self._db.execute("SELECT * FROM tasks") as cur:
+        """Every task row (the gateway's routing table is built from these), with the held-out
+        verdict of the student it names as `student_status`."""
+        async with self._db.execute(TASKS_WITH_STUDENT_STATUS) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
     async def secret(self, name: str) -> bytes:

@@ -159,6 +159,21 @@ def live_evidence(
     }
 
 
+def live_prefix_agree(
+    con: Connection, task_id: str, version: int, since: float, sizes: list[int]
+) -> tuple[int, ...]:
+    """Agreements among the first `size` live comparisons of a student since `since`, in the
+    order they were recorded, for each size (the shadow exit's checkpoints)."""
+    return tuple(
+        int(con.execute(
+            "SELECT COALESCE(SUM(agree), 0) FROM (SELECT agree FROM comparisons "
+            "WHERE task = ? AND version = ? AND created_at >= ? ORDER BY seq LIMIT ?) AS first",
+            (task_id, version, since, size),
+        ).fetchone()[0])
+        for size in sizes
+    )
+
+
 def count_task_examples(con: Connection, task_id: str) -> int:
     """Successful teacher answers recorded for a task (what a retrain would learn from)."""
     row = con.execute(
