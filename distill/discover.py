@@ -36,7 +36,7 @@ DISCOVERED_ID = re.compile(r"t-[0-9a-f]{10}")  # ids this module makes; never a 
 @dataclass
 class Discovery:
     tasks: list[TaskRecord]
-    assignments: list[tuple[str, int]]  # (task id, seq) for rows whose task changes
+    assignments: list[tuple[str | None, int]]  # (task id or none, seq): rows whose task changes
     report: dict[str, Any]
 
 
@@ -246,7 +246,8 @@ def discover(
     by_id = {t.id: t for t in existing}
     taken |= {c.explicit for c, _, _ in found if c.explicit}
     fresh_labels = task_labels([c for c, _, _ in found])
-    tasks, assignments = [], []
+    tasks: list[TaskRecord] = []
+    assignments: list[tuple[str | None, int]] = []
     for (c, old, tenant), fresh_label in zip(found, fresh_labels, strict=True):
         task_id = c.explicit or (old.id if old else None)
         if task_id is None:
@@ -268,6 +269,14 @@ def discover(
             tasks.append(dataclasses.replace(prior, label=label, kind=kind, info=info))
         assignments += [(task_id, r["seq"]) for r in c.rows
                         if r.get("seq") is not None and r.get("task") != task_id]
+    # A row left under another tenant's task (an older gateway matched prompts across
+    # tenants) is taken out of it, whether or not its own tenant has a task for it yet.
+    placed = {seq for _, seq in assignments} | {r.get("seq") for c, _, _ in found for r in c.rows}
+    owner = {t.id: task_tenant(t.info) for t in existing}
+    for tenant, tenant_rows in by_tenant.items():
+        assignments += [(None, r["seq"]) for r in tenant_rows
+                        if r.get("seq") is not None and r["seq"] not in placed
+                        and r.get("task") in owner and owner[r["task"]] != tenant]
     dedupe_labels(tasks)
     tasks.sort(key=lambda t: -t.info["count"])
     report["tasks"] = [{"id": t.id, "label": t.label, "kind": t.kind, "count": t.info["count"]}

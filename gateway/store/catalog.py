@@ -84,8 +84,9 @@ def get_task(con: Connection, task_id: str) -> TaskRecord | None:
     return task_from_row(row) if row else None
 
 
-def set_exchange_tasks(con: Connection, assignments: Iterable[tuple[str, int]]) -> None:
-    """Back-fill task ids (task, seq) on exchanges recorded before the task was known."""
+def set_exchange_tasks(con: Connection, assignments: Iterable[tuple[str | None, int]]) -> None:
+    """Back-fill task ids (task, seq) on exchanges recorded before the task was known (None:
+    the row leaves a task that is not its tenant's)."""
     con.execute("BEGIN")
     con.executemany("UPDATE exchanges SET task = ? WHERE seq = ?", assignments)
     con.execute("COMMIT")
