@@ -13,7 +13,6 @@ the tuned top layers); the frozen base is loaded from the installed package.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from pathlib import Path
@@ -21,12 +20,11 @@ from typing import Any
 
 from distill.curate import Example
 from distill.encoder_answers import cast, fill
-from distill.encoder_data import MIN_EXPRESSIBLE, analyse
+from distill.encoder_data import MIN_EXPRESSIBLE, PLACEHOLDER, analyse
 from distill.encoder_train import EncoderConfig, Spec, build_spec, fit
 from distill.student import FinishReason, Generation, request_cap
 
 SPEC_FILE = "encoder.json"
-PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*\d+>")  # copy slots and scrubbed values
 WEIGHTS_FILE = "heads.safetensors"
 
 
