@@ -134,3 +134,34 @@ def test_a_tiny_student_trained_for_seconds_copies_unseen_ids_and_dates(
     assert not seen & {json.loads(ex.answer["content"])["order"] for ex in unseen}
     print(f"trained {report['steps']} steps in {report['seconds']} s: {ev.summary}")
     assert ev.summary["agreement"] >= 0.9
+
+
+def test_a_date_followed_by_a_time_goes_through_the_copy_slots_whole() -> None:
+    """Request text → slots → the answer a student learnt → restored arguments: the case
+    where a student answered date "2026", time "06", attendees ["20", "11:30", "Omar"]."""
+    from distill.curate import Example
+    from gateway.copy_slots import Slots
+
+    def scheduling(i: int, date: str, time: str, who: list[str]) -> Example:
+        text = f"Set up the sync for {date} {time} with {', '.join(who[:-1])} and {who[-1]}."
+        args = {"date": date, "time": time, "attendees": who}
+        return Example(request_id=f"r{i}", seq=i, key=f"{i:08x}", tools=None,
+                       response_format=None,
+                       messages=[{"role": "system", "content": "You schedule meetings."},
+                                 {"role": "user", "content": text}],
+                       answer={"role": "assistant", "content": None, "tool_calls": [{
+                           "id": "c", "type": "function", "function": {
+                               "name": "schedule", "arguments": json.dumps(args)}}]})
+
+    train = [scheduling(i, f"2026-05-{10 + i}", t, ["Eli", "Mateo", "Omar"])
+             for i, t in enumerate(["11:30", "09:00", "11:30", "14:15"])]
+    slots = fit_copy_slots(train)
+    assert slots is not None and "11:30" in slots.gazetteer
+    learnt = delexicalize(train[0], slots).answer  # what the student is taught to write
+    new = scheduling(9, "2026-06-20", "11:30", ["Eli", "Mateo", "Omar"])
+    s = Slots(slots, new.request())
+    assert s.delex_request(new.request())["messages"][1]["content"] == \
+        "Set up the sync for <V1> <V2> with <V3>, <V4> and <V5>."
+    restored = s.restore_message(learnt)
+    assert json.loads(restored["tool_calls"][0]["function"]["arguments"]) == {
+        "date": "2026-06-20", "time": "11:30", "attendees": ["Eli", "Mateo", "Omar"]}

@@ -159,6 +159,22 @@ def test_free_text_cannot_be_expressed() -> None:
     assert can_express(labels)[0]
 
 
+def test_copy_slot_placeholders_are_copied_values_not_constants() -> None:
+    """`<V1>` stands in nearly every delexicalized request, each time for another value: it
+    is copied from there, never an instruction constant (SNIPS through copy slots had 208
+    frames of placeholder constants instead of its 7 tools)."""
+    from distill.encoder_data import analyse
+
+    cities = ["Oslo", "Lima", "Kyiv", "Pune", "Doha", "Bern"]
+    pairs = [({"messages": [{"role": "user", "content": f"Weather in <V1> on day {i}"}]},
+              {"role": "assistant", "content": None, "tool_calls": [{
+                  "id": "c", "type": "function", "function": {
+                      "name": "get_weather", "arguments": json.dumps({"city": "<V1>"})}}]})
+             for i, _ in enumerate(cities)]
+    analysis = analyse(pairs)
+    assert (len(analysis.frames), analysis.copied_leaves, analysis.constant_leaves) == (1, 6, 0)
+
+
 async def test_embedded_backend_serves_an_encoder_student(tool_student: Any) -> None:
     out, _ = tool_student
     assert student_kind(str(out)) == "encoder"
