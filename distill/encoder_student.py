@@ -83,6 +83,18 @@ def whole_placeholders(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
+def word_edges(text: str, offsets: list[list[int]]) -> tuple[list[bool], list[bool]]:
+    """Per token: may a copied value start here, may it end here. A value copied from the
+    request never starts or ends inside a word or a number (`occurrences` finds no such
+    copy), so a span "Te qui" for "Te quiero" is never offered."""
+    starts, ends = [], []
+    for a, b in offsets:
+        starts.append(b > a and not (a > 0 and text[a - 1].isalnum() and text[a].isalnum()))
+        ends.append(b > a and not (b < len(text) and text[b - 1].isalnum()
+                                   and text[b].isalnum()))
+    return starts, ends
+
+
 def _allowed(frame: dict[str, Any], request: dict[str, Any]) -> bool:
     """May this frame answer this request: its tools are offered, tool_choice and a JSON
     response format are honoured."""
@@ -153,11 +165,14 @@ class EncoderStudent:
             for r, request in enumerate(requests):
                 offsets = enc["offset_mapping"][r]
                 valid = (offsets[:, 1] > offsets[:, 0]) & mask[r].bool()
+                may_start, may_end = word_edges(texts[r], offsets.tolist())
+                starts = valid & torch.tensor(may_start)
+                ends = valid & torch.tensor(may_end)
                 frame = self._frame(frame_logits[r], request)
                 values = {}
                 for key, kind in frame["slots"].items():
                     k = self._key_index[key]
-                    s, e, absent = self._span(s_feats, e_feats, r, k, valid)
+                    s, e, absent = self._span(s_feats, e_feats, r, k, starts, ends)
                     if absent and key not in frame["required"]:
                         continue
                     a, b = whole_placeholders(texts[r], int(offsets[s][0]), int(offsets[e][1]))
@@ -174,7 +189,7 @@ class EncoderStudent:
                 return self.spec.frames[i]
         return self.spec.frames[order[0]]  # nothing fits: the contract check falls back
 
-    def _span(self, s_feats: Any, e_feats: Any, row: int, key: int, valid: Any
+    def _span(self, s_feats: Any, e_feats: Any, row: int, key: int, starts: Any, ends: Any
               ) -> tuple[int, int, bool]:
         """The best span for one slot, and whether pointing at [CLS] ("absent") beats it."""
         import torch
@@ -184,7 +199,7 @@ class EncoderStudent:
         rows, keys = torch.tensor([row]), torch.tensor([key])
         start = self.net.span_logits(s_feats, self.net.start_query, rows, keys)[0]
         end = self.net.span_logits(e_feats, self.net.end_query, rows, keys)[0]
-        s, e, score = best_span(start, end, valid)
+        s, e, score = best_span(start, end, starts, ends)
         return s, e, float(start[0] + end[0]) > score
 
     def _generation(self, frame: dict[str, Any], values: dict[str, Any],

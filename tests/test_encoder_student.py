@@ -175,6 +175,25 @@ def test_copy_slot_placeholders_are_copied_values_not_constants() -> None:
     assert (len(analysis.frames), analysis.copied_leaves, analysis.constant_leaves) == (1, 6, 0)
 
 
+def test_a_pointed_span_never_starts_or_ends_inside_a_word() -> None:
+    """The pointer scored "Te qui" (wordpieces "te", "qui" of "Te quiero") above "Te quiero":
+    only whole words are offered, as only whole words were ever copied."""
+    import torch
+
+    from distill.encoder_heads import best_span
+    from distill.encoder_student import word_edges
+
+    text = "add it to my Te quiero playlist"
+    offsets = [[0, 0], [0, 3], [4, 6], [7, 9], [10, 12], [13, 15], [16, 19], [19, 22],
+               [23, 31], [0, 0]]  # [CLS] add it to my te qui ##ero playlist [SEP]
+    may_start, may_end = word_edges(text, offsets)
+    assert may_end[6] is False and may_start[7] is False and may_end[7] is True
+    start = torch.tensor([0, 0, 0, 0, 0, 5.0, 0, 0, 0, 0])
+    end = torch.tensor([0, 0, 0, 0, 0, 0, 4.0, 3.0, 0, 0])
+    s, e, _ = best_span(start, end, torch.tensor(may_start), torch.tensor(may_end))
+    assert text[offsets[s][0]:offsets[e][1]] == "Te quiero"
+
+
 async def test_embedded_backend_serves_an_encoder_student(tool_student: Any) -> None:
     out, _ = tool_student
     assert student_kind(str(out)) == "encoder"
