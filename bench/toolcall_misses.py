@@ -36,6 +36,7 @@ class MissConfig:
     seed: int = 0
     examples: int = 3  # shown per cause
     proposer_only: bool = False  # print what the copy slots do, train nothing
+    raw: bool = False  # train and ask the encoder without copy slots (the raw request)
 
 
 def _user_text(request: dict[str, Any]) -> str:
@@ -90,6 +91,8 @@ def snips_run(cfg: MissConfig, work: Path) -> None:
             print(f"  {fate}:", *lines, sep="\n    ")
     if cfg.proposer_only:
         return
+    if cfg.raw:
+        prep.train, prep.slots = train, None
     info = train_encoder(prep.train, work / "snips", budget_s=cfg.budget_s, seed=cfg.seed,
                          cfg=EncoderConfig(tune_layers=cfg.tune_layers))
     student = _as_served(EncoderStudent.load(work / "snips"), prep)
@@ -153,6 +156,7 @@ def parse_args(argv: list[str] | None = None) -> MissConfig:
     p.add_argument("--snips", default=d.snips, help="snipsco/nlu-benchmark checkout")
     p.add_argument("--agent", action="store_true", help="τ²-bench/AgentDojo proposer view")
     p.add_argument("--proposer-only", action="store_true", help="train nothing")
+    p.add_argument("--raw", action="store_true", help="no copy slots for the encoder")
     p.add_argument("--train", type=int, default=d.train)
     p.add_argument("--heldout", type=int, default=d.heldout)
     p.add_argument("--budget-s", type=float, default=d.budget_s)
@@ -161,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> MissConfig:
     a = p.parse_args(argv)
     return MissConfig(snips=a.snips, agent=a.agent, train=a.train, heldout=a.heldout,
                       budget_s=a.budget_s, tune_layers=a.tune_layers, threads=a.threads,
-                      proposer_only=a.proposer_only)
+                      proposer_only=a.proposer_only, raw=a.raw)
 
 
 if __name__ == "__main__":
