@@ -1,12 +1,13 @@
 """The encoder student's misses on a tool-call task, broken down by cause.
 
-Runs the product's path on the public SNIPS workload (`bench/snips_workload.py`): copy slots
-fitted and the training split delexicalized (`distill.candidates.prepare`), the encoder
-trained under a time budget, the held-out split answered through the copy slots and compared
-with the live comparator. Prints held-out agreement with n, then every miss filed under its
-cause (`bench/miss_causes.py`) with counts and 3 examples each, and what the copy-slot
-proposer did to the held-out copied values. `--agent` adds the proposer's view of the
-τ²-bench and AgentDojo cases (`bench/agent_data.py`: too few per domain to train on).
+Runs the product's path on the public SNIPS workload (`bench/snips_workload.py`): the task
+prepared (`distill.candidates.prepare`: copy slots fitted), the encoder trained on the raw
+requests under a time budget (`--slots`: on delexicalized ones, answering through the copy
+slots, as before 2026-12-06), the held-out split compared with the live comparator. Prints
+held-out agreement with n, every miss filed under its cause (`bench/miss_causes.py`) with
+counts and 3 examples each, and what the copy-slot proposer did to the held-out values.
+`--agent` adds the proposer's view of the τ²-bench and AgentDojo cases
+(`bench/agent_data.py`: too few per domain to train on).
 
     nice -n 10 python bench/toolcall_misses.py --snips DIR --budget-s 90 --threads 1
 """
@@ -36,7 +37,7 @@ class MissConfig:
     seed: int = 0
     examples: int = 3  # shown per cause
     proposer_only: bool = False  # print what the copy slots do, train nothing
-    raw: bool = False  # train and ask the encoder without copy slots (the raw request)
+    slots: bool = False  # train and ask the encoder through copy slots (before 2026-12-06)
 
 
 def _user_text(request: dict[str, Any]) -> str:
@@ -91,8 +92,8 @@ def snips_run(cfg: MissConfig, work: Path) -> None:
             print(f"  {fate}:", *lines, sep="\n    ")
     if cfg.proposer_only:
         return
-    if cfg.raw:
-        prep.train, prep.slots = train, None
+    if not cfg.slots:  # as distill.candidates.fit_encoder: the request's own words
+        prep.train, prep.slots = prep.raw_train, None
     info = train_encoder(prep.train, work / "snips", budget_s=cfg.budget_s, seed=cfg.seed,
                          cfg=EncoderConfig(tune_layers=cfg.tune_layers))
     student = _as_served(EncoderStudent.load(work / "snips"), prep)
@@ -156,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> MissConfig:
     p.add_argument("--snips", default=d.snips, help="snipsco/nlu-benchmark checkout")
     p.add_argument("--agent", action="store_true", help="τ²-bench/AgentDojo proposer view")
     p.add_argument("--proposer-only", action="store_true", help="train nothing")
-    p.add_argument("--raw", action="store_true", help="no copy slots for the encoder")
+    p.add_argument("--slots", action="store_true", help="the encoder through copy slots")
     p.add_argument("--train", type=int, default=d.train)
     p.add_argument("--heldout", type=int, default=d.heldout)
     p.add_argument("--budget-s", type=float, default=d.budget_s)
@@ -165,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> MissConfig:
     a = p.parse_args(argv)
     return MissConfig(snips=a.snips, agent=a.agent, train=a.train, heldout=a.heldout,
                       budget_s=a.budget_s, tune_layers=a.tune_layers, threads=a.threads,
-                      proposer_only=a.proposer_only, raw=a.raw)
+                      proposer_only=a.proposer_only, slots=a.slots)
 
 
 if __name__ == "__main__":
