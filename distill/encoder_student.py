@@ -26,6 +26,7 @@ from distill.student import FinishReason, Generation, request_cap
 
 SPEC_FILE = "encoder.json"
 WEIGHTS_FILE = "heads.safetensors"
+JOINERS = "-/:.'"  # between two letters or digits, these join one value ("06-20", "I'd")
 
 
 def _pair(example: Example | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -86,12 +87,20 @@ def whole_placeholders(text: str, a: int, b: int) -> tuple[int, int]:
 def word_edges(text: str, offsets: list[list[int]]) -> tuple[list[bool], list[bool]]:
     """Per token: may a copied value start here, may it end here. A value copied from the
     request never starts or ends inside a word or a number (`occurrences` finds no such
-    copy), so a span "Te qui" for "Te quiero" is never offered."""
+    copy), nor at a joiner inside one ("1/20/2023", "2026-06-20", "11:30", "3.5"), so
+    "Te qui" for "Te quiero" or "20/2023" for "1/20/2023" is never offered."""
+    def inside(i: int) -> bool:  # is text[i-1:i+1] the middle of one word or number
+        if i <= 0 or i >= len(text) or not text[i].isalnum() and text[i] not in JOINERS:
+            return False
+        if text[i - 1].isalnum():
+            return text[i].isalnum() or (i + 1 < len(text) and text[i + 1].isalnum())
+        return (text[i - 1] in JOINERS and i >= 2 and text[i - 2].isalnum()
+                and text[i].isalnum())
+
     starts, ends = [], []
     for a, b in offsets:
-        starts.append(b > a and not (a > 0 and text[a - 1].isalnum() and text[a].isalnum()))
-        ends.append(b > a and not (b < len(text) and text[b - 1].isalnum()
-                                   and text[b].isalnum()))
+        starts.append(b > a and not inside(a))
+        ends.append(b > a and not inside(b))
     return starts, ends
 
 

@@ -192,6 +192,15 @@ def test_a_pointed_span_never_starts_or_ends_inside_a_word() -> None:
     end = torch.tensor([0, 0, 0, 0, 0, 0, 4.0, 3.0, 0, 0])
     s, e, _ = best_span(start, end, torch.tensor(may_start), torch.tensor(may_end))
     assert text[offsets[s][0]:offsets[e][1]] == "Te quiero"
+    # nor at a joiner inside a date or a time: "20/2023" for "1/20/2023", "30" for "11:30"
+    text = "on 1/20/2023 at 11:30"
+    offsets = [[0, 2], [3, 4], [4, 5], [5, 7], [7, 8], [8, 12], [13, 15], [16, 18], [18, 19],
+               [19, 21]]
+    may_start, may_end = word_edges(text, offsets)
+    assert [text[a:b] for (a, b), ok in zip(offsets, may_start, strict=True) if ok] == [
+        "on", "1", "at", "11"]
+    assert [text[a:b] for (a, b), ok in zip(offsets, may_end, strict=True) if ok] == [
+        "on", "2023", "at", "30"]
 
 
 async def test_embedded_backend_serves_an_encoder_student(tool_student: Any) -> None:
