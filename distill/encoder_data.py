@@ -10,6 +10,7 @@ be expressed by the encoder student; `Analysis.verdict` says how many and why.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from distill.encoder_answers import (
     value_text,
 )
 
+PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*\d+>")  # copy slots and scrubbed values
 # A field is a slot when at least this share of its values were copied from the request: the
 # majority behaviour of the teacher decides, no workload was fitted.
 COPY_MAJORITY = 0.5
@@ -41,12 +43,14 @@ INSTRUCTION_SHARE = 0.5
 def copy_spans(text: str, instance_end: int, needle: str | None,
                common: Callable[[str, bool], bool]) -> list[tuple[int, int]]:
     """Where a value was copied from: its occurrences in the instance part of the request
-    (the turns), else in the system part; none where the value is instruction there."""
+    (the turns), else in the system part; none where the value is instruction there. A copy
+    slot or a pseudonym (`<V1>`, `<PERSON_2>`) is never instruction: `<V1>` stands in most
+    requests of a task, each time for another value of that request."""
     if needle is None:
         return []
     found = occurrences(text, needle)
     inside = [s for s in found if s[1] <= instance_end]
-    if inside and not common(needle, True):
+    if inside and (PLACEHOLDER.search(needle) or not common(needle, True)):
         return inside
     outside = [s for s in found if s[1] > instance_end]
     return outside if outside and not common(needle, False) else []

@@ -120,14 +120,14 @@ def span_band(n: int) -> torch.Tensor:
     return (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < MAX_SPAN_TOKENS)
 
 
-def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor
-              ) -> tuple[int, int, float]:
-    """The (start, end) token pair with the highest summed score among `valid` tokens, start
-    ≤ end, short enough, and that score."""
+def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor,
+              ends: torch.Tensor | None = None) -> tuple[int, int, float]:
+    """The (start, end) token pair with the highest summed score, start ≤ end, short enough,
+    and that score: the start among `valid` tokens, the end among `ends` (default `valid`)."""
     neg = torch.finfo(start.dtype).min / 4
     scores = start[:, None] + end[None, :]
     n = scores.shape[0]
-    allowed = span_band(n) & valid[:, None] & valid[None, :]
+    allowed = span_band(n) & valid[:, None] & (valid if ends is None else ends)[None, :]
     scores = scores.masked_fill(~allowed, neg)
     flat = int(torch.argmax(scores))
     return flat // n, flat % n, float(scores.flatten()[flat])

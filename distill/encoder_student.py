@@ -13,7 +13,6 @@ the tuned top layers); the frozen base is loaded from the installed package.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from pathlib import Path
@@ -21,13 +20,13 @@ from typing import Any
 
 from distill.curate import Example
 from distill.encoder_answers import cast, fill
-from distill.encoder_data import MIN_EXPRESSIBLE, analyse
+from distill.encoder_data import MIN_EXPRESSIBLE, PLACEHOLDER, analyse
 from distill.encoder_train import EncoderConfig, Spec, build_spec, fit
 from distill.student import FinishReason, Generation, request_cap
 
 SPEC_FILE = "encoder.json"
-PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*\d+>")  # copy slots and scrubbed values
 WEIGHTS_FILE = "heads.safetensors"
+JOINERS = "-/:.'"  # between two letters or digits, these join one value ("06-20", "I'd")
 
 
 def _pair(example: Example | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -83,6 +82,26 @@ def whole_placeholders(text: str, a: int, b: int) -> tuple[int, int]:
         if m.start() < b < m.end():
             b = m.end()
     return a, b
+
+
+def word_edges(text: str, offsets: list[list[int]]) -> tuple[list[bool], list[bool]]:
+    """Per token: may a copied value start here, may it end here. A value copied from the
+    request never starts or ends inside a word or a number (`occurrences` finds no such
+    copy), nor at a joiner inside one ("1/20/2023", "2026-06-20", "11:30", "3.5"), so
+    "Te qui" for "Te quiero" or "20/2023" for "1/20/2023" is never offered."""
+    def inside(i: int) -> bool:  # is text[i-1:i+1] the middle of one word or number
+        if i <= 0 or i >= len(text) or not text[i].isalnum() and text[i] not in JOINERS:
+            return False
+        if text[i - 1].isalnum():
+            return text[i].isalnum() or (i + 1 < len(text) and text[i + 1].isalnum())
+        return (text[i - 1] in JOINERS and i >= 2 and text[i - 2].isalnum()
+                and text[i].isalnum())
+
+    starts, ends = [], []
+    for a, b in offsets:
+        starts.append(b > a and not inside(a))
+        ends.append(b > a and not inside(b))
+    return starts, ends
 
 
 def _allowed(frame: dict[str, Any], request: dict[str, Any]) -> bool:
@@ -155,11 +174,14 @@ class EncoderStudent:
             for r, request in enumerate(requests):
                 offsets = enc["offset_mapping"][r]
                 valid = (offsets[:, 1] > offsets[:, 0]) & mask[r].bool()
+                may_start, may_end = word_edges(texts[r], offsets.tolist())
+                starts = valid & torch.tensor(may_start)
+                ends = valid & torch.tensor(may_end)
                 frame = self._frame(frame_logits[r], request)
                 values = {}
                 for key, kind in frame["slots"].items():
                     k = self._key_index[key]
-                    s, e, absent = self._span(s_feats, e_feats, r, k, valid)
+                    s, e, absent = self._span(s_feats, e_feats, r, k, starts, ends)
                     if absent and key not in frame["required"]:
                         continue
                     a, b = whole_placeholders(texts[r], int(offsets[s][0]), int(offsets[e][1]))
@@ -176,7 +198,7 @@ class EncoderStudent:
                 return self.spec.frames[i]
         return self.spec.frames[order[0]]  # nothing fits: the contract check falls back
 
-    def _span(self, s_feats: Any, e_feats: Any, row: int, key: int, valid: Any
+    def _span(self, s_feats: Any, e_feats: Any, row: int, key: int, starts: Any, ends: Any
               ) -> tuple[int, int, bool]:
         """The best span for one slot, and whether pointing at [CLS] ("absent") beats it."""
         import torch
@@ -186,7 +208,7 @@ class EncoderStudent:
         rows, keys = torch.tensor([row]), torch.tensor([key])
         start = self.net.span_logits(s_feats, self.net.start_query, rows, keys)[0]
         end = self.net.span_logits(e_feats, self.net.end_query, rows, keys)[0]
-        s, e, score = best_span(start, end, valid)
+        s, e, score = best_span(start, end, starts, ends)
         return s, e, float(start[0] + end[0]) > score
 
     def _generation(self, frame: dict[str, Any], values: dict[str, Any],

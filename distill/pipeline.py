@@ -206,10 +206,12 @@ def train_candidate(
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
                "min_heldout": policy.min_heldout, "student_kind": kind,
                "answer_shape": prep.shape, "copy_coverage": prep.coverage}
+    copy_slots = prep.slots_meta() if kind != "encoder" else {
+        "enabled": False, "reason": "the encoder points at the request's own words"}
     # The metadata marks a version complete; written inside the partial directory and then
     # renamed with it in one step, a `v<N>` directory is never seen without it.
     registry.write_meta(partial, {**info, "task": task.id, "version": version, "kind": kind,
-                                  "base_model": base_model, "copy_slots": prep.slots_meta(),
+                                  "base_model": base_model, "copy_slots": copy_slots,
                                   "candidate": candidate.model_dump() if candidate else None,
                                   "metrics": metrics})
     partial.rename(final)

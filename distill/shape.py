@@ -48,8 +48,9 @@ def plan_kinds(
 ) -> list[KindChoice]:
     """Every student kind in the order to try, each with why it is skipped (if it is).
 
-    `train` are the task's training examples as the student will see them (delexicalized
-    when the task has copy slots). `encoder` overrides the installed-module check (tests);
+    `train` are the task's training examples as the client wrote them (the encoder kind
+    reads them so; a generative student sees them delexicalized when the task has copy
+    slots). `encoder` overrides the installed-module check (tests);
     `allowed` is `distill.student_kinds` (None: every kind).
     """
     off = "not in distill.student_kinds"

@@ -22,21 +22,40 @@ FOREIGN = re.compile(r"<[A-Z][A-Z_]*_\d+>|<V\d+>")  # the scrubber's placeholder
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
           r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
 _B, _E = r"(?<![\w<])", r"(?![\w>])"
-# In priority order: a span found by an earlier pattern is not cut by a later one.
+_AMOUNT = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"  # thousands grouped by three: "3,4" is two
+_TIME = r"\d{1,2}:\d{2}(?::\d{2})?"
+# In priority order: a span found by an earlier pattern is not cut by a later one. Each value
+# is one atom: a date directly followed by a time, an amount glued to its currency, are two
+# slots (a student re-joins adjacent slots by pointing at both, but can never split one).
+# A pattern with groups claims each group that matched as its own value.
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("datetime", re.compile(_B + r"\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?" + _E)),
+    ("email", re.compile(_B + r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+" + _E)),
+    ("timestamp", re.compile(_B + r"\d{4}-\d{2}-\d{2}T" + _TIME + r"(?:Z|[+-]\d{2}:?\d{2})?"
+                             + _E)),
+    ("date", re.compile(_B + r"(?:\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|\d{4}/\d{2}/\d{2})"
+                        + _E)),
     ("date", re.compile(_B + _MONTH + r"\.? \d{1,2}(?:st|nd|rd|th)?(?:,? \d{4})?" + _E)),
     ("date", re.compile(_B + r"\d{1,2}(?:st|nd|rd|th)? (?:of )?" + _MONTH + r"(?:,? \d{4})?"
                         + _E)),
     ("time", re.compile(_B + r"\d{1,2}(?::\d{2})?\s?(?:[ap]\.?m\.?)" + _E, re.IGNORECASE)),
-    ("time", re.compile(_B + r"\d{1,2}:\d{2}" + _E)),
+    ("time", re.compile(_B + _TIME + _E)),
+    ("money", re.compile(_B + r"(?:(?P<cur>[A-Z]{3})(?P<amt>" + _AMOUNT + r")|(?P<amt2>"
+                         + _AMOUNT + r")(?P<cur2>[A-Z]{3}))" + _E)),
     ("id", re.compile(_B + r"(?:[A-Za-z][\w-]*\d|\d+[A-Za-z_])[\w-]*" + _E)),
-    ("number", re.compile(r"(?<![\w<.])-?\d+(?:[.,]\d+)*(?![\w>]|\.\d)")),
-    ("quoted", re.compile(r"(?<=[\"“'])[^\"“”'\n]{2,80}(?=[\"”'])")),
+    ("number", re.compile(r"(?<![\w<.])-?" + _AMOUNT + r"(?![\w>]|\.\d)")),
+    # A straight single quote opens only after a non-letter and closes only before one: the
+    # apostrophes of "I'm … I'd" enclose no value.
+    ("quoted", re.compile(r"(?:(?<=[\"“])|(?<=(?<!\w)'))[^\"“”'\n]{2,80}(?=[\"”]|'(?!\w))")),
     ("name", re.compile(r"(?<![\w<])[A-Z][\w'-]*(?: (?:of |de |la |van |von )?[A-Z][\w'-]*)*"
                         r"(?![\w>])")),
 ]
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|^\s*[-*•]\s*)$")
+# Where a capitalized word is only a sentence's first word. Not after a colon ("Attendees:
+# Eli") nor after a title's abbreviation ("Dr. Maria Lopez").
+_SENTENCE_START = re.compile(r"(?:^|(?<!\b(?:Dr|Mr|Ms|St))(?<!\bMrs)(?<!\bProf)[.!?\n]\s*"
+                             r"|^\s*[-*•]\s*)$")
+# A capitalized word that opens a list of them ("Eli, Mateo and Omar will join") is a value.
+_LIST_NEXT = re.compile(r"(?:,| and| or|,? &) [A-Z]")
+_ACRONYM = re.compile(r"[A-Z]{2,}")  # "CFO", "DC": a title or a code, not part of a name
 MAX_GAZETTEER = 5000  # values kept per task, most frequent first
 
 
@@ -48,6 +67,32 @@ def _bounded(text: str, i: int, j: int) -> bool:
     """Whether text[i:j] is not part of a longer word on either side."""
     return not ((i > 0 and _word(text[i]) and _word(text[i - 1]))
                 or (j < len(text) and _word(text[j - 1]) and _word(text[j])))
+
+
+def _name_parts(text: str, i: int, j: int) -> list[tuple[int, int]]:
+    """The values in a run of capitalized words text[i:j]: an acronym next to a name is a
+    value of its own ("Maria Lopez CFO", "Washington DC"), and a sentence's first word is
+    capitalized anyway, so it is left out unless it is a list's first item ("Eli, Mateo and …")."""
+    words = [(m.start() + i, m.end() + i) for m in re.finditer(r"\S+", text[i:j])]
+    if text[j - 1] in "'-":  # "'S'," inside a quoted dict: the quote is no part of it
+        words[-1] = (words[-1][0], j - 1)
+    one_item = len(words) == 1 and _LIST_NEXT.match(text, j)
+    if _SENTENCE_START.search(text[:i]) and not one_item:
+        words = words[1:]
+    parts: list[list[tuple[int, int]]] = []
+    for a, b in words:
+        acronym = bool(_ACRONYM.fullmatch(text[a:b]))
+        if parts and not acronym and not _ACRONYM.fullmatch(text[slice(*parts[-1][-1])]):
+            parts[-1].append((a, b))
+        else:
+            parts.append([(a, b)])
+    out = []
+    for part in parts:
+        while part and text[part[0][0]].islower():  # "of Acme" after "CFO": "Acme"
+            part = part[1:]
+        if part and not re.fullmatch(r"I(?:'\w+)?", text[part[0][0]:part[-1][1]]):
+            out.append((part[0][0], part[-1][1]))
+    return out
 
 
 def find_all(text: str, value: str) -> Iterator[int]:
@@ -98,16 +143,14 @@ class CopySlots:
         if self.patterns:
             for kind, pattern in _PATTERNS:
                 for m in pattern.finditer(text):
-                    i, j = m.start(), m.end()
-                    if kind == "name" and _SENTENCE_START.search(text[:i]):
-                        # A sentence's first word is capitalized anyway: keep the rest only.
-                        rest = text.find(" ", i, j)
-                        if rest < 0:
-                            continue
-                        i = rest + 1
-                    if kind == "name" and text[i:j] == "I":
-                        continue
-                    claim(i, j)
+                    if kind == "name":
+                        for i, j in _name_parts(text, m.start(), m.end()):
+                            claim(i, j)
+                    elif pattern.groups:
+                        for g in range(1, pattern.groups + 1):
+                            claim(*m.span(g))
+                    else:
+                        claim(m.start(), m.end())
         return [v for _, v in sorted(found)]
 
     def _by_length(self) -> list[str]:

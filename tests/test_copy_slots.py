@@ -121,3 +121,36 @@ async def test_the_pool_serves_a_registered_student_through_the_copy_slots_it_wa
     assert json.loads(resp["choices"][0]["message"]["content"]) == {
         "product": "blue kettle", "id": "W12345"}
     assert inner.seen[0]["messages"][-1]["content"] == "my <V1> from <V2>"
+
+
+# --- adjacent values: each stays one whole value, and two values never become one ----------
+
+def test_a_date_directly_followed_by_a_time_is_two_whole_values() -> None:
+    text = "Book the design review for 2026-06-20 11:30 with Eli, Mateo and Omar."
+    assert CopySlots().propose(text) == ["2026-06-20", "11:30", "Eli", "Mateo", "Omar"]
+    # A time the task's answers copied before is claimed first: the date must stay whole.
+    assert CopySlots(gazetteer=["11:30", "Omar"]).propose(text)[:2] == ["2026-06-20", "11:30"]
+    assert CopySlots().propose("table on 1/20/2023 at 7:15 pm") == ["1/20/2023", "7:15 pm"]
+
+
+def test_an_amount_glued_to_its_currency_is_two_values() -> None:
+    assert CopySlots().propose("Refund 45.50USD to Ann") == ["45.50", "USD", "Ann"]
+    assert CopySlots().propose("Wire USD1,200.50 today") == ["USD", "1,200.50"]
+    assert CopySlots().propose("Send 1,200.50 EUR") == ["1,200.50", "EUR"]
+
+
+def test_a_name_and_its_title_are_whole_and_apart() -> None:
+    assert CopySlots().propose("Invite Maria Lopez CFO to the review") == ["Maria Lopez", "CFO"]
+    assert "Maria Lopez" in CopySlots().propose("Call Dr. Maria Lopez tomorrow")
+    assert CopySlots().propose("Ship it to Washington DC") == ["Washington", "DC"]
+    assert CopySlots().propose("Ask Bank of America") == ["Bank of America"]
+
+
+def test_list_items_are_neither_merged_nor_split() -> None:
+    assert CopySlots().propose("Attendees: Eli, Mateo and Omar") == ["Eli", "Mateo", "Omar"]
+    assert CopySlots().propose("Eli, Mateo and Omar will join") == ["Eli", "Mateo", "Omar"]
+    assert CopySlots().propose("Reserve seats 3,4 and 5") == ["3", "4", "5"]
+    assert CopySlots().propose("mail mia.garcia2723@example.com, bob@x.org") == [
+        "mia.garcia2723@example.com", "bob@x.org"]
+    # apostrophes are no quotes: nothing between "I'm" and "I'd" is one value
+    assert CopySlots().propose("I'm going to Paris soon and I'd like a table") == ["Paris"]

@@ -134,3 +134,78 @@ def test_a_tiny_student_trained_for_seconds_copies_unseen_ids_and_dates(
     assert not seen & {json.loads(ex.answer["content"])["order"] for ex in unseen}
     print(f"trained {report['steps']} steps in {report['seconds']} s: {ev.summary}")
     assert ev.summary["agreement"] >= 0.9
+
+
+def test_a_date_followed_by_a_time_goes_through_the_copy_slots_whole() -> None:
+    """Request text → slots → the answer a student learnt → restored arguments: the case
+    where a student answered date "2026", time "06", attendees ["20", "11:30", "Omar"]."""
+    from distill.curate import Example
+    from gateway.copy_slots import Slots
+
+    def scheduling(i: int, date: str, time: str, who: list[str]) -> Example:
+        text = f"Set up the sync for {date} {time} with {', '.join(who[:-1])} and {who[-1]}."
+        args = {"date": date, "time": time, "attendees": who}
+        return Example(request_id=f"r{i}", seq=i, key=f"{i:08x}", tools=None,
+                       response_format=None,
+                       messages=[{"role": "system", "content": "You schedule meetings."},
+                                 {"role": "user", "content": text}],
+                       answer={"role": "assistant", "content": None, "tool_calls": [{
+                           "id": "c", "type": "function", "function": {
+                               "name": "schedule", "arguments": json.dumps(args)}}]})
+
+    train = [scheduling(i, f"2026-05-{10 + i}", t, ["Eli", "Mateo", "Omar"])
+             for i, t in enumerate(["11:30", "09:00", "11:30", "14:15"])]
+    slots = fit_copy_slots(train)
+    assert slots is not None and "11:30" in slots.gazetteer
+    learnt = delexicalize(train[0], slots).answer  # what the student is taught to write
+    new = scheduling(9, "2026-06-20", "11:30", ["Eli", "Mateo", "Omar"])
+    s = Slots(slots, new.request())
+    assert s.delex_request(new.request())["messages"][1]["content"] == \
+        "Set up the sync for <V1> <V2> with <V3>, <V4> and <V5>."
+    restored = s.restore_message(learnt)
+    assert json.loads(restored["tool_calls"][0]["function"]["arguments"]) == {
+        "date": "2026-06-20", "time": "11:30", "attendees": ["Eli", "Mateo", "Omar"]}
+
+
+def test_the_encoder_learns_and_is_judged_on_the_requests_own_words(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """A `<V3>` hides whether a value names a city or an artist, and the encoder copies by
+    pointing anyway: it trains and answers on the raw request, never through copy slots."""
+    import distill.encoder_student as enc
+    from distill.candidates import fit_encoder, prepare
+    from distill.curate import Example
+    from distill.student import Generation
+    from gateway.config import Config
+
+    def ask(i: int, city: str) -> Example:
+        call = {"id": "c", "type": "function", "function": {
+            "name": "get_weather", "arguments": json.dumps({"city": city})}}
+        return Example(request_id=f"r{i}", seq=i, key=f"{i:08x}", tools=None,
+                       response_format=None,
+                       messages=[{"role": "user", "content": f"Weather in {city} please"}],
+                       answer={"role": "assistant", "content": None, "tool_calls": [call]})
+
+    cities = ["Oslo", "Lima", "Kyiv", "Pune", "Doha", "Bern", "Riga", "Baku"]
+    prep = prepare("tool_call", Curated(train=[ask(i, c) for i, c in enumerate(cities)],
+                                        heldout=[ask(20, "Quito")]), 100, encoder=True)
+    assert prep.slots is not None  # the task has copy slots; the encoder does not use them
+    seen: list[str] = []
+
+    class Pointer:
+        def generate(self, requests: list[dict[str, Any]], max_new_tokens: int = 256
+                     ) -> list[Generation]:
+            seen.extend(r["messages"][-1]["content"] for r in requests)
+            return [Generation(ask(0, "Quito").answer, "tool_calls", 1, 1, "") for _ in requests]
+
+    def train(examples: list[Any], out_dir: Any, **_: Any) -> dict[str, Any]:
+        seen.extend(e.messages[-1]["content"] for e in examples)
+        return {"kind": "encoder"}
+
+    monkeypatch.setattr(enc, "train_encoder", train)
+    monkeypatch.setattr(enc.EncoderStudent, "load", classmethod(lambda cls, path: Pointer()))
+    cfg = Config()
+    _, ev = fit_encoder(cfg, prep, [ask(20, "Quito")], "tool_call", cfg.policy.for_task("t"),
+                        tmp_path, max_new=64)
+    assert seen[:2] == ["Weather in Oslo please", "Weather in Lima please"]
+    assert seen[-1] == "Weather in Quito please" and ev.summary["n"] == 1

@@ -159,6 +159,50 @@ def test_free_text_cannot_be_expressed() -> None:
     assert can_express(labels)[0]
 
 
+def test_copy_slot_placeholders_are_copied_values_not_constants() -> None:
+    """`<V1>` stands in nearly every delexicalized request, each time for another value: it
+    is copied from there, never an instruction constant (SNIPS through copy slots had 208
+    frames of placeholder constants instead of its 7 tools)."""
+    from distill.encoder_data import analyse
+
+    cities = ["Oslo", "Lima", "Kyiv", "Pune", "Doha", "Bern"]
+    pairs = [({"messages": [{"role": "user", "content": f"Weather in <V1> on day {i}"}]},
+              {"role": "assistant", "content": None, "tool_calls": [{
+                  "id": "c", "type": "function", "function": {
+                      "name": "get_weather", "arguments": json.dumps({"city": "<V1>"})}}]})
+             for i, _ in enumerate(cities)]
+    analysis = analyse(pairs)
+    assert (len(analysis.frames), analysis.copied_leaves, analysis.constant_leaves) == (1, 6, 0)
+
+
+def test_a_pointed_span_never_starts_or_ends_inside_a_word() -> None:
+    """The pointer scored "Te qui" (wordpieces "te", "qui" of "Te quiero") above "Te quiero":
+    only whole words are offered, as only whole words were ever copied."""
+    import torch
+
+    from distill.encoder_heads import best_span
+    from distill.encoder_student import word_edges
+
+    text = "add it to my Te quiero playlist"
+    offsets = [[0, 0], [0, 3], [4, 6], [7, 9], [10, 12], [13, 15], [16, 19], [19, 22],
+               [23, 31], [0, 0]]  # [CLS] add it to my te qui ##ero playlist [SEP]
+    may_start, may_end = word_edges(text, offsets)
+    assert may_end[6] is False and may_start[7] is False and may_end[7] is True
+    start = torch.tensor([0, 0, 0, 0, 0, 5.0, 0, 0, 0, 0])
+    end = torch.tensor([0, 0, 0, 0, 0, 0, 4.0, 3.0, 0, 0])
+    s, e, _ = best_span(start, end, torch.tensor(may_start), torch.tensor(may_end))
+    assert text[offsets[s][0]:offsets[e][1]] == "Te quiero"
+    # nor at a joiner inside a date or a time: "20/2023" for "1/20/2023", "30" for "11:30"
+    text = "on 1/20/2023 at 11:30"
+    offsets = [[0, 2], [3, 4], [4, 5], [5, 7], [7, 8], [8, 12], [13, 15], [16, 18], [18, 19],
+               [19, 21]]
+    may_start, may_end = word_edges(text, offsets)
+    assert [text[a:b] for (a, b), ok in zip(offsets, may_start, strict=True) if ok] == [
+        "on", "1", "at", "11"]
+    assert [text[a:b] for (a, b), ok in zip(offsets, may_end, strict=True) if ok] == [
+        "on", "2023", "at", "30"]
+
+
 async def test_embedded_backend_serves_an_encoder_student(tool_student: Any) -> None:
     out, _ = tool_student
     assert student_kind(str(out)) == "encoder"
