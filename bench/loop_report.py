@@ -66,6 +66,17 @@ def _per_minute(sent: list[Sent], minutes: int) -> list[float | None]:
     return [round(student[m] / total[m], 3) if total[m] else None for m in range(minutes)]
 
 
+def _repeat_share(mine: list[Sent]) -> float | None:
+    """Share of requests whose exact request came before: what an answer memory (request ->
+    the teacher's earlier answer) could have served, at most; exact with a replay teacher."""
+    seen: set[str] = set()
+    repeats = 0
+    for s in sorted(mine, key=lambda s: s.at):
+        repeats += s.key in seen
+        seen.add(s.key)
+    return round(repeats / len(mine), 3) if mine else None
+
+
 def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -> dict[str, Any]:
     """Per discovered task and per workload type; times in seconds after the first request."""
     for s in sent:
@@ -107,6 +118,8 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
             "requests": len(mine), "distinct": len({s.key for s in mine}),
             "errors": len(mine) - len(answered),
             "student_answers": len(student),
+            "student_share": round(len(student) / len(answered), 3) if answered else None,
+            "repeat_share": _repeat_share(mine),
             "student_share_per_minute": _per_minute(mine, minutes),
             "invalid_to_client": {b: sum(bool(s.invalid) for s in answered if s.backend == b)
                                   for b in ("teacher", "student")},
@@ -121,6 +134,10 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
 
 def _s(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
 
 
 def _shares(v: list[float | None]) -> str:
@@ -144,13 +161,14 @@ def print_table(summary: dict[str, Any]) -> None:
               f"{t['invalid_to_client']:>4}  {_shares(t['student_share_per_minute'])}")
     print("\nper workload type")
     head = (f"{'type':<13} {'reqs':>5} {'dist':>4} {'errors':>6} {'student':>7} "
-            f"{'invalid t/s':>11} {'gold t/s':>11} {'no task':>7}  student % per minute")
+            f"{'repeat':>6} {'invalid t/s':>11} {'gold t/s':>11} {'no task':>7}  "
+            "student % per minute")
     print(head)
     print("-" * len(head))
     for kind, k in summary["types"].items():
         inv, gold = k["invalid_to_client"], k["gold_match"]
         g = "/".join("-" if gold[b] is None else f"{gold[b]:.2f}" for b in ("teacher", "student"))
         print(f"{kind:<13} {k['requests']:>5} {k['distinct']:>4} {k['errors']:>6} "
-              f"{k['student_answers']:>7} "
+              f"{k['student_answers']:>7} {_pct(k['repeat_share']):>6} "
               f"{inv['teacher']:>5}/{inv['student']:<5} {g:>11} {k['untasked_requests']:>7}  "
               f"{_shares(k['student_share_per_minute'])}")
