@@ -94,6 +94,10 @@ def prepare(task_kind: str, curated: Curated, max_train: int,
         train = [delexicalize(ex, slots) for ex in raw]
     shape = answer_shape(task_kind, slots)
     plan = plan_kinds(shape, raw, slots, encoder=encoder, allowed=kinds)
+    if shape == "label" and (plan[0].reason or "").startswith("cannot express"):
+        # Short answers that are neither a set of labels nor copied from the request (each
+        # request its own answer: facts the request does not hold) are short free text.
+        shape = "text"
     return Prepared(shape, slots, train, plan, raw_train=raw)
 
 

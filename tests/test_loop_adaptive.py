@@ -256,3 +256,23 @@ def test_expensive_runs_are_made_only_where_worth_their_minutes() -> None:
     assert worth_expensive_run(win("tool_call")) and worth_expensive_run(win("label"))
     assert worth_expensive_run(win("text", scratch=False))  # a pretrained model may write
     assert win("label") > win("copy_json") > win("tool_call") > win("text")
+
+
+def test_short_answers_that_are_facts_not_labels_are_free_text_and_stay_with_the_teacher(
+) -> None:
+    from distill.candidates import prepare
+
+    facts = [(f"Which year did event number {i} happen?", str(1700 + 3 * i)) for i in range(80)]
+    rows = rows_of([{"request": {"model": "m", "messages": [
+                        {"role": "system", "content": "Answer the question in a few words."},
+                        {"role": "user", "content": q}]},
+                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                         "role": "assistant", "content": a}}]}} for q, a in facts])
+    curated = curate(rows, heldout_percent=15, min_evidence=NEED)
+    prep = prepare("label", curated, 5000, encoder=True)
+    assert prep.shape == "text"  # each request its own answer: no label set to learn
+    assert not worth_expensive_run(expensive_win(prep.shape, scratch=True,
+                                                 copyable=prep.ceiling, last_agreement=None,
+                                                 min_agreement=0.9))
+    labels = curate(rows_of(traces("sentiment", 80)), heldout_percent=15, min_evidence=NEED)
+    assert prepare("label", labels, 5000, encoder=True).shape == "label"

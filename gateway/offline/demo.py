@@ -50,13 +50,13 @@ FULL = Plan(warmup=1500, train_budget_s=80, deadline_s=840, rate_per_s=6,
 # The demo runs the default gate (min_agreement 0.9 at 95%, min_heldout, min_live) and the
 # default data rule; what it changes paces a minutes-long run, and the summary says so.
 PACING = [
-    ("distill.training.time_budget_s", "600", "the plan's budget: a demo lasts minutes"),
+    ("distill.training.time_budget_s", "600", "35 (fast) or 80: a demo lasts minutes"),
     ("distill.candidates", "scratch:tiny, scratch:small", "scratch:tiny only"),
     ("worker.interval_s / gate_interval_s", "30 / 5", "5 / 2: passes and gates sooner"),
-    ("policy.shadow_rate", "0.25", "0.5: live evidence twice as fast"),
+    ("policy.shadow_rate", "0.25", "1.0: ~1 request/s per task, so every one is compared"),
     ("policy.canary_steps", "[5, 25, 50]", "[10, 50]"),
     ("policy.canary_min_comparisons / canary_min_seconds", "30 / 60", "12 / 10"),
-    ("policy.audit_rate / primary_audit_rate", "0.1 / 0.05", "0.3 / 0.2"),
+    ("policy.audit_rate / primary_audit_rate", "0.1 / 0.05", "0.5 / 0.2"),
 ]
 
 
@@ -93,11 +93,11 @@ interval_s = 5.0
 gate_interval_s = 2.0
 
 [policy]
-shadow_rate = 0.5
+shadow_rate = 1.0
 canary_steps = [10, 50]
 canary_min_comparisons = 12
 canary_min_seconds = 10.0
-audit_rate = 0.3
+audit_rate = 0.5
 primary_audit_rate = 0.2
 """))
     return path
