@@ -276,3 +276,27 @@ def test_short_answers_that_are_facts_not_labels_are_free_text_and_stay_with_the
                                                  min_agreement=0.9))
     labels = curate(rows_of(traces("sentiment", 80)), heldout_percent=15, min_evidence=NEED)
     assert prepare("label", labels, 5000, encoder=True).shape == "label"
+
+
+def test_one_declared_json_schema_is_one_task_whatever_fields_each_answer_fills() -> None:
+    from distill.discover import discover
+
+    schema = {"type": "json_schema", "json_schema": {"name": "slots", "schema": {
+        "type": "object", "properties": {k: {"type": "string"} for k in
+                                         ("artist", "track", "city", "day")}}}}
+    traffic = []
+    for i in range(30):
+        for user, answer in ((f"play track{i} by artist{i} now please",
+                              {"track": f"track{i}", "artist": f"artist{i}"}),
+                             (f"what is the weather in city{i} on day{i}",
+                              {"city": f"city{i}", "day": f"day{i}"})):
+            traffic.append({"request": {"model": "m", "messages": [
+                {"role": "system", "content": "Fill the slots of the user's request as JSON."},
+                {"role": "user", "content": user}]},
+                "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "role": "assistant", "content": orjson.dumps(answer).decode()}}]}})
+    declared = [{**t, "request": {**t["request"], "response_format": schema}} for t in traffic]
+    assert len(discover(rows_of(declared), min_task_examples=10).tasks) == 1
+    loose = [{**t, "request": {**t["request"], "response_format": {"type": "json_object"}}}
+             for t in traffic]
+    assert len(discover(rows_of(loose), min_task_examples=10).tasks) == 2  # no declared contract
