@@ -146,6 +146,11 @@ def why_train(
     trained_on = int(students[-1].metrics.get("train_examples", 0))
     policy = cfg.policy.for_task(task.id, task.label)
     live_upper = _live_upper(con, cfg, task)
+    in_play = next((s for s in students if s.version == task.student_version), None)
+    if task.stage == "shadow" and in_play is not None and in_play.status == "near":
+        # A near miss waiting in shadow serves no client: a successor trained on grown data
+        # may replace it there (the gate swaps it in when its held-out bound is higher).
+        return should_retrain(n, trained_on, live_upper, policy)
     if task.stage != "observe":
         # A student in play is replaced only through a rollback (a new version starts at
         # shadow); while it holds up, more data is no reason to train its successor.

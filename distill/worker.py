@@ -33,7 +33,7 @@ from gateway.store.stages import (
     set_stage,
     set_student_status,
 )
-from policies.gate import Evidence, TaskState, decide
+from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
 from policies.sequential import checkpoints
 
 log = logging.getLogger("slimgate.worker")
@@ -49,12 +49,46 @@ def _candidate(task: TaskRecord, students: list[StudentRecord]) -> StudentRecord
     return usable[-1] if usable else None
 
 
+def _successor_in_shadow(task: TaskRecord, current: StudentRecord | None,
+                         students: list[StudentRecord]) -> StudentRecord | None:
+    """A newer student that takes the near miss's place in shadow (`replaces_in_shadow`)."""
+    if task.stage != "shadow" or current is None or task.pin:
+        return None
+    newer = [s for s in students if s.version > current.version and s.status in GATEABLE]
+    if not newer:
+        return None
+    best = newer[-1]
+    lower = float(current.metrics.get("lower", 0.0))
+    return best if replaces_in_shadow((current.status, lower),
+                                      (best.status, float(best.metrics.get("lower", 0.0)))) \
+        else None
+
+
+def swap_in_shadow(con: Connection, task: TaskRecord, current: StudentRecord | None,
+                   successor: StudentRecord, now: float) -> StageChange:
+    """Shadow starts afresh with the successor; the near miss it replaces is superseded."""
+    old = current.version if current else None
+    lower = float(successor.metrics.get("lower", 0.0))
+    reason = (f"v{successor.version} ({successor.status}, held-out lower bound {lower:.2f}) "
+              f"replaces the near miss v{old} in shadow")
+    if current is not None:
+        set_student_status(con, task.id, current.version, "superseded")
+    change = set_stage(con, task.id, "shadow", to_step=0, version=successor.version,
+                       actor="policy", reason=reason, evidence={"replaced": old}, now=now)
+    log.info("task %s: %s", task.id, reason)
+    return change
+
+
 def gate_task(
     con: Connection, cfg: Config, task: TaskRecord, now: float
 ) -> StageChange | None:
     """Apply the policy gate to one task; writes and returns the change, if any."""
     policy = cfg.policy.for_task(task.id, task.label, task.pin)
-    student = _candidate(task, list_students(con, task.id))
+    students = list_students(con, task.id)
+    student = _candidate(task, students)
+    swap = _successor_in_shadow(task, student, students)
+    if swap is not None:
+        return swap_in_shadow(con, task, student, swap, now)
     since = task.stage_since or task.created_at
     heldout = student.metrics if student else {}
     live: dict[str, Any] = {}

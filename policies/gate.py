@@ -245,3 +245,15 @@ def should_retrain(task_examples: int, trained_on: int, live_upper: float | None
         reasons.append(f"clean data grew {grown:.0%} since training ({trained_on} → "
                        f"{task_examples} examples, threshold {policy.retrain_growth:.0%})")
     return "; ".join(reasons) or None
+
+
+def replaces_in_shadow(current: tuple[str, float], newer: tuple[str, float]) -> bool:
+    """Whether a newer student (held-out status, lower bound) takes the place of the near miss
+    now in shadow: shadow serves no client, so a better-judged successor loses nothing by
+    starting its live evidence afresh. Only a near miss is replaced (a passed student in
+    shadow is nearly out); the newer one must pass, or be judged with a higher lower bound."""
+    status, lower = current
+    new_status, new_lower = newer
+    if status != "near" or new_status not in ("passed", "near"):
+        return False
+    return new_status == "passed" or new_lower > lower

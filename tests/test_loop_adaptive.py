@@ -300,3 +300,20 @@ def test_one_declared_json_schema_is_one_task_whatever_fields_each_answer_fills(
     loose = [{**t, "request": {**t["request"], "response_format": {"type": "json_object"}}}
              for t in traffic]
     assert len(discover(rows_of(loose), min_task_examples=10).tasks) == 2  # no declared contract
+
+
+def test_a_near_miss_waiting_in_shadow_is_retrained_on_grown_data(tmp_path: Path) -> None:
+    from gateway.store.catalog import StudentRecord, add_student, get_task
+
+    cfg, con = store(tmp_path)
+    task = label_task("t-wait")
+    add_traffic(con, task, traces("sentiment", 80))
+    add_student(con, StudentRecord(task="t-wait", version=1, path="t-wait/v1",
+                                   base_model="encoder", status="near",
+                                   metrics={"train_examples": 30, "n": 35, "agree": 33}))
+    con.execute("UPDATE tasks SET stage = 'shadow', student_version = 1, stage_since = 0")
+    curated = curate_task(con, cfg, task)
+    reason = why_train(con, cfg, get_task(con, "t-wait"), curated)
+    assert reason is not None and "grew" in reason  # shadow serves no one: train a successor
+    con.execute("UPDATE students SET status = 'passed'")
+    assert why_train(con, cfg, get_task(con, "t-wait"), curated) is None  # nearly out: keep it

@@ -105,3 +105,26 @@ def test_operators_cannot_put_a_near_miss_in_front_of_clients(
     with pytest.raises(overrides.OperatorError, match="near miss"):
         overrides.pin(con, "t-a", "student")
     assert stage(con) == "shadow"
+
+
+def test_a_better_successor_takes_the_near_miss_place_in_shadow(
+    tmp_path: Path, con: Connection
+) -> None:
+    cfg = config(tmp_path)
+    student(con, "t-a", 39, 42, "near")
+    con.execute("UPDATE students SET metrics = ? WHERE task = 't-a'",
+                ('{"n": 42, "agree": 39, "lower": 0.81}',))
+    apply_gates(con, cfg)
+    assert stage(con) == "shadow"
+    add_student(con, StudentRecord(task="t-a", version=2, path="t-a/v2", base_model="encoder",
+                                   status="near", metrics={"n": 40, "agree": 36,
+                                                           "lower": 0.77}))
+    assert apply_gates(con, cfg) == []  # judged worse: the near miss stays
+    add_student(con, StudentRecord(task="t-a", version=3, path="t-a/v3", base_model="encoder",
+                                   status="passed", metrics={"n": 200, "agree": 196,
+                                                             "lower": 0.95}))
+    [change] = apply_gates(con, cfg)
+    assert (change.to_stage, change.version) == ("shadow", 3) and "replaces" in change.reason
+    assert get_task(con, "t-a").student_version == 3  # type: ignore[union-attr]
+    states = dict(con.execute("SELECT version, status FROM students WHERE task = 't-a'"))
+    assert states == {1: "superseded", 2: "near", 3: "passed"}
