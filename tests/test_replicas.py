@@ -6,6 +6,7 @@ acknowledged exchange (durability "sync": committed before the answer)."""
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import signal
 import socket
@@ -136,7 +137,9 @@ def seed(url: str) -> None:
     con = connect(url)
     try:
         now = time.time()
-        info = orjson.dumps({"fingerprints": [fingerprint(body("x"))]}).decode()
+        tenant = hashlib.sha256(KEY.encode()).hexdigest()[:12]  # the key's own namespace
+        info = orjson.dumps({"fingerprints": [fingerprint(body("x"))],
+                             "tenant": tenant}).decode()
         con.execute(
             "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at, "
             "step, stage_since, student_version) VALUES (?, 'triage', 'text', 'observe', 0, "
