@@ -84,6 +84,13 @@ class Curated:
     scrubbed: Counter[str] = field(default_factory=Counter)
     heldout_percent: int = 0  # the share of requests held out, as chosen
     requests: int = 0  # clean requests (occurrences), duplicates included
+    seen_once: int = 0  # distinct requests that came exactly once
+
+    @property
+    def new_mass(self) -> float:
+        """Good-Turing estimate of the chance the next request is one never seen: the share
+        of requests that were seen once (1.0 when every request is new)."""
+        return self.seen_once / self.requests if self.requests else 1.0
 
     @property
     def repeated(self) -> list[Example]:
@@ -188,6 +195,7 @@ def curate(
         )
         requests[key] = request
         answers[key] = {canon: [None, 1]}  # None: the example's own (scrubbed) answer
+    out.seen_once = sum(1 for alts in answers.values() if sum(c for _, c in alts.values()) == 1)
     out.heldout_percent = _heldout_share(answers, heldout_percent, min_evidence)
     for key, ex in firsts.items():
         held = is_heldout(key, out.heldout_percent)

@@ -138,3 +138,28 @@ def evaluate(
         "kind": kind,
     }
     return Evaluation(summary, list(rows.values()))
+
+
+def with_new_requests(ev: Evaluation, heldout_ids: set[str], new_mass: float,
+                      confidence: float) -> Evaluation:
+    """The judgement corrected for requests never seen at all. Judged occurrences stand for
+    requests seen before; the next request is a new one with probability `new_mass` (Good-
+    Turing: the share of requests seen once), and on those the student does as on its
+    held-out requests taken once each. So the agreement is the mixture of the two, and its
+    counts are the judged `n` with agreements at that rate (a loop benchmark on SNIPS tool
+    calls judged 0.95 without it and met 0.86 live: new requests were 12% of live traffic
+    and the student got 3% of them; docs/distillation.md)."""
+    s = ev.summary
+    held = [r for r in ev.rows if r["request_id"] in heldout_ids]
+    n = int(s["n"])
+    if not n or not held or new_mass <= 0.0:
+        return ev
+    mass = min(1.0, new_mass)
+    held_rate = sum(1 for r in held if r["agree"]) / len(held)
+    rate = (1.0 - mass) * (s["agree"] / n) + mass * held_rate
+    agree = min(n, round(rate * n))
+    lower, upper = wilson(agree, n, confidence)
+    return Evaluation({**s, "agree": agree, "agreement": agree / n, "lower": lower,
+                       "upper": upper, "judged_agree": s["agree"], "new_request_mass":
+                       round(mass, 4), "heldout_distinct_agreement": round(held_rate, 4)},
+                      ev.rows)

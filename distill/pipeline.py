@@ -175,7 +175,7 @@ def train_candidate(
     """Train one candidate of `kind` (a generative one is `candidate`), evaluate it on the
     held-out set through its copy slots, and register it."""
     from distill.candidates import fit_encoder, fit_generative
-    from distill.evaluate import embedding_similarity
+    from distill.evaluate import embedding_similarity, with_new_requests
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -201,6 +201,8 @@ def train_candidate(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    ev = with_new_requests(ev, {ex.request_id for ex in curated.heldout}, curated.new_mass,
+                           policy.confidence)
     status = heldout_verdict(int(ev.summary["n"]), ev.lower, float(ev.summary["upper"]),
                              policy.min_agreement, policy.min_heldout)
     metrics = {**ev.summary, "train_examples": len(prep.train),

@@ -317,3 +317,20 @@ def test_a_near_miss_waiting_in_shadow_is_retrained_on_grown_data(tmp_path: Path
     assert reason is not None and "grew" in reason  # shadow serves no one: train a successor
     con.execute("UPDATE students SET status = 'passed'")
     assert why_train(con, cfg, get_task(con, "t-wait"), curated) is None  # nearly out: keep it
+
+
+def test_requests_never_seen_count_at_the_held_out_rate() -> None:
+    from distill.evaluate import with_new_requests
+
+    rows = [{"request_id": "h1", "agree": False}, {"request_id": "h2", "agree": True},
+            {"request_id": "t1", "agree": True}]
+    ev = Evaluation({"n": 100, "agree": 95, "agreement": 0.95, "lower": 0.89, "upper": 0.98},
+                    rows)
+    fixed = with_new_requests(ev, {"h1", "h2"}, 0.2, 0.95).summary
+    assert fixed["agree"] == 86 and fixed["judged_agree"] == 95  # 0.8 * 0.95 + 0.2 * 0.5
+    assert fixed["lower"] < 0.9 < ev.summary["lower"] + 0.02
+    assert with_new_requests(ev, {"h1", "h2"}, 0.0, 0.95) is ev  # a closed set of requests
+    distinct = traces("sentiment", 60)
+    tail = traces("sentiment", 80, seed=5)[:20]  # 20 requests seen once among 1,220
+    curated = curate(rows_of(repeated(distinct, 20) + tail), heldout_percent=15)
+    assert curated.seen_once >= 15 and curated.new_mass == curated.seen_once / curated.requests
