@@ -271,7 +271,7 @@ def discover(
                         if r.get("seq") is not None and r.get("task") != task_id]
     # A row left under another tenant's task (an older gateway matched prompts across
     # tenants) is taken out of it, whether or not its own tenant has a task for it yet.
-    placed = {seq for _, seq in assignments} | {r.get("seq") for c, _, _ in found for r in c.rows}
+    placed = {r.get("seq") for c, _, _ in found for r in c.rows}
     owner = {t.id: task_tenant(t.info) for t in existing}
     for tenant, tenant_rows in by_tenant.items():
         assignments += [(None, r["seq"]) for r in tenant_rows

@@ -22,6 +22,7 @@ from distill.pipeline import (
     curate_task,
     discover_tasks,
     distill_task,
+    last_agreement,
     missing_data,
     why_train,
 )
@@ -40,11 +41,9 @@ def schedule(con: Connection, cfg: Config, ready: list[Ready]) -> list[Ready]:
     """The tasks to train, highest expected win first (`policies.schedule.order_tasks`)."""
     plans = {}
     for task, curated, _ in ready:
-        students = [s for s in list_students(con, task.id) if s.status != "error"]
-        last = students[-1].metrics.get("agreement") if students else None
         policy = cfg.policy.for_task(task.id, task.label)
         plans[task.id] = TaskPlan(task.id, task.kind, len(curated.train),
-                                  None if last is None else float(last), policy.min_agreement)
+                                  last_agreement(con, task), policy.min_agreement)
     order = {p.task: i for i, p in enumerate(order_tasks(list(plans.values())))}
     return sorted(ready, key=lambda r: order[r[0].id])
 

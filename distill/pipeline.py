@@ -295,7 +295,7 @@ def distill_task(
                    kinds=list(cfg.distill.student_kinds))
     cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
     report(f"{task.id}: answers are {prep.shape}, {cov}")
-    runs = plan_runs(cfg, task, prep, _last_agreement(con, task), report)
+    runs = plan_runs(cfg, task, prep, last_agreement(con, task), report)
     cheap = [r for r in runs if r[0] == "encoder"]
     chosen = runs if phase == "all" else cheap if phase == "cheap" else \
         [r for r in runs if r[0] != "encoder"]
@@ -327,7 +327,8 @@ def distill_task(
     return outcome
 
 
-def _last_agreement(con: Connection, task: TaskRecord) -> float | None:
+def last_agreement(con: Connection, task: TaskRecord) -> float | None:
+    """Held-out agreement of the task's newest student that trained (errors aside)."""
     students = [s for s in list_students(con, task.id) if s.status != "error"]
     last = students[-1].metrics.get("agreement") if students else None
     return None if last is None else float(last)
