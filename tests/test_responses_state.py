@@ -170,3 +170,23 @@ async def test_rows_from_before_the_migration_still_continue(
             "old one", "old two", "old three", "old four", "new five"]
         items = await sdk.responses.input_items.list(new.id, order="asc")
         assert [i.id for i in items.data][:4] == ["msg_0", "msg_1", "msg_2", "msg_3"]
+
+
+async def test_an_unknown_id_is_a_404_without_waiting_for_the_recorder() -> None:
+    from gateway.errors import NotFound
+    from gateway.responses.state import ResponseState
+
+    class Store:
+        async def response_row(self, response_id: str) -> None:
+            return None
+
+    class Recorder:
+        flushes = 0
+
+        async def flush(self) -> None:
+            Recorder.flushes += 1
+
+    state = ResponseState(Store(), Recorder())  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await state.get("resp_never_made_here", "k1")
+    assert Recorder.flushes == 0  # a client's guess never makes the writer's queue a wait

@@ -22,6 +22,7 @@ from gateway.store.base import Store
 from gateway.store.recorder import Recorder
 from gateway.store.responses import StoredResponse
 
+_SAVED_IDS = 65_536  # ids remembered as saved here: far more than a queue ever holds
 
 class _Missing(Exception):
     """A response of the walk is not stored for this key (deleted, expired, another key's)."""
@@ -64,6 +65,9 @@ class ResponseState:
         self._cache_budget = config.cache_bytes
         self.cached_bytes = 0  # JSON bytes of the responses in the cache, at most the budget
         self.max_conversation_bytes = config.max_conversation_bytes
+        # Ids this process saved, newest last: only a miss on one of these can be a row still
+        # in the recorder's queue, worth a flush. A client's unknown id is a 404 at once.
+        self._saved: OrderedDict[str, None] = OrderedDict()
 
     # --- the cache: least recently used out first, by bytes --------------------------------
 
@@ -75,7 +79,19 @@ class ResponseState:
             while self.cached_bytes > self._cache_budget:
                 _, old = self._cache.popitem(last=False)
                 self.cached_bytes -= old.nbytes
+        self._saved[stored.id] = None
+        if len(self._saved) > _SAVED_IDS:
+            self._saved.popitem(last=False)
         self._recorder.record(stored)
+
+    async def _flush_if_saved(self, response_id: str) -> bool:
+        """Let the recorder write what it holds when `response_id` was saved here (it may
+        still be queued); False, without waiting, for an id this process never saved."""
+        if response_id not in self._saved:
+            return False
+        await self._recorder.flush()
+        self._saved.pop(response_id, None)
+        return True
 
     def _uncache(self, response_id: str) -> None:
         old = self._cache.pop(response_id, None)
@@ -94,8 +110,7 @@ class ResponseState:
         stored = self._cached(response_id)
         if stored is None:
             row = await self._store.response_row(response_id)
-            if row is None:  # saved, not cached, and still in the recorder's queue?
-                await self._recorder.flush()
+            if row is None and await self._flush_if_saved(response_id):  # still queued?
                 row = await self._store.response_row(response_id)
             stored = StoredResponse.from_row(row) if row is not None else None
         if stored is None or stored.key_id != key_id:
@@ -104,8 +119,7 @@ class ResponseState:
 
     async def _chain_rows(self, response_id: str) -> dict[str, StoredResponse]:
         rows = await self._store.response_chain(response_id)
-        if not rows:
-            await self._recorder.flush()
+        if not rows and await self._flush_if_saved(response_id):
             rows = await self._store.response_chain(response_id)
         return {r["id"]: StoredResponse.from_row(r) for r in rows}
 
