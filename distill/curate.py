@@ -71,6 +71,7 @@ class Example:
         return req
 
 
+# Bounds on cost, not fitted thresholds: they cap memory and judging time per task.
 MAX_HELDOUT_PERCENT = 50  # a task never gives up more than half its requests to judging
 MAX_ANSWERS_PER_REQUEST = 8  # distinct teacher answers kept per request; more count as misses
 MAX_REPEAT_JUDGED = 300  # trained requests judged on their repeats (stable sample by key)

@@ -364,7 +364,9 @@ class WorkerConfig(_Strict):
     interval_s: float = Field(30.0, gt=0)  # how often tasks are discovered and (re)trained
     gate_interval_s: float = Field(5.0, gt=0)  # how often the gate reads the evidence
     # An expensive (generative) run asks this often whether a cheap run waits (a task became
-    # ready) and gives way if so: the longest a new task waits behind a long run.
+    # ready) and gives way if so: the longest a new task waits behind a long run. Not fitted:
+    # the encoder run a waiting task gets takes 20-60 s here (loop bench), so 120 s keeps a
+    # long run's restarts rare while a new task waits at most two of those.
     slice_s: float = Field(120.0, gt=0)
     max_discover_rows: int = Field(20_000, ge=100)  # newest exchanges used for discovery
     torch_threads: int = Field(0, ge=0)  # CPU threads for training; 0 = all cores but one

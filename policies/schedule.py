@@ -43,6 +43,8 @@ SCRATCH_PRIOR = {"label": 0.5, "enum_json": 0.4, "copy_json": 0.3, "tool_call": 
 PRETRAINED_PRIOR = 0.3
 # Free text whose copy slots leave its answers uncopyable (facts not in the request) stays
 # with the teacher: scratch text is tried only where the slots make most answers copyable.
+# A judgement, not fitted: FreshQA answers (public, loop bench) are ~0 copyable, the one
+# scratch text pass (templated SQL) had its values all copyable; nothing measured between.
 TEXT_COPYABLE_MIN = 0.5
 # Below this expected win an expensive run is not made: the scratch free-text writer (0.02)
 # cost 5-10 CPU minutes a try and never passed; a scratch tool-call student (0.1) still runs.
