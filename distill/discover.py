@@ -6,7 +6,9 @@ holds two tenants' rows, and two tenants running the same agent get a task each.
 Untagged requests are grouped by fingerprint (masked system prompt, tools, response format);
 a group is one task unless its instruction templates and answer shapes show several
 (`distill.task_split`); groups whose prompts differ by a word or a date, answered alike, merge.
-Ids are stable across runs: a task that gains data keeps its id, stage and label.
+Ids are stable across runs: a task that gains data keeps its id, stage and label (a label
+mined from TF-IDF terms gives way to one from the task's instruction; an operator's name
+always stays).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import orjson
 
 from distill.answer_shapes import answered_differently
-from distill.task_labels import dedupe_labels, task_labels
+from distill.task_labels import Label, dedupe_labels, task_labels
 from distill.task_split import Candidate, centroid_of, split_group
 from distill.templates import alike, words
 from gateway.fingerprint import fingerprint, message_text, signature
@@ -261,11 +263,11 @@ def discover(
             info["tenant"] = tenant
         kind = task_kind(Counter(info["kinds"]).elements())
         prior = old or by_id.get(task_id)
+        label, info["label_from"] = kept_label(prior, fresh_label)
         if prior is None:
-            tasks.append(TaskRecord(id=task_id, label=fresh_label, kind=kind,
+            tasks.append(TaskRecord(id=task_id, label=label, kind=kind,
                                     explicit=c.explicit is not None, info=info))
-        else:  # keep its stage and its label (policies may select tasks by label)
-            label = fresh_label if c.explicit else prior.label
+        else:  # keep its stage and, mostly, its label (see kept_label)
             tasks.append(dataclasses.replace(prior, label=label, kind=kind, info=info))
         assignments += [(task_id, r["seq"]) for r in c.rows
                         if r.get("seq") is not None and r.get("task") != task_id]
@@ -282,6 +284,29 @@ def discover(
     report["tasks"] = [{"id": t.id, "label": t.label, "kind": t.kind, "count": t.info["count"]}
                        for t in tasks]
     return Discovery(tasks, assignments, report)
+
+
+def kept_label(prior: TaskRecord | None, fresh: Label) -> tuple[str, str]:
+    """The label a task keeps, and its source. An operator's name always stays; a client's
+    task name is its name; a mined label stays too (policies may select tasks by label),
+    unless it came from TF-IDF terms and the task can now be named by what it is asked."""
+    if prior is None:
+        return fresh.text, fresh.source
+    if prior.named_by is not None:
+        return prior.label, "operator"
+    if fresh.source == "explicit":
+        return fresh.text, fresh.source
+    source = prior.info.get("label_from") or _legacy_source(prior.label)
+    if source == "terms" and fresh.source != "terms":
+        return fresh.text, fresh.source
+    return prior.label, source
+
+
+def _legacy_source(label: str) -> str:
+    """The source of a label written before labels recorded theirs: tool and schema names
+    had prefixes; anything else was TF-IDF terms (or "chat")."""
+    return "tools" if label.startswith("tools: ") else (
+        "schema" if label.startswith("json: ") else "terms")
 
 
 def _known(c: Candidate, mine: list[TaskRecord]) -> bool:

@@ -1,4 +1,4 @@
-"""Operator overrides: promote, roll back, pin and unpin a task, each in the audit log.
+"""Operator overrides: promote, roll back, pin and unpin a task, each in the audit log; rename.
 
 Shared by the `slimgate promote|rollback|pin|unpin` commands and the `/admin/...` API,
 with `task_rows`, the admin API's view of the tasks.
@@ -9,12 +9,21 @@ refuse what makes no sense (promoting a task that has no student) with a message
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
 from gateway.store.catalog import TaskRecord, get_task, list_students, list_tasks
 from gateway.store.db import Connection
-from gateway.store.stages import StageChange, set_pin, set_stage, set_student_status
+from gateway.store.stages import (
+    StageChange,
+    notify_task_change,
+    set_pin,
+    set_stage,
+    set_student_status,
+)
+
+MAX_NAME_CHARS = 80
 
 
 class OperatorError(ValueError):
@@ -106,6 +115,25 @@ def unpin(con: Connection, task_id: str, actor: str = "operator") -> None:
     task = _task(con, task_id)
     set_pin(con, task_id, None)
     set_stage(con, task_id, task.stage, to_step=task.step, actor=actor, reason="unpinned")
+
+
+def rename(con: Connection, task_id: str, name: str, actor: str = "operator") -> TaskRecord:
+    """Give a task a name of the operator's: shown wherever its label is (report, dashboard,
+    `slimgate tasks`, policy matching by label) and kept across re-discovery."""
+    name = " ".join(name.split())
+    if not name:
+        raise OperatorError("a task's name cannot be empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise OperatorError(f"a task's name is at most {MAX_NAME_CHARS} characters, "
+                            f"got {len(name)}")
+    if not name.isprintable():
+        raise OperatorError("a task's name must be printable text")
+    task = _task(con, task_id)
+    con.execute("UPDATE tasks SET label = ?, named_by = ?, updated_at = ? WHERE id = ?",
+                (name, actor, time.time(), task_id))
+    notify_task_change(con, task_id)
+    task.label, task.named_by = name, actor
+    return task
 
 
 def task_rows(con: Connection) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ class TaskRecord:
     stage_since: float | None = None  # when the current stage/step began
     student_version: int | None = None  # the student shadowed or serving
     pin: str | None = None  # operator pin: teacher | student
+    named_by: str | None = None  # who renamed it (operator | admin:<key id>); None: mined
 
 
 @dataclass
@@ -53,6 +54,7 @@ def task_from_row(row: Mapping[str, Any]) -> TaskRecord:
         explicit=bool(row["explicit"]), info=orjson.loads(row["info"]),
         created_at=row["created_at"], updated_at=row["updated_at"], step=row["step"],
         stage_since=row["stage_since"], student_version=row["student_version"], pin=row["pin"],
+        named_by=row["named_by"],
     )
 
 
@@ -65,11 +67,13 @@ def _student(row: Any) -> StudentRecord:
 
 
 def upsert_task(con: Connection, t: TaskRecord) -> None:
-    """Insert or refresh a task; its stage is left alone (only policies change it)."""
+    """Insert or refresh a task; its stage is left alone (only policies change it), and so is
+    a name an operator gave it (`rename_task`), even one given while discovery ran."""
     now = time.time()
     con.execute(
         "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET label = excluded.label, "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET label = CASE WHEN "
+        "tasks.named_by IS NULL THEN excluded.label ELSE tasks.label END, "
         "kind = excluded.kind, info = excluded.info, updated_at = excluded.updated_at",
         (t.id, t.label, t.kind, t.stage, int(t.explicit), orjson.dumps(t.info).decode(), now, now),
     )

@@ -170,6 +170,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE responses ADD COLUMN chained INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE responses ADD COLUMN conversation_bytes INTEGER;  -- JSON bytes of all turns
     """,
+    # 8: a task an operator renamed keeps that name across re-discovery
+    """
+    ALTER TABLE tasks ADD COLUMN named_by TEXT;  -- operator | admin:<key id>; NULL: mined
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
