@@ -63,8 +63,8 @@ def labels(reqs: list[Req]) -> list[tuple[str, str, int]]:
     held: dict[str, Counter[str]] = {}
     for task, seq in found.assignments:
         held.setdefault(task or "", Counter())[truth[seq]] += 1
-    return sorted(((held.get(t.id, Counter({"?": 0})).most_common(1)[0][0], t.label,
-                    t.info["count"]) for t in found.tasks))
+    return sorted((held.get(t.id, Counter({"?": 0})).most_common(1)[0][0], t.label,
+                    t.info["count"]) for t in found.tasks)
 
 
 def main() -> None:

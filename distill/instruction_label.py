@@ -17,17 +17,25 @@ MAX_WORDS = 8  # a label reads at a glance: about a dashboard column's width
 MAX_CHARS = 60
 # Words that say nothing about which task it is: a prompt made of these alone ("You are a
 # helpful assistant.") is no instruction, and the label looks further.
-GENERIC = frozenset("""
-a an the you your are is be i we am as helpful harmless honest friendly useful smart expert
-assistant assistants ai language model models llm bot chatbot agent system large helper
-please always who that which can will do help helps user users""".split())
-STOP = frozenset("""
-a an the of for to and or with in on by at as from into that which who whose this these
-those its it your our their be is are was were so than then about over via using""".split())
+GENERIC = frozenset({
+    "a", "an", "the", "you", "your", "are", "is", "be", "i", "we", "am", "as", "helpful",
+    "harmless", "honest", "friendly", "useful", "smart", "expert", "assistant", "assistants",
+    "ai", "language", "model", "models", "llm", "bot", "chatbot", "agent", "system", "large",
+    "helper", "please", "always", "who", "that", "which", "can", "will", "do", "help", "helps",
+    "user", "users",
+})
+STOP = frozenset({
+    "a", "an", "the", "of", "for", "to", "and", "or", "with", "in", "on", "by", "at", "as",
+    "from", "into", "that", "which", "who", "whose", "this", "these", "those", "its", "it",
+    "your", "our", "their", "be", "is", "are", "was", "were", "so", "than", "then", "about",
+    "over", "via", "using",
+})
 # Where a long clause may be cut: before these words (a relative clause, a purpose, a manner).
-CUT_BEFORE = frozenset("and that which who whose as with in for by from using so to into "
-                       "according based while when where".split())
-RELATIVE = frozenset("that which who whose".split())
+CUT_BEFORE = frozenset({
+    "and", "that", "which", "who", "whose", "as", "with", "in", "for", "by", "from", "using",
+    "so", "to", "into", "according", "based", "while", "when", "where",
+})
+RELATIVE = frozenset({"that", "which", "who", "whose"})
 _OPENERS = re.compile(
     r"^(?:(?:please|now|ok|okay|hi|hello)[,!]?\s+)?"
     r"(?:you\s+are\s+(?:now\s+)?(?:an?|the)?\s*|you\s+will\s+|you\s+|your\s+(?:task|job|role)"

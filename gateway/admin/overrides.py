@@ -30,6 +30,10 @@ class OperatorError(ValueError):
     """An override that cannot be applied, with the reason."""
 
 
+class BadName(OperatorError):
+    """A task name an operator cannot give (empty, too long, not printable)."""
+
+
 class UnknownTask(OperatorError):
     """The override names a task the store does not have."""
 
@@ -122,12 +126,11 @@ def rename(con: Connection, task_id: str, name: str, actor: str = "operator") ->
     `slimgate tasks`, policy matching by label) and kept across re-discovery."""
     name = " ".join(name.split())
     if not name:
-        raise OperatorError("a task's name cannot be empty")
+        raise BadName("a task's name cannot be empty")
     if len(name) > MAX_NAME_CHARS:
-        raise OperatorError(f"a task's name is at most {MAX_NAME_CHARS} characters, "
-                            f"got {len(name)}")
+        raise BadName(f"a task's name is at most {MAX_NAME_CHARS} characters, got {len(name)}")
     if not name.isprintable():
-        raise OperatorError("a task's name must be printable text")
+        raise BadName("a task's name must be printable text")
     task = _task(con, task_id)
     con.execute("UPDATE tasks SET label = ?, named_by = ?, updated_at = ? WHERE id = ?",
                 (name, actor, time.time(), task_id))

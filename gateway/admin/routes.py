@@ -1,4 +1,4 @@
-"""Admin API: tasks, operator overrides and the audit log (admin key required).
+"""Admin API: tasks, operator overrides, renames and the audit log (admin key required).
 
 Thin handlers over `gateway.admin.overrides` (changes and the tasks view), run in a
 worker thread on their own sqlite3 connection; after a change the routing table is
@@ -35,6 +35,11 @@ class OverrideBody(BaseModel):
     reason: str = ""
 
 
+class RenameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
 class PinBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: Literal["teacher", "student"] = "teacher"
@@ -45,18 +50,18 @@ def _json(data: Any) -> Response:
                     headers={"cache-control": "no-store"})
 
 
-def _task_id(task_id: str) -> str:
+def valid_task_id(task_id: str) -> str:
     if not is_task_id(task_id):
         raise InvalidRequest(f"'{task_id[:80]}' is not a valid task id.", param="task_id")
     return task_id
 
 
-def _actor(key_id: str) -> str:
+def admin_actor(key_id: str) -> str:
     """Who acted, for the audit log: the admin key's id (12 hex digits of its hash)."""
     return f"admin:{key_id}"
 
 
-async def _with_store(request: Request, work: Callable[[Any], T]) -> T:
+async def with_store(request: Request, work: Callable[[Any], T]) -> T:
     state = get_state(request)
 
     def run() -> T:
@@ -70,6 +75,8 @@ async def _with_store(request: Request, work: Callable[[Any], T]) -> T:
         result = await asyncio.to_thread(run)
     except overrides.UnknownTask as e:
         raise NotFound(str(e), param="task_id") from None
+    except overrides.BadName as e:
+        raise InvalidRequest(str(e), param="name") from None
     except overrides.OperatorError as e:
         raise InvalidRequest(str(e), param="task_id") from None
     await state.routing.refresh()
@@ -88,49 +95,60 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
 async def tasks(request: Request) -> Response:
     require_admin(request)
 
-    return _json({"object": "list", "data": await _with_store(request, overrides.task_rows)})
+    return _json({"object": "list", "data": await with_store(request, overrides.task_rows)})
 
 
 @router.get("/audit")
 async def audit(request: Request, task: str | None = None, limit: int = 200) -> Response:
     require_admin(request)
     if task is not None:
-        _task_id(task)
+        valid_task_id(task)
     if not 1 <= limit <= 5000:
         raise InvalidRequest(f"limit must be between 1 and 5000, got {limit}.", param="limit")
-    changes = await _with_store(request, lambda con: stage_changes(con, task, limit))
+    changes = await with_store(request, lambda con: stage_changes(con, task, limit))
     return _json({"object": "list", "data": [asdict(c) for c in changes]})
 
 
 @router.post("/tasks/{task_id}/promote")
 async def promote(task_id: str, request: Request) -> Response:
-    actor = _actor(require_admin(request))
+    actor = admin_actor(require_admin(request))
     body = await _body(request, OverrideBody)
     steps = list(get_state(request).config.policy.canary_steps)
-    change = await _with_store(
-        request, lambda con: overrides.promote(con, _task_id(task_id), steps, body.reason, actor))
+    change = await with_store(
+        request,
+        lambda con: overrides.promote(con, valid_task_id(task_id), steps, body.reason, actor))
     return _json(asdict(change))
 
 
 @router.post("/tasks/{task_id}/rollback")
 async def rollback(task_id: str, request: Request) -> Response:
-    actor = _actor(require_admin(request))
+    actor = admin_actor(require_admin(request))
     body = await _body(request, OverrideBody)
-    change = await _with_store(
-        request, lambda con: overrides.rollback(con, _task_id(task_id), body.reason, actor))
+    change = await with_store(
+        request, lambda con: overrides.rollback(con, valid_task_id(task_id), body.reason, actor))
     return _json(asdict(change))
 
 
 @router.post("/tasks/{task_id}/pin")
 async def pin(task_id: str, request: Request) -> Response:
-    actor = _actor(require_admin(request))
+    actor = admin_actor(require_admin(request))
     body = await _body(request, PinBody)
-    await _with_store(request, lambda con: overrides.pin(con, _task_id(task_id), body.to, actor))
+    await with_store(request,
+                     lambda con: overrides.pin(con, valid_task_id(task_id), body.to, actor))
     return _json({"task": task_id, "pin": body.to})
 
 
 @router.post("/tasks/{task_id}/unpin")
 async def unpin(task_id: str, request: Request) -> Response:
-    actor = _actor(require_admin(request))
-    await _with_store(request, lambda con: overrides.unpin(con, _task_id(task_id), actor))
+    actor = admin_actor(require_admin(request))
+    await with_store(request, lambda con: overrides.unpin(con, valid_task_id(task_id), actor))
     return _json({"task": task_id, "pin": None})
+
+
+@router.post("/tasks/{task_id}/rename")
+async def rename(task_id: str, request: Request) -> Response:
+    actor = admin_actor(require_admin(request))
+    body = await _body(request, RenameBody)
+    task = await with_store(
+        request, lambda con: overrides.rename(con, valid_task_id(task_id), body.name, actor))
+    return _json({"task": task.id, "label": task.label, "named_by": task.named_by})

@@ -47,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("distill", "curate, discover, train and evaluate tasks once", store.distill)
     s.add_argument("--task", help="only this task id")
-    command("tasks", "list tasks: stage, data, held-out result, student", store.tasks)
+    s = command("tasks", "list tasks: stage, data, held-out result, student; or rename one",
+                store.tasks)
+    s.add_argument("action", nargs="?", choices=["rename"], help="rename TASK NAME: a name "
+                   "of yours, shown everywhere and kept across re-discovery")
+    s.add_argument("task", nargs="?", help="the task id (rename)")
+    s.add_argument("name", nargs="?", help="the new name (rename)")
     for name, what in (("promote", "move a task one stage or canary step forward"),
                        ("rollback", "send a task back to observe (teacher serves all)")):
         s = command(name, what, store.override)

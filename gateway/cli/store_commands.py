@@ -35,6 +35,8 @@ def copy_coverage_text(metrics: dict[str, Any]) -> str:
 
 
 def tasks(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None) == "rename":
+        return rename(args)
     config, console = load(args), wide_console()
     con = connect(config.store)
     try:
@@ -73,6 +75,26 @@ def tasks(args: argparse.Namespace) -> int:
         return 0
     finally:
         con.close()
+
+
+def rename(args: argparse.Namespace) -> int:
+    """`slimgate tasks rename TASK NAME`: the operator's name, kept across re-discovery."""
+    from gateway.admin import overrides
+
+    if not args.task or args.name is None:
+        print('usage: slimgate tasks rename TASK "NAME"', file=sys.stderr)
+        return 2
+    config, console = load(args), wide_console()
+    con = connect(config.store)
+    try:
+        task = overrides.rename(con, args.task, args.name)
+    except overrides.OperatorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    console.print(f"{escape(task.id)}: now named {escape(task.label)!r}")
+    return 0
 
 
 def distill(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from gateway.report.terminal import fmt_ci, fmt_ms, fmt_pct, fmt_stage, fmt_usd
 
@@ -39,7 +40,8 @@ th{background:#f1f5f9;font-size:12px;color:#334155;font-weight:600}td.num{text-a
 font-variant-numeric:tabular-nums;white-space:nowrap}
 section.task{background:var(--card);border:1px solid var(--line);border-radius:12px;
 padding:16px 20px;margin:20px 0}section.task h2{margin:0 0 4px}
-.meta{color:var(--muted);font-size:13px}.verdict{margin:8px 0;padding:8px 12px;
+.meta{color:var(--muted);font-size:13px}.rename{margin:6px 0;font-size:13px}
+.rename input{width:24em;font:inherit}.verdict{margin:8px 0;padding:8px 12px;
 border-radius:8px;background:#f1f5f9}.verdict.held{background:#fef2f2;color:#991b1b}
 .verdict.ok{background:#ecfdf5;color:#065f46}
 .badge{display:inline-block;padding:1px 8px;border-radius:999px;color:#fff;font-size:12px;
@@ -60,7 +62,7 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _slug(task_id: str) -> str:
+def task_slug(task_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", task_id).strip("-") or "task"
 
 
@@ -141,7 +143,7 @@ def _markers(ax: _Axes, events: list[dict[str, Any]], h: int = H) -> str:
 
 def agreement_chart(task: dict[str, Any], window: dict[str, Any]) -> str:
     """Cumulative live agreement with its Wilson band, the gate line and stage changes."""
-    slug, gate = _slug(task["id"]), task["gate"]["min_agreement"]
+    slug, gate = task_slug(task["id"]), task["gate"]["min_agreement"]
     pts = [b for b in task["series"] if b["agreement"] is not None]
     settled = [b for b in pts if b["cum_n"] >= 10] or pts  # a first handful spans 0..1
     low = min([gate, *(b["lower"] for b in settled)])
@@ -196,7 +198,8 @@ def timeline_chart(task: dict[str, Any], window: dict[str, Any]) -> str:
         if x1 - x0 > 7 * len(name):
             body.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{MT + 21}" text-anchor="middle" '
                         f'style="fill:#fff;font-weight:600">{_e(name)}</text>')
-    return _svg("timeline", _slug(task["id"]), "".join(body), h=h, label="stage timeline", w=WIDE)
+    return _svg("timeline", task_slug(task["id"]), "".join(body), h=h, label="stage timeline",
+                w=WIDE)
 
 
 def share_chart(task: dict[str, Any], window: dict[str, Any]) -> str:
@@ -224,7 +227,7 @@ def share_chart(task: dict[str, Any], window: dict[str, Any]) -> str:
                     f"</title></path>")
     if not any(b["requests"] for b in task["series"]):
         body.append(_no_data("no requests in this window"))
-    return _svg("share", _slug(task["id"]), "".join(body), label="traffic share")
+    return _svg("share", task_slug(task["id"]), "".join(body), label="traffic share")
 
 
 def latency_chart(task: dict[str, Any]) -> str:
@@ -245,7 +248,7 @@ def latency_chart(task: dict[str, Any]) -> str:
     if lat.get("student_source") == "shadow":
         body.append(f'<text x="{W - MR}" y="{h - 4}" text-anchor="end">student measured on '
                     f"shadow runs</text>")
-    return _svg("latency", _slug(task["id"]), "".join(body), h=h, label="latency")
+    return _svg("latency", task_slug(task["id"]), "".join(body), h=h, label="latency")
 
 
 def cost_chart(task: dict[str, Any], window: dict[str, Any]) -> str:
@@ -262,7 +265,7 @@ def cost_chart(task: dict[str, Any], window: dict[str, Any]) -> str:
                     f'stroke="var(--student)" stroke-width="2"/>')
     else:
         body.append(_no_data("nothing saved yet: the teacher serves everything"))
-    return _svg("cost", _slug(task["id"]), "".join(body), label="cost saved")
+    return _svg("cost", task_slug(task["id"]), "".join(body), label="cost saved")
 
 
 def _kpis(items: list[tuple[str, str]]) -> str:
@@ -298,7 +301,15 @@ def _worst_table(task: dict[str, Any]) -> str:
             "</details>")
 
 
-def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
+def _rename_form(task: dict[str, Any]) -> str:
+    """The live dashboard's rename form (a plain POST; the page runs no script)."""
+    return (f'<form class="rename" method="post" action="/dashboard/tasks/'
+            f'{_e(quote(task["id"], safe=""))}/rename"><input name="name" maxlength="80" '
+            f'required value="{_e(task["label"])}" aria-label="task name">'
+            '<button type="submit">Rename</button></form>')
+
+
+def _task_section(task: dict[str, Any], window: dict[str, Any], rename: bool = False) -> str:
     s = task["student"]
     student = "no student"
     if s:
@@ -334,9 +345,10 @@ def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
     charts = "".join(f"<figure><figcaption>{t} <small>{_e(sub)}</small></figcaption>{svg}"
                      "</figure>" for t, sub, svg in figures)
     return (
-        f'<section class="task" id="task-{_slug(task["id"])}"><h2>{_e(task["label"])} '
+        f'<section class="task" id="task-{task_slug(task["id"])}"><h2>{_e(task["label"])} '
         f'{_badge(task["stage"], _stage_text(task))}</h2><div class="meta">{_e(task["id"])} · '
-        f'{_e(task["kind"])} · {_e(student)}</div><div class="verdict {klass} {status}">'
+        f'{_e(task["kind"])} · {_e(student)}</div>{_rename_form(task) if rename else ""}'
+        f'<div class="verdict {klass} {status}">'
         f'{_e(task["verdict"])}</div>{kpis}<h3>Stage timeline</h3>'
         f"{timeline_chart(task, window)}<div class=\"charts\">{charts}</div>"
         f"<h3>Worst disagreements</h3>{_worst_table(task)}</section>"
@@ -346,7 +358,7 @@ def _task_section(task: dict[str, Any], window: dict[str, Any]) -> str:
 def _overview(report: dict[str, Any]) -> str:
     head = ("task", "stage", "student", "held-out", "live", "fallbacks", "share", "saved")
     rows = "".join(
-        f'<tr><td><a href="#task-{_slug(t["id"])}">{_e(t["label"])}</a></td>'
+        f'<tr><td><a href="#task-{task_slug(t["id"])}">{_e(t["label"])}</a></td>'
         f'<td>{_badge(t["stage"], _stage_text(t))}</td>'
         f'<td>{_e("v" + str(t["student_version"]) if t["student_version"] else "—")}</td>'
         f'<td class="num">{fmt_ci(t["heldout"])}</td><td class="num">{fmt_ci(t["live"])}</td>'
@@ -373,8 +385,10 @@ def _audit_log(report: dict[str, Any]) -> str:
             "</table>")
 
 
-def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -> str:
-    """The whole report as one HTML document; `refresh_seconds` makes the page reload."""
+def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None,
+                rename_forms: bool = False) -> str:
+    """The whole report as one HTML document; `refresh_seconds` makes the page reload;
+    `rename_forms` (the live dashboard only) gives each task a form to rename it."""
     tot, win = report["totals"], report["window"]
     refresh = (f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">'
                if refresh_seconds else "")
@@ -387,7 +401,7 @@ def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None) -
         ("fallbacks", f"{tot['fallbacks']:,}"),
         ("live comparisons", f"{tot['comparisons']:,}"),
     ])
-    tasks = "".join(_task_section(t, win) for t in report["tasks"]) or (
+    tasks = "".join(_task_section(t, win, rename_forms) for t in report["tasks"]) or (
         '<p class="empty">No tasks discovered yet.</p>')
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

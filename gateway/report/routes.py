@@ -1,4 +1,5 @@
-"""Admin report routes: `GET /dashboard` (the HTML report, live) and `GET /admin/report` (JSON).
+"""Admin report routes: `GET /dashboard` (the HTML report, live), its rename form's
+`POST /dashboard/tasks/{id}/rename`, and `GET /admin/report` (JSON).
 
 Both need an admin key (gateway/admin_auth.py). The report is built from the store in a
 worker thread, so a large store never blocks the event loop.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from gateway.admin import overrides
 from gateway.admin.auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -20,8 +22,10 @@ from gateway.admin.auth import (
     check_admin_key,
     require_admin,
 )
-from gateway.errors import InvalidRequest
+from gateway.admin.routes import admin_actor, valid_task_id, with_store
+from gateway.errors import Forbidden, InvalidRequest
 from gateway.report import build_report, dumps, parse_since, policy_numbers, render_html
+from gateway.report.html import task_slug
 
 router = APIRouter(tags=["admin"])
 
@@ -37,6 +41,9 @@ PAGE_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-content-type-options": "nosniff",
 }
+# The live page's only form (rename a task) posts back to this origin; nothing else.
+LIVE_PAGE_HEADERS = {**PAGE_HEADERS, "content-security-policy": PAGE_HEADERS[
+    "content-security-policy"].replace("form-action 'none'", "form-action 'self'")}
 
 
 def _options(request: Request, since: str | None, worst: int, buckets: int) -> dict[str, Any]:
@@ -82,6 +89,29 @@ async def dashboard(
     require_admin(request)
     options = _options(request, since, worst, buckets)
     page = await asyncio.to_thread(
-        lambda: render_html(build_report(**options), refresh_seconds=refresh or None)
+        lambda: render_html(build_report(**options), refresh_seconds=refresh or None,
+                            rename_forms=True)
     )
-    return HTMLResponse(page, headers=PAGE_HEADERS)
+    return HTMLResponse(page, headers=LIVE_PAGE_HEADERS)
+
+
+def _same_origin(request: Request) -> None:
+    """A form post from the dashboard itself: the session cookie is SameSite=Strict, and
+    a browser's Origin / Sec-Fetch-Site must say so too (another site's form is refused)."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site not in (None, "same-origin") or (
+            origin is not None and urlsplit(origin).netloc != request.headers.get("host")):
+        raise Forbidden("The dashboard accepts forms from its own pages only.")
+
+
+@router.post("/dashboard/tasks/{task_id}/rename")
+async def rename_task(task_id: str, request: Request) -> Response:
+    actor = admin_actor(require_admin(request))
+    _same_origin(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+    name = (form.get("name") or [""])[0]
+    task = await with_store(
+        request, lambda con: overrides.rename(con, valid_task_id(task_id), name, actor))
+    return RedirectResponse("/dashboard#task-" + task_slug(task.id), status_code=303,
+                            headers=PAGE_HEADERS)
