@@ -58,9 +58,10 @@ def _named(c: Candidate, picked: list[dict[str, Any]]) -> Label | None:
     req = c.rows[0]["request"]
     tools = [t for t in c.signature.split("|", 1)[0].split(",") if t]
     fmt = c.signature.split("|", 1)[1] if "|" in c.signature else ""
-    rf = req.get("response_format") if isinstance(req.get("response_format"), dict) else {}
-    js = rf.get("json_schema") if isinstance(rf.get("json_schema"), dict) else {}
-    name = js.get("name") if isinstance(js.get("name"), str) else ""
+    rf = req.get("response_format")
+    js = rf.get("json_schema") if isinstance(rf, dict) else None
+    name = js.get("name") if isinstance(js, dict) else None
+    name = name if isinstance(name, str) else ""
     if fmt.startswith("json_schema") and name and name.lower() not in GENERIC_SCHEMAS:
         return Label(f"json: {name}", "schema")
     if 0 < len(tools) <= MAX_TOOLS:
