@@ -1,7 +1,8 @@
 """How much latency and throughput does slimgate cost? Direct vs through the gateway.
 
 Starts a fast fake upstream on loopback, then sends the same chat requests directly and
-through `slimgate serve` (recording on), at concurrency 1 and 16, and prints req/s and
+through `slimgate serve` (recording on; `slimgate-otel`: also OpenTelemetry spans to an
+OTLP sink), at concurrency 1 and 16, and prints req/s and
 p50/p99 latency and the latency slimgate adds. The same request through `/v1/responses`
 is measured too: native (to the upstream's own /v1/responses, against it directly) and
 translated (to chat completions, against direct chat). If LiteLLM's proxy is installed
@@ -84,19 +85,23 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def start_slimgate(
-    upstream: str, tmp: Path, key: str, durability: str = "async"
+    upstream: str, tmp: Path, key: str, durability: str = "async", telemetry: bool = False
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cfg = tmp / f"bench-{durability}.toml"
+    name = durability + ("-otel" if telemetry else "")
+    # OpenTelemetry on: spans to the fake upstream's OTLP sink (/v1/traces)
+    otel = (f'[telemetry]\notlp_endpoint = "{upstream.removesuffix("/v1")}"\n'
+            if telemetry else "")
+    cfg = tmp / f"bench-{name}.toml"
     cfg.write_text(f"""
 [server]
 port = {port}
 api_keys_env = "BENCH_KEYS"
 log_level = "warning"
 [store]
-path = "{tmp / f'bench-{durability}.db'}"
+path = "{tmp / f'bench-{name}.db'}"
 durability = "{durability}"
-[[models]]
+{otel}[[models]]
 name = "bench"
 provider = "openai"
 base_url = "{upstream}"
@@ -181,6 +186,11 @@ def main() -> None:
             gw_sync, sync_url = start_slimgate(upstream, tmp, key, "sync")
             procs.append(gw_sync)
             targets.append(("slimgate-sync", f"{sync_url}/chat/completions", key, BODY,
+                            "direct"))
+        if wanted("slimgate-otel"):
+            gw_otel, otel_url = start_slimgate(upstream, tmp, key, telemetry=True)
+            procs.append(gw_otel)
+            targets.append(("slimgate-otel", f"{otel_url}/chat/completions", key, BODY,
                             "direct"))
         lp = start_litellm_proxy(upstream, tmp) if wanted("litellm-proxy") else None
         if lp:

@@ -83,7 +83,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     shadow = ShadowRunner(config, upstreams, recorder, metrics, TextSimilarity(embedder))
     shadow.start()
     worker = start_worker(app.state.config_path, config)
-    proxy = Proxy(config, upstreams, recorder, metrics, limiter, routing, shadow)
+    telemetry = None
+    if config.telemetry.otlp_endpoint:  # imported only when asked for
+        from gateway.telemetry.exporter import SpanExporter
+
+        telemetry = SpanExporter(config, metrics)
+        telemetry.start()
+    proxy = Proxy(config, upstreams, recorder, metrics, limiter, routing, shadow, telemetry)
     app.state.slimgate = AppState(
         config=config,
         keys=KeyRing.from_env(config.server.api_keys_env),
@@ -119,6 +125,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await students.aclose()
         await upstreams.aclose()
         await session.close()
+        if telemetry is not None:
+            await telemetry.aclose()
         await recorder.close()
         await store.close()
         await limiter.aclose()

@@ -375,6 +375,28 @@ class WorkerConfig(_Strict):
     standby_poll_s: float = Field(2.0, gt=0)
 
 
+def _otlp_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value if parts.path.strip("/") else value.rstrip("/") + "/v1/traces"
+
+
+class TelemetryConfig(_Strict):
+    # OTLP/HTTP traces endpoint: a collector's base URL (http://collector:4318, /v1/traces is
+    # added) or the full traces URL. Unset: no spans, nothing on the request path.
+    otlp_endpoint: Annotated[str | None, AfterValidator(_otlp_url)] = None
+    protocol: Literal["http/protobuf", "http/json"] = "http/protobuf"
+    headers_env: str | None = None  # env var with "k=v,k2=v2" export headers (auth tokens)
+    service_name: str = Field("slimgate", min_length=1)  # resource attribute service.name
+    queue_size: int = Field(4096, ge=1)  # spans waiting to be sent; past it they are dropped
+    batch_size: int = Field(512, ge=1)  # spans per export request
+    interval_s: float = Field(2.0, gt=0)  # longest a span waits for its batch
+    timeout_s: float = Field(10.0, gt=0)  # per export request
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
@@ -384,6 +406,7 @@ class Config(_Strict):
     students: StudentsConfig = StudentsConfig()
     worker: WorkerConfig = WorkerConfig()
     policy: PolicyConfig = PolicyConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()  # [telemetry]: OpenTelemetry spans
 
     @model_validator(mode="after")
     def _check_models(self) -> Config:

@@ -84,6 +84,11 @@ class Metrics:
             "Exchanges not recorded (queue full or store failure); see docs/recording.md.",
             registry=r,
         )
+        self.telemetry_spans = Counter(
+            "slimgate_telemetry_spans",
+            "OpenTelemetry spans by outcome: exported, dropped (queue full), failed (export "
+            "refused or unreachable); see docs/telemetry.md.", ["outcome"], registry=r,
+        )
 
         self.task_assignments = Counter(
             "slimgate_task_assignments", "Requests assigned to a task, by how.", ["how"], registry=r

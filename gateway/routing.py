@@ -154,6 +154,11 @@ class RoutingTable:
             return ""
         return task_id if task_id in self._routes else "other"
 
+    def task(self, task_id: str | None) -> TaskRecord | None:
+        """The task as routed now (its stage and label), if known."""
+        r = self._routes.get(task_id or "")
+        return r.task if r else None
+
     def policy_for(self, task_id: str | None, label: str = "") -> TaskPolicy:
         r = self._routes.get(task_id or "")
         return r.policy if r else self._config.policy.for_task(task_id or "", label)

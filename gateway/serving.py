@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,6 +36,9 @@ from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
 from policies.contract import Violation, check_contract, request_pattern_problem
+
+if TYPE_CHECKING:
+    from gateway.telemetry.exporter import SpanExporter
 
 log = logging.getLogger("slimgate.serving")
 
@@ -172,8 +175,10 @@ class Proxy:
         limiter: RateLimiter,
         routing: RoutingTable,
         shadow: ShadowRunner,
+        telemetry: SpanExporter | None = None,
     ) -> None:
         self._config = config
+        self._telemetry = telemetry  # None unless [telemetry] otlp_endpoint is set
         self._upstreams = upstreams
         self._recorder = recorder
         self._metrics = metrics
@@ -205,6 +210,9 @@ class Proxy:
         self._metrics.latency.labels(*labels).observe(elapsed)
         if self._limiter.tpm:
             await self._settle(ex, ctx, status)
+        if self._telemetry is not None:
+            self._telemetry.submit(ex, ctx.headers.get("traceparent"),
+                                   self._routing.task(ex.task))
         if ctx.record:
             await self._recorder.submit(ex)
 

@@ -44,6 +44,7 @@ class FakeUpstream:
         self.headers: list[dict[str, str]] = []
         self.attempts: Counter[str] = Counter()
         self.record = True  # benchmarks switch this off
+        self.trace_posts = 0  # OTLP export requests received on /v1/traces
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -72,6 +73,7 @@ class FakeUpstream:
             app.router.add_post("/v1/embeddings", self._embeddings)
             app.router.add_post("/v1/responses", self._responses)
             app.router.add_post("/v1/messages", self._anthropic)
+            app.router.add_post("/v1/traces", self._traces)  # an OTLP sink for benchmarks
             self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -202,6 +204,11 @@ class FakeUpstream:
             await send({"object": "chat.completion.chunk", **head, "choices": [], "usage": usage})
         await resp.write(b"data: [DONE]\n\n")
         return resp
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        self.trace_posts += 1
+        await request.read()
+        return web.Response(status=200)
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = await self._read(request)
