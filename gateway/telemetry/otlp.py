@@ -7,6 +7,7 @@ what arrives with the official generated classes (`opentelemetry-proto`).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,12 @@ class Scope:
 
 # --- protobuf wire format -----------------------------------------------------------------
 
+_SMALL = [bytes([i]) for i in range(128)]  # tags and most lengths: one byte, made once
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 128:
+        return _SMALL[n]
     n &= (1 << 64) - 1  # int64 as two's complement, as protobuf writes negatives
     out = bytearray()
     while True:
@@ -79,10 +85,14 @@ def _any_value(v: AttrValue) -> bytes:
     return _len(1, v.encode())
 
 
+@functools.lru_cache(maxsize=256)
+def _key(key: str) -> bytes:
+    return _str(1, key)  # the same few attribute names in every span
+
+
 def _attributes(field_no: int, attrs: dict[str, AttrValue]) -> bytes:
     # KeyValue: key 1, value 2
-    return b"".join(_len(field_no, _str(1, k) + _len(2, _any_value(v)))
-                    for k, v in attrs.items())
+    return b"".join(_len(field_no, _key(k) + _len(2, _any_value(v))) for k, v in attrs.items())
 
 
 def _span(s: Span) -> bytes:
