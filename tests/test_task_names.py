@@ -22,6 +22,7 @@ from gateway.store.catalog import TaskRecord, get_task, list_tasks, upsert_task
 from gateway.store.migrations import connect
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.pg import store_table
 from tests.test_report import NOW, A, build_store
 
 ADMIN = "sk-admin-names-1"
@@ -107,15 +108,16 @@ def test_rediscovery_improves_term_labels_and_keeps_the_rest() -> None:
 
 
 @pytest.fixture
-def store_with_task(tmp_path: Path) -> tuple[Path, str]:
-    db = tmp_path / "slimgate.db"
-    con = connect(str(db))
+def store_with_task(tmp_path: Path, store_target: str) -> tuple[Path, str]:
+    """A store on each engine (SQLite, PostgreSQL) holding one task, and its config file."""
+    con = connect(store_target)
     upsert_task(con, TaskRecord(id="t-0123456789", label="hi, order, late", kind="text",
                                 info={"label_from": "terms"}))
     con.close()
+    key, value = next(iter(store_table(store_target).items()))
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'[store]\npath = "{db}"\n')
-    return cfg, str(db)
+    cfg.write_text(f'[store]\n{key} = "{value}"\n')
+    return cfg, store_target
 
 
 def test_cli_rename_is_kept_by_discovery_upserts(
