@@ -74,15 +74,38 @@ def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> in
     rows = list(chat_exchanges(con, newest=cfg.worker.max_discover_rows))
     if not rows:
         return 0
-    found = discover(rows, existing=list_tasks(con), embedder=embedder,
+    existing = list_tasks(con)
+    found = discover(rows, existing=existing, embedder=embedder,
                      min_task_examples=cfg.distill.min_task_requests,
                      namespace_of=cfg.server.task_namespace,
                      max_tasks_per_tenant=cfg.server.max_tasks_per_tenant)
+    if cfg.distill.name_tasks == "teacher":
+        name_new_tasks(con, cfg, found, rows, {t.id for t in existing})
     for task in found.tasks:
         upsert_task(con, task)
     if found.assignments:
         set_exchange_tasks(con, found.assignments)
     return len(found.tasks)
+
+
+def name_new_tasks(con: Connection, cfg: Config, found: Any, rows: list[dict[str, Any]],
+                   known: set[str]) -> None:
+    """Ask the teacher once for each new discovered task's name (`distill.name_tasks`)."""
+    from distill.task_labels import dedupe_labels
+    from distill.teacher_names import teacher_name
+
+    by_seq = {r["seq"]: r for r in rows}
+    mine: dict[str, list[dict[str, Any]]] = {}
+    for task_id, seq in found.assignments:
+        if task_id is not None and seq in by_seq:
+            mine.setdefault(task_id, []).append(by_seq[seq])
+    for task in found.tasks:
+        if task.id in known or task.explicit or task.id not in mine:
+            continue
+        name = teacher_name(con, cfg, task, mine[task.id])
+        if name is not None:
+            task.label, task.info["label_from"] = name, "teacher"
+    dedupe_labels(found.tasks)
 
 
 def curate_task(con: Connection, cfg: Config, task: TaskRecord) -> Curated:

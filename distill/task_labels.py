@@ -85,7 +85,7 @@ def _systems(picked: list[dict[str, Any]]) -> list[str]:
     return [s for s, _ in counts.most_common(5) if s.strip()]
 
 
-def _templates(c: Candidate, picked: list[dict[str, Any]]) -> list[str]:
+def recurring_instructions(picked: list[dict[str, Any]]) -> list[str]:
     """The instruction in the user turns, most used wording first: per request, its units
     (masked sentences and lines) that recur in at least a tenth of the task's requests, as
     a mined template's do; the instance's sentences do not recur."""
@@ -103,7 +103,7 @@ def instruction(c: Candidate, picked: list[dict[str, Any]]) -> str | None:
     from_system = common_label(_systems(picked))
     if c.split != "instruction" and from_system:
         return from_system
-    return common_label(_templates(c, picked)) or from_system
+    return common_label(recurring_instructions(picked)) or from_system
 
 
 def dedupe_labels(tasks: list[TaskRecord]) -> None:

@@ -286,6 +286,10 @@ class DistillConfig(_Strict):
     licences: list[str] = ["apache-2.0", "mit", "bsd-3-clause", "llama3", "gemma"]
     max_params: int = Field(8_000_000_000, ge=1)  # size cap for candidates
     scrub_kinds: list[str] | None = None  # None: every kind the scrubber knows
+    # How a new task is named: "mined" from its instruction, tools or schema; "teacher" also
+    # asks the teacher once for a 2-5 word name (masked prompt, no instance text), recorded.
+    name_tasks: Literal["mined", "teacher"] = "mined"
+    name_model: str | None = None  # the model asked; default: the one the task's requests named
     # Student kinds the pipeline may train, tried cheapest first where they fit the answers.
     student_kinds: list[Literal["encoder", "generative"]] = ["encoder", "generative"]
     candidates: list[CandidateConfig] = [
