@@ -16,13 +16,14 @@ from gateway.fingerprint import mask_variable
 MAX_WORDS = 8  # a label reads at a glance: about a dashboard column's width
 MAX_CHARS = 60
 # Words that say nothing about which task it is: a prompt made of these alone ("You are a
-# helpful assistant.") is no instruction, and the label looks further.
+# helpful assistant.", "Hi there!") is no instruction, and the label looks further.
 GENERIC = frozenset({
     "a", "an", "the", "you", "your", "are", "is", "be", "i", "we", "am", "as", "helpful",
     "harmless", "honest", "friendly", "useful", "smart", "expert", "assistant", "assistants",
     "ai", "language", "model", "models", "llm", "bot", "chatbot", "agent", "system", "large",
     "helper", "please", "always", "who", "that", "which", "can", "will", "do", "help", "helps",
-    "user", "users",
+    "user", "users", "hi", "hello", "hey", "there", "thanks", "thank", "dear", "good",
+    "morning", "afternoon", "evening", "team", "all", "everyone",
 })
 STOP = frozenset({
     "a", "an", "the", "of", "for", "to", "and", "or", "with", "in", "on", "by", "at", "as",

@@ -40,6 +40,7 @@ ADMIN = "sk-admin-names-1"
     ("Write a warm customer-service reply of 60-120 words for Blue Harbor Coffee.",
      "Write a warm customer-service reply"),
     ("You are a helpful assistant.", None),  # says nothing of a task
+    ("Hi there!\nThanks.", None),  # a greeting many users open with
     ("Today is 2025-03-01. Reply to ana@example.com about order 88231.", None),
 ])
 def test_instruction_label_names_the_task_from_its_first_clause(
