@@ -185,21 +185,28 @@ MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention: hourly is ample for
 
 
 def _gate_loop(cfg: Config, stop: threading.Event, lock: LeaderLock) -> None:
-    """Gate (and maintain the store) while this worker leads; a standby only waits."""
+    """Gate students and answer memories (and maintain the store) while this worker leads; a
+    standby only waits."""
+    from distill.memory import MemoryBook, memory_tick
+
     con: Connection | None = None
     maintained = 0.0
+    book = MemoryBook()  # the answer memory as this worker knows it (rebuilt on start)
     try:
         while not stop.is_set():
             try:
                 if lock.held and lock.check():  # a standby, or a leader that lost it, waits
                     con = con or connect(cfg.store)
                     apply_gates(con, cfg)
+                    memory_tick(con, cfg, book)
                     if time.time() - maintained >= MAINTAIN_EVERY_S:
                         maintained = time.time()
                         try:
                             maintain(con, cfg.store.retention_days)
                         except Exception:
                             log.exception("store maintenance failed")
+                else:
+                    book = MemoryBook()  # another leader may write meanwhile: read it afresh
             except Exception:
                 log.exception("gate pass failed")
             stop.wait(cfg.worker.gate_interval_s)
