@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from distill.curate import drop_reason
+from distill.worker import pooled_prefix
 from gateway.answer_memory import MEMORY_VERSION, memory_key
 from gateway.config import Config
 from gateway.store.catalog import TaskRecord, chat_exchanges, list_tasks
@@ -33,13 +34,12 @@ from gateway.store.memory import (
     stored_entries,
     write_scan,
 )
-from gateway.store.stages import live_evidence, live_prefix_agree
+from gateway.store.stages import live_evidence
 from gateway.store.texts import TextLookup, restore
 from gateway.task_ids import task_tenant
 from policies.compare import NotComparable, compare, texts_identical
 from policies.gate import Evidence, TaskState, decide
 from policies.memory import MAX_ENTRIES_PER_TASK, MEMORY_KINDS, answer_memorable
-from policies.sequential import checkpoints
 from policies.settings import TaskPolicy
 
 log = logging.getLogger("slimgate.memory")
@@ -183,9 +183,9 @@ def gate_memory(con: Connection, cfg: Config, track: TrackRecord, policy: TaskPo
     live = live_evidence(con, track.task, MEMORY_VERSION, since)
     observing = track.stage == "observe"
     prefix: tuple[int, ...] = ()
-    if track.stage == "shadow":
-        prefix = live_prefix_agree(con, track.task, MEMORY_VERSION, since,
-                                   checkpoints(live["live_n"], policy.min_live))
+    if track.stage in ("shadow", "canary"):
+        prefix = pooled_prefix(con, track.task, MEMORY_VERSION, track.stage, since,
+                               live["live_n"], policy.min_live, table="memory_changes")
     state = TaskState(stage=track.stage, step=track.step if track.stage == "canary" else None,  # type: ignore[arg-type]
                       stage_since=since, student_version=MEMORY_VERSION)
     evidence = Evidence(

@@ -28,10 +28,12 @@ from gateway.store.migrations import connect
 from gateway.store.retention import maintain
 from gateway.store.stages import (
     StageChange,
+    count_comparisons,
     live_evidence,
     live_prefix_agree,
     set_stage,
     set_student_status,
+    shadow_since,
 )
 from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
 from policies.sequential import checkpoints
@@ -79,6 +81,17 @@ def swap_in_shadow(con: Connection, task: TaskRecord, current: StudentRecord | N
     return change
 
 
+def pooled_prefix(con: Connection, task_id: str, version: int, stage: str, since: float,
+                  live_n: int, min_live: int, table: str = "stage_changes") -> tuple[int, ...]:
+    """The looks at a version's live evidence since it entered shadow (shadow's exit and each
+    canary step test these); in shadow that is the stage's own evidence."""
+    start = since
+    if stage == "canary":
+        start = shadow_since(con, task_id, version, table) or since
+        live_n = count_comparisons(con, task_id, version, start)
+    return live_prefix_agree(con, task_id, version, start, checkpoints(live_n, min_live))
+
+
 def gate_task(
     con: Connection, cfg: Config, task: TaskRecord, now: float
 ) -> StageChange | None:
@@ -95,9 +108,9 @@ def gate_task(
     prefix: tuple[int, ...] = ()
     if student is not None and task.stage != "observe":
         live = live_evidence(con, task.id, student.version, since)
-        if task.stage == "shadow":
-            prefix = live_prefix_agree(con, task.id, student.version, since,
-                                       checkpoints(live["live_n"], policy.min_live))
+        if task.stage in ("shadow", "canary"):
+            prefix = pooled_prefix(con, task.id, student.version, task.stage, since,
+                                   live["live_n"], policy.min_live)
     state = TaskState(
         stage=task.stage,  # type: ignore[arg-type]
         step=task.step if task.stage == "canary" else None,
