@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,12 @@ from gateway.store.texts import TextLookup, restore
 from gateway.task_ids import task_tenant
 from policies.compare import NotComparable, compare, texts_identical
 from policies.gate import Evidence, TaskState, decide
-from policies.memory import MAX_ENTRIES_PER_TASK, MEMORY_KINDS, answer_memorable
+from policies.memory import (
+    MAX_ENTRIES_PER_TASK,
+    MEMORY_KINDS,
+    answer_memorable,
+    forms_label_set,
+)
 from policies.settings import TaskPolicy
 
 log = logging.getLogger("slimgate.memory")
@@ -98,6 +104,18 @@ class MemoryBook:
         for mem in self._tasks.values():
             for key in [k for k, v in mem.answers.items() if v[2] < cutoff]:
                 del mem.answers[key]
+
+    def why_not(self, task: TaskRecord) -> str | None:
+        """Why what this task's memory holds may not be served, or None: short answers
+        that are no label set are facts (policies.memory.forms_label_set)."""
+        if task.kind != "label":
+            return None
+        mem = self._tasks.get(task.id)
+        counts = list(Counter(v[0] for v in mem.answers.values()).values()) if mem else []
+        if forms_label_set(counts):
+            return None
+        return (f"{len(counts)} distinct answers to {sum(counts)} requests are no label set: "
+                "facts the requests do not hold are never remembered")
 
     def scan(self, con: Connection, cfg: Config, task: TaskRecord, track: TrackRecord,
              now: float) -> int:
@@ -232,6 +250,13 @@ def memory_tick(con: Connection, cfg: Config, book: MemoryBook,
                 track = memory_tracks(con)[task.id]
             book.scan(con, cfg, task, track, now)
             track = memory_tracks(con)[task.id]
+            unfit = book.why_not(task)
+            if unfit is not None:
+                if track.stage != "observe":
+                    set_memory_stage(con, track, "observe", 0, now=now, evidence={},
+                                     reason=f"answer memory: {unfit}")
+                    changes.append(f"{task.id}: {unfit}")
+                continue
             change = gate_memory(con, cfg, track, policy, now)
         except Exception:
             log.exception("answer memory of task %s failed", task.id)

@@ -20,6 +20,13 @@ ANSWER_FIELDS = ("tool_choice", "parallel_tool_calls", "max_tokens", "max_comple
                  "stop", "reasoning_effort", "modalities", "audio", "prediction")
 
 MAX_ENTRIES_PER_TASK = 50_000  # a cap on memory per task (~a few MB); older keys stay out
+# A "label" task's answers must be a label set for it to be remembered: at least this share
+# of its requests answered with an answer some other request got too. A judgement, checked
+# on the loop benchmark's public data: SNIPS intents (7 labels) are at ~1.0 from 20
+# requests; FreshQA's short factual answers (each question its own answer; discovery calls
+# them "label" for their length) at ~0.05. A 77-class set reaches 0.5 by ~100 requests.
+LABEL_SET_MIN_SHARED = 0.5
+LABEL_SET_MIN_REQUESTS = 20  # fewer remembered requests say nothing either way: wait
 
 
 def request_servable(body: dict[str, Any]) -> bool:
@@ -43,3 +50,14 @@ def answer_memorable(kind: str, finish_reason: str | None, message: dict[str, An
     if message.get("refusal"):
         return False
     return bool(message.get("tool_calls")) or bool(message.get("content"))
+
+
+def forms_label_set(answer_counts: list[int]) -> bool:
+    """Whether short answers are a label set: `answer_counts[i]` is how many remembered
+    requests got the i-th distinct answer. Answers each request has alone are facts the
+    request does not hold (free text in a label's length), never remembered."""
+    total = sum(answer_counts)
+    if total < LABEL_SET_MIN_REQUESTS:
+        return False
+    shared = sum(c for c in answer_counts if c > 1)
+    return shared / total >= LABEL_SET_MIN_SHARED

@@ -177,6 +177,32 @@ def _add_task(con: Any) -> None:
                 (info, time.time(), time.time()))
 
 
+@pytest.mark.parametrize("labels", [True, False])
+def test_short_answers_are_remembered_only_as_a_label_set(
+        tmp_path: Path, fresh_upstream: FakeUpstream, labels: bool) -> None:
+    # FreshQA-like: each question its own short answer (a fact the request does not hold).
+    cfg = gateway_config(tmp_path, fresh_upstream, policy=POLICY)
+    add_task(cfg.store.path, "observe", kind="label")
+    con = connect(cfg.store.path)
+    for i in range(40):
+        for _ in range(2):
+            _record(con, order(i), ("positive", "negative")[i % 2] if labels else f"fact {i}",
+                    time.time())
+    changes = memory_tick(con, cfg, MemoryBook())
+    stage = memory_tracks(con)["t-orders"].stage
+    con.close()
+    assert stage == ("shadow" if labels else "observe"), changes
+
+
+def test_forms_label_set() -> None:
+    from policies.memory import forms_label_set
+
+    assert forms_label_set([12, 10, 3])  # three intents
+    assert not forms_label_set([1] * 30)  # each request its own answer
+    assert not forms_label_set([5, 5])  # too few requests to tell
+    assert not forms_label_set([2] * 5 + [1] * 25)
+
+
 @pytest.mark.parametrize("kind", ["text"])
 def test_free_text_rows_are_never_learnt(tmp_path: Path, fresh_upstream: FakeUpstream,
                                          kind: str) -> None:
