@@ -276,3 +276,18 @@ def test_cli_reports_counts_and_bad_lines_with_exit_codes(
     assert main(["traces", "import", "--config", str(tmp_path / "c.toml"),
                  str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_report_counts_imported_history_only_when_asked(tmp_path: Path) -> None:
+    from gateway.report import build_report
+
+    cfg = config(tmp_path)
+    import_traces(cfg, [write(tmp_path / "ft.jsonl", [ft("one"), ft("two"), ft("three")])])
+    con = connect(cfg.store)
+    con.execute("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
+                "stream, status) VALUES ('live-1', ?, 'chat/completions', 'm', 'teacher', 0, "
+                "200)", (1e9,))
+    con.close()
+    live = build_report(cfg.store, since=0.0)
+    assert (live["totals"]["requests"], live["totals"]["imported_exchanges"]) == (1, 3)
+    assert build_report(cfg.store, since=0.0, imported=True)["totals"]["requests"] == 4

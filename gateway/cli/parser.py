@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON instead")
     s.add_argument("--since", help="only traffic since: unix seconds, or 90m / 24h / 7d back")
     s.add_argument("--worst", type=int, default=10, help="worst disagreements shown per task")
+    s.add_argument("--imported", action="store_true", help="count history brought in by "
+                   "`traces import` as traffic too")
 
     s = command("traces", "export recorded teacher answers, or import existing ones",
                 store.traces)

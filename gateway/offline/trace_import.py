@@ -36,6 +36,7 @@ from gateway.offline.import_formats import (
     read_pairs,
 )
 from gateway.store.columns import EXCHANGE_COLUMNS, TEXT_COLUMNS, TEXT_UPSERT
+from gateway.store.db import dialect
 from gateway.store.migrations import connect
 from gateway.store.recorder import Exchange, Recorder
 from gateway.store.texts import TextWriter
@@ -45,6 +46,7 @@ from gateway.task_ids import scoped_task
 BAD_SHOWN = 20  # bad lines quoted in the report; all are counted
 _INSERT = (f"INSERT INTO exchanges ({', '.join(EXCHANGE_COLUMNS)}) VALUES "
            f"({', '.join('?' for _ in EXCHANGE_COLUMNS)})")
+_COPY = f"COPY exchanges ({', '.join(EXCHANGE_COLUMNS)}) FROM STDIN"
 _INSERT_TEXT = (f"INSERT INTO texts ({', '.join(TEXT_COLUMNS)}) VALUES (?, ?, ?, ?) "
                 f"{TEXT_UPSERT}")
 
@@ -217,13 +219,7 @@ class _Writer:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        ids = [e.request_id for e, _ in pending]
-        stored: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            stored.update(r[0] for r in self._con.execute(
-                f"SELECT request_id FROM exchanges WHERE request_id IN "
-                f"({', '.join('?' for _ in chunk)})", chunk))
+        stored = _stored_ids(self._con, [e.request_id for e, _ in pending])
         rows, bodies = [], dict[str, str]()
         for exchange, ex in pending:
             if exchange.request_id in stored:
@@ -242,17 +238,46 @@ class _Writer:
         if not rows:
             return
         text_rows = self._texts.rows(bodies)
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
-            if text_rows:  # before the exchanges that refer to them
-                self._con.executemany(_INSERT_TEXT, text_rows)
-            self._con.executemany(_INSERT, rows)
-            self._con.execute("COMMIT")
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
+        _write(self._con, text_rows, rows)
         self._texts.written(text_rows)
         self._report.written += len(rows)
+
+
+def _stored_ids(con: Any, ids: list[str]) -> set[str]:
+    """Which of `ids` the store holds already (what makes a second import add nothing)."""
+    if dialect(con) == "postgres":  # one array parameter: planned once, not per id
+        return {r[0] for r in con.raw.execute(
+            "SELECT request_id FROM exchanges WHERE request_id = ANY(%s)", (ids,))}
+    stored: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        stored.update(r[0] for r in con.execute(
+            f"SELECT request_id FROM exchanges WHERE request_id IN "
+            f"({', '.join('?' for _ in chunk)})", chunk))
+    return stored
+
+
+def _write(con: Any, text_rows: list[tuple[Any, ...]], rows: list[tuple[Any, ...]]) -> None:
+    """Static texts, then the exchanges that refer to them: one transaction."""
+    if dialect(con) == "postgres":
+        raw = con.raw
+        with raw.transaction():
+            if text_rows:
+                con.executemany(_INSERT_TEXT, text_rows)
+            with raw.cursor() as cur, cur.copy(_COPY) as copy:  # as the gateway's writer does
+                for row in rows:  # PostgreSQL text holds no NUL (JSON bodies escape it)
+                    copy.write_row([v.replace("\x00", "\\u0000") if isinstance(v, str)
+                                    else v for v in row])
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if text_rows:
+            con.executemany(_INSERT_TEXT, text_rows)
+        con.executemany(_INSERT, rows)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 __all__ = ["FORMATS", "ImportReport", "TraceImportError", "import_key_id", "import_traces"]
