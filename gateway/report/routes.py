@@ -72,6 +72,7 @@ async def dashboard(
     worst: Worst = 10,
     buckets: Buckets = 40,
     refresh: Annotated[int, Query(ge=0, le=3600, description="reload every N s; 0: never")] = 60,
+    imported: Imported = False,
 ) -> Response:
     if key is not None:  # a browser logging in: set the cookie, drop the key from the URL
         auth = admin_auth(request)
@@ -85,7 +86,7 @@ async def dashboard(
         )
         return response
     require_admin(request)
-    options = _options(request, since, worst, buckets)
+    options = _options(request, since, worst, buckets, imported)
     page = await asyncio.to_thread(
         lambda: render_html(build_report(**options), refresh_seconds=refresh or None)
     )
