@@ -291,3 +291,24 @@ def test_the_report_counts_imported_history_only_when_asked(tmp_path: Path) -> N
     live = build_report(cfg.store, since=0.0)
     assert (live["totals"]["requests"], live["totals"]["imported_exchanges"]) == (1, 3)
     assert build_report(cfg.store, since=0.0, imported=True)["totals"]["requests"] == 4
+
+
+def test_what_traces_export_writes_imports_into_another_store_unchanged(tmp_path: Path) -> None:
+    from gateway.offline.traces import export_traces
+
+    first = config(tmp_path, str(tmp_path / "a.db"))
+    system = "You sort support tickets for the help desk. " * 10  # cut to `texts` and restored
+    line = {"messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": "charged twice"},
+                         {"role": "assistant", "content": "billing"}], "tools": TOOLS}
+    import_traces(first, [write(tmp_path / "ft.jsonl", [line, ft("crash", "bug")])])
+    assert export_traces(first.store, tmp_path / "export.jsonl") == 2
+    second = config(tmp_path, str(tmp_path / "b.db"))
+    report = import_traces(second, [str(tmp_path / "export.jsonl")])
+    assert report.formats == {str(tmp_path / "export.jsonl"): "slimgate"} and report.written == 2
+
+    def pairs(cfg: Config) -> list[tuple[bytes, bytes]]:
+        return sorted((orjson.dumps(r["request"], option=orjson.OPT_SORT_KEYS),
+                       orjson.dumps(answer(r))) for r in stored(cfg))
+
+    assert pairs(first) == pairs(second)

@@ -9,10 +9,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.cli.process_commands import load
-from gateway.offline.trace_import import FORMATS, ImportReport, TraceImportError, import_traces
-from gateway.report.terminal import wide_console
+
+if TYPE_CHECKING:  # the verbs import their modules when run, so `--help` stays light
+    from gateway.offline.trace_import import ImportReport
 
 
 class _Progress:
@@ -43,6 +45,9 @@ class _Progress:
 
 
 def traces_import(args: argparse.Namespace) -> int:
+    from gateway.offline.trace_import import FORMATS, TraceImportError, import_traces
+    from gateway.report.terminal import wide_console
+
     config = load(args)
     show = _Progress() if args.progress or sys.stderr.isatty() else None
     started = time.perf_counter()
