@@ -203,6 +203,11 @@ MIGRATIONS: list[str] = [
         evidence      TEXT NOT NULL
     );
     """,
+    # 9: where an exchange came from: NULL for live traffic, "import:<format>" for history
+    # brought in by `slimgate traces import` (reports count live traffic only by default)
+    """
+    ALTER TABLE exchanges ADD COLUMN source TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
