@@ -108,7 +108,8 @@ def _record(con: Connection, cfg: Config, task: TaskRecord, body: dict[str, Any]
     m = cfg.model(upstream) if upstream else None
     cost = CostTable().estimate(m.upstream_model, prompt, completion) if m and resp else None
     keep = cfg.store.record_requests
-    row = {
+    row: dict[str, Any] = dict.fromkeys(EXCHANGE_COLUMNS)  # columns not named here: NULL
+    row |= {
         "request_id": f"name-{task.id}-{os.urandom(4).hex()}", "created_at": started,
         "key_id": None, "endpoint": ENDPOINT, "model": body["model"], "upstream": upstream,
         "backend": "teacher", "task": None, "stream": 0,

@@ -28,10 +28,12 @@ from gateway.store.migrations import connect
 from gateway.store.retention import maintain
 from gateway.store.stages import (
     StageChange,
+    count_comparisons,
     live_evidence,
     live_prefix_agree,
     set_stage,
     set_student_status,
+    shadow_since,
 )
 from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
 from policies.sequential import checkpoints
@@ -79,6 +81,17 @@ def swap_in_shadow(con: Connection, task: TaskRecord, current: StudentRecord | N
     return change
 
 
+def pooled_prefix(con: Connection, task_id: str, version: int, stage: str, since: float,
+                  live_n: int, min_live: int, table: str = "stage_changes") -> tuple[int, ...]:
+    """The looks at a version's live evidence since it entered shadow (shadow's exit and each
+    canary step test these); in shadow that is the stage's own evidence."""
+    start = since
+    if stage == "canary":
+        start = shadow_since(con, task_id, version, table) or since
+        live_n = count_comparisons(con, task_id, version, start)
+    return live_prefix_agree(con, task_id, version, start, checkpoints(live_n, min_live))
+
+
 def gate_task(
     con: Connection, cfg: Config, task: TaskRecord, now: float
 ) -> StageChange | None:
@@ -95,9 +108,9 @@ def gate_task(
     prefix: tuple[int, ...] = ()
     if student is not None and task.stage != "observe":
         live = live_evidence(con, task.id, student.version, since)
-        if task.stage == "shadow":
-            prefix = live_prefix_agree(con, task.id, student.version, since,
-                                       checkpoints(live["live_n"], policy.min_live))
+        if task.stage in ("shadow", "canary"):
+            prefix = pooled_prefix(con, task.id, student.version, task.stage, since,
+                                   live["live_n"], policy.min_live)
     state = TaskState(
         stage=task.stage,  # type: ignore[arg-type]
         step=task.step if task.stage == "canary" else None,
@@ -185,21 +198,28 @@ MAINTAIN_EVERY_S = 3600.0  # partitions ahead and retention: hourly is ample for
 
 
 def _gate_loop(cfg: Config, stop: threading.Event, lock: LeaderLock) -> None:
-    """Gate (and maintain the store) while this worker leads; a standby only waits."""
+    """Gate students and answer memories (and maintain the store) while this worker leads; a
+    standby only waits."""
+    from distill.memory import MemoryBook, memory_tick
+
     con: Connection | None = None
     maintained = 0.0
+    book = MemoryBook()  # the answer memory as this worker knows it (rebuilt on start)
     try:
         while not stop.is_set():
             try:
                 if lock.held and lock.check():  # a standby, or a leader that lost it, waits
                     con = con or connect(cfg.store)
                     apply_gates(con, cfg)
+                    memory_tick(con, cfg, book)
                     if time.time() - maintained >= MAINTAIN_EVERY_S:
                         maintained = time.time()
                         try:
                             maintain(con, cfg.store.retention_days)
                         except Exception:
                             log.exception("store maintenance failed")
+                else:
+                    book = MemoryBook()  # another leader may write meanwhile: read it afresh
             except Exception:
                 log.exception("gate pass failed")
             stop.wait(cfg.worker.gate_interval_s)

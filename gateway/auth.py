@@ -40,6 +40,11 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self._hashes)
 
+    @property
+    def key_ids(self) -> list[str]:
+        """The key ids (what the store records) of the known keys."""
+        return [h.hex()[:12] for h in self._hashes]
+
     def check(self, authorization: str | None) -> str | None:
         """Return the key id for a valid `Authorization: Bearer` header, else raise 401."""
         if not self.enabled:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gateway.answer_memory import MEMORY_VERSION, AnswerMemory
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.store.base import Store
@@ -71,6 +72,8 @@ class RoutingTable:
         self._wake = asyncio.Event()  # set by a notification: refresh now, not at the timeout
         self.notified = 0  # task-change notifications heard (PostgreSQL)
         self._secret: bytes | None = None  # keys the sampling hashes; read from the store
+        # The teacher's answers to exact repeats, per task (forgotten with the store's rows).
+        self.memory = AnswerMemory(config.store.retention_days)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="slimgate-routing-refresh")
@@ -105,6 +108,7 @@ class RoutingTable:
     async def refresh(self) -> None:
         if self._secret is None:
             self._secret = await self._store.secret("sampling")
+        await self.memory.refresh(self._store)
         rows = await self._store.tasks()
         tasks = [task_from_row(r) for r in rows]
         # Every stage change bumps updated_at; a student's status changes only beside one.
@@ -124,7 +128,7 @@ class RoutingTable:
             if t.student_version and (t.stage in SERVING_STAGES or policy.pin == "student"):
                 wanted.add((t.id, t.student_version))
         self._routes = routes
-        self.any_serving = any(t.stage in SERVING_STAGES for t in tasks)
+        self.any_serving = any(t.stage in SERVING_STAGES for t in tasks) or self.memory.serving
         self.assigner = TaskAssigner.from_tasks(tasks, embedder=self._embedder.get)
         await self._students.retain(wanted)
         # Models are loaded now, in the background, not by the first request that needs one.
@@ -181,6 +185,9 @@ class RoutingTable:
             # pin), it serves no client until the gate has promoted it (status "passed").
             stage = "shadow" if stage in SERVING_STAGES else "observe"
             policy = replace(policy, pin=None)
+        remembered = self._from_memory(r, body, headers, request_id)
+        if remembered is not None:
+            return remembered
         version = t.student_version
         student = None
         if version and (stage in SERVING_STAGES or policy.pin == "student"):
@@ -192,6 +199,27 @@ class RoutingTable:
                               request_id=request_id, has_student=student is not None,
                               secret=self._secret or b"")
         return Decision(t.id, decision, version, student, policy.record, t.kind)
+
+    def _from_memory(self, r: TaskRoute, body: dict[str, Any], headers: Mapping[str, str],
+                     request_id: str) -> Decision | None:
+        """The answer memory's decision, where its stage gives it this request and it holds
+        the answer: it answers first, before the task's student or teacher."""
+        track = self.memory.track(r.task.id)
+        policy = r.policy
+        if (track is None or track.stage not in CLIENT_STAGES or policy.pin is not None
+                or not policy.answer_memory):
+            return None
+        key = (sticky_key(body, headers, policy.sticky, request_id) if track.stage == "canary"
+               else request_id)
+        decision = route_task(replace(policy, shadow_rate=0.0), stage=track.stage,
+                              step=track.step, sticky_key=key, request_id=request_id,
+                              has_student=True, secret=self._secret or b"")
+        if decision.serve != "student":
+            return None
+        answer = self.memory.lookup(r.task.id, r.task.kind, body)
+        if answer is None:
+            return None
+        return Decision(r.task.id, decision, MEMORY_VERSION, answer, policy.record, r.task.kind)
 
     async def aclose(self) -> None:
         for task in (self._task, self._listener):

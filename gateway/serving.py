@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.answer_memory import MEMORY_VERSION
 from gateway.config import Config, ModelConfig
 from gateway.errors import (
     GatewayError,
@@ -310,7 +311,8 @@ class Proxy:
         student_ms = (time.perf_counter() - started) * 1000
         resp["model"] = body["model"]
         ex.backend = ctx.backend = "student"
-        ex.upstream = f"student:{decision.task}:v{decision.version}"
+        ex.upstream = (f"memory:{decision.task}" if decision.version == MEMORY_VERSION
+                       else f"student:{decision.task}:v{decision.version}")
         ex.response = resp
         if decision.route.audit and ctx.record:  # a task excluded from recording stores nothing
             self._shadow.submit(Job(

@@ -2,8 +2,9 @@
 
 observe → shadow → canary (each step) → primary, gated on the Wilson lower bound of
 agreement over enough comparisons; a near miss (held-out upper bound at the bar) enters
-shadow too, and shadow is left on held-out and live evidence pooled, tested only where live
-evidence doubles (policies/sequential.py). Any later stage rolls back to observe when the
+shadow too, and shadow is left — and each canary step passed — on held-out and live evidence
+pooled since the version entered shadow, tested only where live evidence doubles
+(policies/sequential.py). Any later stage rolls back to observe when the
 live upper bound falls below the bar, or the student falls back, fails or lags too often.
 """
 
@@ -43,8 +44,9 @@ class Evidence:
     fallbacks: int = 0  # of those, answers replaced by the teacher (contract violations)
     student_errors: int = 0  # of those, student failures (crash, timeout)
     student_p95_ms: float | None = None  # p95 latency of student-served requests
-    # In shadow: agreements among the first min_live·2^k live comparisons, one per checkpoint
-    # reached (policies.sequential.checkpoints); shadow's exit is tested on these alone.
+    # In shadow and canary: agreements among the first min_live·2^k live comparisons since
+    # this version entered shadow, one per checkpoint reached (policies.sequential
+    # .checkpoints); shadow's exit and each canary step are tested on these looks.
     live_prefix_agree: tuple[int, ...] = ()
 
 
@@ -183,14 +185,32 @@ def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float)
         if leave.passed is None:
             return hold(_shadow_missing(evidence, policy, leave))
         return verdict("promote", *_next(state, policy), f"{_pooled(leave.passed)} ≥ {bar:.2f}")
-    missing = _needs(evidence.live_n, policy.canary_min_comparisons, "live", num["live_lower"],
-                     bar)
+    # A canary step watches the student at its share (its own comparisons, its time, the
+    # rollback triggers above); whether it is good enough is the version's whole evidence
+    # since it entered shadow, tested at the same alpha-spent looks as shadow's exit: the
+    # newest look reached must still pass, so agreement sliding below the bar holds it.
+    look = shadow_exit(evidence.heldout_agree, evidence.heldout_n, evidence.live_prefix_agree,
+                       policy.min_live, bar, policy.confidence).last
+    missing = []
+    if evidence.live_n < policy.canary_min_comparisons:
+        missing.append(f"needs {policy.canary_min_comparisons} live comparisons at this step, "
+                       f"has {evidence.live_n}")
     if num["seconds_in_stage"] < policy.canary_min_seconds:
         missing.append(f"needs {policy.canary_min_seconds:.0f} s at this step, "
                        f"has {num['seconds_in_stage']:.0f} s")
+    if look is None:
+        missing.append(f"no look at {policy.min_live} live comparisons since shadow yet")
+    else:
+        num.update(look=look.k + 1, look_live_n=look.live_n, look_confidence=look.confidence,
+                   pooled_n=look.n, pooled_agree=look.agree, pooled_lower=look.lower,
+                   pooled_upper=look.upper)
+        if look.lower < bar:
+            missing.append(f"{_pooled(look)} < {bar:.2f}")
     if missing:
         return hold(missing)
-    return verdict("promote", *_next(state, policy), f"{live} ≥ {bar:.2f}")
+    assert look is not None
+    return verdict("promote", *_next(state, policy),
+                   f"{_pooled(look)} ≥ {bar:.2f}; {live} at this step")
 
 
 def _pooled(look: Look) -> str:

@@ -61,6 +61,7 @@ class _Tunables(_Strict):
     retrain_on_drift: bool | None = None  # retrain when live agreement fails but held-out passed
     # routing
     sticky: Sticky | None = None  # what keeps requests on one backend within a canary step
+    answer_memory: bool | None = None  # serve the teacher's answer again to exact repeats
 
 
 class TaskOverride(_Tunables):
@@ -95,6 +96,8 @@ class PolicyConfig(_Strict):
     retrain_growth: Growth = 0.5  # retrain when clean data grew by this fraction
     retrain_on_drift: bool = True  # retrain when live agreement fails but held-out passed
     sticky: Sticky = "conversation"  # what keeps requests on one backend within a canary step
+    # Structured tasks only, gated like a student (docs/policies.md, "The answer memory").
+    answer_memory: bool = True  # serve the teacher's answer again to exact repeats
     tasks: list[TaskOverride] = []  # per-task overrides, first match wins
 
     def override_for(self, task_id: str, label: str = "") -> TaskOverride | None:
@@ -143,6 +146,7 @@ class TaskPolicy:
     retrain_growth: float
     retrain_on_drift: bool
     sticky: Sticky
+    answer_memory: bool = True
     pin: Pin | None = None
     record: bool = True
     matched: str | None = None  # the `match` of the override applied, for logs

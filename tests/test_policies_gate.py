@@ -39,7 +39,9 @@ def test_full_walk_from_observe_to_primary() -> None:
 
 def test_promotion_reason_carries_the_numbers() -> None:
     v = decide(state("canary", 1), GOOD, POLICY, now=100.0)
-    assert v.reason == ("live agreement 0.99 [0.95, 1.00] over 120 comparisons ≥ 0.90: "
+    assert v.reason == ("held-out + live agreement 0.990 [0.952, 0.998] over 200 comparisons "
+                        "(100 held-out + first 100 live; look 2 at confidence 0.9875) ≥ 0.90; "
+                        "live agreement 0.99 [0.95, 1.00] over 120 comparisons at this step: "
                         "canary 25% → canary 50%")
     assert v.evidence["live_n"] == 120 and v.evidence["live_lower"] == pytest.approx(0.954, 1e-3)
     assert v.evidence["seconds_in_stage"] == 100.0 and v.evidence["min_agreement"] == 0.9
@@ -80,7 +82,20 @@ def test_canary_step_lasts_its_minimum_time() -> None:
 
 def test_canary_needs_its_own_comparisons() -> None:
     v = decide(state("canary", 0), Evidence(live_n=20, live_agree=20), POLICY, now=1e6)
-    assert v.action == "hold" and "needs 30 live comparisons, has 20" in v.reason
+    assert v.action == "hold" and "needs 30 live comparisons at this step, has 20" in v.reason
+
+
+def test_a_canary_step_is_judged_on_the_versions_evidence_since_shadow() -> None:
+    # 30 of 30 at this step alone has a lower bound of 0.886: the step's own count is only a
+    # watch; the version's looks since it entered shadow decide, so it moves on...
+    pooled = Evidence(heldout_n=35, heldout_agree=35, live_n=30, live_agree=30,
+                      live_prefix_agree=(50, 100))
+    assert decide(state("canary", 0), pooled, POLICY, now=1e6).action == "promote"
+    # ...and a version whose newest look slid under the bar holds, however good the step.
+    sliding = Evidence(heldout_n=35, heldout_agree=35, live_n=30, live_agree=30,
+                       live_prefix_agree=(50, 100, 170))
+    v = decide(state("canary", 0), sliding, POLICY, now=1e6)
+    assert v.action == "hold" and "look 3" in v.reason and "< 0.90" in v.reason
 
 
 def test_no_canary_steps_goes_from_shadow_to_primary() -> None:

@@ -2,9 +2,10 @@
 
 `serve` runs the gateway (and, by default, the distill worker beside it); `worker` runs the
 loop alone; `distill` runs one pass; `tasks`, `report` and the operator overrides read and
-change the store; `replay-teacher`, `traces export` and `demo` are for offline runs.
+change the store; `replay-teacher`, `traces` and `demo` are for offline runs; `traces import`
+and `config from-litellm` bring a team's history and setup in.
 Each verb's function lives in `process_commands.py` (verbs that run a process) or
-`store_commands.py` (verbs that read or change the store).
+`store_commands.py` (verbs that read or change the store) or `migrate_commands.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from gateway.cli import migrate_commands as migrate
 from gateway.cli import process_commands as proc
 from gateway.cli import store_commands as store
 
@@ -73,12 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON instead")
     s.add_argument("--since", help="only traffic since: unix seconds, or 90m / 24h / 7d back")
     s.add_argument("--worst", type=int, default=10, help="worst disagreements shown per task")
+    s.add_argument("--imported", action="store_true", help="count history brought in by "
+                   "`traces import` as traffic too")
 
-    s = command("traces", "export recorded teacher answers as JSONL traces", store.traces)
-    s.add_argument("action", choices=["export"])
-    s.add_argument("--out", required=True, help="JSONL file to write")
-    s.add_argument("--task", help="only this task id")
-    s.add_argument("--model", help="only this requested model")
+    s = command("traces", "export recorded teacher answers, or import existing ones",
+                store.traces)
+    actions = s.add_subparsers(dest="action", required=True)
+    e = actions.add_parser("export", help="write recorded teacher answers as JSONL traces")
+    e.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+    e.add_argument("--out", required=True, help="JSONL file to write")
+    e.add_argument("--task", help="only this task id")
+    e.add_argument("--model", help="only this requested model")
+    i = actions.add_parser(
+        "import", help="record existing exchanges as teacher traffic (docs/migrating.md)",
+        description="Record exchanges from slimgate traces, {request, response} pairs, OpenAI "
+                    "fine-tuning JSONL or OpenAI Batch API input + output files.")
+    i.set_defaults(func=migrate.traces_import)
+    i.add_argument("files", nargs="+", metavar="FILE", help="JSONL files (format per file)")
+    i.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+    i.add_argument("--tenant", help="the tenant (server.tenants) or, without tenants, the key "
+                   "id the history belongs to")
+    i.add_argument("--model", help="model name recorded where a request names none "
+                   "(fine-tuning lines; default: imported)")
+    i.add_argument("--progress", action="store_true", help="show progress on stderr even "
+                   "when it is not a terminal")
+    s = command("config", "convert another gateway's config", migrate.config_from_litellm,
+                config=False)
+    s.add_argument("action", choices=["from-litellm"])
+    s.add_argument("file", help="LiteLLM proxy config (YAML) with a model_list")
+    s.add_argument("--out", help="TOML file to write (default: standard output)")
 
     s = command("replay-teacher", "serve recorded answers as an OpenAI-compatible teacher",
                 proc.replay_teacher, config=False,

@@ -150,7 +150,7 @@ def report(args: argparse.Namespace) -> int:
     from gateway.report.terminal import print_report
 
     built = build_report(config.store, since=parse_since(args.since), worst=args.worst,
-                          **policy_numbers(config))
+                          imported=args.imported, **policy_numbers(config))
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(render_html(built))

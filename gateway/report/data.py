@@ -40,7 +40,8 @@ _BUCKETS = {  # the time bucket of a row, 0 .. buckets-1 (SQLite's CAST truncate
 _ROWS = """
 CREATE TEMP TABLE report_rows AS
 SELECT task, {bucket} AS b, backend, fallback, status, latency_ms, cost_usd, api,
-       COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) AS tokens
+       COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0) AS tokens,
+       CASE WHEN source IS NULL THEN 0 ELSE 1 END AS imported
 FROM exchanges WHERE created_at >= ?
 """
 _STUDENT_SERVED = count_if("backend = 'student'")
@@ -100,12 +101,15 @@ def build_report(
     buckets: int = 40,
     policy: Any | None = None,
     now: float | None = None,
+    imported: bool = False,
 ) -> dict[str, Any]:
     """The whole report for `store`: a `StoreConfig`, a SQLite path or a PostgreSQL URL.
 
     `since` (unix seconds) limits live data (exchanges, comparisons, audit log) to a window
     ending `now`; held-out evaluations describe a student and are never windowed. `policy`,
     a `PolicyConfig`, overrides the gate numbers per task through its `for_task`.
+    History brought in by `slimgate traces import` is counted as traffic only with
+    `imported`; `totals.imported_exchanges` says how much there is either way.
     """
     started = time.perf_counter()
     target = store if isinstance(store, str) else store.target
@@ -118,7 +122,7 @@ def build_report(
         con.execute("BEGIN")  # one snapshot for every query; writers are never blocked (WAL)
         end = time.time() if now is None else now
         win = _Window(since if since is not None else _first_time(con, end), end, buckets)
-        data = _load(con, win)
+        data = _load(con, win, imported)
         rows = []
         for t in list_tasks(con):
             gate = _gate(t, policy, min_agreement, confidence, canary_steps)
@@ -133,8 +137,9 @@ def build_report(
         "window": {"since": since, "start": win.start, "end": end, "buckets": buckets,
                    "bucket_seconds": win.width, "series": "cumulative per student version"},
         "settings": {"min_agreement": min_agreement, "confidence": confidence,
-                     "canary_steps": list(canary_steps), "worst": worst},
-        "totals": _totals(data.exchanges, rows),
+                     "canary_steps": list(canary_steps), "worst": worst,
+                     "imported_counted": imported},
+        "totals": _totals(data.exchanges, rows) | {"imported_exchanges": data.imported},
         "tasks": rows,
         "audit_log": [_change(c, steps.get(c.task, canary_steps))
                       for c in data.changes if c.at >= win.start],
@@ -218,10 +223,15 @@ class _Loaded:
     count_by_task: dict[str, int] = field(default_factory=dict)
     agreement: dict[str, dict[int, dict[int, Agreement]]] = field(default_factory=dict)
     shadow_ms: dict[Key, Quantiles] = field(default_factory=dict)
+    imported: int = 0  # exchanges from `slimgate traces import` in the window
 
 
-def _load(con: Any, win: _Window) -> _Loaded:
+def _load(con: Any, win: _Window, imported: bool) -> _Loaded:
     con.execute(_ROWS.format(bucket=_BUCKETS[dialect(con)]), (*win.args, win.start))
+    n_imported = int(con.execute("SELECT COUNT(*) FROM report_rows WHERE imported = 1"
+                                 ).fetchone()[0])
+    if not imported and n_imported:
+        con.execute("DELETE FROM report_rows WHERE imported = 1")
     students: dict[Key, StudentRecord] = {(s.task, s.version): s for s in list_students(con)}
     reasons: dict[str, dict[str, int]] = defaultdict(dict)
     for task, reason, n in con.execute(
@@ -250,6 +260,7 @@ def _load(con: Any, win: _Window) -> _Loaded:
                               "FROM evaluations GROUP BY task, version")},
         changes=sorted(stage_changes(con, limit=1_000_000), key=lambda c: (c.at, c.seq)),
     )
+    data.imported = n_imported
     _load_comparisons(con, win, data)
     return data
 

@@ -46,22 +46,27 @@ LIVE_PAGE_HEADERS = {**PAGE_HEADERS, "content-security-policy": PAGE_HEADERS[
     "content-security-policy"].replace("form-action 'none'", "form-action 'self'")}
 
 
-def _options(request: Request, since: str | None, worst: int, buckets: int) -> dict[str, Any]:
+Imported = Annotated[bool, Query(description="count `traces import` history as traffic")]
+
+
+def _options(request: Request, since: str | None, worst: int, buckets: int,
+             imported: bool = False) -> dict[str, Any]:
     try:
         since_ts = parse_since(since)
     except ValueError as e:
         raise InvalidRequest(str(e), param="since") from None
     config = request.app.state.slimgate.config
     return {"store": config.store, "since": since_ts, "worst": worst,
-            "buckets": buckets, **policy_numbers(config)}
+            "buckets": buckets, "imported": imported, **policy_numbers(config)}
 
 
 @router.get("/admin/report")
 async def report_json(
-    request: Request, since: Since = None, worst: Worst = 10, buckets: Buckets = 40
+    request: Request, since: Since = None, worst: Worst = 10, buckets: Buckets = 40,
+    imported: Imported = False,
 ) -> Response:
     require_admin(request)
-    options = _options(request, since, worst, buckets)
+    options = _options(request, since, worst, buckets, imported)
     body = await asyncio.to_thread(lambda: dumps(build_report(**options)))
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
@@ -74,6 +79,7 @@ async def dashboard(
     worst: Worst = 10,
     buckets: Buckets = 40,
     refresh: Annotated[int, Query(ge=0, le=3600, description="reload every N s; 0: never")] = 60,
+    imported: Imported = False,
 ) -> Response:
     if key is not None:  # a browser logging in: set the cookie, drop the key from the URL
         auth = admin_auth(request)
@@ -87,7 +93,7 @@ async def dashboard(
         )
         return response
     require_admin(request)
-    options = _options(request, since, worst, buckets)
+    options = _options(request, since, worst, buckets, imported)
     page = await asyncio.to_thread(
         lambda: render_html(build_report(**options), refresh_seconds=refresh or None,
                             rename_forms=True)

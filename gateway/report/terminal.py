@@ -144,6 +144,11 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"gate: live agreement lower bound ≥ {report['settings']['min_agreement']:.2f} at "
         f"{report['settings']['confidence']:.0%} confidence"
     )
+    if tot.get("imported_exchanges"):
+        counted = report["settings"].get("imported_counted")
+        console.print(f"[dim]{tot['imported_exchanges']:,} imported exchanges (slimgate traces "
+                      "import) " + ("counted as traffic above[/]" if counted else
+                                    "not counted above; --imported counts them[/]"))
     if not report["tasks"]:
         console.print("[dim]No tasks discovered yet.[/]")
     else:

@@ -36,6 +36,14 @@ class Store(Protocol):
 
     async def tasks(self) -> list[dict[str, Any]]: ...
 
+    async def memory_tracks(self) -> list[dict[str, Any]]:
+        """Every task's answer-memory stage (`memory_tracks` rows)."""
+        ...
+
+    async def memory_entries(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Answer-memory entries written after `after_seq`, oldest first (MEMORY_ENTRIES)."""
+        ...
+
     async def secret(self, name: str) -> bytes: ...
 
     async def ping(self) -> bool: ...
@@ -55,6 +63,10 @@ TASKS_WITH_STUDENT_STATUS = (
     "SELECT tasks.*, students.status AS student_status FROM tasks LEFT JOIN students "
     "ON students.task = tasks.id AND students.version = tasks.student_version"
 )
+
+MEMORY_TRACKS = "SELECT task, stage, step FROM memory_tracks"
+MEMORY_ENTRIES = ("SELECT seq, task, key, answer, usage, created_at FROM memory_entries "
+                  "WHERE seq > {mark} ORDER BY seq LIMIT {mark}")
 
 
 def exchanges_query(task: str | None, limit: int, since_seq: int,

@@ -6,7 +6,7 @@ EXCHANGE_COLUMNS = (
     "request_id", "created_at", "key_id", "endpoint", "model", "upstream", "backend", "task",
     "stream", "request", "response", "status", "error", "finish_reason", "latency_ms",
     "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "student_version", "fallback",
-    "api", "request_texts",
+    "api", "request_texts", "source",
 )
 COMPARISON_COLUMNS = (
     "created_at", "task", "version", "mode", "request_id", "score", "agree", "valid", "detail",

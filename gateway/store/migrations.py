@@ -170,7 +170,45 @@ MIGRATIONS: list[str] = [
     ALTER TABLE responses ADD COLUMN chained INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE responses ADD COLUMN conversation_bytes INTEGER;  -- JSON bytes of all turns
     """,
-    # 8: a task an operator renamed keeps that name across re-discovery
+    # 8: the answer memory (gateway/answer_memory.py, distill/memory.py): per task, the
+    # teacher's answer to each exact request it answered consistently, with its own stages
+    """
+    CREATE TABLE memory_tracks (
+        task          TEXT PRIMARY KEY,
+        stage         TEXT NOT NULL,          -- observe, shadow, canary, primary
+        step          INTEGER NOT NULL DEFAULT 0,
+        stage_since   REAL NOT NULL,
+        scanned_seq   INTEGER NOT NULL DEFAULT 0,  -- exchanges read up to here
+        entries       INTEGER NOT NULL DEFAULT 0,  -- answers it holds
+        updated_at    REAL NOT NULL
+    );
+    CREATE TABLE memory_entries (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        task          TEXT NOT NULL,
+        key           TEXT NOT NULL,          -- gateway.answer_memory.memory_key
+        answer        TEXT,                   -- JSON assistant message; NULL: withdrawn
+        usage         TEXT,                   -- JSON usage of the teacher's answer
+        created_at    REAL NOT NULL
+    );
+    CREATE INDEX memory_entries_task ON memory_entries(task, seq);
+    CREATE TABLE memory_changes (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at            REAL NOT NULL,
+        task          TEXT NOT NULL,
+        from_stage    TEXT NOT NULL,
+        from_step     INTEGER NOT NULL,
+        to_stage      TEXT NOT NULL,
+        to_step       INTEGER NOT NULL,
+        reason        TEXT NOT NULL,
+        evidence      TEXT NOT NULL
+    );
+    """,
+    # 9: where an exchange came from: NULL for live traffic, "import:<format>" for history
+    # brought in by `slimgate traces import` (reports count live traffic only by default)
+    """
+    ALTER TABLE exchanges ADD COLUMN source TEXT;
+    """,
+    # 10: a task an operator renamed keeps that name across re-discovery
     """
     ALTER TABLE tasks ADD COLUMN named_by TEXT;  -- operator | admin:<key id>; NULL: mined
     """,

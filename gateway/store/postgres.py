@@ -21,7 +21,12 @@ from psycopg.types.numeric import FloatLoader
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import StoreConfig
-from gateway.store.base import TASKS_WITH_STUDENT_STATUS, exchanges_query
+from gateway.store.base import (
+    MEMORY_ENTRIES,
+    MEMORY_TRACKS,
+    TASKS_WITH_STUDENT_STATUS,
+    exchanges_query,
+)
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
@@ -120,6 +125,12 @@ class PostgresStore:
 
     async def tasks(self) -> list[dict[str, Any]]:
         return await self._fetch(TASKS_WITH_STUDENT_STATUS)
+
+    async def memory_tracks(self) -> list[dict[str, Any]]:
+        return await self._fetch(MEMORY_TRACKS)
+
+    async def memory_entries(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        return await self._fetch(MEMORY_ENTRIES.format(mark="%s"), (after_seq, limit))
 
     async def secret(self, name: str) -> bytes:
         async with self._pool.connection() as conn:

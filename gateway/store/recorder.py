@@ -55,6 +55,7 @@ class Exchange:
     fallback: str | None = None  # why the student's answer was replaced by the teacher's
     task_label: str = ""  # the task as a metric label: known tasks only, else "other"
     api: str | None = None  # the API the client called, when not `endpoint` (responses)
+    source: str | None = None  # None: live traffic; "import:<format>": `slimgate traces import`
 
 
 @dataclass(slots=True)
@@ -193,7 +194,7 @@ class Recorder:
                 elif isinstance(ex, StoredResponse):
                     responses.append(ex.row())
                 else:
-                    rows.append(self._row(ex, bodies))
+                    rows.append(self.exchange_row(ex, bodies))
             except Exception:
                 log.exception("could not build the record for request %s", ex.request_id)
                 self._metrics.records_dropped.inc()
@@ -252,7 +253,9 @@ class Recorder:
             row[student], row[teacher], row[detail] = texts
         return tuple(row)
 
-    def _row(self, ex: Exchange, bodies: dict[str, str]) -> tuple[Any, ...]:
+    def exchange_row(self, ex: Exchange, bodies: dict[str, str]) -> tuple[Any, ...]:
+        """The exchange's row (EXCHANGE_COLUMNS) as stored: bodies kept or not, static text
+        cut into `bodies` by hash, scrubbed. The importer builds its rows here too."""
         resp = ex.response
         if ex.chunks is not None:
             resp = assemble_chat(ex.chunks) if ex.endpoint == "chat/completions" else (
@@ -301,7 +304,7 @@ class Recorder:
             ex.backend, ex.task, int(ex.stream), request_json, response_json,
             ex.status, error, finish, ex.latency_ms, ex.ttft_ms, prompt_tokens,
             completion_tokens, cost, ex.student_version, ex.fallback, ex.api or ex.endpoint,
-            refs,
+            refs, ex.source,
         )
 
     async def flush(self) -> None:

@@ -24,7 +24,9 @@ TEXT_GRACE_S = DAY
 
 # (table, key column, time column): what retention deletes, oldest first
 _TABLES = (("exchanges", "seq", "created_at"), ("comparisons", "seq", "created_at"),
-           ("responses", "id", "created_at"), ("texts", "hash", "seen_at"))
+           ("responses", "id", "created_at"), ("texts", "hash", "seen_at"),
+           # the answer memory's entries: gateways and the worker forget them at the same age
+           ("memory_entries", "seq", "created_at"))
 
 
 def _delete_before(con: Any, table: str, key: str, column: str, cutoff: float) -> int:

@@ -14,7 +14,12 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.store.base import TASKS_WITH_STUDENT_STATUS, exchanges_query
+from gateway.store.base import (
+    MEMORY_ENTRIES,
+    MEMORY_TRACKS,
+    TASKS_WITH_STUDENT_STATUS,
+    exchanges_query,
+)
 from gateway.store.columns import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
@@ -106,6 +111,14 @@ class SqliteStore:
         """Every task row (the gateway's routing table is built from these), with the held-out
         verdict of the student it names as `student_status`."""
         async with self._db.execute(TASKS_WITH_STUDENT_STATUS) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def memory_tracks(self) -> list[dict[str, Any]]:
+        async with self._db.execute(MEMORY_TRACKS) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def memory_entries(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        async with self._db.execute(MEMORY_ENTRIES.format(mark="?"), (after_seq, limit)) as cur:
             return [dict(r) for r in await cur.fetchall()]
 
     async def secret(self, name: str) -> bytes:

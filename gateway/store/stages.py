@@ -159,6 +159,25 @@ def live_evidence(
     }
 
 
+def shadow_since(con: Connection, task_id: str, version: int,
+                 table: str = "stage_changes") -> float | None:
+    """When this student version (last) entered shadow: where its pooled evidence begins.
+    `table` is `memory_changes` for the answer memory's own stages."""
+    if table not in ("stage_changes", "memory_changes"):
+        raise ValueError(f"no stage log {table!r}")
+    version_is = "version = ? AND " if table == "stage_changes" else ""
+    args = (version, task_id) if version_is else (task_id,)
+    row = con.execute(f"SELECT MAX(at) FROM {table} WHERE {version_is}task = ? "
+                      "AND to_stage = 'shadow'", args).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def count_comparisons(con: Connection, task_id: str, version: int, since: float) -> int:
+    row = con.execute("SELECT COUNT(*) FROM comparisons WHERE task = ? AND version = ? "
+                      "AND created_at >= ?", (task_id, version, since)).fetchone()
+    return int(row[0])
+
+
 def live_prefix_agree(
     con: Connection, task_id: str, version: int, since: float, sizes: list[int]
 ) -> tuple[int, ...]:

@@ -110,7 +110,9 @@ def to_span(f: Finished, provider: str) -> Span:
         source = "operator" if f.task.named_by else f.task.info.get("label_from")
         if source in _SAFE_LABEL_SOURCES or f.task.explicit:
             attrs["slimgate.task.label"] = f.task.label
-    if ex.student_version is not None:
+    if (ex.upstream or "").startswith("memory:"):
+        attrs["slimgate.answer_memory"] = True  # the teacher's remembered answer
+    elif ex.student_version is not None:
         attrs["slimgate.student.version"] = ex.student_version
     if ex.fallback:
         attrs["slimgate.fallback"] = ex.fallback
