@@ -82,7 +82,10 @@ class PolicyConfig(_Strict):
     confidence: Confidence = 0.95  # two-sided confidence of the Wilson bounds
     min_heldout: Count = 30  # held-out comparisons to pass (fewer: a near miss at most)
     min_live: Count = 50  # live comparisons at shadow's first look (then 2x, 4x, ...)
-    shadow_rate: Rate = 0.25  # share of teacher-served requests the student also answers
+    # Shadow costs clients nothing and the teacher nothing: only the student's own compute,
+    # bounded by students.shadow_concurrency (excess jobs are dropped and counted). At 0.25
+    # a student at 0.95 waited 3-7 minutes in shadow on the loop benchmark (docs/policies.md).
+    shadow_rate: Rate = 1.0  # share of teacher-served requests the student also answers
     canary_steps: Steps = [5, 25, 50]  # student share per canary step, percent; [] = no canary
     canary_min_comparisons: Count = 30  # live comparisons needed per canary step
     canary_min_seconds: Seconds = 60.0  # time each canary step lasts at least

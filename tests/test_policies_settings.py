@@ -23,7 +23,7 @@ def test_defaults() -> None:
     p = PolicyConfig().for_task("any-task")
     assert (p.min_agreement, p.confidence, p.min_heldout, p.min_live) == (0.9, 0.95, 30, 50)
     assert p.canary_steps == (5, 25, 50)
-    assert (p.shadow_rate, p.audit_rate, p.primary_audit_rate) == (0.25, 0.1, 0.05)
+    assert (p.shadow_rate, p.audit_rate, p.primary_audit_rate) == (1.0, 0.1, 0.05)
     assert p.pin is None and p.record is True and p.sticky == "conversation"
 
 

@@ -53,7 +53,6 @@ PACING = [
     ("distill.training.time_budget_s", "600", "35 (fast) or 80: a demo lasts minutes"),
     ("distill.candidates", "scratch:tiny, scratch:small", "scratch:tiny only"),
     ("worker.interval_s / gate_interval_s", "30 / 5", "5 / 2: passes and gates sooner"),
-    ("policy.shadow_rate", "0.25", "1.0: ~1 request/s per task, so every one is compared"),
     ("policy.canary_steps", "[5, 25, 50]", "[10, 50]"),
     ("policy.canary_min_comparisons / canary_min_seconds", "30 / 60", "12 / 10"),
     ("policy.audit_rate / primary_audit_rate", "0.1 / 0.05", "0.5 / 0.2"),
@@ -93,7 +92,6 @@ interval_s = 5.0
 gate_interval_s = 2.0
 
 [policy]
-shadow_rate = 1.0
 canary_steps = [10, 50]
 canary_min_comparisons = 12
 canary_min_seconds = 10.0
