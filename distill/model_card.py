@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from distill.export import Exported
 
 ENCODER_LICENCE = "apache-2.0"  # all-MiniLM-L6-v2's licence
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 
 GENERATIVE_SNIPPET = '''\
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -37,7 +38,7 @@ import json
 import sys
 from pathlib import Path
 
-export = Path("EXPORT_DIR")  # what `slimgate students export --out` wrote
+export = Path("EXPORT_DIR")  # the --out directory of the export
 sys.path.insert(0, str(export))  # slimgate_encoder.py: its runtime (torch + transformers)
 from slimgate_encoder import ExportedEncoder
 
@@ -95,15 +96,15 @@ def _usage(done: Exported, meta: dict[str, Any]) -> str:
                 "answers need the heads and frames `slimgate_encoder.py` reads.\n")
     snippet = GENERATIVE_SNIPPET.replace("EXPORT_DIR", str(done.out))
     if done.weights == "LoRA adapter":
-        base = json.loads((done.out / "adapter_config.json").read_text()
-                          if (done.out / "adapter_config.json").exists() else "{}"
-                          ).get("base_model_name_or_path", meta.get("base_model"))
+        adapter = json.loads((done.out / "adapter_config.json").read_text(encoding="utf-8"))
+        base = adapter.get("base_model_name_or_path") or meta.get("base_model")
+        rank = next((r for r in LORA_RANKS if r >= int(adapter.get("r") or 0)), LORA_RANKS[-1])
         snippet = snippet.replace(
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "from peft import AutoPeftModelForCausalLM  # loads the base, then the adapter\n"
             "from transformers import AutoTokenizer").replace(
             "AutoModelForCausalLM.from_pretrained", "AutoPeftModelForCausalLM.from_pretrained")
-        serve = (f"vllm serve {base} --enable-lora --max-lora-rank 64 "
+        serve = (f"vllm serve {base} --enable-lora --max-lora-rank {rank} "
                  f"--lora-modules {name}={done.out} --enable-auto-tool-choice "
                  "--tool-call-parser hermes")
     else:
@@ -139,8 +140,8 @@ def model_card(done: Exported, meta: dict[str, Any], *, exported_at: float) -> s
     front = ["---", f"license: {licence}", "library_name: "
              + ("peft" if done.weights == "LoRA adapter" else "transformers"),
              "tags: [slimgate, distillation]"]
-    if not base.startswith("scratch:") and done.kind != "encoder":
-        front.append(f"base_model: {base}")
+    if done.kind != "encoder" and not base.startswith(("scratch:", "/", ".")):
+        front.append(f"base_model: {base}")  # a hub id; a local path means nothing elsewhere
     front.append("---")
     scrubbed = ", ".join(sorted(m.get("scrubbed") or {})) or "none found"
     gate = ("passed" if not done.forced_past
@@ -163,8 +164,9 @@ def model_card(done: Exported, meta: dict[str, Any], *, exported_at: float) -> s
         "## Use", "", _usage(done, meta),
         "## Copy slots", "", _copy_slots(meta),
         "## Files", "",
-        f"`{PROVENANCE}` is the student's record in slimgate (training, metrics); "
-        "`chat_template.jinja` the chat template it was trained with. This directory holds "
+        f"`{PROVENANCE}` is the student's record in slimgate (training, metrics)"
+        + ("; `chat_template.jinja` the chat template it was trained with"
+           if done.kind == "generative" else "") + ". This directory holds "
         "what the student learnt from traffic: share it as you would that traffic.", "",
     ]
     if done.notes:

@@ -261,3 +261,87 @@ def test_copy_slot_recipe_asks_as_the_gateway_does(setup: tuple[Path, Config, Pa
     answer = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
               "function": {"name": "notify", "arguments": '{"who": "<V1>"}'}}]}
     assert theirs.restore_message(answer) == ours.restore_message(answer)
+
+
+@pytest.fixture(scope="module")
+def encoder_export(setup: tuple[Path, Config, Path]) -> tuple[Path, Path]:
+    """An encoder student (one tuned top layer) on weather and timer tool calls, registered
+    as task t-enc and exported: (its registry directory, the export)."""
+    import random
+
+    from distill.encoder_student import train_encoder
+    from distill.encoder_train import EncoderConfig
+    from tests.test_encoder_student import CITIES, tool_example
+
+    rng, tmp = random.Random(1), setup[2]
+    info = train_encoder([tool_example(rng, CITIES) for _ in range(80)], tmp / "enc",
+                         budget_s=30, seed=0, cfg=EncoderConfig(tune_layers=1, max_epochs=40))
+    task = TaskRecord(id="t-enc", label="weather or timer", kind="tool_call",
+                      info={"signature": "get_weather,set_timer|"})
+    register(setup[1], task, 1, tmp / "enc", "passed", {
+        **info, "copy_slots": {"enabled": False, "reason": "the encoder points at the "
+                               "request's own words"}})
+    assert export(setup, "t-enc", "--out", str(tmp / "out-enc")) == 0
+    return Registry(setup[1].distill.students_dir).version_dir("t-enc", 1), tmp / "out-enc"
+
+
+def without_ids(message: dict[str, Any]) -> dict[str, Any]:
+    calls = [{**c, "id": None} for c in message.get("tool_calls") or []]
+    return {**message, "tool_calls": calls} if calls else message
+
+
+def test_encoder_export_is_a_plain_bert_with_heads_and_answers_as_served(
+        encoder_export: tuple[Path, Path]) -> None:
+    import random
+
+    from safetensors.torch import load_file
+
+    from distill.encoder_heads import base_path
+    from distill.encoder_student import EncoderStudent
+    from tests.test_encoder_student import HELD_OUT_CITIES, request, tool_example
+
+    src, out = encoder_export
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "slimgate_encoder" in card
+    assert (out / "encoder.json").exists() and (out / "tokenizer.json").exists()
+    tuned = "encoder.layer.5.output.dense.weight"  # the top layer, trained with the heads
+    assert not load_file(str(out / "model.safetensors"))[tuned].equal(
+        load_file(str(base_path() / "model.safetensors"))[tuned])
+    assert all(k.split(".")[0] in ("frame", "start_proj", "end_proj", "start_query",
+                                   "end_query") for k in load_file(str(out / "heads.safetensors")))
+    rng = random.Random(7)
+    asks = [request(tool_example(rng, HELD_OUT_CITIES)) for _ in range(24)]
+    asks.append({**asks[0], "tool_choice": {"type": "function",
+                                            "function": {"name": "set_timer"}}})
+    served = [g.message for g in EncoderStudent.load(src).generate(asks)]
+    runtime = load_module(out / "slimgate_encoder.py", "exported_encoder")
+    exported = runtime.ExportedEncoder.load(out).answer(asks)
+    assert [without_ids(m) for m in exported] == [without_ids(m) for m in served]
+    assert served[-1]["tool_calls"][0]["function"]["name"] == "set_timer"
+
+
+def test_encoder_snippet_from_the_docs_runs_without_slimgate(
+        encoder_export: tuple[Path, Path], tmp_path: Path) -> None:
+    import subprocess
+
+    from distill.encoder_student import EncoderStudent
+    from distill.model_card import ENCODER_SNIPPET
+
+    src, out = encoder_export
+    snippet = doc_snippet("encoder-snippet")
+    assert snippet == ENCODER_SNIPPET
+    lines = len([line for line in snippet.splitlines() if line.strip()])
+    assert lines <= 20, f"the documented snippet grew to {lines} lines"
+    check = ("\nimport sys\nours = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('distill', 'gateway', 'policies'))\nassert not ours, ours\n")
+    done = subprocess.run([sys.executable, "-c", snippet.replace("EXPORT_DIR", str(out)) + check],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                               "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    ns: dict[str, Any] = {}
+    exec(snippet[snippet.index("request = {"):snippet.index("(message,)")], ns)  # its request
+    (served,) = EncoderStudent.load(src).generate([ns["request"]])
+    assert without_ids(printed) == without_ids(served.message)
+    assert printed["tool_calls"][0]["function"]["name"] == "get_weather"
