@@ -172,23 +172,23 @@ def _copy_files(src: Path, dst: Path, skip: tuple[str, ...]) -> None:
 def _write_generative(src: Path, dst: Path, merge: bool) -> str:
     """Weights and tokenizer; returns what the weights are."""
     adapter = src / "adapter_config.json"
-    if not adapter.exists():
-        _copy_files(src, dst, ())
-        return "full model"
-    if not merge:
+    if adapter.exists() and not merge:
         _copy_files(src, dst, ())
         return "LoRA adapter"
-    _copy_files(src, dst, ADAPTER_FILES)
-    _merge_adapter(src, dst, json.loads(adapter.read_text())["base_model_name_or_path"])
-    return "merged"
+    if adapter.exists():
+        _copy_files(src, dst, ADAPTER_FILES)
+        _merge_adapter(src, dst, json.loads(adapter.read_text())["base_model_name_or_path"])
+    else:
+        _copy_files(src, dst, ())
+    _greedy_generation_config(dst)
+    return "merged" if adapter.exists() else "full model"
 
 
 def _merge_adapter(src: Path, dst: Path, base_ref: str) -> None:
-    """The adapter merged into its base, saved as a plain model greedy by default."""
+    """The adapter merged into its base (which must be on this machine), saved whole."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
-    from distill.chat_format import stop_token_ids
     from distill.student import quiet_progress_bars
 
     with quiet_progress_bars():
@@ -199,14 +199,24 @@ def _merge_adapter(src: Path, dst: Path, base_ref: str) -> None:
             raise ExportError(f"--merge needs the adapter's base model {base_ref!r} on this "
                               f"machine ({type(e).__name__}); export without --merge to get "
                               "the adapter alone") from None
-        model = PeftModel.from_pretrained(base, src).merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(src)
-        stops = stop_token_ids(tokenizer, model.generation_config)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
-        # As the student was evaluated: greedy, ending at the turn's end.
-        model.generation_config = GenerationConfig(do_sample=False, eos_token_id=sorted(stops),
-                                                   pad_token_id=pad)
-        model.save_pretrained(dst)
+        PeftModel.from_pretrained(base, src).merge_and_unload().save_pretrained(dst)
+
+
+def _greedy_generation_config(dst: Path) -> None:
+    """generation_config.json as slimgate asked the student: greedy, ending at the turn's
+    end (a pretrained base may ship sampling settings and another eos)."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from distill.chat_format import stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(dst)
+    try:
+        shipped: Any = GenerationConfig.from_pretrained(dst)
+    except OSError:
+        shipped = None
+    stops = sorted(stop_token_ids(tokenizer, shipped))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    GenerationConfig(do_sample=False, eos_token_id=stops, pad_token_id=pad).save_pretrained(dst)
 
 
 def _write_common(src: Path, dst: Path, meta: dict[str, Any], done: Exported) -> None:
@@ -224,7 +234,7 @@ def _write_common(src: Path, dst: Path, meta: dict[str, Any], done: Exported) ->
         shutil.copy2(gateway.copy_slots.__file__, dst / "slimgate_copy_slots.py")
     (dst / PROVENANCE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str),
                                   encoding="utf-8")
-    (dst / "README.md").write_text(model_card(done, meta, exported_at=time.time()),
+    (dst / "README.md").write_text(model_card(done, meta, dst, exported_at=time.time()),
                                    encoding="utf-8")
 
 

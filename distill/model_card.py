@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill.export import PROVENANCE, RECIPE, heldout_text
@@ -88,7 +89,7 @@ def _licence(done: Exported, meta: dict[str, Any]) -> tuple[str, str]:
     return licence, f"{licence} (the base model's, as configured for the candidate)"
 
 
-def _usage(done: Exported, meta: dict[str, Any]) -> str:
+def _usage(done: Exported, meta: dict[str, Any], files: Path) -> str:
     name = f"{done.task.id}-v{done.student.version}"
     if done.kind == "encoder":
         return ("```python\n" + ENCODER_SNIPPET.replace("EXPORT_DIR", str(done.out)) + "```\n\n"
@@ -96,7 +97,7 @@ def _usage(done: Exported, meta: dict[str, Any]) -> str:
                 "answers need the heads and frames `slimgate_encoder.py` reads.\n")
     snippet = GENERATIVE_SNIPPET.replace("EXPORT_DIR", str(done.out))
     if done.weights == "LoRA adapter":
-        adapter = json.loads((done.out / "adapter_config.json").read_text(encoding="utf-8"))
+        adapter = json.loads((files / "adapter_config.json").read_text(encoding="utf-8"))
         base = adapter.get("base_model_name_or_path") or meta.get("base_model")
         rank = next((r for r in LORA_RANKS if r >= int(adapter.get("r") or 0)), LORA_RANKS[-1])
         snippet = snippet.replace(
@@ -132,8 +133,8 @@ def _copy_slots(meta: dict[str, Any]) -> str:
             "```\n")
 
 
-def model_card(done: Exported, meta: dict[str, Any], *, exported_at: float) -> str:
-    """README.md for an export."""
+def model_card(done: Exported, meta: dict[str, Any], files: Path, *, exported_at: float) -> str:
+    """README.md for an export whose other files are in `files` (named `done.out` in it)."""
     m, task, s = done.student.metrics, done.task, done.student
     licence, licence_text = _licence(done, meta)
     base = str(meta.get("base_model") or s.base_model)
@@ -161,7 +162,7 @@ def model_card(done: Exported, meta: dict[str, Any], *, exported_at: float) -> s
         f"- trained: {_date(meta.get('created_at') or s.created_at)}; exported: "
         f"{_date(exported_at)}", "",
         "## Contract", "", *contract_lines(task.info, task.kind, m), "",
-        "## Use", "", _usage(done, meta),
+        "## Use", "", _usage(done, meta, files),
         "## Copy slots", "", _copy_slots(meta),
         "## Files", "",
         f"`{PROVENANCE}` is the student's record in slimgate (training, metrics)"

@@ -163,6 +163,23 @@ def test_adapter_export_is_an_adapter_and_merge_writes_plain_weights(
     assert run_snippet(doc_snippet("generative-snippet"), merged, capsys).strip() == served
 
 
+def test_whole_models_are_written_greedy_ending_at_the_turns_end(
+        setup: tuple[Path, Config, Path], tmp_path: Path) -> None:
+    """A pretrained base may ship sampling settings and its own eos; slimgate asked the
+    student greedily and stopped at `<|im_end|>`, and so does the export."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from distill.export import _greedy_generation_config
+
+    shutil.copytree(setup[2] / "full", tmp_path / "m")
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.7, "eos_token_id": 0}))
+    _greedy_generation_config(tmp_path / "m")
+    config = GenerationConfig.from_pretrained(tmp_path / "m")
+    im_end = AutoTokenizer.from_pretrained(tmp_path / "m").convert_tokens_to_ids("<|im_end|>")
+    assert config.do_sample is False and im_end in config.eos_token_id
+
+
 def test_model_card_names_task_base_licence_data_agreement_contract_and_dates(
         setup: tuple[Path, Config, Path]) -> None:
     from distill.chat_format import CHAT_TEMPLATE
