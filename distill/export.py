@@ -38,7 +38,7 @@ class Exported:
     task: TaskRecord
     student: StudentRecord
     kind: str  # generative | encoder
-    weights: str  # "full model" | "LoRA adapter" | "merged" | "encoder"
+    weights: str  # "full model" | "LoRA adapter" | "merged" | "encoder and heads"
     forced_past: str | None = None  # the gate's refusal that `force` overrode
     notes: list[str] = field(default_factory=list)
 
@@ -103,7 +103,7 @@ def gate_refusal(con: Connection, task: TaskRecord, student: StudentRecord) -> s
            "rolled_back": "it was rolled back before it passed its gate"}.get(
         student.status, f"its status is {student.status!r}")
     return (f"student v{student.version} of task '{task.id}' never passed its gate: {why} "
-            f"({heldout_text(student.metrics)}). Add --force to export it anyway.")
+            f"({heldout_text(student.metrics)})")
 
 
 def _fresh_out(out: Path) -> Path:
@@ -128,7 +128,7 @@ def export_student(config: Config, task_id: str, out: str | Path, *, version: in
     finally:
         con.close()
     if refusal and not force:
-        raise ExportError(refusal)
+        raise ExportError(f"{refusal}. Add --force to export it anyway.")
     try:
         src = Registry(config.distill.students_dir).version_dir(task.id, student.version)
     except RegistryError as e:
@@ -143,7 +143,7 @@ def export_student(config: Config, task_id: str, out: str | Path, *, version: in
         if meta.get("kind") == "encoder":
             from distill.export_encoder import write_encoder
 
-            done = Exported(out, task, student, "encoder", "encoder")
+            done = Exported(out, task, student, "encoder", "encoder and heads")
             write_encoder(src, partial)
             if merge:
                 done.notes.append("--merge: an encoder export always holds the whole encoder")

@@ -92,7 +92,11 @@ def _licence(done: Exported, meta: dict[str, Any]) -> tuple[str, str]:
 def _usage(done: Exported, meta: dict[str, Any], files: Path) -> str:
     name = f"{done.task.id}-v{done.student.version}"
     if done.kind == "encoder":
-        return ("```python\n" + ENCODER_SNIPPET.replace("EXPORT_DIR", str(done.out)) + "```\n\n"
+        snippet = ENCODER_SNIPPET.replace("EXPORT_DIR", str(done.out))
+        example = snippet[snippet.index("request = {"):snippet.index("(message,)")]
+        snippet = snippet.replace(example, 'request = {"messages": [{"role": "user", "content": '
+                                  '"..."}]}  # a body as the task\'s clients send it\n')
+        return ("```python\n" + snippet + "```\n\n"
                 "`AutoModel.from_pretrained` loads the encoder alone (sentence features); the "
                 "answers need the heads and frames `slimgate_encoder.py` reads.\n")
     snippet = GENERATIVE_SNIPPET.replace("EXPORT_DIR", str(done.out))
@@ -149,7 +153,8 @@ def model_card(done: Exported, meta: dict[str, Any], files: Path, *, exported_at
             else f"**not passed: exported with --force**. {done.forced_past}")
     lines = [
         *front, "", f"# {task.label}: slimgate student {task.id} v{s.version}", "",
-        f"A {done.kind} student distilled by slimgate from a teacher's answers to one task "
+        f"A{'n' if done.kind == 'encoder' else ''} {done.kind} student distilled by slimgate "
+        "from a teacher's answers to one task "
         f"({done.weights}).", "",
         f"- task: {task.label} (`{task.id}`)",
         f"- base model: `{base}`; licence: {licence_text}",
