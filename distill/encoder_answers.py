@@ -18,43 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+# What serving needs (reading a request, filling a frame) lives with the portable runtime
+# that encoder exports carry; learning-side code imports it from here as before.
+from distill.encoder_portable import SLOT as SLOT
+from distill.encoder_portable import cast as cast
+from distill.encoder_portable import fill as fill
+from distill.encoder_portable import is_slot as _is_slot
+from distill.encoder_portable import message_text as message_text
+from distill.encoder_portable import request_text as request_text
+
 Path = tuple[str | int, ...]
-SLOT = "\x00slot"  # a frame leaf filled from the request; never a JSON value a teacher writes
-
-
-def message_text(content: Any) -> str:
-    """A message's content as plain text (text parts joined)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def _call_text(call: dict[str, Any]) -> str:
-    fn = call.get("function") or {}
-    return f"{fn.get('name', '')}({fn.get('arguments', '')})"
-
-
-def request_text(request: dict[str, Any]) -> tuple[str, int]:
-    """What the encoder reads, and where its system part starts: the last user turn first (it
-    holds most copied values and must survive truncation), then the earlier turns newest
-    first, the system prompt last (the instruction, the same in most requests)."""
-    messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
-    last_user = next((i for i in range(len(messages) - 1, -1, -1)
-                      if messages[i].get("role") == "user"), None)
-    parts = [message_text(messages[last_user].get("content"))] if last_user is not None else []
-    system: list[str] = []
-    for i in range(len(messages) - 1, -1, -1):
-        m = messages[i]
-        if i == last_user:
-            continue
-        text = message_text(m.get("content"))
-        calls = " ".join(_call_text(c) for c in m.get("tool_calls") or [] if isinstance(c, dict))
-        line = f"{m.get('role', '')}: {' '.join(x for x in (text, calls) if x)}"
-        (system if m.get("role") in ("system", "developer") else parts).append(line)
-    instance = "\n".join(parts)
-    return "\n".join(parts + system), len(instance)
 
 
 def answer_tree(answer: dict[str, Any], request: dict[str, Any]) -> dict[str, Any] | None:
@@ -133,18 +106,6 @@ def value_type(value: Any) -> str:
     return "int" if isinstance(value, int) else "float" if isinstance(value, float) else "str"
 
 
-def cast(text: str, kind: str) -> Any:
-    """A copied span as the value type the slot holds (the span itself when it does not parse)."""
-    try:
-        if kind == "int":
-            return int(text.replace(",", ""))
-        if kind == "float":
-            return float(text.replace(",", ""))
-    except ValueError:
-        return text
-    return text
-
-
 @dataclass
 class Frame:
     """An answer shape: constants kept, copied leaves replaced by (SLOT, key, type)."""
@@ -195,10 +156,6 @@ def frame_of(tree: dict[str, Any], copied: dict[str, Any]
     return json.dumps(ident, sort_keys=True), full, slot_types
 
 
-def _is_slot(value: Any) -> bool:
-    return isinstance(value, list) and value[:1] == [SLOT]
-
-
 def _drop_object_slots(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_object_slots(v) for k, v in value.items() if not _is_slot(v)}
@@ -216,19 +173,3 @@ def merge(a: Any, b: Any) -> Any:
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and not _is_slot(a):
         return [merge(x, y) for x, y in zip(a, b, strict=True)]
     return a
-
-
-def fill(frame: Any, values: dict[str, Any]) -> Any:
-    """The answer tree of a frame with its slots filled; an absent object slot is left out."""
-    if _is_slot(frame):
-        return values.get(frame[1])
-    if isinstance(frame, dict):
-        out = {}
-        for k, v in frame.items():
-            if _is_slot(v) and v[1] not in values:
-                continue
-            out[k] = fill(v, values)
-        return out
-    if isinstance(frame, list):
-        return [fill(v, values) for v in frame]
-    return frame

@@ -10,7 +10,6 @@ be expressed by the encoder student; `Analysis.verdict` says how many and why.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +25,8 @@ from distill.encoder_answers import (
     tree_leaves,
     value_text,
 )
+from distill.encoder_portable import PLACEHOLDER  # copy slots and scrubbed values
 
-PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*\d+>")  # copy slots and scrubbed values
 # A field is a slot when at least this share of its values were copied from the request: the
 # majority behaviour of the teacher decides, no workload was fitted.
 COPY_MAJORITY = 0.5

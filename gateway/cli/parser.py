@@ -3,9 +3,10 @@
 `serve` runs the gateway (and, by default, the distill worker beside it); `worker` runs the
 loop alone; `distill` runs one pass; `tasks`, `report` and the operator overrides read and
 change the store; `replay-teacher`, `traces` and `demo` are for offline runs; `traces import`
-and `config from-litellm` bring a team's history and setup in.
-Each verb's function lives in `process_commands.py` (verbs that run a process) or
-`store_commands.py` (verbs that read or change the store) or `migrate_commands.py`.
+and `config from-litellm` bring a team's history and setup in; `students export` takes a
+student out. Each verb's function lives in `process_commands.py` (verbs that run a process),
+`store_commands.py` (verbs that read or change the store), `migrate_commands.py` or
+`student_commands.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from gateway.cli import migrate_commands as migrate
 from gateway.cli import process_commands as proc
 from gateway.cli import store_commands as store
+from gateway.cli import student_commands as students
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -104,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["from-litellm"])
     s.add_argument("file", help="LiteLLM proxy config (YAML) with a model_list")
     s.add_argument("--out", help="TOML file to write (default: standard output)")
+
+    s = command("students", "export a student as a self-contained directory (Hugging Face "
+                "weights, tokenizer, chat template, copy-slot recipe, model card)", students.export)
+    s.add_argument("action", choices=["export"])
+    s.add_argument("task", help="the task id (see `slimgate tasks`)")
+    s.add_argument("--version", type=int, help="student version (default: the one in play, "
+                   "else the newest that passed)")
+    s.add_argument("--out", required=True, help="directory to write (new or empty)")
+    s.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base")
+    s.add_argument("--force", action="store_true", help="export a student that never passed "
+                   "its gate")
 
     s = command("replay-teacher", "serve recorded answers as an OpenAI-compatible teacher",
                 proc.replay_teacher, config=False,
