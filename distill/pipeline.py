@@ -176,6 +176,7 @@ def train_candidate(
     held-out set through its copy slots, and register it."""
     from distill.candidates import fit_encoder, fit_generative
     from distill.evaluate import embedding_similarity, with_new_requests
+    from distill.judge_client import HeldoutJudge, teacher_model
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -186,17 +187,22 @@ def train_candidate(
     registry.private_dir(partial)  # 0700, like its parents: no other user reads a student
     started = time.time()
     similarity = embedding_similarity(embedder)
+    text_judge = None
+    if policy.text_judge == "teacher":  # free text judged by the teacher (docs/policies.md)
+        text_judge = HeldoutJudge(cfg, policy, task=task.id, model=teacher_model(con, task.id),
+                                  con=con, seed=version)
     try:
         if candidate is None:
             info, ev = fit_encoder(cfg, prep, curated.judged, task.kind, policy, partial,
-                                   max_new=max_new, similarity=similarity)
+                                   max_new=max_new, similarity=similarity,
+                                   text_judge=text_judge)
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
         else:
             training, ev = fit_generative(cfg, prep, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
-                                          interrupt=interrupt)
+                                          interrupt=interrupt, text_judge=text_judge)
             base_model, info = candidate.model, {}
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -213,6 +219,8 @@ def train_candidate(
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
                "min_heldout": policy.min_heldout, "student_kind": kind,
                "answer_shape": prep.shape, "copy_coverage": prep.coverage}
+    if text_judge is not None:
+        metrics["judge"] = {**text_judge.usage.as_dict(), "unjudged": text_judge.unjudged}
     copy_slots = prep.slots_meta() if kind != "encoder" else {
         "enabled": False, "reason": "the encoder points at the request's own words"}
     # The metadata marks a version complete; written inside the partial directory and then
