@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
@@ -48,6 +48,9 @@ from policies.schedule import MIN_EXPENSIVE_WIN, expensive_win, worth_expensive_
 from policies.sequential import heldout_verdict
 from policies.settings import TaskPolicy
 from policies.stats import passable_n, wilson
+
+if TYPE_CHECKING:
+    from distill.judge_client import HeldoutJudge
 
 log = logging.getLogger("slimgate.distill")
 Progress = Callable[[str], None]  # where a pass reports what it does, line by line
@@ -176,7 +179,6 @@ def train_candidate(
     held-out set through its copy slots, and register it."""
     from distill.candidates import fit_encoder, fit_generative
     from distill.evaluate import embedding_similarity, with_new_requests
-    from distill.judge_client import HeldoutJudge, teacher_model
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -187,10 +189,7 @@ def train_candidate(
     registry.private_dir(partial)  # 0700, like its parents: no other user reads a student
     started = time.time()
     similarity = embedding_similarity(embedder)
-    text_judge = None
-    if policy.text_judge == "teacher":  # free text judged by the teacher (docs/policies.md)
-        text_judge = HeldoutJudge(cfg, policy, task=task.id, model=teacher_model(con, task.id),
-                                  con=con, seed=version)
+    text_judge = heldout_judge(con, cfg, task, version)
     try:
         if candidate is None:
             info, ev = fit_encoder(cfg, prep, curated.judged, task.kind, policy, partial,
@@ -244,6 +243,19 @@ def train_candidate(
         reason += "; a near miss (upper bound ≥ the bar): shadow proves it on live traffic"
     return TaskOutcome(task.id, task.label, "trained", reason, version, status == "passed",
                        metrics, time.time() - started, status)
+
+
+def heldout_judge(con: Connection, cfg: Config, task: TaskRecord,
+                  version: int) -> HeldoutJudge | None:
+    """The teacher as judge of the gate's free-text pairs, where the task's policy says
+    `text_judge = "teacher"` (docs/policies.md); None: the embedding compares them."""
+    from distill.judge_client import HeldoutJudge, teacher_model
+
+    policy = cfg.policy.for_task(task.id, task.label)
+    if policy.text_judge != "teacher":
+        return None
+    return HeldoutJudge(cfg, policy, task=task.id, model=teacher_model(con, task.id), con=con,
+                        seed=version)
 
 
 Phase = Literal["cheap", "expensive", "all"]
