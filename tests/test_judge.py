@@ -293,3 +293,55 @@ def test_the_worker_gets_the_judge_key_only_when_the_teacher_judges() -> None:
                                       "text_judge_model": "gpt-4o-mini"}})
     out = worker_env(judged, env)
     assert out["PROV_KEY"] == "sk-provider" and "OTHER_KEY" not in out
+
+
+# --- through the gateway, and between tenants ---------------------------------------------
+
+
+async def test_gateway_records_the_judge_call_under_the_clients_key(
+    tmp_path: Path, fresh_upstream: Any, keys: str
+) -> None:
+    """End to end: the fake teacher answers the judge with an echo, not a verdict word — a
+    judge failure, recorded as a disagreement; the call itself is kept as a judge exchange
+    of the client's key and task, and discovery never reads it."""
+    from tests.conftest import TEST_TENANT
+    from tests.test_routing import ScriptedStudent, _serve, add_task, run
+
+    body = {"model": "gpt-test", "messages": [{"role": "system", "content": "Reply kindly."},
+                                              {"role": "user", "content": "my parcel broke"}]}
+    student = ScriptedStudent(content="We sent you a replacement.")
+    policy = {"shadow_rate": 1.0, "text_judge": "teacher", "text_judge_rate": 1.0}
+    app, cfg = await run(tmp_path, fresh_upstream, student, "shadow", policy=policy)
+    con = connect(cfg.store.path)
+    con.execute("DELETE FROM tasks")
+    con.close()
+    add_task(cfg.store.path, "shadow", body=body, kind="text")
+    [r] = await _serve(app, keys, [body])
+    assert r.status_code == 200
+    con = connect(cfg.store.path)
+    [cmp] = list(con.execute("SELECT agree, detail FROM comparisons"))
+    assert cmp["agree"] == 0 and cmp["detail"].startswith("judge failure: reply 'echo:")
+    rows = list(con.execute("SELECT backend, key_id, task FROM exchanges ORDER BY seq"))
+    assert [(r["backend"], r["key_id"]) for r in rows] == [("teacher", TEST_TENANT),
+                                                          ("judge", TEST_TENANT)]
+    assert rows[1]["task"] == "t-orders"
+    assert [r["backend"] for r in chat_exchanges(con)] == ["teacher"]
+    con.close()
+
+
+async def test_each_tenants_judge_call_holds_its_own_texts_only() -> None:
+    judge = StubTeacher(lambda body: "SAME")
+    runner, records, _ = shadow_setup({"text_judge": "teacher", "text_judge_rate": 1.0}, judge)
+    for tenant in ("acme", "globex"):
+        j = job("shadow", Student(f"{tenant} student answer"), served=f"{tenant} teacher answer")
+        j.task, j.key_id, j.request_id = f"{tenant}.support", f"k-{tenant}", f"req-{tenant}"
+        j.body = {"model": "gpt-4o-mini",
+                  "messages": [{"role": "user", "content": f"{tenant} question"}]}
+        await runner._run(j)
+    for body, tenant, other in zip(judge.bodies, ("acme", "globex"), ("globex", "acme"),
+                                   strict=True):
+        prompt = " ".join(m["content"] for m in body["messages"])
+        assert prompt.count(tenant) == 3 and other not in prompt
+    calls = records.of(Exchange)
+    assert [(c.task, c.key_id) for c in calls] == [("acme.support", "k-acme"),
+                                                   ("globex.support", "k-globex")]
