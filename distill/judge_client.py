@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -101,7 +102,8 @@ class HeldoutJudge:
             return verdict
 
         try:
-            # Orders are drawn in item order before any call runs: seeded, reproducible.
+            # Each order is drawn when its pair enters the gate, and the gate lets pairs in
+            # first come first served, so orders follow item order: seeded, reproducible.
             todo = {i: asyncio.ensure_future(one(items[i])) for i in sorted(chosen)}
             done = {i: await t for i, t in todo.items()}
         finally:
@@ -131,7 +133,7 @@ class HeldoutJudge:
                                             call.completion_tokens)
             self.usage.add(call, verdict, cost)
             rows.append((
-                f"heldout:{self._task}:judge:{self._rng.getrandbits(32):08x}", call.created_at,
+                f"heldout:{self._task}:judge:{uuid.uuid4().hex[:8]}", call.created_at,
                 None, "chat/completions", call.model, call.model, JUDGE_BACKEND, self._task, 0,
                 *self._bodies(call), call.status, call.error, call.latency_ms,
                 call.prompt_tokens or None, call.completion_tokens or None, cost, JUDGE_BACKEND,
