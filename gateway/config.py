@@ -432,7 +432,7 @@ class Config(_Strict):
     store: StoreConfig = StoreConfig()
     responses: ResponsesConfig = ResponsesConfig()
     models: list[ModelConfig] = []
-    distill: DistillConfig = DistillConfig()
+    distill: DistillConfig = Field(default_factory=DistillConfig)  # candidates: found at load
     students: StudentsConfig = StudentsConfig()
     worker: WorkerConfig = WorkerConfig()
     policy: PolicyConfig = PolicyConfig()
