@@ -100,17 +100,19 @@ def write_gguf(model: Any, tokenizer: Any, path: Path) -> Path:
     return path
 
 
-def tiny_gguf(arch: str, texts: list[str], path: Path, *, seed: int = 1) -> tuple[Path, Any]:
+def tiny_gguf(arch: str, texts: list[str], path: Path, *, seed: int = 1,
+              hidden: int = 64) -> tuple[Path, Any]:
     """A randomly initialised tiny model of `arch` ("llama" | "qwen2") with a tokenizer
-    trained on `texts`, written as one GGUF file; (the file, the model written)."""
+    trained on `texts`, written as one GGUF file; (the file, the model written). Four
+    attention heads: `hidden` 128 gives the head size 32 vLLM's CPU kernels take."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     from distill.scratch import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab_size=512)
-    shape = {"vocab_size": len(tokenizer), "hidden_size": 64, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+    shape = {"vocab_size": len(tokenizer), "hidden_size": hidden, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 2 * hidden,
              "max_position_embeddings": 1024, "eos_token_id": tokenizer.eos_token_id,
              "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": True}
     torch.manual_seed(seed)
