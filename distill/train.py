@@ -21,6 +21,7 @@ from typing import Any, Literal
 from distill.chat_format import CHAT_TEMPLATE, answer_message, conversation, prepare, render
 from distill.chat_format import stop_token_ids as _stop_ids
 from distill.gguf_base import hf_base, is_gguf
+from distill.shared_prefix import shared_prefix_forward
 from gateway.config import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,17 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                     opt, lambda step: lr_factor(step, clock, warmup))
             return self.lr_scheduler
 
-        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            loss = super().compute_loss(model, inputs, *args, **kwargs)
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            # LoRA over a pretrained base: the rows' shared prompt (system, tools, schema) is
+            # run once per batch without gradients (distill.shared_prefix); same loss.
+            shared = shared_prefix_forward(model, inputs, num_items_in_batch) \
+                if lora and model.training else None
+            if shared is not None:
+                loss = (shared.loss, shared) if return_outputs else shared.loss
+            else:
+                loss = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
             if model.training:
                 value = loss[0] if isinstance(loss, tuple) else loss
                 self.step_losses.append(float(value.detach()))
