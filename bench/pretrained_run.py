@@ -205,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     candidate = pick_candidate(args.candidate)
+    conversion = None
+    if candidate.model.lower().endswith(".gguf"):  # converted once, as the first run would
+        from distill.gguf_base import hf_base
+
+        began = time.perf_counter()
+        source = candidate.model
+        candidate = candidate.model_copy(update={"model": str(hf_base(source))})
+        conversion = {"source": source, "base_dir": candidate.model,
+                      "seconds": round(time.perf_counter() - began, 1)}
+        print(f"[{time.perf_counter() - started:5.0f}s] base ready: {conversion}", flush=True)
     meta = {"base_model": candidate.model, "params": candidate.params, "budget_s": args.budget,
+            "conversion": conversion,
             "machine": machine(), "args": {
                 k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "command": " ".join(sys.argv)}
