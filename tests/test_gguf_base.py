@@ -99,3 +99,27 @@ def test_qlora_only_with_lora_on_a_gpu_with_bitsandbytes() -> None:
     assert qlora_applies(True, cuda=True, bitsandbytes=True)
     cases: list[Any] = [(True, False, True), (True, True, False), (False, True, True)]
     assert not any(qlora_applies(*c) for c in cases)
+
+
+def test_the_pipeline_trains_a_gguf_candidate_into_a_registered_student(tmp_path: Path) -> None:
+    from distill.pipeline import curate_task, distill_task
+    from gateway.config import CandidateConfig
+    from gateway.embed import SharedEmbedder
+    from gateway.store.catalog import list_students
+    from tests.test_pipeline import store_with_task
+
+    cfg, con, task = store_with_task(tmp_path, n=60)
+    gguf, _ = tiny_gguf("llama", texts(), tmp_path / "tiny.gguf")
+    candidate = CandidateConfig(model=str(gguf), params=100_000, context=1024)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={
+        "candidates": [candidate],
+        "training": TrainingConfig(max_steps=2, batch_size=8, max_seq_len=64)})})
+    outcome = distill_task(con, cfg, task, curate_task(con, cfg, task), progress=False,
+                           embedder=SharedEmbedder(), encoder=False)
+    assert outcome.action == "trained", outcome.reason
+    (student,) = list_students(con, task.id)
+    assert student.base_model == str(gguf) and student.status in ("passed", "near", "failed")
+    assert student.metrics["training"]["tokens_per_s"] > 0  # what S4's time check reads
+    adapter = tmp_path / "students" / student.path / "adapter_config.json"
+    base = Path(json.loads(adapter.read_text())["base_model_name_or_path"])
+    assert base.parent == tmp_path / "students" / ".bases"  # beside the students it serves
