@@ -27,6 +27,7 @@ class Sent:
     invalid: str = ""  # why the answer broke the request's contract (bench.loop_check)
     gold: bool = False  # the answer is the public gold answer
     key: str = ""  # gateway.fingerprint.request_key: what was asked (curation dedupes on it)
+    memory: bool = False  # answered by the task's answer memory (the store's upstream column)
 
 
 def snapshot(db: str) -> dict[str, Any]:
@@ -46,9 +47,14 @@ def snapshot(db: str) -> dict[str, Any]:
                             "FROM stage_changes ORDER BY at"),
             "request_task": {r["request_id"]: r["task"] for r in rows(
                 "SELECT request_id, task FROM exchanges WHERE task IS NOT NULL")},
+            "memory_changes": rows("SELECT at, task, from_stage, to_stage, to_step, reason "
+                                   "FROM memory_changes ORDER BY at"),
+            "from_memory": {r["request_id"] for r in rows(
+                "SELECT request_id FROM exchanges WHERE upstream LIKE 'memory:%'")},
         }
     except sqlite3.Error:
-        return {"tasks": [], "students": [], "changes": [], "request_task": {}}
+        return {"tasks": [], "students": [], "changes": [], "request_task": {},
+                "memory_changes": [], "from_memory": set()}
     finally:
         con.close()
 
@@ -81,6 +87,7 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
     """Per discovered task and per workload type; times in seconds after the first request."""
     for s in sent:
         s.task = s.task or snap["request_task"].get(f"lb-{s.i}", "")
+        s.memory = f"lb-{s.i}" in snap["from_memory"]
     by_task: dict[str, list[Sent]] = defaultdict(list)
     by_kind: dict[str, list[Sent]] = defaultdict(list)
     for s in sent:
@@ -92,6 +99,7 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
         kinds = Counter(s.kind for s in mine)
         trained = [s for s in snap["students"] if s["task"] == t["id"] and s["status"] != "error"]
         moves = [c for c in snap["changes"] if c["task"] == t["id"]]
+        memory = [c for c in snap["memory_changes"] if c["task"] == t["id"]]
         tasks.append({
             "task": t["id"], "label": t["label"], "kind": t["kind"],
             "workload_type": kinds.most_common(1)[0][0] if kinds else None,
@@ -105,6 +113,9 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
             **{f"first_{stage}_s": _first([c["at"] - t0 for c in moves if c["to_stage"] == stage])
                for stage in ("shadow", "canary", "primary")},
             "rollbacks": sum(c["to_stage"] == "observe" for c in moves),
+            **{f"memory_{stage}_s": _first([c["at"] - t0 for c in memory
+                                            if c["to_stage"] == stage])
+               for stage in ("shadow", "canary", "primary")},
             "first_student_answer_s": _first([s.at for s in mine if s.backend == "student"]),
             "student_share_per_minute": _per_minute(mine, minutes),
             "invalid_to_client": sum(bool(s.invalid) for s in mine),
@@ -118,6 +129,7 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
             "requests": len(mine), "distinct": len({s.key for s in mine}),
             "errors": len(mine) - len(answered),
             "student_answers": len(student),
+            "memory_answers": sum(s.memory for s in student),
             "student_share": round(len(student) / len(answered), 3) if answered else None,
             "repeat_share": _repeat_share(mine),
             "student_share_per_minute": _per_minute(mine, minutes),
@@ -129,7 +141,9 @@ def summarize(sent: list[Sent], snap: dict[str, Any], t0: float, minutes: int) -
             "untasked_requests": sum(not s.task for s in mine),
         }
     return {"tasks": tasks, "types": kinds_out,
-            "stage_changes": [{**c, "at": round(c["at"] - t0, 1)} for c in snap["changes"]]}
+            "stage_changes": [{**c, "at": round(c["at"] - t0, 1)} for c in snap["changes"]],
+            "memory_changes": [{**c, "at": round(c["at"] - t0, 1)}
+                               for c in snap["memory_changes"]]}
 
 
 def _s(v: float | None) -> str:
@@ -148,7 +162,7 @@ def print_table(summary: dict[str, Any]) -> None:
     print("\nper discovered task (seconds after the first request; '-' = not reached; dist: "
           "distinct requests; 1st st: first student answer; inv: invalid answers received)")
     head = (f"{'task':<24} {'type':<13} {'kind':<9} {'stage':<9} {'reqs':>5} {'dist':>4} "
-            f"{'train':>6} {'shadow':>6} {'canary':>6} {'1st st':>6} {'inv':>4}  "
+            f"{'train':>6} {'shadow':>6} {'canary':>6} {'mem c/p':>9} {'1st st':>6} {'inv':>4}  "
             "student % per minute")
     print(head)
     print("-" * len(head))
@@ -157,10 +171,12 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"{t['label'][:24]:<24} {str(t['workload_type'] or '?')[:13]:<13} "
               f"{t['kind'][:9]:<9} {stage[:9]:<9} {t['requests']:>5} {t['distinct']:>4} "
               f"{_s(t['first_trained_s']):>6} {_s(t['first_shadow_s']):>6} "
-              f"{_s(t['first_canary_s']):>6} {_s(t['first_student_answer_s']):>6} "
+              f"{_s(t['first_canary_s']):>6} "
+              f"{_s(t['memory_canary_s']) + '/' + _s(t['memory_primary_s']):>9} "
+              f"{_s(t['first_student_answer_s']):>6} "
               f"{t['invalid_to_client']:>4}  {_shares(t['student_share_per_minute'])}")
     print("\nper workload type")
-    head = (f"{'type':<13} {'reqs':>5} {'dist':>4} {'errors':>6} {'student':>7} "
+    head = (f"{'type':<13} {'reqs':>5} {'dist':>4} {'errors':>6} {'student':>7} {'memory':>6} "
             f"{'repeat':>6} {'invalid t/s':>11} {'gold t/s':>11} {'no task':>7}  "
             "student % per minute")
     print(head)
@@ -169,6 +185,7 @@ def print_table(summary: dict[str, Any]) -> None:
         inv, gold = k["invalid_to_client"], k["gold_match"]
         g = "/".join("-" if gold[b] is None else f"{gold[b]:.2f}" for b in ("teacher", "student"))
         print(f"{kind:<13} {k['requests']:>5} {k['distinct']:>4} {k['errors']:>6} "
-              f"{k['student_answers']:>7} {_pct(k['repeat_share']):>6} "
+              f"{k['student_answers']:>7} {k['memory_answers']:>6} "
+              f"{_pct(k['repeat_share']):>6} "
               f"{inv['teacher']:>5}/{inv['student']:<5} {g:>11} {k['untasked_requests']:>7}  "
               f"{_shares(k['student_share_per_minute'])}")

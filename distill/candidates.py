@@ -17,7 +17,7 @@ from typing import Any
 
 from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, Example
-from distill.evaluate import Evaluation, Similarity, evaluate
+from distill.evaluate import Evaluation, Similarity, TextJudge, evaluate
 from distill.shape import KindChoice, Shape, answer_shape, plan_kinds
 from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
@@ -108,19 +108,23 @@ def _as_served(student: Any, prep: Prepared) -> Any:
 
 def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,
           policy: TaskPolicy, cfg: Config, max_new: int,
-          similarity: Similarity | None = None) -> Evaluation:
+          similarity: Similarity | None = None,
+          text_judge: TextJudge | None = None) -> Evaluation:
     return evaluate(_as_served(student, prep), heldout, task_kind, confidence=policy.confidence,
                     text_threshold=cfg.distill.text_similarity, max_tokens=max_new,
-                    similarity=similarity)
+                    similarity=similarity, text_judge=text_judge)
 
 
 def fit_generative(
     cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
     candidate: CandidateConfig, out_dir: Path, *, max_new: int, progress: bool, seed: int = 0,
     similarity: Similarity | None = None, interrupt: Interrupt | None = None,
+    text_judge: TextJudge | None = None,
 ) -> tuple[dict[str, Any], Evaluation]:
-    """Train and evaluate one generative candidate; (training report, evaluation).
-    Raises `distill.train.Interrupted` when `interrupt` stops it (nothing is evaluated)."""
+    """Train and evaluate one generative candidate; (training report, evaluation). The
+    part-way check compares free text by `similarity`, the gate's evaluation by `text_judge`
+    where given (its calls cost: one evaluation's worth). Raises `distill.train.Interrupted`
+    when `interrupt` stops it (nothing is evaluated)."""
     from distill.student import Student
     from distill.train import train_student
 
@@ -144,13 +148,14 @@ def fit_generative(
                            checkpoint_epochs=CHECK_EPOCHS, seed=seed, interrupt=interrupt,
                            bases_dir=Path(cfg.distill.students_dir) / BASES_DIR)
     student = Student.load(str(out_dir))
-    ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity)
+    ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity, text_judge)
     return report.as_dict(), ev
 
 
 def fit_encoder(
     cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
     out_dir: Path, *, max_new: int, seed: int = 0, similarity: Similarity | None = None,
+    text_judge: TextJudge | None = None,
 ) -> tuple[dict[str, Any], Evaluation]:
     """Train and evaluate the encoder/classifier student kind; (its info, evaluation). It
     learns and answers the raw requests: no copy slots (`Prepared.raw_train`)."""
@@ -160,4 +165,5 @@ def fit_encoder(
                          budget_s=cfg.distill.training.time_budget_s, seed=seed)
     student = EncoderStudent.load(out_dir)
     unslotted = replace(prep, slots=None)
-    return info, judge(student, unslotted, heldout, task_kind, policy, cfg, max_new, similarity)
+    return info, judge(student, unslotted, heldout, task_kind, policy, cfg, max_new, similarity,
+                       text_judge)

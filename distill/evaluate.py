@@ -5,8 +5,9 @@ Each request is answered once and compared with every answer the teacher gave it
 as evidence (`Example.refs`), each as often as it was given: the summary's `n` counts traffic,
 not distinct requests (`distinct` counts those). The comparators are the ones live shadow
 evaluation uses (`policies.compare`), chosen by the task's output kind; free text is compared
-by sentence-embedding cosine. The summary carries agreement with its Wilson interval, the
-valid-format rate and the student's latency.
+by sentence-embedding cosine, or by the teacher's verdict where the task's policy says
+`text_judge = "teacher"` (`text_judge`: policies.judge, distill.judge_client). The summary
+carries agreement with its Wilson interval, the valid-format rate and the student's latency.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 from distill.curate import Example
 from gateway.embed import SharedEmbedder
 from policies.compare import NotComparable, compare, texts_identical
+from policies.judge import Verdict, judged_comparison, text_pair
 from policies.stats import wilson
 
 Similarity = Callable[[list[tuple[str, str]]], list[float]]
+# Free-text pairs (student text, teacher text, request) -> a verdict each, None: not judged
+TextJudge = Callable[[list[tuple[str, str, dict[str, Any] | None]]], list[Verdict | None]]
 
 
 @dataclass
@@ -68,8 +72,10 @@ def evaluate(
     max_tokens: int = 256,
     batch_size: int = 8,
     similarity: Similarity | None = None,
+    text_judge: TextJudge | None = None,
 ) -> Evaluation:
-    """Generate an answer for every held-out example and compare it with the teacher's."""
+    """Generate an answer for every held-out example and compare it with the teacher's
+    (free text by `text_judge` when given: a pair it did not judge is no evidence)."""
     answers: list[Any] = []
     per_example_ms: list[float] = []
     completion_tokens = 0
@@ -86,8 +92,11 @@ def evaluate(
         answers += gens
 
     pairs = [(i, ref, count) for i, ex in enumerate(heldout) for ref, count in refs_of(ex)]
+    verdicts = _judge_texts(text_judge, pairs, answers, heldout, kind, max_tokens) \
+        if text_judge is not None else {}
     sims: dict[int, float] = {}  # by index into `pairs`
-    if kind in ("text", "tool_call"):  # a tool-call task's text turns are compared as text
+    # a tool-call task's text turns are compared as text (by the judge, when there is one)
+    if kind in ("text", "tool_call") and text_judge is None:
         pending = []
         for j, (i, ref, _) in enumerate(pairs):
             a = str(answers[i].message.get("content") or "")
@@ -106,7 +115,7 @@ def evaluate(
                 sims[j] = value
 
     rows: dict[int, dict[str, Any]] = {}  # per request: its first comparison, for the store
-    n = agree = valid = 0
+    n = agree = valid = unjudged = 0
     scores: list[float] = []
     for j, (i, ref, count) in enumerate(pairs):
         ex, gen = heldout[i], answers[i]
@@ -114,8 +123,16 @@ def evaluate(
             n += count
             continue
         try:
-            c = compare(kind, gen.message, ref, request=request_of(ex, max_tokens),
-                        similarity=sims.get(j), text_threshold=text_threshold)
+            if j in verdicts:
+                verdict = verdicts[j]
+                if verdict is None:  # past the judge's budget: no evidence either way
+                    unjudged += count
+                    continue
+                c = judged_comparison(kind, gen.message, ref, request_of(ex, max_tokens),
+                                      verdict)
+            else:
+                c = compare(kind, gen.message, ref, request=request_of(ex, max_tokens),
+                            similarity=sims.get(j), text_threshold=text_threshold)
         except NotComparable:
             continue  # the teacher's answer is no usable reference for this kind
         n += count
@@ -136,8 +153,29 @@ def evaluate(
         "student_p50_ms": statistics.median(per_example_ms) if per_example_ms else None,
         "tokens_per_s": completion_tokens / gen_seconds if gen_seconds else None,
         "kind": kind,
+        "text_judge": "teacher" if text_judge is not None else "embedding",
     }
+    if text_judge is not None:
+        summary["judged_pairs"] = sum(1 for v in verdicts.values() if v is not None)
+        summary["judge_failures"] = sum(1 for v in verdicts.values() if v and v.failed)
+        summary["unjudged"] = unjudged
     return Evaluation(summary, list(rows.values()))
+
+
+def _judge_texts(text_judge: TextJudge, pairs: list[tuple[int, dict[str, Any] | None, int]],
+                 answers: list[Any], heldout: list[Example], kind: str,
+                 max_tokens: int) -> dict[int, Verdict | None]:
+    """The judge's verdict on every free-text pair, by index into `pairs` (structured pairs
+    are left to the ordinary comparators)."""
+    todo = []
+    for j, (i, ref, _) in enumerate(pairs):
+        texts = text_pair(kind, answers[i].message, ref) if ref is not None else None
+        if texts is not None:
+            todo.append((j, (*texts, request_of(heldout[i], max_tokens))))
+    if not todo:
+        return {}
+    found = text_judge([item for _, item in todo])
+    return {j: v for (j, _), v in zip(todo, found, strict=True)}
 
 
 def with_new_requests(ev: Evaluation, heldout_ids: set[str], new_mass: float,

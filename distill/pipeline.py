@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
@@ -54,6 +54,9 @@ from policies.schedule import (
 from policies.sequential import heldout_verdict
 from policies.settings import TaskPolicy
 from policies.stats import passable_n, wilson
+
+if TYPE_CHECKING:
+    from distill.judge_client import HeldoutJudge
 
 log = logging.getLogger("slimgate.distill")
 Progress = Callable[[str], None]  # where a pass reports what it does, line by line
@@ -215,17 +218,19 @@ def train_candidate(
     registry.private_dir(partial)  # 0700, like its parents: no other user reads a student
     started = time.time()
     similarity = embedding_similarity(embedder)
+    text_judge = heldout_judge(con, cfg, task, version)
     try:
         if candidate is None:
             info, ev = fit_encoder(cfg, prep, curated.judged, task.kind, policy, partial,
-                                   max_new=max_new, similarity=similarity)
+                                   max_new=max_new, similarity=similarity,
+                                   text_judge=text_judge)
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
         else:
             training, ev = fit_generative(cfg, prep, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
-                                          interrupt=interrupt)
+                                          interrupt=interrupt, text_judge=text_judge)
             base_model, info = candidate.model, {}
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -242,6 +247,8 @@ def train_candidate(
                "data_hash": curated.data_hash(), "min_agreement": policy.min_agreement,
                "min_heldout": policy.min_heldout, "student_kind": kind,
                "answer_shape": prep.shape, "copy_coverage": prep.coverage}
+    if text_judge is not None:
+        metrics["judge"] = {**text_judge.usage.as_dict(), "unjudged": text_judge.unjudged}
     copy_slots = prep.slots_meta() if kind != "encoder" else {
         "enabled": False, "reason": "the encoder points at the request's own words"}
     # The metadata marks a version complete; written inside the partial directory and then
@@ -265,6 +272,19 @@ def train_candidate(
         reason += "; a near miss (upper bound ≥ the bar): shadow proves it on live traffic"
     return TaskOutcome(task.id, task.label, "trained", reason, version, status == "passed",
                        metrics, time.time() - started, status)
+
+
+def heldout_judge(con: Connection, cfg: Config, task: TaskRecord,
+                  version: int) -> HeldoutJudge | None:
+    """The teacher as judge of the gate's free-text pairs, where the task's policy says
+    `text_judge = "teacher"` (docs/policies.md); None: the embedding compares them."""
+    from distill.judge_client import HeldoutJudge, teacher_model
+
+    policy = cfg.policy.for_task(task.id, task.label)
+    if policy.text_judge != "teacher":
+        return None
+    return HeldoutJudge(cfg, policy, task=task.id, model=teacher_model(con, task.id), con=con,
+                        seed=version)
 
 
 Phase = Literal["cheap", "expensive", "all"]

@@ -80,7 +80,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     routing = RoutingTable(config, store, students, embedder)
     await routing.refresh()
     routing.start()
-    shadow = ShadowRunner(config, upstreams, recorder, metrics, TextSimilarity(embedder))
+    shadow = ShadowRunner(config, upstreams, recorder, metrics, TextSimilarity(embedder),
+                          policy_for=routing.policy_for)
     shadow.start()
     worker = start_worker(app.state.config_path, config)
     telemetry = None

@@ -450,6 +450,9 @@ class Config(_Strict):
                     raise ValueError(f"model '{m.name}': fallback '{fb}' is not a configured model")
                 if fb == m.name:
                     raise ValueError(f"model '{m.name}' lists itself as a fallback")
+        judge = self.policy.text_judge_model
+        if judge is not None and judge not in names:
+            raise ValueError(f"policy.text_judge_model '{judge}' is not a configured model")
         return self
 
     def model(self, name: str) -> ModelConfig | None:

@@ -320,6 +320,7 @@ class Proxy:
                 kind=decision.kind or "text", request_id=ctx.request_id, body=send,
                 served=first_message(resp), served_ms=student_ms,
                 served_tokens=completion_tokens(resp), teacher=self.resolve(body["model"]),
+                key_id=ctx.key_id,
             ))
         return resp
 
@@ -335,7 +336,7 @@ class Proxy:
             mode="shadow", task=decision.task or "", version=decision.version or 0,
             kind=decision.kind or "text", request_id=ctx.request_id, body=send,
             served=first_message(resp), served_ms=(time.perf_counter() - ctx.started) * 1000,
-            served_tokens=completion_tokens(resp), student=decision.student,
+            served_tokens=completion_tokens(resp), student=decision.student, key_id=ctx.key_id,
         ))
 
     async def complete(

@@ -12,16 +12,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from gateway.config import Config, ModelConfig
+from gateway.judge import TeacherJudge, judge_exchange
 from gateway.metrics import Metrics
 from gateway.similarity import TextSimilarity
 from gateway.store.recorder import LiveComparison, Recorder
 from gateway.upstream.base import Backend, UpstreamFailure
 from gateway.upstream.pool import Upstreams
-from policies.compare import NotComparable, compare, texts_identical
+from policies.compare import Comparison, NotComparable, compare, texts_identical
+from policies.judge import failure, judged_comparison, sampled, text_pair
+from policies.settings import TaskPolicy
 
 log = logging.getLogger("slimgate.shadow")
 
@@ -39,6 +44,7 @@ class Job:
     served_tokens: int | None
     student: Backend | None = None  # shadow: the student to ask
     teacher: ModelConfig | None = None  # audit: the teacher to ask
+    key_id: str | None = None  # the client's key: a judge call is recorded under it
 
 
 def first_message(resp: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +61,7 @@ def completion_tokens(resp: dict[str, Any]) -> int | None:
 class ShadowRunner:
     def __init__(
         self, config: Config, upstreams: Upstreams, recorder: Recorder, metrics: Metrics,
-        similarity: TextSimilarity,
+        similarity: TextSimilarity, policy_for: Callable[[str], TaskPolicy] | None = None,
     ) -> None:
         self._config = config
         self._upstreams = upstreams
@@ -64,6 +70,7 @@ class ShadowRunner:
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.students.shadow_queue)
         self._workers: list[asyncio.Task[None]] = []
         self._similarity = similarity
+        self._policy_for = policy_for or (lambda task: config.policy.for_task(task))
 
     def start(self) -> None:
         for i in range(self._config.students.shadow_concurrency):
@@ -107,6 +114,10 @@ class ShadowRunner:
         return resp, (time.perf_counter() - started) * 1000
 
     async def _run(self, job: Job) -> str:
+        policy = self._policy_for(job.task)
+        judging = policy.text_judge == "teacher"
+        if judging and job.kind == "text" and not sampled(job.request_id, policy.text_judge_rate):
+            return "not_sampled"  # judged comparisons only: nobody is asked for this one
         try:
             resp, ms = await self._ask(job)
         except UpstreamFailure as f:
@@ -119,17 +130,14 @@ class ShadowRunner:
         other = first_message(resp)
         tokens = completion_tokens(resp)
         student, teacher = (other, job.served) if job.mode == "shadow" else (job.served, other)
-        similarity = None
-        a, b = str(student.get("content") or ""), str(teacher.get("content") or "")
-        if job.kind in ("text", "tool_call") and a.strip() and b.strip():
-            similarity = 1.0 if texts_identical(a, b) else await self._similarity(a, b)
+        pair = text_pair(job.kind, student, teacher) if judging else None
         try:
-            # compare() checks the request's contract (client schemas): off the event loop,
-            # with the same deadline as on the request path.
-            result = await asyncio.wait_for(asyncio.to_thread(
-                compare, job.kind, student, teacher, request=job.body, similarity=similarity,
-                text_threshold=self._config.distill.text_similarity,
-            ), self._config.students.contract_timeout_s)
+            if pair is not None:
+                if not sampled(job.request_id, policy.text_judge_rate):
+                    return "not_sampled"
+                result = await self._judged(job, student, teacher, pair)
+            else:
+                result = await self._compared(job, student, teacher)
         except NotComparable:
             return "not_comparable"  # the teacher's own answer is no usable reference
         except TimeoutError:
@@ -140,7 +148,46 @@ class ShadowRunner:
         )
         self._record(job, student, teacher, s_ms, t_ms, s_tok, t_tok, score=result.score,
                      agree=result.agree, valid=result.valid, detail=result.detail)
+        if result.detail.startswith("judge failure"):
+            return "judge_failed"  # recorded as a disagreement: a failure never agrees
         return "agree" if result.agree else "disagree"
+
+    async def _compared(self, job: Job, student: dict[str, Any],
+                        teacher: dict[str, Any]) -> Comparison:
+        similarity = None
+        a, b = str(student.get("content") or ""), str(teacher.get("content") or "")
+        if job.kind in ("text", "tool_call") and a.strip() and b.strip():
+            similarity = 1.0 if texts_identical(a, b) else await self._similarity(a, b)
+        # compare() checks the request's contract (client schemas): off the event loop,
+        # with the same deadline as on the request path.
+        return await asyncio.wait_for(asyncio.to_thread(
+            compare, job.kind, student, teacher, request=job.body, similarity=similarity,
+            text_threshold=self._config.distill.text_similarity,
+        ), self._config.students.contract_timeout_s)
+
+    async def _judged(self, job: Job, student: dict[str, Any], teacher: dict[str, Any],
+                      pair: tuple[str, str]) -> Comparison:
+        """The teacher's verdict on a sampled free-text pair (its call recorded under the
+        request's own key and task), with the request's contract checked as for any pair."""
+        name = self._config.policy.text_judge_model or str(job.body.get("model") or "")
+        model = self._config.model(name)
+        if model is None:  # the request named a model this config no longer has
+            verdict, call = failure(f"no configured model {name!r} to judge with"), None
+        else:
+            judge = TeacherJudge(partial(self._ask_judge, model), model.name,
+                                 timeout_s=self._config.policy.text_judge_timeout_s)
+            verdict, call = await judge.judge(pair[0], pair[1], job.body)
+        if call is not None:
+            self._recorder.record(judge_exchange(call, task=job.task, key_id=job.key_id,
+                                                 judged_request=job.request_id))
+        return await asyncio.wait_for(asyncio.to_thread(
+            judged_comparison, job.kind, student, teacher, job.body, verdict,
+        ), self._config.students.contract_timeout_s)
+
+    async def _ask_judge(self, model: ModelConfig,
+                         body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        resp, served = await self._upstreams.complete(model, "chat/completions", body)
+        return resp, served.model.upstream_model
 
     def _record(
         self, job: Job, student: dict[str, Any] | None, teacher: dict[str, Any] | None,

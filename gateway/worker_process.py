@@ -19,10 +19,11 @@ log = logging.getLogger("slimgate.worker")
 
 
 # What the worker needs from the environment: where things are, locale, temp dirs, and the
-# knobs of the libraries it trains with. It never calls a provider: no key is passed on. The
-# secrets it does get are two (docs/reliability.md #14): HF_TOKEN, because candidate models
-# it downloads may be gated on the hub (unless the config names HF_TOKEN for a key), and the
-# store's `password_env`, because it writes to the store.
+# knobs of the libraries it trains with. It calls a provider only to judge held-out free text
+# (`policy.text_judge = "teacher"`), and then gets that judge's key only. Other secrets: two
+# (docs/reliability.md #14): HF_TOKEN, because candidate models it downloads may be gated on
+# the hub (unless the config names HF_TOKEN for a key), and the store's `password_env`,
+# because it writes to the store.
 _PASSED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "TEMP", "TMP",
                      "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "SLIMGATE_CONFIG",
                      "HF_TOKEN"})  # HF_TOKEN: candidate models may be gated on the hub
@@ -31,16 +32,36 @@ _PASSED_PREFIXES = ("LC_", "HF_", "TRANSFORMERS_", "TORCH", "OMP_", "MKL_", "CUD
 _SECRETISH = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
 
+def judge_key_envs(config: Config) -> set[str]:
+    """The provider keys the worker's held-out judge calls need: none unless a policy says
+    `text_judge = "teacher"`; then `text_judge_model`'s key, or (unset: the teacher judges,
+    whichever model a task's clients name) every configured model's."""
+    policy = config.policy
+    if policy.text_judge != "teacher" and all(t.text_judge != "teacher" for t in policy.tasks):
+        return set()
+    judge = config.model(policy.text_judge_model) if policy.text_judge_model else None
+    models = [judge] if judge is not None else config.models
+    return {m.api_key_env for m in models if m.api_key_env}
+
+
 def worker_env(config: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The worker's environment: only what `_PASSED` names, never a variable the config names
-    for a key (gateway, admin, metrics, provider, vLLM) nor one that looks like a secret."""
+    for a key (gateway, admin, metrics, vLLM; provider keys only for the judge, where a policy
+    asks the teacher to judge held-out free text) nor one that looks like a secret."""
     environ = dict(os.environ if environ is None else environ)
     named = {config.server.api_keys_env, config.server.admin_keys_env,
              config.server.metrics_keys_env,
              getattr(config.students.engine, "api_key_env", None),  # a vLLM engine's key
              *(m.api_key_env for m in config.models)}
+    # never a gateway, admin, metrics or vLLM key, even when a model names the same variable
+    judge_keys = judge_key_envs(config) - {
+        config.server.api_keys_env, config.server.admin_keys_env, config.server.metrics_keys_env,
+        getattr(config.students.engine, "api_key_env", None)}
     out = {}
     for name, value in environ.items():
+        if name in judge_keys:
+            out[name] = value
+            continue
         if name in named:
             continue
         store_password = name == config.store.password_env  # the worker uses the store too

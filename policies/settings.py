@@ -29,6 +29,7 @@ Millis = Annotated[float, Field(gt=0.0)]
 Growth = Annotated[float, Field(gt=0.0)]
 Sticky = Literal["conversation", "user", "request"]
 Pin = Literal["teacher", "student"]
+TextJudge = Literal["embedding", "teacher"]
 
 
 class _Strict(BaseModel):
@@ -62,6 +63,10 @@ class _Tunables(_Strict):
     # routing
     sticky: Sticky | None = None  # what keeps requests on one backend within a canary step
     answer_memory: bool | None = None  # serve the teacher's answer again to exact repeats
+    # free text: how a student's text is compared with the teacher's (docs/policies.md)
+    text_judge: TextJudge | None = None  # embedding cosine, or the teacher judging (rubric)
+    text_judge_rate: Rate | None = None  # share of live free-text comparisons judged
+    text_judge_heldout_max: Count | None = None  # judge calls per held-out evaluation at most
 
 
 class TaskOverride(_Tunables):
@@ -101,6 +106,12 @@ class PolicyConfig(_Strict):
     sticky: Sticky = "conversation"  # what keeps requests on one backend within a canary step
     # Structured tasks only, gated like a student (docs/policies.md, "The answer memory").
     answer_memory: bool = True  # serve the teacher's answer again to exact repeats
+    text_judge: TextJudge = "embedding"  # embedding cosine, or the teacher judging (rubric)
+    text_judge_rate: Rate = 0.25  # share of live free-text comparisons judged (the rest: none)
+    text_judge_heldout_max: Count = 200  # judge calls per held-out evaluation at most
+    text_judge_model: str | None = None  # a configured model that judges; None: the teacher
+    text_judge_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0  # per judge call
+    text_judge_concurrency: Count = 4  # judge calls in flight at once (worker, per evaluation)
     tasks: list[TaskOverride] = []  # per-task overrides, first match wins
 
     def override_for(self, task_id: str, label: str = "") -> TaskOverride | None:
@@ -150,6 +161,9 @@ class TaskPolicy:
     retrain_on_drift: bool
     sticky: Sticky
     answer_memory: bool = True
+    text_judge: TextJudge = "embedding"
+    text_judge_rate: float = 0.25
+    text_judge_heldout_max: int = 200
     pin: Pin | None = None
     record: bool = True
     matched: str | None = None  # the `match` of the override applied, for logs

@@ -14,7 +14,9 @@ import orjson
 import pytest
 
 from distill.memory import MemoryBook, memory_allowed, memory_tick
+from gateway.admin.overrides import task_rows
 from gateway.answer_memory import memory_key
+from gateway.cli.store_commands import memory_text
 from gateway.config import Config
 from gateway.store.catalog import TaskRecord
 from gateway.store.memory import memory_changes, memory_tracks
@@ -108,6 +110,14 @@ async def test_repeats_walk_the_memory_to_primary_and_are_answered_from_it(
     log = [(c["from_stage"], c["to_stage"]) for c in memory_changes(con, "t-orders")]
     con.close()
     assert log == [("observe", "shadow"), ("shadow", "canary"), ("canary", "primary")]
+    # What an operator reads: `slimgate tasks` and /admin/tasks.
+    con = connect(cfg.store.path)
+    [row] = task_rows(con)
+    tracks = memory_tracks(con)
+    con.close()
+    assert row["answer_memory"] == {"stage": "primary", "step": 0, "answers": 20}
+    assert memory_text(tracks["t-orders"], cfg, TaskRecord("t-orders", "orders", "json")) == \
+        "primary, 20 answers"
     # Another tenant asking the very same thing never reaches this tenant's memory.
     [other] = await _serve(app, "sk-gw-test-2", [order(3)])
     assert other.headers["x-slimgate-backend"] == "teacher"

@@ -125,3 +125,22 @@ def test_public_data_builds_every_type_with_valid_gold_answers() -> None:
     assert bad == []
     assert repetition(schedule(by_type, "repeated", 3000))["all"] > 0.6
     assert repetition(schedule(by_type, "unique", 3000))["snips_tools"] < 0.01
+
+
+def test_the_report_tells_memory_answers_and_the_memorys_stages_apart(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.loop_report import Sent, print_table, summarize
+
+    sent = [Sent(i, "snips_label", at=float(i), backend="student" if i % 2 else "teacher",
+                 task="t-1", key=f"k{i % 3}") for i in range(10)]
+    snap = {"tasks": [{"id": "t-1", "label": "intents", "kind": "label", "stage": "observe",
+                       "step": 0, "created_at": 100.0}],
+            "students": [], "changes": [], "request_task": {},
+            "memory_changes": [{"at": 130.0, "task": "t-1", "from_stage": "shadow",
+                                "to_stage": "canary", "to_step": 0, "reason": "r"}],
+            "from_memory": {"lb-1", "lb-3"}}
+    summary = summarize(sent, snap, t0=100.0, minutes=1)
+    assert summary["tasks"][0]["memory_canary_s"] == 30.0
+    assert summary["types"]["snips_label"]["memory_answers"] == 2
+    print_table(summary)
+    assert "30/-" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.store.catalog import TaskRecord, get_task, list_students, list_tasks
 from gateway.store.db import Connection
+from gateway.store.memory import memory_tracks
 from gateway.store.stages import (
     StageChange,
     notify_task_change,
@@ -142,9 +143,13 @@ def rename(con: Connection, task_id: str, name: str, actor: str = "operator") ->
 def task_rows(con: Connection) -> list[dict[str, Any]]:
     """Every task with its students' held-out summary, as the admin API shows them."""
     out = []
+    memories = memory_tracks(con)
     for t in list_tasks(con):
         row = asdict(t)
         row.pop("info")
+        track = memories.get(t.id)
+        row["answer_memory"] = ({"stage": track.stage, "step": track.step,
+                                 "answers": track.entries} if track else None)
         row["students"] = [{"version": s.version, "base_model": s.base_model, "status": s.status,
                             "heldout": {k: s.metrics.get(k) for k in
                                         ("n", "agreement", "lower", "upper", "valid_rate")}}

@@ -17,10 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.process_commands import load
+from gateway.config import Config
 from gateway.registry import Registry
 from gateway.report.terminal import wide_console
-from gateway.store.catalog import best_student, list_students, list_tasks
+from gateway.store.catalog import TaskRecord, best_student, list_students, list_tasks
 from gateway.store.leader import leader_lock
+from gateway.store.memory import TrackRecord, memory_tracks
 from gateway.store.migrations import connect
 from gateway.store.stages import count_task_examples
 from policies.router import canary_share
@@ -49,9 +51,11 @@ def tasks(args: argparse.Namespace) -> int:
             console.print("no tasks yet: send traffic through the gateway, then run "
                           "`slimgate distill` (or let the worker do it)")
             return 0
+        memories = memory_tracks(con)
         table = Table(title="tasks")
         for col in ("id", "label", "kind", "stage", "pin", "examples", "held-out",
-                    "best student", "student kind", "copy coverage", "held-out agreement"):
+                    "best student", "student kind", "copy coverage", "held-out agreement",
+                    "answer memory"):
             table.add_column(col)
         for t in tasks:
             best = best_student(con, t.id)
@@ -69,12 +73,21 @@ def tasks(args: argparse.Namespace) -> int:
                 str(m.get("heldout_examples", "—")),
                 f"v{shown.version} {shown.base_model} ({shown.status})" if shown else "—",
                 str(m.get("student_kind", "generative" if shown else "—")),
-                copy_coverage_text(m), agreement,
+                copy_coverage_text(m), agreement, memory_text(memories.get(t.id), config, t),
             )))
         console.print(table)
         return 0
     finally:
         con.close()
+
+
+def memory_text(track: TrackRecord | None, config: Config, t: TaskRecord) -> str:
+    """A task's answer memory in a cell: its stage (and share) and how many answers it holds."""
+    if track is None:
+        return "—"
+    share = canary_share(config.policy.for_task(t.id, t.label, t.pin), track.stage, track.step)
+    stage = track.stage + (f" {share:g}%" if track.stage == "canary" else "")
+    return f"{stage}, {track.entries} answers"
 
 
 def rename(args: argparse.Namespace) -> int:

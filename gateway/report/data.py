@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.report.judge_cost import judge_usage, no_judge_calls
 from gateway.report.worst import TEXT_LIMIT, answer_for_people, worst_disagreements
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
 from gateway.store.db import count_if, dialect, is_postgres_url
@@ -192,6 +193,7 @@ def _task_row(
             "teacher_usd": x.get("teacher_cost") or 0.0, "mean_teacher_usd": mean_cost,
             "saved_usd": served * mean_cost if mean_cost is not None else (
                 0.0 if served == 0 else None),
+            "judge": data.judge.get(t.id, no_judge_calls()),
         },
         "series": _series(win, data.series.get(t.id, {}), data.agreement.get(t.id, {}),
                           mean_cost, gate["confidence"]),
@@ -224,6 +226,7 @@ class _Loaded:
     agreement: dict[str, dict[int, dict[int, Agreement]]] = field(default_factory=dict)
     shadow_ms: dict[Key, Quantiles] = field(default_factory=dict)
     imported: int = 0  # exchanges from `slimgate traces import` in the window
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # judge calls by task
 
 
 def _load(con: Any, win: _Window, imported: bool) -> _Loaded:
@@ -232,6 +235,7 @@ def _load(con: Any, win: _Window, imported: bool) -> _Loaded:
                                  ).fetchone()[0])
     if not imported and n_imported:
         con.execute("DELETE FROM report_rows WHERE imported = 1")
+    judge = judge_usage(con)  # judge calls are counted apart, never as the task's traffic
     students: dict[Key, StudentRecord] = {(s.task, s.version): s for s in list_students(con)}
     reasons: dict[str, dict[str, int]] = defaultdict(dict)
     for task, reason, n in con.execute(
@@ -259,6 +263,7 @@ def _load(con: Any, win: _Window, imported: bool) -> _Loaded:
                in con.execute("SELECT task, version, COUNT(*), SUM(agree), SUM(valid) "
                               "FROM evaluations GROUP BY task, version")},
         changes=sorted(stage_changes(con, limit=1_000_000), key=lambda c: (c.at, c.seq)),
+        judge=judge,
     )
     data.imported = n_imported
     _load_comparisons(con, win, data)
@@ -348,6 +353,7 @@ def heldout_block(
     else:
         out = _interval(Agreement(), confidence) | {"source": None}
     out["student_p50_ms"] = _number(metrics.get("student_p50_ms"))
+    out["judge"] = metrics.get("judge") if isinstance(metrics.get("judge"), dict) else None
     return out
 
 
@@ -485,6 +491,8 @@ def _totals(per_task: dict[str | None, dict[str, Any]], rows: list[dict[str, Any
             int(x["requests"]) for k, x in per_task.items() if k is None or k not in known),
         "tokens_teacher": total("t_tokens"), "tokens_student": total("s_tokens"),
         "cost_usd_teacher": teacher_cost, "cost_saved_usd": saved,
+        "cost_usd_judge": sum(r["cost"]["judge"]["usd"] for r in rows),
+        "judge_calls": sum(r["cost"]["judge"]["calls"] for r in rows),
         "cost_usd_without_students": teacher_cost + saved,
         "tasks": len(rows), "tasks_by_stage": dict(stages),
     }

@@ -398,6 +398,8 @@ def render_html(report: dict[str, Any], *, refresh_seconds: int | None = None,
         ("served by students", fmt_pct(tot["student_share"])),
         ("teacher cost", fmt_usd(tot["cost_usd_teacher"])),
         ("cost saved", fmt_usd(tot["cost_saved_usd"])),
+        *([("judge calls (free text)", f"{tot['judge_calls']:,} · "
+            f"{fmt_usd(tot['cost_usd_judge'])}")] if tot.get("judge_calls") else []),
         ("fallbacks", f"{tot['fallbacks']:,}"),
         ("live comparisons", f"{tot['comparisons']:,}"),
     ])

@@ -140,7 +140,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"{tot['requests']:,} requests ({tot['responses_api']:,} through /v1/responses) · "
         f"{fmt_pct(tot['student_share'])} served by students · "
         f"teacher cost {fmt_usd(tot['cost_usd_teacher'])} · saved {fmt_usd(tot['cost_saved_usd'])}"
-        f" · {tot['fallbacks']:,} fallbacks · {tot['comparisons']:,} live comparisons\n"
+        f" · {tot['fallbacks']:,} fallbacks · {tot['comparisons']:,} live comparisons"
+        + (f" · judge {tot['judge_calls']:,} calls, {fmt_usd(tot['cost_usd_judge'])}"
+           if tot.get("judge_calls") else "") + "\n"
         f"gate: live agreement lower bound ≥ {report['settings']['min_agreement']:.2f} at "
         f"{report['settings']['confidence']:.0%} confidence"
     )

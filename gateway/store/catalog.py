@@ -101,8 +101,9 @@ def chat_exchanges(
     newest: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Recorded chat exchanges with bodies, oldest first, decoded (optionally one task's, or
-    only the `newest` ones)."""
-    where = "endpoint = 'chat/completions' AND seq > ? AND request IS NOT NULL"
+    only the `newest` ones). Judge calls (`backend = 'judge'`) are never task traffic."""
+    where = ("endpoint = 'chat/completions' AND seq > ? AND request IS NOT NULL "
+             "AND backend <> 'judge'")
     args: list[Any] = [since_seq]
     if task is not None:
         where += " AND task = ?"
