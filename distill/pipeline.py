@@ -304,7 +304,7 @@ def plan_runs(
     choices = rank_candidates(
         cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
         max_params=cfg.distill.max_params, budget_s=cfg.distill.training.time_budget_s,
-        train_tokens=estimated_tokens(task.info, len(prep.train)),
+        train_tokens=estimated_tokens(prep.train),
         rates=rates)
     runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:

@@ -8,8 +8,9 @@ a number about this machine, read without crossing tenants.
 from __future__ import annotations
 
 from statistics import median
-from typing import Any
 
+from distill.chat_format import conversation, render
+from distill.curate import Example
 from gateway.store.catalog import list_students, list_tasks
 from gateway.store.db import Connection
 from gateway.task_ids import task_tenant
@@ -28,9 +29,8 @@ def measured_rates(con: Connection, tenant: str | None) -> dict[str, float]:
     return {model: median(rates) for model, rates in seen.items()}
 
 
-def estimated_tokens(info: dict[str, Any], examples: int) -> int:
-    """The task's training data in tokens, from discovery's length statistics (chars / 4):
-    each example's median prompt and half its longest answer."""
-    prompt = int(info.get("prompt_tokens_p50") or 0)
-    answer = int(info.get("answer_tokens_p99") or 0)
-    return examples * (prompt + answer // 2)
+def estimated_tokens(train: list[Example]) -> int:
+    """The training data in tokens as a student is trained on it: each example rendered in
+    the chat format — tools and response schema included, as the measured rate counts
+    them — at ~4 characters a token."""
+    return sum(len(render(*conversation(ex.as_training()))) for ex in train) // 4

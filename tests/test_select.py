@@ -5,6 +5,7 @@ only); behind a pretrained candidate, scratch is tried only for shapes it has ev
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,16 @@ def test_training_speed_is_read_from_the_tenants_own_runs_only(tmp_path: Path) -
     assert measured_rates(con, "acme") == {QWEN.model: 400.0}  # the median of its three
     assert measured_rates(con, "globex") == {QWEN.model: 90.0}
     assert measured_rates(con, None) == {}  # the shared namespace has run nothing
+
+
+def test_a_tasks_training_tokens_count_its_tools_and_schema() -> None:
+    from distill.throughput import estimated_tokens
+
+    bare = prepared("copy_json").train[:1]
+    schema = {"type": "json_schema", "json_schema": {"name": "slots", "schema": {
+        "type": "object", "properties": {f"slot_{i}": {"type": "string"} for i in range(40)}}}}
+    with_schema = [replace(bare[0], response_format=schema)]
+    assert estimated_tokens(with_schema) > estimated_tokens(bare) + 200  # ~1,000 chars more
 
 
 def prepared(shape: str) -> Prepared:
