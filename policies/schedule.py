@@ -41,8 +41,7 @@ SCRATCH_PRIOR = {"label": 0.5, "enum_json": 0.4, "copy_json": 0.3, "tool_call": 
 # A pretrained candidate (LoRA on a small instruct model) has not been measured passing yet:
 # one GPU run (0.60 on tool selection, 0.22 on extraction, 100 s) and CPU runs of 600 s on
 # 2 cores (SNIPS as JSON 0.00 after 15 steps; SNIPS labels 0.94, a near miss; docs/students.md).
-# An even prior: on a CPU
-# S4's measured time check, not this prior, is what keeps a too-slow candidate off.
+# An even prior: on a CPU, S4's measured time check, not this prior, keeps a slow one off.
 PRETRAINED_PRIOR = 0.3
 # Answer shapes a scratch student has passed at least once (the runs behind SCRATCH_PRIOR).
 # Where a pretrained candidate is planned first, a scratch one follows it only for these (and
