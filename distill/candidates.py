@@ -33,6 +33,7 @@ CHECK_AT = 0.5  # share of the time budget after which a run is checked for hope
 # steps, 1.75 epochs, answering valid JSON with the wrong intents). The labels of the same
 # run reached agreement 1.00 within 6-7 epochs; 4 is a judgement, not a fit.
 CHECK_EPOCHS = 4.0
+BASES_DIR = ".bases"  # under distill.students_dir: GGUF candidates converted for training
 
 
 @dataclass
@@ -144,7 +145,8 @@ def fit_generative(
     report = train_student([ex.as_training() for ex in prep.train], base_model=candidate.model,
                            method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
                            progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
-                           checkpoint_epochs=CHECK_EPOCHS, seed=seed, interrupt=interrupt)
+                           checkpoint_epochs=CHECK_EPOCHS, seed=seed, interrupt=interrupt,
+                           bases_dir=Path(cfg.distill.students_dir) / BASES_DIR)
     student = Student.load(str(out_dir))
     ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity, text_judge)
     return report.as_dict(), ev

@@ -3,7 +3,7 @@
 The steps one task goes through (`distill.passes.run_distill` orders the tasks): discovery
 and curation; whether it is ready (its judged evidence could pass the gate, and no student
 yet, or data grown enough / drift seen); its copy slots; student kinds cheapest first
-(`distill.shape`; generative candidates smallest first, where worth their minutes), each
+(`distill.shape`; generative candidates pretrained first, where worth their minutes), each
 evaluated on the task's held-out requests and repeats through its copy slots and registered
 (passed, near or failed; a pass or a near miss ends the task's runs).
 A version is trained in a `.partial` directory and becomes visible only when complete: a
@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
-from distill.select import rank_candidates
+from distill.select import is_scratch, rank_candidates
 from distill.shape import StudentKind
+from distill.throughput import estimated_tokens, measured_rates
 from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
@@ -44,7 +45,12 @@ from gateway.store.db import Connection
 from gateway.store.stages import live_evidence
 from gateway.task_ids import task_tenant
 from policies.gate import should_retrain
-from policies.schedule import MIN_EXPENSIVE_WIN, expensive_win, worth_expensive_run
+from policies.schedule import (
+    MIN_EXPENSIVE_WIN,
+    expensive_win,
+    scratch_after_pretrained,
+    worth_expensive_run,
+)
 from policies.sequential import heldout_verdict
 from policies.settings import TaskPolicy
 from policies.stats import passable_n, wilson
@@ -286,15 +292,20 @@ Phase = Literal["cheap", "expensive", "all"]
 
 def plan_runs(
     cfg: Config, task: TaskRecord, prep: Prepared, last_agreement: float | None,
-    report: Progress,
+    report: Progress, rates: dict[str, float] | None = None,
 ) -> list[tuple[StudentKind, CandidateConfig | None, float]]:
     """Every run worth making for the task, cheapest first, each with its expected win: the
-    encoder where it can express the answers, then generative candidates smallest first
-    where their expected win (policies.schedule.expensive_win) clears the bar."""
+    encoder where it can express the answers, then generative candidates in S4's order
+    (pretrained before scratch, smallest first) where their expected win
+    (policies.schedule.expensive_win) clears the bar. `rates`: measured training tokens/s
+    per candidate (`distill.throughput`), for S4's time check."""
     needed, _ = _token_budget(task)
     policy = cfg.policy.for_task(task.id, task.label)
-    choices = rank_candidates(cfg.distill.candidates, needed_tokens=needed,
-                              licences=cfg.distill.licences, max_params=cfg.distill.max_params)
+    choices = rank_candidates(
+        cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
+        max_params=cfg.distill.max_params, budget_s=cfg.distill.training.time_budget_s,
+        train_tokens=estimated_tokens(prep.train),
+        rates=rates)
     runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:
         if choice.reason:
@@ -303,10 +314,16 @@ def plan_runs(
             runs.append(("encoder", None, 1.0))
         else:
             for c in choices:
+                scratch = is_scratch(c.candidate)
                 reason = c.reason or prep.too_low_for(c.candidate, policy.min_agreement)
-                win = expensive_win(prep.shape, scratch=c.candidate.model.startswith("scratch:"),
+                win = expensive_win(prep.shape, scratch=scratch,
                                     copyable=prep.ceiling, last_agreement=last_agreement,
                                     min_agreement=policy.min_agreement)
+                pretrained = next((r[1].model for r in runs if r[1] is not None), None)
+                if not reason and scratch and pretrained and \
+                        not scratch_after_pretrained(prep.shape, prep.ceiling):
+                    reason = (f"no scratch student has passed {prep.shape} answers here; "
+                              f"the pretrained {pretrained} is tried instead")
                 if not reason and not worth_expensive_run(win):
                     reason = (f"expected win {win:.2f} for {prep.shape} answers is under "
                               f"{MIN_EXPENSIVE_WIN:.2f}: not worth its minutes")
@@ -338,7 +355,8 @@ def distill_task(
                    kinds=list(cfg.distill.student_kinds))
     cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
     report(f"{task.id}: answers are {prep.shape}, {cov}")
-    runs = plan_runs(cfg, task, prep, last_agreement(con, task), report)
+    runs = plan_runs(cfg, task, prep, last_agreement(con, task), report,
+                     rates=measured_rates(con, task_tenant(task.info)))
     cheap = [r for r in runs if r[0] == "encoder"]
     chosen = runs if phase == "all" else cheap if phase == "cheap" else \
         [r for r in runs if r[0] != "encoder"]

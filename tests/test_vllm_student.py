@@ -19,6 +19,7 @@ from gateway.upstream.vllm_student import (
     tool_tags_are_tokens,
 )
 from policies.contract import check_contract
+from tests.gguf_files import tiny_gguf
 from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
 from tests.vllm_server import skip_reason, vllm_python, vllm_server
 
@@ -73,13 +74,14 @@ async def test_only_adapters_go_to_vllm_other_students_stay_embedded(tmp_path: P
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A tiny local Llama served by vLLM, and a LoRA adapter of it trained on slotted data."""
+    """A tiny Qwen2 written as a GGUF file (as SmolLM2's and Qwen2.5's ship), converted by
+    training into a base directory, served by vLLM with a LoRA adapter of it trained on
+    slotted data (the Llama family is served by vLLM in tests/test_vllm_export.py)."""
     if vllm_python() is None:
         pytest.skip(skip_reason())
     import torch
 
     from distill.chat_format import conversation, render
-    from distill.scratch import build_scratch
     from distill.train import train_student
     from gateway.config import TrainingConfig
 
@@ -87,11 +89,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     data = [slotted(i) for i in range(24)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    build_scratch("tiny", [render(*conversation(ex)) for ex in data], tmp / "base", seed=1)
-    train_student(data, base_model=str(tmp / "base"), out_dir=tmp / "adapter",
+    gguf, _ = tiny_gguf("qwen2", [render(*conversation(ex)) for ex in data],
+                        tmp / "tiny-qwen2.gguf", hidden=128)
+    train_student(data, base_model=str(gguf), out_dir=tmp / "adapter", bases_dir=tmp / "bases",
                   cfg=TrainingConfig(max_steps=4, batch_size=8), progress=False)
     torch.set_num_threads(threads)
-    with vllm_server(tmp / "base", tmp / "vllm.log") as url:
+    base = json.loads((tmp / "adapter" / "adapter_config.json").read_text())
+    with vllm_server(Path(base["base_model_name_or_path"]), tmp / "vllm.log") as url:
         yield url, tmp / "adapter"
 
 

@@ -51,7 +51,8 @@ FULL = Plan(warmup=1500, train_budget_s=80, deadline_s=840, rate_per_s=6,
 # default data rule; what it changes paces a minutes-long run, and the summary says so.
 PACING = [
     ("distill.training.time_budget_s", "600", "35 (fast) or 80: a demo lasts minutes"),
-    ("distill.candidates", "scratch:tiny, scratch:small", "scratch:tiny only"),
+    ("distill.candidates", "SmolLM2-135M if installed, scratch:tiny, scratch:small",
+     "scratch:tiny only"),
     ("worker.interval_s / gate_interval_s", "30 / 5", "5 / 2: passes and gates sooner"),
     ("policy.canary_steps", "[5, 25, 50]", "[10, 50]"),
     ("policy.canary_min_comparisons / canary_min_seconds", "30 / 60", "12 / 10"),

