@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.telemetry.settings import TelemetryConfig
 from policies.settings import PolicyConfig
 
 TENANT = re.compile(r"[A-Za-z0-9_-]{1,24}")
@@ -403,28 +404,6 @@ class WorkerConfig(_Strict):
     # Several workers may run on one store; one leads. A standby tries to take the lead this
     # often, so it takes over within about this long after the leader dies.
     standby_poll_s: float = Field(2.0, gt=0)
-
-
-def _otlp_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    return value if parts.path.strip("/") else value.rstrip("/") + "/v1/traces"
-
-
-class TelemetryConfig(_Strict):
-    # OTLP/HTTP traces endpoint: a collector's base URL (http://collector:4318, /v1/traces is
-    # added) or the full traces URL. Unset: no spans, nothing on the request path.
-    otlp_endpoint: Annotated[str | None, AfterValidator(_otlp_url)] = None
-    protocol: Literal["http/protobuf", "http/json"] = "http/protobuf"
-    headers_env: str | None = None  # env var with "k=v,k2=v2" export headers (auth tokens)
-    service_name: str = Field("slimgate", min_length=1)  # resource attribute service.name
-    queue_size: int = Field(4096, ge=1)  # spans waiting to be sent; past it they are dropped
-    batch_size: int = Field(512, ge=1)  # spans per export request
-    interval_s: float = Field(2.0, gt=0)  # longest a span waits for its batch
-    timeout_s: float = Field(10.0, gt=0)  # per export request
 
 
 class Config(_Strict):

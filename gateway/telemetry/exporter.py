@@ -18,11 +18,12 @@ from urllib.parse import unquote
 
 import aiohttp
 
-from gateway.config import Config, TelemetryConfig
+from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.store.catalog import TaskRecord
 from gateway.store.recorder import Exchange
 from gateway.telemetry.otlp import Scope, encode_json, encode_protobuf
+from gateway.telemetry.settings import TelemetryConfig
 from gateway.telemetry.spans import Finished, to_span
 
 log = logging.getLogger("slimgate.telemetry")
