@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 
 from gateway.report.judge_cost import judge_usage, no_judge_calls
+from gateway.report.timeline import change_row, share_percent, timeline
 from gateway.report.worst import TEXT_LIMIT, answer_for_people, worst_disagreements
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
 from gateway.store.db import count_if, dialect, is_postgres_url
 from gateway.store.migrations import connect
 from gateway.store.stages import StageChange, stage_changes
-from policies.router import step_share
 from policies.stats import percentile, wilson
 
 __all__ = ["REPORT_SCHEMA", "TEXT_LIMIT", "Agreement", "build_report", "dumps", "heldout_block",
@@ -142,7 +142,7 @@ def build_report(
                      "imported_counted": imported},
         "totals": _totals(data.exchanges, rows) | {"imported_exchanges": data.imported},
         "tasks": rows,
-        "audit_log": [_change(c, steps.get(c.task, canary_steps))
+        "audit_log": [change_row(c, steps.get(c.task, canary_steps))
                       for c in data.changes if c.at >= win.start],
     }
 
@@ -367,32 +367,6 @@ def latency_block(served: dict[str, Quantiles], shadow: Quantiles | None) -> dic
             "student_p95_ms": s95, "student_source": source}
 
 
-def share_percent(stage: str, step: int, steps: Sequence[int], pin: str | None = None) -> int:
-    """The share of a task's requests its student serves at a stage (and canary step)."""
-    if pin in ("teacher", "student"):
-        return 0 if pin == "teacher" else 100
-    return int(step_share(stage, step, steps))
-
-
-def timeline(
-    task: TaskRecord, changes: list[StageChange], start: float, end: float, steps: Sequence[int]
-) -> dict[str, Any]:
-    """Stage segments from the audit log, clipped to [start, end], and the changes within."""
-    first = (changes[0].from_stage, changes[0].from_step, None) if changes else (
-        task.stage, task.step, task.student_version)
-    points = [(task.created_at or start, *first)]
-    points += [(c.at, c.to_stage, c.to_step, c.version) for c in changes]
-    segments = []
-    for i, (at, stage, step, version) in enumerate(points):
-        seg_end = points[i + 1][0] if i + 1 < len(points) else end
-        if seg_end > start and at < end:
-            segments.append({"stage": stage, "step": step, "version": version,
-                             "share_percent": share_percent(stage, step, steps),
-                             "start": max(at, start), "end": min(seg_end, end)})
-    events = [_change(c, steps) for c in changes if start <= c.at <= end]
-    return {"segments": segments, "events": events}
-
-
 def _series(
     win: _Window, exchanges: dict[int, tuple[int, int]], agreement: dict[int, dict[int, Agreement]],
     mean_cost: float | None, confidence: float,
@@ -456,17 +430,6 @@ def verdict(row: dict[str, Any]) -> tuple[str, str]:
         return "below_gate", (f"held back: live agreement lower bound {live['lower']:.2f} is "
                               f"below the gate {line} (n={live['n']}); more comparisons decide")
     return "passing", f"{name} clears the gate: live lower bound {live['lower']:.2f} >= {line}"
-
-
-def _change(c: StageChange, steps: Sequence[int]) -> dict[str, Any]:
-    return {
-        "seq": c.seq, "at": c.at, "task": c.task, "from_stage": c.from_stage,
-        "from_step": c.from_step, "from_share_percent": share_percent(c.from_stage, c.from_step,
-                                                                      steps),
-        "to_stage": c.to_stage, "to_step": c.to_step,
-        "to_share_percent": share_percent(c.to_stage, c.to_step, steps),
-        "version": c.version, "actor": c.actor, "reason": c.reason, "evidence": c.evidence,
-    }
 
 
 def _totals(per_task: dict[str | None, dict[str, Any]], rows: list[dict[str, Any]]) -> dict[
