@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from distill.curate import drop_reason
-from distill.worker import pooled_prefix
 from gateway.answer_memory import MEMORY_VERSION, memory_key
 from gateway.config import Config
 from gateway.store.catalog import TaskRecord, chat_exchanges, list_tasks
@@ -35,7 +34,7 @@ from gateway.store.memory import (
     stored_entries,
     write_scan,
 )
-from gateway.store.stages import live_evidence
+from gateway.store.stages import live_evidence, pooled_prefix
 from gateway.store.texts import TextLookup, restore
 from gateway.task_ids import task_tenant
 from policies.compare import NotComparable, compare, texts_identical

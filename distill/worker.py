@@ -28,15 +28,12 @@ from gateway.store.migrations import connect
 from gateway.store.retention import maintain
 from gateway.store.stages import (
     StageChange,
-    count_comparisons,
     live_evidence,
-    live_prefix_agree,
+    pooled_prefix,
     set_stage,
     set_student_status,
-    shadow_since,
 )
 from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
-from policies.sequential import checkpoints
 
 log = logging.getLogger("slimgate.worker")
 GATEABLE = ("passed", "near")  # held-out verdicts the gate may take into shadow
@@ -79,17 +76,6 @@ def swap_in_shadow(con: Connection, task: TaskRecord, current: StudentRecord | N
                        actor="policy", reason=reason, evidence={"replaced": old}, now=now)
     log.info("task %s: %s", task.id, reason)
     return change
-
-
-def pooled_prefix(con: Connection, task_id: str, version: int, stage: str, since: float,
-                  live_n: int, min_live: int, table: str = "stage_changes") -> tuple[int, ...]:
-    """The looks at a version's live evidence since it entered shadow (shadow's exit and each
-    canary step test these); in shadow that is the stage's own evidence."""
-    start = since
-    if stage == "canary":
-        start = shadow_since(con, task_id, version, table) or since
-        live_n = count_comparisons(con, task_id, version, start)
-    return live_prefix_agree(con, task_id, version, start, checkpoints(live_n, min_live))
 
 
 def gate_task(

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.store.catalog import STAGES
 from gateway.store.db import Connection, count_if, dialect
+from policies.sequential import checkpoints
 from policies.stats import percentile
 
 ERROR_FALLBACKS = ("timeout", "error")  # fallbacks caused by the student failing outright
@@ -201,3 +202,14 @@ def count_task_examples(con: Connection, task_id: str) -> int:
         (task_id,),
     ).fetchone()
     return int(row[0])
+
+
+def pooled_prefix(con: Connection, task_id: str, version: int, stage: str, since: float,
+                  live_n: int, min_live: int, table: str = "stage_changes") -> tuple[int, ...]:
+    """The looks at a version's live evidence since it entered shadow (shadow's exit and each
+    canary step test these); in shadow that is the stage's own evidence."""
+    start = since
+    if stage == "canary":
+        start = shadow_since(con, task_id, version, table) or since
+        live_n = count_comparisons(con, task_id, version, start)
+    return live_prefix_agree(con, task_id, version, start, checkpoints(live_n, min_live))
