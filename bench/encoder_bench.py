@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ DEMO_TASKS = ["travel_tools", "order_extract", "ticket_triage", "intent_router",
 class BenchConfig:
     tasks: list[str] = field(default_factory=lambda: list(DEMO_TASKS))  # demo task names
     snips: str = ""  # a checkout of snipsco/nlu-benchmark (work tree or bare git dir)
+    snips_kinds: list[str] = field(default_factory=lambda: ["tools"])  # tools, label
+    warm_epochs: int = 0  # cap on the heads-alone warm-up epochs (0: EncoderConfig's)
     examples: int = 600  # generated teacher exchanges per demo task, before curation
     train: int = 500  # at most this many training examples per task
     heldout: int = 200  # at most this many held-out examples per task
@@ -68,6 +71,25 @@ def snips_split(cfg: BenchConfig) -> tuple[list[Any], list[Any], str]:
     return examples("train", cfg.train), examples("validate", cfg.heldout), "tool_call"
 
 
+def snips_label_split(cfg: BenchConfig) -> tuple[list[Any], list[Any], str]:
+    """SNIPS intents as one-word labels under the loop bench's classification prompt."""
+    from bench.loop_workload import LABEL_SYSTEM
+    from bench.snips_workload import utterances
+    from distill.curate import Example
+
+    def examples(split: str, n: int) -> list[Example]:
+        rows = utterances(Path(cfg.snips), split)
+        random.Random(cfg.seed).shuffle(rows)  # the files are ordered by intent
+        return [Example(request_id=f"snips-label-{split}-{i}", seq=i, key=f"{i:08x}",
+                        messages=[{"role": "system", "content": LABEL_SYSTEM},
+                                  {"role": "user", "content": text}],
+                        tools=None, response_format=None,
+                        answer={"role": "assistant", "content": intent}, tool_choice=None)
+                for i, (intent, text, _) in enumerate(rows[:n])]
+
+    return examples("train", cfg.train), examples("validate", cfg.heldout), "label"
+
+
 def run(task: str, train: list[Any], heldout: list[Any], kind: str, tune: int,
         cfg: BenchConfig, work: Path) -> dict[str, Any]:
     from distill.encoder_student import EncoderStudent, can_express, train_encoder
@@ -83,8 +105,10 @@ def run(task: str, train: list[Any], heldout: list[Any], kind: str, tune: int,
         return row
     out = work / f"{task}-{tune}"
     began = time.perf_counter()
-    info = train_encoder(train, out, budget_s=cfg.budget_s, seed=cfg.seed,
-                         cfg=EncoderConfig(tune_layers=tune))
+    enc = EncoderConfig(tune_layers=tune)
+    if cfg.warm_epochs:
+        enc = replace(enc, warm_epochs=cfg.warm_epochs)
+    info = train_encoder(train, out, budget_s=cfg.budget_s, seed=cfg.seed, cfg=enc)
     row["train_s"] = time.perf_counter() - began  # model load and saving included
     student = EncoderStudent.load(out)
     policy = Config().policy
@@ -125,8 +149,10 @@ def main(cfg: BenchConfig) -> list[dict[str, Any]]:
 
     torch.set_num_threads(cfg.threads)
     splits = {t: demo_split(t, cfg) for t in cfg.tasks}
-    if cfg.snips:
+    if cfg.snips and "tools" in cfg.snips_kinds:
         splits["snips_tools"] = snips_split(cfg)
+    if cfg.snips and "label" in cfg.snips_kinds:
+        splits["snips_label"] = snips_label_split(cfg)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for task, (train, heldout, kind) in splits.items():
@@ -163,14 +189,19 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     d = BenchConfig()
     p.add_argument("--tasks", nargs="*", default=d.tasks, help="demo tasks (none: skip)")
     p.add_argument("--snips", default=d.snips, help="snipsco/nlu-benchmark checkout")
+    p.add_argument("--snips-kinds", nargs="+", default=d.snips_kinds, choices=["tools", "label"])
+    p.add_argument("--warm-epochs", type=int, default=d.warm_epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train", type=int, default=d.train)
     p.add_argument("--heldout", type=int, default=d.heldout)
     p.add_argument("--budget-s", type=float, default=d.budget_s)
     p.add_argument("--tune-layers", type=int, nargs="+", default=d.tune_layers)
     p.add_argument("--threads", type=int, default=d.threads)
     a = p.parse_args(argv)
-    return BenchConfig(tasks=a.tasks, snips=a.snips, train=a.train, heldout=a.heldout,
-                       budget_s=a.budget_s, tune_layers=a.tune_layers, threads=a.threads)
+    return BenchConfig(tasks=a.tasks, snips=a.snips, snips_kinds=a.snips_kinds,
+                       warm_epochs=a.warm_epochs, seed=a.seed, train=a.train,
+                       heldout=a.heldout, budget_s=a.budget_s, tune_layers=a.tune_layers,
+                       threads=a.threads)
 
 
 if __name__ == "__main__":

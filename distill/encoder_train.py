@@ -28,6 +28,7 @@ class EncoderConfig:
     max_epochs: int = 60  # per phase: heads alone, then heads with the tuned layers
     min_loss: float = 1e-3  # stop a phase once its mean epoch loss is below this
     warm_share: float = 0.25  # of the budget, at most, for the heads-alone warm-up
+    warm_epochs: int = 60  # heads-alone epochs at most when top layers are tuned
 
 
 @dataclass
@@ -204,8 +205,9 @@ def fit(net: Any, tokenizer: Any, analysis: Analysis, spec: Spec, cfg: EncoderCo
     tuned = [p for layer in net.bert.encoder.layer[spec.split:] for p in layer.parameters()]
     # Without tuned layers the warm-up is the whole training; with them it gets a share.
     warm_deadline = deadline if not tuned else began + budget_s * cfg.warm_share
+    warm_max = min(cfg.max_epochs, cfg.warm_epochs) if tuned else cfg.max_epochs
     warm, loss = _epochs(net, batches, [{"params": heads, "lr": cfg.lr_heads}], source="top",
-                         tune=False, max_epochs=cfg.max_epochs, min_loss=cfg.min_loss,
+                         tune=False, max_epochs=warm_max, min_loss=cfg.min_loss,
                          deadline=warm_deadline, rng=rng)
     tuned_epochs = 0
     if tuned:
