@@ -84,6 +84,11 @@ class Metrics:
             "Exchanges not recorded (queue full or store failure); see docs/recording.md.",
             registry=r,
         )
+        self.store_write_retries = Counter(
+            "slimgate_store_write_retries",
+            "Batch writes the store refused for a passing reason (a lock, a dropped "
+            "connection) and the recorder tried again; see docs/recording.md.", registry=r,
+        )
         self.telemetry_spans = Counter(
             "slimgate_telemetry_spans",
             "OpenTelemetry spans by outcome: exported, dropped (queue full), failed (export "

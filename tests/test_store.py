@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,60 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
         con = sqlite3.connect(path)
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         con.close()
+
+
+class _LockedFor:
+    """A store whose exchange writes are refused `times` times as SQLite refuses a lock."""
+
+    def __init__(self, store: Any, times: int, error: Exception) -> None:
+        self._store, self.left, self.error, self.calls = store, times, error, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def write_exchanges(self, rows: Any) -> None:
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise self.error
+        await self._store.write_exchanges(rows)
+
+
+async def test_recorder_retries_a_locked_store_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.store.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "WRITE_RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    inner = await SqliteStore.open(str(tmp_path / "locked.db"))
+    store = _LockedFor(inner, 2, sqlite3.OperationalError("database is locked"))
+    metrics = Metrics()
+    rec = Recorder(store, metrics, batch_size=50)  # type: ignore[arg-type]
+    rec.start()
+    for i in range(20):
+        rec.record(exchange(i))
+    await rec.close()
+    assert await inner.count_exchanges() == 20
+    assert metrics.records_dropped._value.get() == 0
+    assert metrics.store_write_retries._value.get() == 2
+    await inner.close()
+
+
+async def test_recorder_drops_a_batch_on_a_lasting_or_hard_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.store.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "WRITE_RETRY_DELAYS_S", (0.0, 0.0))
+    inner = await SqliteStore.open(str(tmp_path / "hard.db"))
+    for error, calls in ((sqlite3.OperationalError("database is locked"), 3),  # 1 + 2 retries
+                         (sqlite3.IntegrityError("constraint failed"), 1)):  # never retried
+        store = _LockedFor(inner, 99, error)
+        metrics = Metrics()
+        rec = Recorder(store, metrics, batch_size=50)  # type: ignore[arg-type]
+        rec.start()
+        for i in range(5):
+            rec.record(exchange(i))
+        await rec.close()
+        assert store.calls == calls
+        assert metrics.records_dropped._value.get() == 5
+    assert await inner.count_exchanges() == 0
+    await inner.close()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +106,25 @@ Record = Exchange | LiveComparison | StoredResponse  # what the writer's queue c
 # to 4 rows (≤ ~1 ms) the loop's stall is short and a quiet gateway, or `durability = "sync"`
 # at low load, keeps its commit without the hop; the 4 itself is a judgement, not tuned.
 BUILD_INLINE_MAX = 4
+# Waits before each retry of a write the store refused for a passing reason (another
+# process holds SQLite's write lock past busy_timeout, a PostgreSQL connection dropped):
+# ~30 s in all, on top of each attempt's own busy wait, before records are counted lost.
+# Seen: a worker converting a GGUF model on a loaded 2-core machine held the SQLite lock
+# past the 5 s busy timeout (bench/loop_bench.py, 2026-12-06) and one record was lost.
+WRITE_RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again unchanged."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.errors.SerializationFailure |
+                      psycopg.errors.DeadlockDetected)
 
 
 def _summarise_embeddings(resp: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +225,7 @@ class Recorder:
         rows: list[Any] = []
         comparisons: list[Any] = []
         responses: list[Any] = []
+        written = 0
         try:
             # Building rows (stream assembly, JSON, scrubbing, static-text hashes) is CPU
             # work: ~0.2 ms a row, 13 ms for a batch of 62 at concurrency 64 (measured with
@@ -216,17 +238,17 @@ class Recorder:
                 rows, comparisons, responses, bodies = self._build(batch)
             text_rows = self._texts.rows(bodies)
             if text_rows:  # before the exchanges that refer to them
-                await self._store.write_texts(text_rows)
+                await self._persist(self._store.write_texts, text_rows)
                 self._texts.written(text_rows)
-            if rows:
-                await self._store.write_exchanges(rows)
-            if comparisons:
-                await self._store.write_comparisons(comparisons)
-            if responses:
-                await self._store.write_responses(responses)
-            self._metrics.records_written.inc(len(rows) + len(comparisons) + len(responses))
+            for write, pending in ((self._store.write_exchanges, rows),
+                                   (self._store.write_comparisons, comparisons),
+                                   (self._store.write_responses, responses)):
+                if pending:
+                    await self._persist(write, pending)
+                    written += len(pending)
+            self._metrics.records_written.inc(written)
         except Exception:
-            lost = len(rows) + len(comparisons) + len(responses)
+            lost = len(rows) + len(comparisons) + len(responses) - written
             log.exception("store write failed; %d records lost", lost)
             self._metrics.records_dropped.inc(lost)
         finally:
@@ -236,6 +258,21 @@ class Recorder:
                     done.set_result(None)
                 self._queue.task_done()
             self._metrics.record_queue_depth.set(self._queue.qsize())
+
+    async def _persist(self, write: Callable[[Sequence[Sequence[Any]]], Awaitable[None]],
+                       rows: Sequence[Sequence[Any]]) -> None:
+        """One batch insert (a single statement: all or nothing), tried again while the
+        store's refusal is transient (`WRITE_RETRY_DELAYS_S`)."""
+        for delay in (*WRITE_RETRY_DELAYS_S, None):
+            try:
+                await write(rows)
+                return
+            except Exception as exc:
+                if delay is None or not transient(exc):
+                    raise
+                log.warning("store write refused (%s); retrying in %.2f s", exc, delay)
+                self._metrics.store_write_retries.inc()
+                await asyncio.sleep(delay)
 
     def _comparison_row(self, c: LiveComparison) -> tuple[Any, ...]:
         """A comparison's row under the same rules as exchanges: the two answers (a student
