@@ -17,9 +17,15 @@ PACKAGES = ("distill", "gateway", "policies")
 DIRECTION = ("distill", "gateway", "policies")
 # ... but the CLI, the composition root, runs the worker and the exports (lazily).
 COMPOSERS = ("gateway.cli",)
-# Where no circle is allowed yet. The lead widens this to the whole tree once the circles
-# other branches remove are gone (see `test_whole_tree_cycles_are_known`).
+# Where no circle is allowed at all ...
 ACYCLIC = ("gateway.store",)
+# ... and the circles the rest of the tree still has: none may be added, and one removed is
+# struck from this list (when it is empty, ACYCLIC becomes the whole tree).
+KNOWN_CYCLES = [
+    ["distill.export", "distill.model_card"],
+    ["distill.gguf_base", "distill.train"],
+    ["gateway.ratelimit", "gateway.ratelimit_redis"],
+]
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -166,6 +172,12 @@ def test_no_circle_between_files_of_the_store() -> None:
         # nor through a file outside it: no circle in the whole tree touches the package
         touching = [c for c in cycles(graph) if any(m.startswith(prefix + ".") for m in c)]
         assert touching == [], prefix
+
+
+def test_no_circle_but_the_known_ones() -> None:
+    found = cycles(import_graph())
+    assert [c for c in found if c not in KNOWN_CYCLES] == []  # a new circle
+    assert [c for c in KNOWN_CYCLES if c not in found] == []  # gone: strike it from the list
 
 
 def test_packages_import_downwards_only() -> None:

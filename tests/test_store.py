@@ -12,7 +12,8 @@ import pytest
 from gateway.config import StoreConfig
 from gateway.metrics import Metrics
 from gateway.store.base import Store, open_store
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, StoreError
+from gateway.store.db import StoreError
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.recorder import Exchange, Recorder
 from gateway.store.sqlite import SqliteStore
 from tests.pg import store_table
@@ -111,7 +112,7 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
     import subprocess
     import sys
 
-    code = ("import sys; from gateway.store.migrations import connect; "
+    code = ("import sys; from gateway.store.db import connect; "
             "connect(sys.argv[1]).close()")
     for attempt in range(3):
         path = tmp_path / f"new-{attempt}.db"

@@ -25,7 +25,8 @@ from gateway.store.catalog import (
     set_exchange_tasks,
     upsert_task,
 )
-from gateway.store.migrations import SCHEMA_VERSION, connect, read_secret
+from gateway.store.db import connect, read_secret
+from gateway.store.migrations import SCHEMA_VERSION
 from gateway.store.stages import live_evidence, set_pin, set_stage, stage_changes
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
