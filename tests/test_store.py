@@ -15,6 +15,7 @@ from gateway.store.base import Store, open_store
 from gateway.store.db import StoreError
 from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.recorder import Exchange, Recorder
+from gateway.store.sql import EXCHANGE_COLUMNS, copy_sql, insert_sql
 from gateway.store.sqlite import SqliteStore
 from tests.pg import store_table
 
@@ -123,3 +124,17 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
         con = sqlite3.connect(path)
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         con.close()
+
+
+def test_inserts_are_built_from_the_column_lists() -> None:
+    """Both engines, the importer and the worker write with the statements `insert_sql`
+    builds: every column once, a placeholder each, any number of rows, one conflict clause."""
+    assert insert_sql("t", ("a", "b")) == "INSERT INTO t (a, b) VALUES (?, ?)"
+    assert insert_sql("t", ("a", "b"), rows=2, mark="%s", conflict="ON CONFLICT DO NOTHING") == (
+        "INSERT INTO t (a, b) VALUES (%s, %s), (%s, %s) ON CONFLICT DO NOTHING")
+    assert copy_sql("t", ("a", "b")) == "COPY t (a, b) FROM STDIN"
+    con = sqlite3.connect(":memory:")
+    con.execute(f"CREATE TABLE t ({', '.join(EXCHANGE_COLUMNS)})")
+    con.execute(insert_sql("t", EXCHANGE_COLUMNS, rows=3), list(range(3 * len(EXCHANGE_COLUMNS))))
+    assert con.execute("SELECT COUNT(*), MAX(source) FROM t").fetchone() == (
+        3, 3 * len(EXCHANGE_COLUMNS) - 1)
