@@ -32,7 +32,7 @@ TEXT_UPSERT = "ON CONFLICT (hash) DO UPDATE SET seen_at = excluded.seen_at"
 
 
 def insert_sql(table: str, columns: Sequence[str], *, rows: int = 1, mark: str = "?",
-           conflict: str = "") -> str:
+               conflict: str = "") -> str:
     """`INSERT INTO table (columns) VALUES (...)` for `rows` rows (one statement, so a batch
     is one round trip), then the `conflict` clause if any."""
     row = "(" + ", ".join(mark for _ in columns) + ")"
