@@ -115,7 +115,7 @@ def main() -> int:
     from gateway.config import load_config
     from gateway.registry import Registry
     from gateway.store.catalog import chat_exchanges
-    from gateway.store.migrations import connect
+    from gateway.store.db import connect
 
     torch.set_num_threads(1)
     cfg, out = load_config(args.config), Path(args.out).resolve()

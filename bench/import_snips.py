@@ -64,7 +64,7 @@ def main() -> None:
     from gateway.cli import main as slimgate
     from gateway.config import load_config
     from gateway.store.catalog import best_student, list_students, list_tasks
-    from gateway.store.migrations import connect
+    from gateway.store.db import connect
     from gateway.store.stages import count_task_examples
 
     work = Path(args.dir)

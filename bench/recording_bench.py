@@ -36,7 +36,7 @@ from gateway.config import StoreConfig  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from gateway.offline.local import free_port, gateway_toml, wait_ready  # noqa: E402
 from gateway.store.base import open_store  # noqa: E402
-from gateway.store.migrations import connect  # noqa: E402
+from gateway.store.db import connect  # noqa: E402
 from gateway.store.recorder import Exchange, Recorder  # noqa: E402
 
 ANSWER = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the test suite's row builders
 
 from gateway.report import build_report, render_html  # noqa: E402
-from gateway.store.migrations import connect  # noqa: E402
+from gateway.store.db import connect  # noqa: E402
 from tests.test_report import NOW, T0, _comparison, _exchange, _ins  # noqa: E402
 
 

@@ -19,8 +19,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.registry import META, Registry, RegistryError
 from gateway.store.catalog import StudentRecord, TaskRecord, best_student, get_task, list_students
-from gateway.store.db import Connection
-from gateway.store.migrations import connect
+from gateway.store.db import Connection, connect
 from gateway.store.stages import stage_changes
 
 RECIPE = "copy_slots.json"  # the copy-slot recipe a student is asked with

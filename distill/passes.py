@@ -98,7 +98,7 @@ def run_distill(
 ) -> list[TaskOutcome]:
     """One distill pass. `embedder` lets a long-lived caller (the worker) load MiniLM once.
     An outcome with action "interrupted" means a cheap run waits: start the next pass now."""
-    from gateway.store.migrations import connect
+    from gateway.store.db import connect
 
     embedder = embedder or SharedEmbedder()
     con = connect(cfg.store)

@@ -24,8 +24,8 @@ from distill.task_split import sample
 from gateway.config import Config, ModelConfig
 from gateway.fingerprint import system_text, tool_names
 from gateway.store.catalog import TaskRecord
-from gateway.store.columns import EXCHANGE_COLUMNS
 from gateway.store.db import Connection
+from gateway.store.sql import EXCHANGE_COLUMNS, insert_sql
 
 log = logging.getLogger("slimgate.distill")
 ENDPOINT = "task-name"
@@ -120,9 +120,7 @@ def _record(con: Connection, cfg: Config, task: TaskRecord, body: dict[str, Any]
         "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost,
         "student_version": None, "fallback": None, "api": ENDPOINT, "request_texts": None,
     }
-    marks = ", ".join("?" for _ in EXCHANGE_COLUMNS)
-    con.execute(f"INSERT INTO exchanges ({', '.join(EXCHANGE_COLUMNS)}) VALUES ({marks})",
-                tuple(row[c] for c in EXCHANGE_COLUMNS))
+    con.execute(insert_sql("exchanges", EXCHANGE_COLUMNS), tuple(row[c] for c in EXCHANGE_COLUMNS))
 
 
 def teacher_name(con: Connection, cfg: Config, task: TaskRecord,

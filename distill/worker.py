@@ -22,9 +22,8 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
-from gateway.store.db import Connection
+from gateway.store.db import Connection, connect
 from gateway.store.leader import LeaderLock, leader_lock, whoami
-from gateway.store.migrations import connect
 from gateway.store.retention import maintain
 from gateway.store.stages import (
     StageChange,

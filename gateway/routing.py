@@ -19,7 +19,7 @@ from typing import Any
 from gateway.answer_memory import MEMORY_VERSION, AnswerMemory
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
-from gateway.store.base import Store
+from gateway.store.base import Notifying, Store
 from gateway.store.catalog import TaskRecord, task_from_row
 from gateway.store.stages import TASKS_CHANNEL
 from gateway.students import StudentPool
@@ -77,8 +77,9 @@ class RoutingTable:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="slimgate-routing-refresh")
-        if hasattr(self._store, "notifications"):  # PostgreSQL: LISTEN beside the polling
-            self._listener = asyncio.create_task(self._listen(), name="slimgate-routing-listen")
+        if isinstance(self._store, Notifying):  # PostgreSQL: LISTEN beside the polling
+            self._listener = asyncio.create_task(self._listen(self._store),
+                                                 name="slimgate-routing-listen")
 
     async def _run(self) -> None:
         while True:
@@ -90,14 +91,13 @@ class RoutingTable:
                 await asyncio.wait_for(self._wake.wait(), self._config.students.refresh_s)
             self._wake.clear()
 
-    async def _listen(self) -> None:
+    async def _listen(self, store: Notifying) -> None:
         """Refresh as soon as a stage or pin changes anywhere (`NOTIFY slimgate_tasks`).
         When the listening connection drops, polling every `refresh_s` goes on alone (and
         catches up on what was missed) until it is back."""
-        notifications = self._store.notifications  # type: ignore[attr-defined]
         while True:
             try:
-                async for _ in notifications(TASKS_CHANNEL):
+                async for _ in store.notifications(TASKS_CHANNEL):
                     self.notified += 1
                     self._wake.set()
             except Exception as e:

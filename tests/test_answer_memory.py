@@ -19,8 +19,8 @@ from gateway.answer_memory import memory_key
 from gateway.cli.store_commands import memory_text
 from gateway.config import Config
 from gateway.store.catalog import TaskRecord
+from gateway.store.db import connect
 from gateway.store.memory import memory_changes, memory_tracks
-from gateway.store.migrations import connect
 from tests.conftest import TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream
 from tests.test_routing import SYSTEM, _serve, add_task

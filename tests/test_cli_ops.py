@@ -10,7 +10,7 @@ import pytest
 from gateway.cli import main
 from gateway.registry import Registry
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from tests.pg import store_table
 
 

@@ -11,7 +11,7 @@ import orjson
 from distill.curate import curate, is_heldout, request_key
 from gateway.privacy.scrub import ScrubConfig
 from gateway.store import catalog
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
     "type": "object", "properties": {"email": {"type": "string"}}}}}]

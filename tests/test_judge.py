@@ -25,7 +25,7 @@ from gateway.metrics import Metrics
 from gateway.report.data import build_report
 from gateway.shadow import Job, ShadowRunner
 from gateway.store.catalog import TaskRecord, chat_exchanges, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.store.recorder import Exchange, LiveComparison
 from gateway.upstream.base import UpstreamFailure
 from gateway.upstream.pool import Served

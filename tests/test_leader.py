@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.db import connect
 from gateway.store.leader import FileLeaderLock, PgLeaderLock, whoami
-from gateway.store.migrations import connect
 from tests.pg import pg_database
 from tests.served import ROOT
 

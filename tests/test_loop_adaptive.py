@@ -28,7 +28,7 @@ from gateway.config import Config, parse_config
 from gateway.embed import SharedEmbedder
 from gateway.offline.workload import generate, to_traces
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from policies.schedule import expensive_win, worth_expensive_run
 from policies.stats import passable_n
 

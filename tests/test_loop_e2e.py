@@ -29,7 +29,7 @@ from gateway.offline.workload import generate, to_traces
 from gateway.registry import Registry
 from gateway.report import build_report, dumps, policy_numbers, render_html
 from gateway.store.catalog import list_tasks
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.store.stages import stage_changes
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
 from policies.contract import check_contract

@@ -15,7 +15,7 @@ from gateway.config import parse_config
 from gateway.embed import SharedEmbedder
 from gateway.offline.workload import generate, to_traces
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 
 
 def store_with_task(tmp_path: Path, n: int = 80) -> tuple[Any, Any, TaskRecord]:

@@ -20,7 +20,7 @@ from gateway.fingerprint import request_key
 from gateway.offline.local import free_port
 from gateway.offline.replay_teacher import ReplayTeacher
 from gateway.offline.traces import TraceError, export_traces, read_traces
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]

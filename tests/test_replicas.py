@@ -29,7 +29,7 @@ from aiohttp import web
 from gateway.fingerprint import fingerprint
 from gateway.offline.local import free_port, gateway_toml
 from gateway.offline.local import wait_ready as local_wait_ready
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.store.stages import set_pin
 from tests.pg import pg_database
 from tests.served import ROOT, start_upstream_process

@@ -14,7 +14,7 @@ import orjson
 
 from gateway.app import create_app
 from gateway.fingerprint import fingerprint
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.store.stages import set_pin, set_stage
 from tests.conftest import TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream

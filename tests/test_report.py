@@ -19,7 +19,7 @@ from rich.console import Console
 
 from gateway.cli import main
 from gateway.report import build_report, dumps, print_report, render_html
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.store.stages import set_stage
 from tests.pg import BACKENDS, store_target
 

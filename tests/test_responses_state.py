@@ -142,12 +142,13 @@ async def test_rows_from_before_the_migration_still_continue(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gateway.store import migrations, pg_schema
+    from gateway.store.db import connect
 
     # A store at schema 6, holding a response the old way: its whole conversation.
     with monkeypatch.context() as m:
         m.setattr(migrations, "SCHEMA_VERSION", 6)
         m.setattr(pg_schema, "SCHEMA_VERSION", 6)
-        con = migrations.connect(store_target)
+        con = connect(store_target)
     old_items = [{"id": f"msg_{i}", "type": "message", "role": role, "status": "completed",
                   "content": [{"type": kind, "text": text}]}
                  for i, (role, kind, text) in enumerate([("user", "input_text", "old one"),

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.fingerprint import fingerprint
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.upstream.base import UpstreamFailure
 from tests.conftest import METRICS_AUTH, TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream

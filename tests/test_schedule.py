@@ -35,7 +35,7 @@ def test_the_pass_trains_the_label_task_first_and_a_failed_near_miss_before_a_ze
     from distill.passes import schedule
     from gateway.config import parse_config
     from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
-    from gateway.store.migrations import connect
+    from gateway.store.db import connect
 
     cfg = parse_config({"store": {"path": str(tmp_path / "s.db")}})
     con = connect(cfg.store.path)

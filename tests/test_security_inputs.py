@@ -107,7 +107,7 @@ async def test_upstream_5xx_text_is_not_echoed_nor_stored(
         await c.app.state.slimgate.recorder.flush()  # type: ignore[attr-defined]
     assert r.status_code == 502 and "scripted 500" not in r.text
     assert client_err.status_code == 400 and "scripted 400" in r.text + client_err.text
-    from gateway.store.migrations import connect
+    from gateway.store.db import connect
 
     con = connect(cfg.store.path)
     errors = [row[0] for row in con.execute("SELECT error FROM exchanges WHERE status = 502")]

@@ -21,7 +21,7 @@ from distill.worker import clean_partials
 from gateway.config import parse_config
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.store.recorder import Exchange, LiveComparison, Recorder
 from gateway.store.sqlite import SqliteStore
 from gateway.worker_process import worker_env

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from policies.router import unit_hash
 from tests.conftest import METRICS_AUTH, gateway_config
 from tests.fake_upstream import FakeUpstream

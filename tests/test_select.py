@@ -20,7 +20,7 @@ from distill.shape import KindChoice
 from distill.throughput import measured_rates
 from gateway.config import CandidateConfig, Config, installed_candidates, parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 
 QWEN = CandidateConfig(model="/models/Qwen2.5-0.5B-Instruct", params=494_000_000,
                        context=32768, method="lora")

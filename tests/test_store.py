@@ -13,8 +13,10 @@ import pytest
 from gateway.config import StoreConfig
 from gateway.metrics import Metrics
 from gateway.store.base import Store, open_store
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, StoreError
+from gateway.store.db import StoreError
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.recorder import Exchange, Recorder
+from gateway.store.sql import EXCHANGE_COLUMNS, copy_sql, insert_sql
 from gateway.store.sqlite import SqliteStore
 from tests.pg import store_table
 
@@ -112,7 +114,7 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
     import subprocess
     import sys
 
-    code = ("import sys; from gateway.store.migrations import connect; "
+    code = ("import sys; from gateway.store.db import connect; "
             "connect(sys.argv[1]).close()")
     for attempt in range(3):
         path = tmp_path / f"new-{attempt}.db"
@@ -180,3 +182,17 @@ async def test_recorder_drops_a_batch_on_a_lasting_or_hard_failure(
         assert metrics.records_dropped._value.get() == 5
     assert await inner.count_exchanges() == 0
     await inner.close()
+
+
+def test_inserts_are_built_from_the_column_lists() -> None:
+    """Both engines, the importer and the worker write with the statements `insert_sql`
+    builds: every column once, a placeholder each, any number of rows, one conflict clause."""
+    assert insert_sql("t", ("a", "b")) == "INSERT INTO t (a, b) VALUES (?, ?)"
+    assert insert_sql("t", ("a", "b"), rows=2, mark="%s", conflict="ON CONFLICT DO NOTHING") == (
+        "INSERT INTO t (a, b) VALUES (%s, %s), (%s, %s) ON CONFLICT DO NOTHING")
+    assert copy_sql("t", ("a", "b")) == "COPY t (a, b) FROM STDIN"
+    con = sqlite3.connect(":memory:")
+    con.execute(f"CREATE TABLE t ({', '.join(EXCHANGE_COLUMNS)})")
+    con.execute(insert_sql("t", EXCHANGE_COLUMNS, rows=3), list(range(3 * len(EXCHANGE_COLUMNS))))
+    assert con.execute("SELECT COUNT(*), MAX(source) FROM t").fetchone() == (
+        3, 3 * len(EXCHANGE_COLUMNS) - 1)

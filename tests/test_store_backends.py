@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.config import StoreConfig, parse_config
-from gateway.store.base import open_store
+from gateway.store.base import Notifying, open_store
 from gateway.store.catalog import (
     StudentRecord,
     TaskRecord,
@@ -25,7 +25,8 @@ from gateway.store.catalog import (
     set_exchange_tasks,
     upsert_task,
 )
-from gateway.store.migrations import SCHEMA_VERSION, connect, read_secret
+from gateway.store.db import connect, read_secret
+from gateway.store.migrations import SCHEMA_VERSION
 from gateway.store.stages import live_evidence, set_pin, set_stage, stage_changes
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
@@ -83,6 +84,8 @@ async def test_async_store_rows_and_state(store_target: str) -> None:
     store = await open_store(StoreConfig(**store_table(store_target)))
     try:
         assert store.dialect == ("postgres" if "://" in store_target else "sqlite")
+        # only PostgreSQL hears other processes' changes at once (the routing table listens)
+        assert isinstance(store, Notifying) == (store.dialect == "postgres")
         assert await store.ping()
         secret = await store.secret("sampling")
         assert len(secret) == 32 and await store.secret("sampling") == secret
@@ -98,6 +101,7 @@ async def test_async_store_rows_and_state(store_target: str) -> None:
         await store.close()
     con = connect(store_target)
     assert [tuple(r) for r in con.execute("SELECT hash, seen_at FROM texts")] == [("h1", 5.0)]
+    assert read_secret(con, "sampling") == secret  # one secret for sync and async readers
     con.close()
 
 

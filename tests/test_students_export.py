@@ -19,7 +19,7 @@ from gateway.cli import main
 from gateway.config import Config, TrainingConfig, load_config
 from gateway.registry import Registry
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -19,7 +19,7 @@ from gateway.config import Config
 from gateway.offline.workload import GENERIC_CAPABLE, KINDS, generate
 from gateway.report import build_report, render_html
 from gateway.store.catalog import TaskRecord, get_task, list_tasks, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 from tests.pg import store_table

@@ -16,8 +16,8 @@ from distill.teacher_names import ENDPOINT, parse_name
 from gateway.config import Config
 from gateway.offline.workload import generate
 from gateway.store.catalog import list_tasks
-from gateway.store.columns import EXCHANGE_COLUMNS
-from gateway.store.migrations import connect
+from gateway.store.db import connect
+from gateway.store.sql import EXCHANGE_COLUMNS, insert_sql
 from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
 
@@ -64,8 +64,7 @@ def _record_traffic(db: str, n: int = 60) -> list[str]:
                    response=orjson.dumps({"choices": [{"message": item.answer,
                                                        "finish_reason": "stop"}]}).decode(),
                    status=200, api="chat/completions")
-        con.execute(f"INSERT INTO exchanges ({', '.join(EXCHANGE_COLUMNS)}) VALUES "
-                    f"({', '.join('?' * len(EXCHANGE_COLUMNS))})",
+        con.execute(insert_sql("exchanges", EXCHANGE_COLUMNS),
                     tuple(row[c] for c in EXCHANGE_COLUMNS))
     con.close()
     return texts

@@ -29,7 +29,7 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.store.catalog import list_tasks
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.task_ids import task_tenant
 from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream

@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.embed import SharedEmbedder
 from gateway.store.catalog import list_tasks
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.task_assign import TaskAssigner
 from gateway.task_ids import task_tenant
 from tests.conftest import METRICS_AUTH, gateway_config

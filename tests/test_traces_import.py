@@ -13,7 +13,7 @@ from gateway.cli import main
 from gateway.config import Config, parse_config
 from gateway.offline.trace_import import TraceImportError, import_traces
 from gateway.store.catalog import chat_exchanges
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from tests.pg import store_table
 from tests.test_security_tenancy import KEY_A, KEY_B, key_id
 

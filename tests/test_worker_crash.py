@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from gateway.offline.workload import generate, to_traces
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from tests.served import ROOT
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,7 @@ from distill.worker import apply_gates, clean_partials
 from gateway.admin import overrides
 from gateway.config import parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, get_task, upsert_task
-from gateway.store.db import Connection
-from gateway.store.migrations import connect
+from gateway.store.db import Connection, connect
 from gateway.store.stages import stage_changes
 
 POLICY = {"min_agreement": 0.8, "confidence": 0.9, "min_heldout": 10, "min_live": 10,

@@ -12,8 +12,7 @@ from distill.worker import apply_gates
 from gateway.admin import overrides
 from gateway.config import parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, get_task, upsert_task
-from gateway.store.db import Connection
-from gateway.store.migrations import connect
+from gateway.store.db import Connection, connect
 
 # The defaults that matter here: bar 0.90 at 95%, min_heldout 30, min_live 50.
 POLICY = {"canary_steps": [5, 25], "canary_min_seconds": 0.0}

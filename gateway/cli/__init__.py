@@ -13,7 +13,7 @@ import sys
 
 from gateway.cli.parser import build_parser
 from gateway.config import ConfigError
-from gateway.store.migrations import StoreError
+from gateway.store.db import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,7 +103,7 @@ def serve_processes(config: Config, path: str | None, processes: int, *, start_d
 def _migrate_store(config: Config) -> None:
     """Create or migrate the store once, before the processes start, so an unreachable or
     too-new store fails here with one message rather than in N processes."""
-    from gateway.store.migrations import connect
+    from gateway.store.db import connect
 
     connect(config.store).close()
 

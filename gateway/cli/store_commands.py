@@ -21,9 +21,9 @@ from gateway.config import Config
 from gateway.registry import Registry
 from gateway.report.terminal import wide_console
 from gateway.store.catalog import TaskRecord, best_student, list_students, list_tasks
+from gateway.store.db import connect
 from gateway.store.leader import leader_lock
 from gateway.store.memory import TrackRecord, memory_tracks
-from gateway.store.migrations import connect
 from gateway.store.stages import count_task_examples
 from policies.router import canary_share
 

@@ -35,20 +35,17 @@ from gateway.offline.import_formats import (
     read_finetune,
     read_pairs,
 )
-from gateway.store.columns import EXCHANGE_COLUMNS, TEXT_COLUMNS, TEXT_UPSERT
-from gateway.store.db import dialect
-from gateway.store.migrations import connect
+from gateway.store.db import connect, dialect
 from gateway.store.recorder import Exchange, Recorder
+from gateway.store.sql import EXCHANGE_COLUMNS, TEXT_COLUMNS, TEXT_UPSERT, copy_sql, insert_sql
 from gateway.store.texts import TextWriter
 from gateway.task_assign import explicit_task
 from gateway.task_ids import scoped_task
 
 BAD_SHOWN = 20  # bad lines quoted in the report; all are counted
-_INSERT = (f"INSERT INTO exchanges ({', '.join(EXCHANGE_COLUMNS)}) VALUES "
-           f"({', '.join('?' for _ in EXCHANGE_COLUMNS)})")
-_COPY = f"COPY exchanges ({', '.join(EXCHANGE_COLUMNS)}) FROM STDIN"
-_INSERT_TEXT = (f"INSERT INTO texts ({', '.join(TEXT_COLUMNS)}) VALUES (?, ?, ?, ?) "
-                f"{TEXT_UPSERT}")
+_INSERT = insert_sql("exchanges", EXCHANGE_COLUMNS)
+_COPY = copy_sql("exchanges", EXCHANGE_COLUMNS)
+_INSERT_TEXT = insert_sql("texts", TEXT_COLUMNS, conflict=TEXT_UPSERT)
 
 
 @dataclass

@@ -17,8 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from gateway.store.db import is_postgres_url
-from gateway.store.migrations import connect
+from gateway.store.db import connect, is_postgres_url
 from gateway.store.texts import TextLookup, restore
 
 

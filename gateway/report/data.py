@@ -20,8 +20,7 @@ from gateway.report.judge_cost import judge_usage, no_judge_calls
 from gateway.report.timeline import change_row, share_percent, timeline
 from gateway.report.worst import TEXT_LIMIT, answer_for_people, worst_disagreements
 from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list_tasks
-from gateway.store.db import count_if, dialect, is_postgres_url
-from gateway.store.migrations import connect
+from gateway.store.db import connect, count_if, dialect, is_postgres_url
 from gateway.store.stages import StageChange, stage_changes
 from policies.stats import percentile, wilson
 

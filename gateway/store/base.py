@@ -3,12 +3,14 @@
 `open_store(config.store)` gives a `SqliteStore` (the embedded default, one file) or a
 `PostgresStore` (many replicas on one database); both apply the same migrations and take
 the same rows, so the recorder, routing and the Responses API never know which they have.
+What only one engine can do is a protocol of its own (`Notifying`), asked with isinstance.
+Synchronous code connects through `gateway.store.db` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.config import StoreConfig
@@ -28,7 +30,7 @@ class Store(Protocol):
     async def response_row(self, response_id: str) -> dict[str, Any] | None: ...
 
     async def response_chain(self, response_id: str) -> list[dict[str, Any]]:
-        """The response's row and those of the turns it continues (columns.RESPONSE_CHAIN),
+        """The response's row and those of the turns it continues (sql.RESPONSE_CHAIN),
         in no particular order; empty if it is not stored."""
         ...
 
@@ -41,7 +43,7 @@ class Store(Protocol):
         ...
 
     async def memory_entries(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        """Answer-memory entries written after `after_seq`, oldest first (MEMORY_ENTRIES)."""
+        """Answer-memory entries written after `after_seq`, oldest first (sql.MEMORY_ENTRIES)."""
         ...
 
     async def secret(self, name: str) -> bytes: ...
@@ -57,26 +59,15 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-# `Store.tasks()`: every task with the held-out verdict of the student it names, so that the
-# routing table can keep a near miss (status "near") in shadow whatever its stage says.
-TASKS_WITH_STUDENT_STATUS = (
-    "SELECT tasks.*, students.status AS student_status FROM tasks LEFT JOIN students "
-    "ON students.task = tasks.id AND students.version = tasks.student_version"
-)
+@runtime_checkable
+class Notifying(Protocol):
+    """A store that can say at once when another process changed something (PostgreSQL's
+    `LISTEN`/`NOTIFY`); without it, readers poll. `PostgresStore` is one, `SqliteStore` not."""
 
-MEMORY_TRACKS = "SELECT task, stage, step FROM memory_tracks"
-MEMORY_ENTRIES = ("SELECT seq, task, key, answer, usage, created_at FROM memory_entries "
-                  "WHERE seq > {mark} ORDER BY seq LIMIT {mark}")
-
-
-def exchanges_query(task: str | None, limit: int, since_seq: int,
-                    mark: str = "?") -> tuple[str, list[Any]]:
-    """`Store.exchanges`'s SQL (with the engine's placeholder `mark`) and its arguments."""
-    where, args = "seq > " + mark, list[Any]([since_seq])
-    if task is not None:
-        where += " AND task = " + mark
-        args.append(task)
-    return f"SELECT * FROM exchanges WHERE {where} ORDER BY seq LIMIT {mark}", [*args, limit]
+    def notifications(self, channel: str) -> AsyncIterator[str]:
+        """Payloads of `NOTIFY channel` as they come, until the connection drops (the caller
+        polls meanwhile and may listen again)."""
+        ...
 
 
 async def open_store(cfg: StoreConfig) -> Store:

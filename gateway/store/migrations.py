@@ -1,22 +1,18 @@
-"""Schema versions of the SQLite store, applied in order.
+"""Schema versions of the store, applied in order: `MIGRATIONS` (SQLite's dialect, translated
+for PostgreSQL by `pg_schema`) and `migrate`, which brings a SQLite file up to date.
 
 `PRAGMA user_version` holds the version a file is at; opening a file runs every later
 migration in one write transaction (processes opening it at once migrate it once), so a
-newer slimgate opens an older file and never the
-reverse silently (a file from a newer slimgate is refused). Plain sqlite3 on purpose: the
-gateway runs it in a thread before connecting, the distill worker calls it directly.
+newer slimgate opens an older file and never the reverse silently (a file from a newer
+slimgate is refused). Plain sqlite3 on purpose: `db.connect` runs it, in a thread when the
+gateway opens its async store. Nothing here opens a store: that is `gateway.store.db`.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import sqlite3
-import time
-from pathlib import Path
-from typing import Any
 
-from gateway.store.db import Connection, is_postgres_url
+from gateway.store.errors import StoreError
 
 MIGRATIONS: list[str] = [
     # 1: recorded exchanges
@@ -215,66 +211,6 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreError(Exception):
-    """The store file cannot be opened or is from a newer slimgate."""
-
-
-def create_private(path: str) -> None:
-    """Create the store file readable by its owner only (0600; SQLite gives its -wal and -shm
-    files the same mode), and a missing directory 0700. An existing file is left as it is."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not p.exists():
-        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
-
-
-def read_secret(con: Connection, name: str) -> bytes:
-    """The named 32-byte secret, made (once, for every process sharing the store) if new."""
-    con.execute("INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO NOTHING",
-                (name, secrets.token_bytes(32), time.time()))
-    row = con.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
-    return bytes(row[0])
-
-
-def connect(target: str | Any) -> Connection:
-    """A synchronous connection to a migrated store, for workers, CLIs and the admin API:
-    `target` is a SQLite path, a postgresql:// URL, or a `StoreConfig` (its `url` with the
-    password from `password_env`, else its `path`)."""
-    if isinstance(target, str):
-        location, password = target, None
-    else:
-        location, password = target.target, target.password()
-    if is_postgres_url(location):
-        from gateway.store.pg_schema import migrate_pg
-        from gateway.store.pg_sync import open_pg
-
-        pg = open_pg(location, password)
-        try:
-            migrate_pg(pg.raw)  # a few milliseconds when there is nothing to do
-        except BaseException:
-            pg.close()
-            raise
-        return pg
-    return _connect_sqlite(location)
-
-
-def _connect_sqlite(path: str) -> sqlite3.Connection:
-    """A synchronous connection to a migrated SQLite file (WAL, busy timeout)."""
-    if path != ":memory:":
-        create_private(path)
-    con = sqlite3.connect(path, isolation_level=None, timeout=10)
-    con.row_factory = sqlite3.Row
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=10000")
-        migrate(con)
-    except BaseException:
-        con.close()
-        raise
-    return con
 
 
 def _statements(script: str) -> list[str]:

@@ -17,7 +17,8 @@ from typing import Any
 
 import psycopg
 
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, StoreError
+from gateway.store.errors import StoreError
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("slimgate.store")
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.numeric import FloatLoader
 
 from gateway.config import redact_url
-from gateway.store.migrations import StoreError
+from gateway.store.errors import StoreError
 
 
 class Row(tuple[Any, ...]):

@@ -2,16 +2,14 @@
 
 Exchanges and comparisons are written with `COPY … FROM STDIN`, one transaction per batch
 (the recorder's batch), which PostgreSQL ingests several times faster than row inserts.
-The schema is migrated by `migrations.connect` before the pool opens. `notifications`
-yields `NOTIFY` payloads so a replica hears of a stage change at once.
+The schema is migrated by `db.connect` before the pool opens. `notifications`
+yields `NOTIFY` payloads (`base.Notifying`) so a replica hears of a stage change at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -21,32 +19,32 @@ from psycopg.types.numeric import FloatLoader
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import StoreConfig
-from gateway.store.base import (
-    MEMORY_ENTRIES,
-    MEMORY_TRACKS,
-    TASKS_WITH_STUDENT_STATUS,
-    exchanges_query,
-)
-from gateway.store.columns import (
+from gateway.store.db import connect
+from gateway.store.sql import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
+    MEMORY_ENTRIES,
+    MEMORY_TRACKS,
     RESPONSE_CHAIN,
     RESPONSE_COLUMNS,
     RESPONSE_UPSERT,
+    SECRET_INSERT,
+    SECRET_SELECT,
+    TASKS_WITH_STUDENT_STATUS,
     TEXT_COLUMNS,
     TEXT_UPSERT,
+    copy_sql,
+    exchanges_query,
+    insert_sql,
+    new_secret,
 )
-from gateway.store.migrations import connect
 
 log = logging.getLogger("slimgate.store")
 
-_COPY_EXCHANGES = f"COPY exchanges ({', '.join(EXCHANGE_COLUMNS)}) FROM STDIN"
-_COPY_COMPARISONS = f"COPY comparisons ({', '.join(COMPARISON_COLUMNS)}) FROM STDIN"
-
-
-def _insert(table: str, columns: Sequence[str], conflict: str) -> str:
-    marks = ", ".join("%s" for _ in columns)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) {conflict}"
+_COPY_EXCHANGES = copy_sql("exchanges", EXCHANGE_COLUMNS)
+_COPY_COMPARISONS = copy_sql("comparisons", COMPARISON_COLUMNS)
+_INSERT_RESPONSE = insert_sql("responses", RESPONSE_COLUMNS, mark="%s", conflict=RESPONSE_UPSERT)
+_INSERT_TEXT = insert_sql("texts", TEXT_COLUMNS, mark="%s", conflict=TEXT_UPSERT)
 
 
 def _text_safe(value: Any) -> Any:
@@ -96,16 +94,14 @@ class PostgresStore:
         await self._copy(_COPY_COMPARISONS, rows)
 
     async def write_responses(self, rows: Sequence[Sequence[Any]]) -> None:
-        sql = _insert("responses", RESPONSE_COLUMNS, RESPONSE_UPSERT)
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(sql, [tuple(r) for r in rows])
+            await cur.executemany(_INSERT_RESPONSE, [tuple(r) for r in rows])
 
     async def write_texts(self, rows: Sequence[Sequence[Any]]) -> None:
-        sql = _insert("texts", TEXT_COLUMNS, TEXT_UPSERT)
         # Sorted by hash: two replicas upserting the same texts lock them in one order.
         ordered = sorted((tuple(r) for r in rows), key=lambda r: r[0])
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(sql, ordered)
+            await cur.executemany(_INSERT_TEXT, ordered)
 
     async def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -134,10 +130,8 @@ class PostgresStore:
 
     async def secret(self, name: str) -> bytes:
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO secrets (name, value, created_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name) DO NOTHING", (name, secrets.token_bytes(32), time.time()))
-            cur = await conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))
+            await conn.execute(SECRET_INSERT.format(mark="%s"), new_secret(name))
+            cur = await conn.execute(SECRET_SELECT.format(mark="%s"), (name,))
             row = await cur.fetchone()
         assert row is not None  # inserted just above if it was missing
         return bytes(row[0])

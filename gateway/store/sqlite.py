@@ -7,35 +7,29 @@ never holds the event loop; the gateway never awaits a write on the request path
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 
-from gateway.store.base import (
-    MEMORY_ENTRIES,
-    MEMORY_TRACKS,
-    TASKS_WITH_STUDENT_STATUS,
-    exchanges_query,
-)
-from gateway.store.columns import (
+from gateway.store.db import StoreError, connect
+from gateway.store.sql import (
     COMPARISON_COLUMNS,
     EXCHANGE_COLUMNS,
+    MEMORY_ENTRIES,
+    MEMORY_TRACKS,
     RESPONSE_CHAIN,
     RESPONSE_COLUMNS,
     RESPONSE_UPSERT,
+    SECRET_INSERT,
+    SECRET_SELECT,
+    TASKS_WITH_STUDENT_STATUS,
     TEXT_COLUMNS,
     TEXT_UPSERT,
+    exchanges_query,
+    insert_sql,
+    new_secret,
 )
-from gateway.store.migrations import StoreError, connect
-
-_ROW = "(" + ", ".join("?" for _ in EXCHANGE_COLUMNS) + ")"
-
-
-def _INSERT_MANY(n: int) -> str:  # noqa: N802 - reads as the SQL constant it builds
-    return f"INSERT INTO exchanges ({', '.join(EXCHANGE_COLUMNS)}) VALUES " + ", ".join([_ROW] * n)
 
 
 class SqliteStore:
@@ -66,34 +60,24 @@ class SqliteStore:
             raise
         return cls(db, path)
 
-    async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None:
+    async def _insert(self, table: str, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]], conflict: str = "") -> None:
         # One statement, one implicit transaction: a single round trip to aiosqlite's
         # thread, which matters when the event loop is busy serving requests.
-        await self._db.execute(_INSERT_MANY(len(rows)), [v for row in rows for v in row])
+        await self._db.execute(insert_sql(table, columns, rows=len(rows), conflict=conflict),
+                               [v for row in rows for v in row])
+
+    async def write_exchanges(self, rows: Sequence[Sequence[Any]]) -> None:
+        await self._insert("exchanges", EXCHANGE_COLUMNS, rows)
 
     async def write_comparisons(self, rows: Sequence[Sequence[Any]]) -> None:
-        marks = "(" + ", ".join("?" for _ in COMPARISON_COLUMNS) + ")"
-        await self._db.execute(
-            f"INSERT INTO comparisons ({', '.join(COMPARISON_COLUMNS)}) VALUES "
-            + ", ".join([marks] * len(rows)),
-            [v for row in rows for v in row],
-        )
+        await self._insert("comparisons", COMPARISON_COLUMNS, rows)
 
     async def write_responses(self, rows: Sequence[Sequence[Any]]) -> None:
-        marks = "(" + ", ".join("?" for _ in RESPONSE_COLUMNS) + ")"
-        await self._db.execute(
-            f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS)}) VALUES "
-            + ", ".join([marks] * len(rows)) + " " + RESPONSE_UPSERT,
-            [v for row in rows for v in row],
-        )
+        await self._insert("responses", RESPONSE_COLUMNS, rows, RESPONSE_UPSERT)
 
     async def write_texts(self, rows: Sequence[Sequence[Any]]) -> None:
-        marks = "(" + ", ".join("?" for _ in TEXT_COLUMNS) + ")"
-        await self._db.execute(
-            f"INSERT INTO texts ({', '.join(TEXT_COLUMNS)}) VALUES "
-            + ", ".join([marks] * len(rows)) + " " + TEXT_UPSERT,
-            [v for row in rows for v in row],
-        )
+        await self._insert("texts", TEXT_COLUMNS, rows, TEXT_UPSERT)
 
     async def response_row(self, response_id: str) -> dict[str, Any] | None:
         async with self._db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)) as cur:
@@ -122,12 +106,9 @@ class SqliteStore:
             return [dict(r) for r in await cur.fetchall()]
 
     async def secret(self, name: str) -> bytes:
-        """A server-side secret kept in the store (see `migrations.read_secret`)."""
-        await self._db.execute(
-            "INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO NOTHING",
-            (name, secrets.token_bytes(32), time.time()))
-        async with self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
+        """A server-side secret kept in the store (see `db.read_secret`)."""
+        await self._db.execute(SECRET_INSERT.format(mark="?"), new_secret(name))
+        async with self._db.execute(SECRET_SELECT.format(mark="?"), (name,)) as cur:
             row = await cur.fetchone()
         assert row is not None  # inserted just above if it was missing
         return bytes(row[0])
