@@ -24,7 +24,7 @@ from gateway.store.catalog import TaskRecord, task_from_row
 from gateway.store.stages import TASKS_CHANNEL
 from gateway.students import StudentPool
 from gateway.task_assign import Assignment, TaskAssigner
-from gateway.upstream.base import Backend
+from gateway.upstream.base import Backend, Loadable
 from policies.router import Route, route_task, sticky_key, student_share
 from policies.settings import TaskPolicy
 from policies.stages import CLIENT_STAGES, SERVING_STAGES
@@ -133,9 +133,8 @@ class RoutingTable:
         # Models are loaded now, in the background, not by the first request that needs one.
         for task_id, version in wanted:
             backend = self._students.get(task_id, version)
-            load = getattr(backend, "load", None)
-            if load is not None:
-                self._background(load(), f"student {task_id} v{version}")
+            if isinstance(backend, Loadable):
+                self._background(backend.load(), f"student {task_id} v{version}")
         if self.any_serving:
             self._background(self.assigner.warm(), "the task assigner's embedder")
 
