@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from distill.answer_shapes import answered_differently
+from distill.answer_profiles import answered_differently
 from distill.task_labels import Label, dedupe_labels, task_labels
 from distill.task_split import Candidate, centroid_of, split_group
 from distill.templates import alike, words

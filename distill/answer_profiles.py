@@ -1,5 +1,6 @@
-"""Answer shapes: evidence, from the teacher's answers, that two groups of requests are or are
-not one task.
+"""Answer profiles: evidence, from the teacher's answers, that two groups of requests are or
+are not one task (step S3; the answer shape a student kind is planned by is S4's,
+`distill.kind_plan`).
 
 A task has one output contract. Two groups whose answers take different shapes (a tool call,
 JSON, a short label, prose), JSON with different key sets, or label sets that do not overlap
