@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.copy_slots import CopySlots
-from policies.student_kinds import STUDENT_KINDS, StudentKind
+from policies import student_kinds
+from policies.student_kinds import StudentKind
 
 Shape = Literal["label", "enum_json", "copy_json", "tool_call", "text"]
 
@@ -58,7 +59,7 @@ def plan_kinds(
     return [KindChoice(kind, "not in distill.student_kinds")
             if allowed is not None and kind not in allowed
             else CHOOSERS[kind](shape, train, slots, encoder)
-            for kind in STUDENT_KINDS]
+            for kind in student_kinds.STUDENT_KINDS]
 
 
 def _encoder_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
