@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from policies.kinds import output_kind
+from policies.output_kinds import output_kind
 
 # Two groups answer in different shapes when their kind histograms overlap less than this
 # (histogram intersection, 0..1): the majority of each group's answers are of a kind the other
@@ -51,7 +51,7 @@ def _json_keys(text: str) -> frozenset[str] | None:
 
 
 def answer_kind(answer: dict[str, Any], request: dict[str, Any]) -> str:
-    """`policies.kinds.output_kind`, except that under tools any non-JSON answer is "agent":
+    """`policies.output_kinds.output_kind`, except that under tools any non-JSON answer is "agent":
     an agent with tools calls one or replies, and both are its contract."""
     kind = output_kind(answer, request)
     if (request.get("tools") or request.get("functions")) and kind != "json":
