@@ -218,11 +218,11 @@ def evaluate(name: str, reqs: list[tuple[str, dict[str, Any], dict[str, Any]]],
 
 def evidence(name: str, specs: list[TaskSpec], reqs: list[tuple[str, dict[str, Any],
              dict[str, Any]]]) -> None:
-    """The numbers the constants in distill/templates.py, answer_shapes.py and
+    """The numbers the constants in distill/templates.py, answer_profiles.py and
     gateway/fingerprint.py are checked against, on this workload's generic-prompt variant."""
     import difflib
 
-    from distill.answer_shapes import AnswerProfile
+    from distill.answer_profiles import AnswerProfile
     from gateway.fingerprint import instruction_units, words_alike
 
     prompts = [s.system.split() for s in specs]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.stats import percentile
+from policies.student_kinds import STUDENT_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,7 @@ class BenchConfig:
     single: int = 8  # held-out requests also timed one at a time (batch of 1)
     quick: bool = False  # a smoke run; its JSON gets a -quick suffix, never replacing a full run
     max_train: int = 500  # training examples at most (the target: ≤ 500)
-    kinds: list[str] = field(default_factory=lambda: ["encoder", "generative"])  # allowed
+    kinds: list[str] = field(default_factory=lambda: list(STUDENT_KINDS))  # allowed
     workload: str = "demo"  # demo: gateway.offline.workload; snips: the public SNIPS benchmark
     snips_root: str = "/work/.mirror/snipsco+nlu-benchmark/repo"  # its checkout or git dir
     out_dir: str = str(ROOT / "bench" / "results")  # where the JSON result goes
@@ -316,8 +317,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--out-dir", default=BenchConfig.out_dir, help="where the JSON goes")
     p.add_argument("--max-train", type=int, default=500,
                    help="training examples at most (default: 500)")
-    p.add_argument("--kinds", nargs="+", default=["encoder", "generative"],
-                   choices=["encoder", "generative"], help="student kinds allowed")
+    p.add_argument("--kinds", nargs="+", default=list(STUDENT_KINDS),
+                   choices=list(STUDENT_KINDS), help="student kinds allowed")
     p.add_argument("--workload", choices=["demo", "snips"], default="demo",
                    help="demo: our synthetic agent workload; snips: the public SNIPS "
                         "benchmark as tool calls (needs --snips-root)")

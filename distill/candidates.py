@@ -1,7 +1,7 @@
 """Training one candidate of one student kind for a task, and judging it on held-out data.
 
 `prepare` fits the task's copy slots, measures their coverage, delexicalizes its training
-data and plans the student kinds (`distill.shape`). `fit_generative` trains a causal LM
+data and plans the student kinds (`distill.kind_plan`). `fit_generative` trains a causal LM
 candidate (scratch or LoRA), stopping it part-way when it is hopeless; `fit_encoder` trains
 the encoder/classifier kind on the raw requests. Each is evaluated as it will serve: the
 generative kind through the copy slots, the encoder on the request's own words.
@@ -18,7 +18,7 @@ from typing import Any
 from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, Example
 from distill.evaluate import Evaluation, Similarity, TextJudge, evaluate
-from distill.shape import KindChoice, Shape, answer_shape, plan_kinds
+from distill.kind_plan import KindChoice, Shape, answer_shape, plan_kinds
 from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
 from gateway.copy_slots import CopySlots

@@ -23,14 +23,14 @@ from typing import Any
 
 import orjson
 
-from distill.answer_shapes import answered_differently
+from distill.answer_profiles import answered_differently
 from distill.task_labels import Label, dedupe_labels, task_labels
 from distill.task_split import Candidate, centroid_of, split_group
 from distill.templates import alike, words
 from gateway.fingerprint import fingerprint, message_text, signature
 from gateway.store.catalog import TaskRecord
 from gateway.task_ids import is_task_id, task_tenant
-from policies.kinds import output_kind, task_kind
+from policies.output_kinds import output_kind, task_kind
 
 DISCOVERED_ID = re.compile(r"t-[0-9a-f]{10}")  # ids this module makes; never a client's tag
 

@@ -21,6 +21,7 @@ from gateway.registry import META, Registry, RegistryError
 from gateway.store.catalog import StudentRecord, TaskRecord, best_student, get_task, list_students
 from gateway.store.db import Connection, connect
 from gateway.store.stages import stage_changes
+from policies.stages import CLIENT_STAGES
 
 RECIPE = "copy_slots.json"  # the copy-slot recipe a student is asked with
 PROVENANCE = "slimgate_student.json"  # the registry's slimgate.json, renamed: not a registry dir
@@ -93,7 +94,7 @@ def gate_refusal(con: Connection, task: TaskRecord, student: StudentRecord) -> s
     primary (served clients) before it was rolled back."""
     if student.status == "passed":
         return None
-    if any(c.version == student.version and c.to_stage in ("canary", "primary")
+    if any(c.version == student.version and c.to_stage in CLIENT_STAGES
            for c in stage_changes(con, task.id, limit=1_000_000)):
         return None
     why = {"near": "it only nearly passed its held-out gate (upper bound at the bar, lower "

@@ -46,6 +46,7 @@ from policies.memory import (
     forms_label_set,
 )
 from policies.settings import TaskPolicy
+from policies.stages import POOLED_STAGES, as_stage
 
 log = logging.getLogger("slimgate.memory")
 
@@ -200,10 +201,11 @@ def gate_memory(con: Connection, cfg: Config, track: TrackRecord, policy: TaskPo
     live = live_evidence(con, track.task, MEMORY_VERSION, since)
     observing = track.stage == "observe"
     prefix: tuple[int, ...] = ()
-    if track.stage in ("shadow", "canary"):
+    if track.stage in POOLED_STAGES:
         prefix = pooled_prefix(con, track.task, MEMORY_VERSION, track.stage, since,
                                live["live_n"], policy.min_live, table="memory_changes")
-    state = TaskState(stage=track.stage, step=track.step if track.stage == "canary" else None,  # type: ignore[arg-type]
+    state = TaskState(stage=as_stage(track.stage),
+                      step=track.step if track.stage == "canary" else None,
                       stage_since=since, student_version=MEMORY_VERSION)
     evidence = Evidence(
         # In observe the replays are the memory's judged evidence; after, they are live.

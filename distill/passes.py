@@ -32,6 +32,7 @@ from gateway.embed import SharedEmbedder
 from gateway.store.catalog import TaskRecord, list_students, list_tasks
 from gateway.store.db import Connection
 from policies.schedule import TaskPlan, order_tasks
+from policies.student_kinds import CHEAP_KINDS
 
 log = logging.getLogger("slimgate.distill")
 Ready = tuple[TaskRecord, Curated, str]
@@ -50,12 +51,12 @@ def schedule(con: Connection, cfg: Config, ready: list[Ready]) -> list[Ready]:
 
 def expensive_pending(con: Connection, task: TaskRecord) -> bool:
     """Whether the task's generative candidates are still owed a run on its current data:
-    its newest student is an encoder that did not pass, and no generative run followed it
-    (an earlier pass was interrupted, or ended before reaching it)."""
+    its newest student is of a cheap kind (the encoder) that did not pass, and no generative
+    run followed it (an earlier pass was interrupted, or ended before reaching it)."""
     students = [s for s in list_students(con, task.id) if s.status != "error"]
     if not students or any(s.status in ("passed", "near") for s in students):
         return False
-    return students[-1].metrics.get("student_kind") == "encoder" \
+    return students[-1].metrics.get("student_kind") in CHEAP_KINDS \
         and students[-1].status == "failed"
 
 

@@ -3,7 +3,7 @@
 The steps one task goes through (`distill.passes.run_distill` orders the tasks): discovery
 and curation; whether it is ready (its judged evidence could pass the gate, and no student
 yet, or data grown enough / drift seen); its copy slots; student kinds cheapest first
-(`distill.shape`; generative candidates pretrained first, where worth their minutes), each
+(`distill.kind_plan`; generative candidates pretrained first, where worth their minutes), each
 evaluated on the task's held-out requests and repeats through its copy slots and registered
 (passed, near or failed; a pass or a near miss ends the task's runs).
 A version is trained in a `.partial` directory and becomes visible only when complete: a
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
 from distill.select import is_scratch, rank_candidates
-from distill.shape import StudentKind
 from distill.throughput import estimated_tokens, measured_rates
 from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
@@ -54,6 +53,7 @@ from policies.schedule import (
 from policies.sequential import heldout_verdict
 from policies.settings import TaskPolicy
 from policies.stats import passable_n, wilson
+from policies.student_kinds import CHEAP_KINDS, StudentKind
 
 if TYPE_CHECKING:
     from distill.judge_client import HeldoutJudge
@@ -204,8 +204,8 @@ def train_candidate(
     prep: Prepared, kind: StudentKind, candidate: CandidateConfig | None, *, max_new: int,
     progress: bool, embedder: SharedEmbedder, interrupt: Interrupt | None = None,
 ) -> TaskOutcome:
-    """Train one candidate of `kind` (a generative one is `candidate`), evaluate it on the
-    held-out set through its copy slots, and register it."""
+    """Train one candidate of `kind` (a generative one is `candidate`; a cheap kind has
+    none), evaluate it on the held-out set through its copy slots, and register it."""
     from distill.candidates import fit_encoder, fit_generative
     from distill.evaluate import embedding_similarity, with_new_requests
 
@@ -220,18 +220,20 @@ def train_candidate(
     similarity = embedding_similarity(embedder)
     text_judge = heldout_judge(con, cfg, task, version)
     try:
-        if candidate is None:
+        if kind == "encoder":
             info, ev = fit_encoder(cfg, prep, curated.judged, task.kind, policy, partial,
                                    max_new=max_new, similarity=similarity,
                                    text_judge=text_judge)
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
-        else:
+        elif candidate is not None:
             training, ev = fit_generative(cfg, prep, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
                                           interrupt=interrupt, text_judge=text_judge)
             base_model, info = candidate.model, {}
+        else:
+            raise ValueError(f"no way to train a {kind} student without a candidate")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -310,8 +312,8 @@ def plan_runs(
     for choice in prep.plan:
         if choice.reason:
             report(f"{task.id}: not training the {choice.kind} kind: {choice.reason}")
-        elif choice.kind == "encoder":
-            runs.append(("encoder", None, 1.0))
+        elif choice.kind in CHEAP_KINDS:
+            runs.append((choice.kind, None, 1.0))
         else:
             for c in choices:
                 scratch = is_scratch(c.candidate)
@@ -357,12 +359,12 @@ def distill_task(
     report(f"{task.id}: answers are {prep.shape}, {cov}")
     runs = plan_runs(cfg, task, prep, last_agreement(con, task), report,
                      rates=measured_rates(con, task_tenant(task.info)))
-    cheap = [r for r in runs if r[0] == "encoder"]
+    cheap = [r for r in runs if r[0] in CHEAP_KINDS]
     chosen = runs if phase == "all" else cheap if phase == "cheap" else \
-        [r for r in runs if r[0] != "encoder"]
+        [r for r in runs if r[0] not in CHEAP_KINDS]
     outcome = None
     for kind, candidate, _ in chosen:
-        name = candidate.model if candidate else "encoder"
+        name = candidate.model if candidate else kind
         report(f"{task.id} ({task.label}): training {kind} {name} on "
                f"{len(prep.train)} examples, judged on {len(curated.heldout)} held out and "
                f"{len(curated.repeated)} repeated ({curated.evidence} comparisons)")
@@ -384,7 +386,7 @@ def distill_task(
     if outcome is None:
         outcome = TaskOutcome(task.id, task.label, "skipped", "no eligible candidate")
     outcome.expensive_left = phase == "cheap" and outcome.status not in ("passed", "near") \
-        and any(r[0] != "encoder" for r in runs)
+        and any(r[0] not in CHEAP_KINDS for r in runs)
     return outcome
 
 

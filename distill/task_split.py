@@ -4,7 +4,7 @@ task or several, and which request belongs to which.
 A group is one task unless there is evidence of more: its requests fall into recurring
 instruction templates (see `distill.templates`) and either the instruction is carried in the
 user turn (a generic system prompt: each template is its own task unless answered alike) or
-the templates are answered in shapes that cannot be one contract (`distill.answer_shapes`).
+the templates are answered in shapes that cannot be one contract (`distill.answer_profiles`).
 Topics of the user content are never evidence. Each row then goes where the gateway would put
 it: to the part whose templates it shares most (`gateway.task_assign.best_template`); a row
 sharing none stays unassigned (the teacher serves its like), except in a group split by answer
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.answer_shapes import AnswerProfile, answered_alike, answered_differently
+from distill.answer_profiles import AnswerProfile, answered_alike, answered_differently
 from distill.templates import Template, alike, carried_in_user_turn, mine_templates, words
 from gateway.fingerprint import instruction_units, signature, system_text, unit_hash
 from gateway.task_assign import best_template

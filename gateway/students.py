@@ -20,7 +20,7 @@ from gateway.copy_slots import CopySlots, SlotLeak, Slots
 from gateway.privacy.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.registry import Registry
 from gateway.streams import chunks_from_response
-from gateway.upstream.base import Backend, Endpoint, UpstreamFailure
+from gateway.upstream.base import Backend, Endpoint, Loadable, UpstreamFailure
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
 from gateway.upstream.vllm_student import VLLMStudentBackend, tool_tags_are_tokens
 
@@ -45,9 +45,8 @@ class StudentAsTrained:
         self.inner, self.name, self._cfg, self._slots = inner, inner.name, cfg, slots
 
     async def load(self) -> None:
-        load = getattr(self.inner, "load", None)
-        if load is not None:
-            await load()
+        if isinstance(self.inner, Loadable):
+            await self.inner.load()
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         send, originals = pseudonymize(body, self._cfg) if self._cfg else (body, {})
@@ -75,9 +74,6 @@ class StudentAsTrained:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-PseudonymizedStudent = StudentAsTrained  # its name before copy slots
 
 
 def student_copy_slots(meta: dict[str, Any]) -> CopySlots | None:

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from gateway.config import Config
+from gateway.config import Config, VLLMEngineConfig
 
 log = logging.getLogger("slimgate.worker")
 
@@ -49,14 +49,14 @@ def worker_env(config: Config, environ: dict[str, str] | None = None) -> dict[st
     for a key (gateway, admin, metrics, vLLM; provider keys only for the judge, where a policy
     asks the teacher to judge held-out free text) nor one that looks like a secret."""
     environ = dict(os.environ if environ is None else environ)
+    engine = config.students.engine
+    vllm_key = engine.api_key_env if isinstance(engine, VLLMEngineConfig) else None
     named = {config.server.api_keys_env, config.server.admin_keys_env,
-             config.server.metrics_keys_env,
-             getattr(config.students.engine, "api_key_env", None),  # a vLLM engine's key
-             *(m.api_key_env for m in config.models)}
+             config.server.metrics_keys_env, vllm_key, *(m.api_key_env for m in config.models)}
     # never a gateway, admin, metrics or vLLM key, even when a model names the same variable
     judge_keys = judge_key_envs(config) - {
         config.server.api_keys_env, config.server.admin_keys_env, config.server.metrics_keys_env,
-        getattr(config.students.engine, "api_key_env", None)}
+        vllm_key}
     out = {}
     for name, value in environ.items():
         if name in judge_keys:

@@ -15,11 +15,10 @@ from typing import Any, Literal
 
 from policies.sequential import Look, ShadowExit, shadow_exit
 from policies.settings import TaskPolicy
+from policies.stages import STAGES, Stage
 from policies.stats import wilson
 
-Stage = Literal["observe", "shadow", "canary", "primary"]
 Action = Literal["promote", "hold", "rollback"]
-STAGES: tuple[Stage, ...] = ("observe", "shadow", "canary", "primary")
 
 
 @dataclass(frozen=True, slots=True)

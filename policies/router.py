@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from policies.gate import STAGES
 from policies.settings import TaskPolicy
+from policies.stages import STAGES
 
 SESSION_HEADER = "x-slimgate-session"
 _STICKY_SALT = b"sg-sticky"
@@ -74,6 +74,17 @@ def step_share(stage: str, step: int | None, steps: Sequence[float]) -> float:
     if stage != "canary" or not steps:
         return 0.0
     return float(steps[min(max(step or 0, 0), len(steps) - 1)])
+
+
+def student_share(stage: str, step: int | None, steps: Sequence[float],
+                  pin: str | None) -> float:
+    """The share of a task's requests its student serves, in percent: a pin decides alone
+    (the teacher: 0, the student: 100), else the stage and canary step (`step_share`)."""
+    if pin == "teacher":
+        return 0.0
+    if pin == "student":
+        return 100.0
+    return step_share(stage, step, steps)
 
 
 def canary_share(policy: TaskPolicy, stage: str, step: int | None) -> float:

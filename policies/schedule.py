@@ -30,7 +30,7 @@ HOPELESS_FRACTION = 0.5  # stop when the upper bound is under this share of the 
 HOPELESS_MIN_VALID = 0.8
 
 
-# Chance that a *scratch* generative student passes the gate, by answer shape (distill.shape),
+# Chance that a *scratch* generative student passes the gate, by answer shape (distill.kind_plan),
 # from every scratch run recorded here (docs/distillation.md, issues 15, 19, 22; 2-core CPU,
 # 35-600 s budgets): labels passed (sentiment, ticket_triage 1.00 held-out); copied JSON and
 # templated text passed once each (order ids and dates 40/40 in tests; a text-to-SQL task no

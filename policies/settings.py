@@ -29,6 +29,7 @@ Millis = Annotated[float, Field(gt=0.0)]
 Growth = Annotated[float, Field(gt=0.0)]
 Sticky = Literal["conversation", "user", "request"]
 Pin = Literal["teacher", "student"]
+PINS: tuple[Pin, ...] = ("teacher", "student")  # operator pins; docs/policies.md
 TextJudge = Literal["embedding", "teacher"]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from distill.copying import coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, curate
-from distill.shape import answer_shape, plan_kinds
+from distill.kind_plan import answer_shape, plan_kinds
 from gateway.offline.workload import generate, to_traces
 from gateway.privacy.scrub import ScrubConfig
 

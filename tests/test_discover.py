@@ -158,13 +158,13 @@ def test_without_an_embedder_the_tasks_are_the_same(workload: list[WorkItem],
     ({"content": ""}, None, "text"),
 ])
 def test_output_kind(answer: dict[str, Any], request_: dict[str, Any] | None, kind: str) -> None:
-    from policies.kinds import output_kind
+    from policies.output_kinds import output_kind
 
     assert output_kind(answer, request_) == kind
 
 
 def test_task_kind_is_the_majority() -> None:
-    from policies.kinds import task_kind
+    from policies.output_kinds import task_kind
 
     assert task_kind(["label", "label", "text"]) == "label"
     assert task_kind(["json", "text"]) == "json"  # a tie goes to the more structured kind

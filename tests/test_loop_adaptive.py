@@ -196,7 +196,7 @@ def test_every_ready_task_gets_its_cheap_try_before_any_expensive_run(
 
 
 def _both_kinds(*args: Any, **kw: Any) -> list[Any]:
-    from distill.shape import KindChoice
+    from distill.kind_plan import KindChoice
 
     return [KindChoice("encoder", None), KindChoice("generative", None)]
 

@@ -174,7 +174,7 @@ def test_text_threshold() -> None:
 
 
 def test_every_output_kind_has_a_comparator() -> None:
-    from policies.kinds import KINDS
+    from policies.output_kinds import KINDS
 
     assert set(COMPARATORS) == set(KINDS)
 

@@ -14,9 +14,9 @@ import pytest
 import gateway.config
 from distill.candidates import Prepared
 from distill.curate import Example
+from distill.kind_plan import KindChoice
 from distill.pipeline import plan_runs
 from distill.select import rank_candidates
-from distill.shape import KindChoice
 from distill.throughput import measured_rates
 from gateway.config import CandidateConfig, Config, installed_candidates, parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task

@@ -73,7 +73,7 @@ async def test_centroid_path_is_off_without_the_distill_extra(monkeypatch: Any) 
 
 
 def test_importing_the_request_path_stays_light() -> None:
-    code = ("import sys, gateway.task_assign, gateway.fingerprint, policies.kinds; "
+    code = ("import sys, gateway.task_assign, gateway.fingerprint, policies.output_kinds; "
             "print(sorted(m for m in ('numpy', 'torch', 'sentence_transformers', 'sklearn') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -25,6 +25,7 @@ from gateway.state import get_state
 from gateway.store.db import connect
 from gateway.store.stages import stage_changes
 from gateway.task_ids import is_task_id
+from policies.settings import Pin
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 T = TypeVar("T")
@@ -42,7 +43,7 @@ class RenameBody(BaseModel):
 
 class PinBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: Literal["teacher", "student"] = "teacher"
+    to: Pin = "teacher"
 
 
 def _json(data: Any) -> Response:

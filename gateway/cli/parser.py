@@ -18,6 +18,7 @@ from gateway.cli import migrate_commands as migrate
 from gateway.cli import process_commands as proc
 from gateway.cli import store_commands as store
 from gateway.cli import student_commands as students
+from policies.settings import PINS
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--reason", default="", help="recorded in the audit log")
     s = command("pin", "pin a task to the teacher or force its student", store.override)
     s.add_argument("task")
-    s.add_argument("--to", choices=["teacher", "student"], default="teacher")
+    s.add_argument("--to", choices=list(PINS), default="teacher")
     s = command("unpin", "remove a task's pin", store.override)
     s.add_argument("task")
     s = command("prune", "delete old student versions from disk (serving ones are kept)",

@@ -26,6 +26,7 @@ from gateway.store.leader import leader_lock
 from gateway.store.memory import TrackRecord, memory_tracks
 from gateway.store.stages import count_task_examples
 from policies.router import canary_share
+from policies.student_kinds import DEFAULT_KIND
 
 
 def copy_coverage_text(metrics: dict[str, Any]) -> str:
@@ -72,7 +73,7 @@ def tasks(args: argparse.Namespace) -> int:
                 t.id, t.label, t.kind, stage, t.pin or "", str(count_task_examples(con, t.id)),
                 str(m.get("heldout_examples", "—")),
                 f"v{shown.version} {shown.base_model} ({shown.status})" if shown else "—",
-                str(m.get("student_kind", "generative" if shown else "—")),
+                str(m.get("student_kind", DEFAULT_KIND if shown else "—")),
                 copy_coverage_text(m), agreement, memory_text(memories.get(t.id), config, t),
             )))
         console.print(table)

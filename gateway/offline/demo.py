@@ -27,6 +27,7 @@ import orjson
 
 from gateway.offline.local import free_port, gateway_toml, wait_ready
 from policies.contract import check_contract
+from policies.stages import CLIENT_STAGES
 
 DEMO_KEY = "sk-slimgate-demo"  # a local, throwaway gateway key for the demo's own gateway
 MODEL = "gpt-4o-mini"
@@ -233,7 +234,7 @@ def _summary(d: Path, tally: Tally, started: float) -> int:
     print_report(report)
     html = d / "report.html"
     html.write_text(render_html(report), encoding="utf-8")
-    promoted = [t for t in report.get("tasks", []) if t.get("stage") in ("canary", "primary")]
+    promoted = [t for t in report.get("tasks", []) if t.get("stage") in CLIENT_STAGES]
     print(f"\nslimgate demo finished in {time.time() - started:.0f}s: {tally.sent} requests, "
           f"{tally.by_backend.get('student', 0)} answered by students, {tally.errors} errors, "
           f"{tally.invalid} invalid structured answers received by the agent.")

@@ -23,6 +23,7 @@ from gateway.store.catalog import StudentRecord, TaskRecord, list_students, list
 from gateway.store.db import connect, count_if, dialect, is_postgres_url
 from gateway.store.stages import StageChange, stage_changes
 from policies.stats import percentile, wilson
+from policies.student_kinds import DEFAULT_KIND
 
 __all__ = ["REPORT_SCHEMA", "TEXT_LIMIT", "Agreement", "build_report", "dumps", "heldout_block",
            "latency_block", "answer_for_people", "share_percent", "timeline", "verdict",
@@ -168,7 +169,7 @@ def _task_row(
             "version": student.version, "base_model": student.base_model,
             "status": student.status, "created_at": student.created_at,
             "error": student.metrics.get("error"),
-            "kind": student.metrics.get("student_kind", "generative"),
+            "kind": student.metrics.get("student_kind", DEFAULT_KIND),
             "copy_coverage": student.metrics.get("copy_coverage"),
         },
         "gate": gate,

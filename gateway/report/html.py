@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.report.terminal import fmt_ci, fmt_ms, fmt_pct, fmt_stage, fmt_usd
+from policies.stages import CLIENT_STAGES
 
 W, H = 560, 200  # chart size in px
 WIDE = 1180  # width of the stage timeline, which spans the task's card
@@ -294,7 +295,7 @@ def _worst_table(task: dict[str, Any]) -> str:
         f'{_e(w["student"])}</pre></td><td><pre class="teacher">{_e(w["teacher"])}</pre></td></tr>'
         for w in task["worst"]
     )
-    opened = " open" if task["stage"] in ("observe", "shadow") else ""
+    opened = " open" if task["stage"] not in CLIENT_STAGES else ""
     return (f'<details{opened}><summary>{len(task["worst"])} answers, lowest score first'
             '</summary><table class="worst"><thead><tr><th>where</th><th>last user message</th>'
             f"<th>student</th><th>teacher</th></tr></thead><tbody>{rows}</tbody></table>"

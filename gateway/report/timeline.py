@@ -10,14 +10,12 @@ from typing import Any
 
 from gateway.store.catalog import TaskRecord
 from gateway.store.stages import StageChange
-from policies.router import step_share
+from policies.router import student_share
 
 
 def share_percent(stage: str, step: int, steps: Sequence[int], pin: str | None = None) -> int:
     """The share of a task's requests its student serves at a stage (and canary step)."""
-    if pin in ("teacher", "student"):
-        return 0 if pin == "teacher" else 100
-    return int(step_share(stage, step, steps))
+    return int(student_share(stage, step, steps, pin))
 
 
 def timeline(

@@ -16,8 +16,6 @@ import orjson
 from gateway.store.db import Connection
 from gateway.store.texts import TextLookup, restore
 
-STAGES = ("observe", "shadow", "canary", "primary")
-
 
 @dataclass
 class TaskRecord:

@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
-from gateway.store.catalog import STAGES
 from gateway.store.db import Connection, count_if, dialect
 from policies.sequential import checkpoints
+from policies.settings import PINS
+from policies.stages import STAGES
 from policies.stats import percentile
 
 ERROR_FALLBACKS = ("timeout", "error")  # fallbacks caused by the student failing outright
@@ -93,7 +94,7 @@ def set_stage(
 
 
 def set_pin(con: Connection, task_id: str, pin: str | None) -> None:
-    if pin not in (None, "teacher", "student"):
+    if pin is not None and pin not in PINS:
         raise ValueError(f"pin must be 'teacher' or 'student', not {pin!r}")
     cur = con.execute(
         "UPDATE tasks SET pin = ?, updated_at = ? WHERE id = ?", (pin, time.time(), task_id)

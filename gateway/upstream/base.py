@@ -4,6 +4,7 @@ A backend turns an OpenAI-format request body into an OpenAI-format answer: `com
 returns the whole response as a dict, `stream` yields chat-completion chunks (or, for
 `responses`, Responses API events) as dicts.
 Failures are `UpstreamFailure`, classified so retries and error mapping need no guessing.
+An optional capability is a protocol of its own (`Loadable`), checked with `isinstance`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -76,6 +77,14 @@ class Backend(Protocol):
     def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Loadable(Protocol):
+    """A backend that can load its model before a request needs it (an embedded student):
+    the routing table starts `load` in the background as soon as a version is routed to."""
+
+    async def load(self) -> None: ...
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -13,11 +13,26 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.upstream.base import Endpoint, UpstreamFailure
 
 _DEFAULT_MAX_TOKENS = 256
+
+
+class LoadedStudent(Protocol):
+    """What `load_model` returns: a model answering a batch of chat requests, one generation
+    (message, finish reason, token counts) per request."""
+
+    def generate(self, requests: list[dict[str, Any]], max_new_tokens: int) -> list[Any]: ...
+
+
+@runtime_checkable
+class GrammarDecoding(Protocol):
+    """A loaded student that decodes under each request's grammar and can be told not to
+    (the generative `Student`; an encoder needs no grammar)."""
+
+    constrained: bool
 
 
 def _max_tokens(body: dict[str, Any]) -> int:
@@ -30,7 +45,7 @@ class EmbeddedStudentBackend:
         name: str,
         path: str,
         *,
-        load_model: Callable[[str], Any],
+        load_model: Callable[[str], LoadedStudent],
         max_batch: int = 8,
         batch_wait_ms: float = 5.0,
         timeout_s: float = 30.0,
@@ -39,7 +54,7 @@ class EmbeddedStudentBackend:
     ) -> None:
         self.name = name
         self.path = path
-        self._load_model = load_model  # path -> object with generate(requests, max_new_tokens)
+        self._load_model = load_model  # the injected loader (distill.loading.load_student)
         self._torch_threads = torch_threads  # 0: leave torch's default
         self._constrained = constrained  # decode under each request's contract
         self._max_batch = max_batch
@@ -62,7 +77,7 @@ class EmbeddedStudentBackend:
                     # Process-wide: students are small, and the worker trains beside us.
                     torch.set_num_threads(self._torch_threads)
                 student = await asyncio.to_thread(self._load_model, self.path)
-                if not self._constrained and hasattr(student, "constrained"):
+                if not self._constrained and isinstance(student, GrammarDecoding):
                     student.constrained = False  # grammars turned off for this engine
                 self._student = student
 

@@ -1,5 +1,6 @@
-"""Answer shapes: evidence, from the teacher's answers, that two groups of requests are or are
-not one task.
+"""Answer profiles: evidence, from the teacher's answers, that two groups of requests are or
+are not one task (step S3; the answer shape a student kind is planned by is S4's,
+`distill.kind_plan`).
 
 A task has one output contract. Two groups whose answers take different shapes (a tool call,
 JSON, a short label, prose), JSON with different key sets, or label sets that do not overlap
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from policies.kinds import output_kind
+from policies.output_kinds import output_kind
 
 # Two groups answer in different shapes when their kind histograms overlap less than this
 # (histogram intersection, 0..1): the majority of each group's answers are of a kind the other
@@ -50,7 +51,7 @@ def _json_keys(text: str) -> frozenset[str] | None:
 
 
 def answer_kind(answer: dict[str, Any], request: dict[str, Any]) -> str:
-    """`policies.kinds.output_kind`, except that under tools any non-JSON answer is "agent":
+    """`policies.output_kinds.output_kind`, except that under tools any non-JSON answer is "agent":
     an agent with tools calls one or replies, and both are its contract."""
     kind = output_kind(answer, request)
     if (request.get("tools") or request.get("functions")) and kind != "json":

@@ -1,23 +1,26 @@
 """Step S4 by answer shape: which student kinds can express a task's answers, cheapest first.
 
 The shape comes from the task's answers: a label, JSON of enums only, JSON with values
-copied from the request, a tool call, or free text. An encoder/classifier student (labels,
-enums, tool names, copied spans; `distill.encoder_student`) is the cheapest where it can
-express the answers (its span pointers reach a copied value the slots missed); a generative
-student can express every shape and is always planned last (`Prepared.too_low_for` rules
-out scratch candidates whose copy-slot coverage leaves the gate out of reach).
+copied from the request, a tool call, or free text. Every kind in policies/student_kinds.py
+is planned in its order, each by its entry in `CHOOSERS`. An encoder/classifier student
+(labels, enums, tool names, copied spans; `distill.encoder_student`) is the cheapest where
+it can express the answers (its span pointers reach a copied value the slots missed); a
+generative student can express every shape and is always planned last (`Prepared.too_low_for`
+rules out scratch candidates whose copy-slot coverage leaves the gate out of reach).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.copy_slots import CopySlots
+from policies import student_kinds
+from policies.student_kinds import StudentKind
 
 Shape = Literal["label", "enum_json", "copy_json", "tool_call", "text"]
-StudentKind = Literal["encoder", "generative"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,10 @@ def plan_kinds(
     slots). `encoder` overrides the installed-module check (tests);
     `allowed` is `distill.student_kinds` (None: every kind).
     """
-    off = "not in distill.student_kinds"
-    return [
-        KindChoice("encoder", off) if allowed is not None and "encoder" not in allowed
-        else _encoder_choice(shape, train, slots, encoder),
-        KindChoice("generative", off if allowed is not None and "generative" not in allowed
-                   else None),
-    ]
+    return [KindChoice(kind, "not in distill.student_kinds")
+            if allowed is not None and kind not in allowed
+            else CHOOSERS[kind](shape, train, slots, encoder)
+            for kind in student_kinds.STUDENT_KINDS]
 
 
 def _encoder_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
@@ -74,3 +74,16 @@ def _encoder_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
 
     ok, why = can_express(train)
     return KindChoice("encoder", None if ok else f"cannot express the answers: {why}")
+
+
+def _generative_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
+                       encoder: bool | None) -> KindChoice:
+    return KindChoice("generative", None)  # a generative student can write every shape
+
+
+# Per student kind, whether it can express a task's answers: (shape, training examples as
+# the client wrote them, copy slots, the `encoder` override of `plan_kinds`) -> its choice.
+Chooser = Callable[[Shape, list[Any], CopySlots | None, bool | None], KindChoice]
+CHOOSERS: dict[StudentKind, Chooser] = {
+    "encoder": _encoder_choice, "generative": _generative_choice,
+}
