@@ -28,7 +28,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.report.html import STAGE_COLOURS
 from gateway.report.terminal import STAGE_STYLES
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, get_task, upsert_task
-from gateway.store.migrations import connect
+from gateway.store.db import connect
 from gateway.upstream.base import Endpoint, Loadable, UpstreamFailure
 from gateway.upstream.embedded_student import EmbeddedStudentBackend, GrammarDecoding
 from gateway.upstream.pool import Upstreams
