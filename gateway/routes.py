@@ -15,14 +15,14 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.body import parse_request_body, read_body
 from gateway.errors import ModelNotFound, UpstreamError
-from gateway.protocol import (
+from gateway.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     ModelCard,
     ModelList,
 )
-from gateway.responses.protocol import ResponsesRequest
+from gateway.protocol.responses import ResponsesRequest
 from gateway.serving import RequestContext
 from gateway.state import get_state
 from gateway.upstream.base import Endpoint

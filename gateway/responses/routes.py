@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from gateway.body import parse_request_body, read_body
 from gateway.errors import InvalidRequest
-from gateway.responses.protocol import InputItemsQuery, ResponsesRequest
+from gateway.protocol.responses import InputItemsQuery, ResponsesRequest
 from gateway.responses.state import input_items_page
 from gateway.routes import SSE_HEADERS, json_response, who_answered
 from gateway.state import get_state
