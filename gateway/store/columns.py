@@ -20,9 +20,10 @@ RESPONSE_UPSERT = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in RESPONSE_COLUMNS if c != "id")
 # A static text seen again only moves its `seen_at` (what retention reads).
 TEXT_UPSERT = "ON CONFLICT (hash) DO UPDATE SET seen_at = excluded.seen_at"
-# A response and the turns it continues, newest first in the walk (gateway/responses/state.py
-# orders them): previous_id is followed while a row is chained. UNION drops an id seen
-# before, so even a cycle written by hand ends. `{mark}` is the engine's placeholder.
+# A response and the turns it continues, newest first in the walk
+# (gateway/responses/conversations.py orders them): previous_id is followed while a row is
+# chained. UNION drops an id seen before, so even a cycle written by hand ends. `{mark}` is
+# the engine's placeholder.
 RESPONSE_CHAIN = (
     "WITH RECURSIVE chain(id) AS (SELECT CAST({mark} AS TEXT) UNION "
     "SELECT r.previous_id FROM responses r JOIN chain c ON r.id = c.id "

@@ -16,7 +16,8 @@ from typing import Any
 
 from gateway.config import ModelConfig
 from gateway.errors import GatewayError
-from gateway.responses.state import ResponseState
+from gateway.proxy import Proxy, RequestContext, student_body, upstream_body
+from gateway.responses.conversations import Conversations
 from gateway.responses.stream import ChatToEvents, sse
 from gateway.responses.translate import (
     ChatView,
@@ -29,9 +30,8 @@ from gateway.responses.translate import (
     to_chat,
 )
 from gateway.routing import Decision
-from gateway.serving import Proxy, RequestContext, student_body, upstream_body
 from gateway.store.recorder import Exchange
-from gateway.store.responses import StoredResponse
+from gateway.store.stored_response import StoredResponse
 from gateway.streams import assemble_chat, chunks_from_response
 from gateway.upstream.base import Backend, UpstreamFailure
 from gateway.upstream.pool import Upstreams
@@ -70,15 +70,15 @@ class Turn:
 
 
 class ResponsesService:
-    def __init__(self, proxy: Proxy, upstreams: Upstreams, state: ResponseState) -> None:
+    def __init__(self, proxy: Proxy, upstreams: Upstreams, conversations: Conversations) -> None:
         self._proxy = proxy
         self._upstreams = upstreams
-        self.state = state
+        self.conversations = conversations
 
     async def _prepare(self, body: dict[str, Any], ctx: RequestContext, stream: bool) -> Turn:
         model = self._proxy.resolve(body["model"])
         items = normalize_input(body.get("input"))
-        previous, history = await self.state.continued(body.get("previous_response_id"),
+        previous, history = await self.conversations.continued(body.get("previous_response_id"),
                                                        ctx.key_id, items)
         chat = to_chat(body, [*history, *items])
         decision = await self._proxy.decide("chat/completions", chat.body, ctx)
@@ -98,7 +98,7 @@ class ResponsesService:
         if ctx.backend == "teacher":
             self._proxy.shadow_job(turn.decision, turn.chat.body, chat, ctx)
         if turn.body.get("store", True) and resp.get("id"):
-            self.state.save(StoredResponse.turn(  # its own turn only: the rest is linked
+            self.conversations.save(StoredResponse.turn(  # its own turn only: the rest is linked
                 previous=turn.previous, id=resp["id"], key_id=ctx.key_id,
                 created_at=ctx.created_at, model=turn.body["model"],
                 request_id=ctx.request_id, previous_id=turn.body.get("previous_response_id"),
