@@ -43,6 +43,7 @@ from gateway.store.base import open_store
 from gateway.store.recorder import Recorder
 from gateway.students import StudentFactory, StudentPool
 from gateway.upstream.base import UpstreamFailure
+from gateway.upstream.litellm_backend import check_litellm_models
 from gateway.upstream.pool import Upstreams, build_backend
 from gateway.worker_process import start_worker, stop_worker
 
@@ -63,6 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # litellm is imported now, not on the first request or record, so its ~2 s import
     # never stalls the event loop while traffic is flowing.
     import_litellm()
+    check_litellm_models(config)  # an unknown provider or a steering extra field fails here
     metrics = Metrics()
     store = await open_store(config.store)
     recorder = Recorder(
