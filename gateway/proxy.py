@@ -268,7 +268,7 @@ class Proxy:
             except InvalidTaskTag as e:  # a header is no body field: no `param` for it
                 raise InvalidRequest(str(e), param=None if header_task else "metadata.task") \
                     from None
-            self._metrics.task_assignments.labels(assignment.how).inc()
+            self._metrics.count_assignment(assignment.how)
             decision = self._routing.decide(assignment, body, ctx.headers, ctx.request_id)
             ctx.task, ctx.record = decision.task, decision.record
         if self._limiter.tpm:
