@@ -118,7 +118,7 @@ async def main() -> None:
             for i in range(60):
                 await create({"input": f"{i:02d} " + "z" * (2 * MB)})
             await state.recorder.flush()
-            cache = state.responses.state._cache
+            cache = state.responses.conversations._cache
             held = sum(len(orjson.dumps(s.context)) + len(orjson.dumps(s.response))
                        for s in cache.values())
             print("60 stored responses of 2 MB:")

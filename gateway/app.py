@@ -15,9 +15,10 @@ import aiohttp
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from gateway import ops_routes, routes
+from gateway import ops_routes
 from gateway.admin import routes as admin_routes
 from gateway.admin.auth import AdminAuth
+from gateway.app_state import AppState
 from gateway.auth import ClientAddresses, KeyRing
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
@@ -25,25 +26,36 @@ from gateway.errors import install_error_handlers
 from gateway.litellm_module import import_litellm
 from gateway.loop_lag import FrozenStartupHeap, LoopLagMonitor
 from gateway.metrics import Metrics
+from gateway.openai import routes as openai_routes
+from gateway.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.protocol.responses import ResponsesRequest
+from gateway.proxy import Proxy
 from gateway.ratelimit import AuthFailures, build_limiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.responses import routes as responses_routes
-from gateway.responses.serving import ResponsesService
-from gateway.responses.state import ResponseState
+from gateway.responses.conversations import Conversations
+from gateway.responses.service import ResponsesService
 from gateway.routing import RoutingTable
-from gateway.serving import Proxy
 from gateway.shadow import ShadowRunner
 from gateway.similarity import TextSimilarity
-from gateway.state import AppState
 from gateway.store.base import open_store
 from gateway.store.recorder import Recorder
 from gateway.students import StudentFactory, StudentPool
 from gateway.upstream.base import UpstreamFailure
+from gateway.upstream.litellm_backend import check_litellm_models
 from gateway.upstream.pool import Upstreams, build_backend
 from gateway.worker_process import start_worker, stop_worker
 
 log = logging.getLogger("slimgate")
+
+# The request bodies the routers validate by hand, documented in the OpenAPI schema.
+BODY_MODELS: dict[str, type[Any]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
+    "/v1/responses": ResponsesRequest,
+}
 
 
 @asynccontextmanager
@@ -52,6 +64,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # litellm is imported now, not on the first request or record, so its ~2 s import
     # never stalls the event loop while traffic is flowing.
     import_litellm()
+    check_litellm_models(config)  # an unknown provider or a steering extra field fails here
     metrics = Metrics()
     store = await open_store(config.store)
     recorder = Recorder(
@@ -105,7 +118,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         shadow=shadow,
         students=students,
         responses=ResponsesService(proxy, upstreams,
-                                   ResponseState(store, recorder, config.responses)),
+                                   Conversations(store, recorder, config.responses)),
         admin=AdminAuth.from_config(config),
         metrics_keys=KeyRing.from_env(config.server.metrics_keys_env, warn_if_empty=False),
         auth_failures=AuthFailures(config.server.auth_failures_per_minute),
@@ -141,7 +154,7 @@ def _openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
 
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for path, model in routes.BODY_MODELS.items():
+    for path, model in BODY_MODELS.items():
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[model.__name__] = body
@@ -170,7 +183,7 @@ def create_app(
     app.state.student_factory = student_factory
     app.state.load_student = load_student
     install_error_handlers(app)
-    app.include_router(routes.router)
+    app.include_router(openai_routes.router)
     app.include_router(responses_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(admin_routes.router)

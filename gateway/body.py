@@ -47,7 +47,7 @@ def _param(loc: tuple[Any, ...]) -> str | None:
         # pydantic names the chosen member of a tagged union (a message role, a format
         # type) or of a plain union (`str`, `list[str]`) in the location: not a field.
         tagged = prev == "response_format" or (isinstance(prev, int) and "messages" in out)
-        # `item:message`-style tags come from gateway.responses.protocol's discriminators.
+        # `item:message`-style tags come from gateway.protocol.responses' discriminators.
         if tagged or "[" in part or ":" in part or part.split("-")[0] in _TYPE_TAGS \
                 or part.startswith("function-"):
             continue

@@ -243,13 +243,11 @@ class ModelConfig(_Strict):
     def _openai_needs_base_url(self) -> ModelConfig:
         if self.provider == "openai" and not self.base_url:
             raise ValueError(f"model '{self.name}': provider 'openai' needs base_url")
-        if self.extra_body_fields:
-            if self.provider == "openai":
-                raise ValueError(f"model '{self.name}': extra_body_fields is for litellm "
-                                 "providers; provider 'openai' forwards unknown fields already")
-            from gateway.upstream.params import check_extra_fields
-
-            check_extra_fields(self.name, self.extra_body_fields)
+        if self.extra_body_fields and self.provider == "openai":
+            # Which names litellm would read as options is litellm's to say: checked at
+            # start, with litellm loaded (gateway.upstream.litellm_backend.check_litellm_models).
+            raise ValueError(f"model '{self.name}': extra_body_fields is for litellm "
+                             "providers; provider 'openai' forwards unknown fields already")
         if self.responses == "native" and self.provider != "openai":
             raise ValueError(f"model '{self.name}': responses = \"native\" needs provider "
                              "'openai' (litellm providers are served by translation)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -98,6 +99,7 @@ class Metrics:
         self.task_assignments = Counter(
             "slimgate_task_assignments", "Requests assigned to a task, by how.", ["how"], registry=r
         )
+        self._assigned: dict[str, Any] = {}  # task_assignments' series per `how`, once made
         self.student_fallbacks = Counter(
             "slimgate_student_fallbacks",
             "Student answers replaced by the teacher's inside the request, by reason.",
@@ -139,6 +141,14 @@ class Metrics:
             "slimgate_gc_pause_max_seconds",
             "Longest garbage collection since the previous scrape of /metrics.", r,
         )
+
+    def count_assignment(self, how: str) -> None:
+        """One request assigned to a task `how` (every chat request: its series is looked up
+        once, on first use as `labels()` would make it, then kept; `labels()` takes µs)."""
+        series = self._assigned.get(how)
+        if series is None:
+            series = self._assigned[how] = self.task_assignments.labels(how)
+        series.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

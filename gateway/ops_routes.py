@@ -6,8 +6,8 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from gateway.app_state import get_state
 from gateway.metrics import CONTENT_TYPE
-from gateway.state import get_state
 
 router = APIRouter(tags=["ops"])
 

@@ -1,10 +1,12 @@
 """The gateway's view of the tasks: which task a request belongs to and who serves it.
 
-`RoutingTable` is rebuilt from the store's `tasks` table every `students.refresh_s`
-seconds (stages are changed by the worker's gate and by operators, never here), after
-each admin change, and on PostgreSQL at once when any process changes a stage or pin
-(`NOTIFY slimgate_tasks`, heard on a connection of its own). Lookups on the request path
-are dictionary reads; the decision itself is `policies.router.route`, a pure function.
+`RoutingTable.assign` places a request in one of its tenant's tasks (`task_assign`), and
+`RoutingTable.decide` says who serves it. The table is rebuilt from the store's `tasks`
+table every `students.refresh_s` seconds (stages are changed by the worker's gate and by
+operators, never here), after each admin change, and on PostgreSQL at once when any process
+changes a stage or pin (`NOTIFY slimgate_tasks`, heard on a connection of its own). Lookups
+on the request path are dictionary reads; the decision itself is `policies.router.route`, a
+pure function.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class RoutingTable:
         self._store = store
         self._students = students
         self._routes: dict[str, TaskRoute] = {}
-        self.assigner = TaskAssigner.from_tasks([])
+        self._assigner = TaskAssigner.from_tasks([])  # replaced whole on each refresh
         # Whether any task has a student in play; only then is a centroid lookup worth it.
         self.any_serving = False
         self._seen: tuple[tuple[str, float], ...] | None = None  # task rows last built from
@@ -128,7 +130,7 @@ class RoutingTable:
                 wanted.add((t.id, t.student_version))
         self._routes = routes
         self.any_serving = any(t.stage in SERVING_STAGES for t in tasks) or self.memory.serving
-        self.assigner = TaskAssigner.from_tasks(tasks, embedder=self._embedder.get)
+        self._assigner = TaskAssigner.from_tasks(tasks, embedder=self._embedder.get)
         await self._students.retain(wanted)
         # Models are loaded now, in the background, not by the first request that needs one.
         for task_id, version in wanted:
@@ -136,7 +138,7 @@ class RoutingTable:
             if isinstance(backend, Loadable):
                 self._background(backend.load(), f"student {task_id} v{version}")
         if self.any_serving:
-            self._background(self.assigner.warm(), "the task assigner's embedder")
+            self._background(self._assigner.warm(), "the task assigner's embedder")
 
     def _background(self, work: Any, what: str) -> None:
         async def run() -> None:
@@ -164,6 +166,17 @@ class RoutingTable:
     def policy_for(self, task_id: str | None, label: str = "") -> TaskPolicy:
         r = self._routes.get(task_id or "")
         return r.policy if r else self._config.policy.for_task(task_id or "", label)
+
+    async def assign(self, body: dict[str, Any], header_task: str | None,
+                     namespace: str | None) -> Assignment:
+        """The task among `namespace`'s that a request belongs to: the client's tag, its
+        fingerprint or template; on a miss, while a student is in play anywhere, a prompt one
+        edit away or the nearest centroid (in a worker thread). Raises InvalidTaskTag."""
+        assigner = self._assigner  # a refresh during the search replaces the table's, not this
+        assignment, key = assigner.lookup(body, header_task, namespace)
+        if assignment.task is None and key is not None and self.any_serving:
+            assignment = await assigner.search(body, key)
+        return assignment
 
     def decide(
         self,

@@ -2,12 +2,14 @@
 
 Every lookup is within the caller's namespace (its tenant, `ServerConfig.task_namespace`): a
 request is only ever placed in a task of its own tenant, whatever prompt or tools it sends.
-`assign` is synchronous and cheap: an explicit tag, else the request's fingerprint when it
-belongs to one task, else (a fingerprint split into several tasks) the task whose instruction
-templates the request shares most. `assign_by_centroid` runs on a miss, in a worker thread: a
-new prompt a word or a date away from a task's takes that task; a request that no template
-places inside a group split by answer shape takes the nearest content centroid (embedding needs
-the distill extra, sentence-transformers). Nothing heavy is imported until then.
+`lookup` (and `assign`) is synchronous and cheap: an explicit tag, else the request's
+fingerprint when it belongs to one task, else (a fingerprint split into several tasks) the task
+whose instruction templates the request shares most. `search` (and `assign_by_centroid`) runs
+on a miss, in a worker thread: a new prompt a word or a date away from a task's takes that
+task; a request that no template places inside a group split by answer shape takes the nearest
+content centroid (embedding needs the distill extra, sentence-transformers). Nothing heavy is
+imported until then. The request path (`RoutingTable.assign`) runs `lookup`, then `search` on
+a miss with the key `lookup` computed: one fingerprint per request.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ _SYSTEM_CACHE_SIZE = 1024
 _MISS_CACHE_SIZE = 4096  # fingerprints of new prompts, with the tasks their prompt is alike
 
 How = Literal["explicit", "fingerprint", "template", "prompt", "centroid", "none"]
+Key = tuple[str | None, str]  # (namespace, fingerprint): where a request is looked up
+
+
+class InvalidTaskTag(ValueError):
+    """A client's explicit task tag (header or `metadata.task`) that is no valid task name."""
 
 
 class TaskLike(Protocol):
@@ -84,14 +91,14 @@ def explicit_task(body: dict[str, Any], header_task: str | None) -> str | None:
     if isinstance(meta, dict) and "task" in meta:
         tag = meta["task"]
         if not isinstance(tag, str):
-            raise ValueError(f"metadata.task must be a string, not {type(tag).__name__}.")
+            raise InvalidTaskTag(f"metadata.task must be a string, not {type(tag).__name__}.")
         return _valid(tag, "metadata.task")
     return None
 
 
 def _valid(tag: str, where: str) -> str:
     if not is_task_id(tag):
-        raise ValueError(f"{where} {tag[:80]!r} is not a valid task name: use {RULE}.")
+        raise InvalidTaskTag(f"{where} {tag[:80]!r} is not a valid task name: use {RULE}.")
     return tag
 
 
@@ -105,13 +112,13 @@ class TaskAssigner:
         embedder: Callable[[], Any] | None = None,
     ) -> None:
         self._known = {k.id: k for k in known}
-        self._by_fingerprint: dict[tuple[str | None, str], list[str]] = defaultdict(list)
+        self._by_fingerprint: dict[Key, list[str]] = defaultdict(list)
         self._centroid_ids = [k.id for k in known if k.centroid]
         self._embedder_factory = embedder  # () -> an Embedder; none: no centroid assignment
         self._embedder: Any = None
         self._matrix: Any = None
         self._system_cache: dict[str, Any] = {}
-        self._miss_cache: dict[tuple[str | None, str], list[str]] = {}
+        self._miss_cache: dict[Key, list[str]] = {}
         self._lock = threading.Lock()
         self._installed: bool | None = None
 
@@ -139,18 +146,26 @@ class TaskAssigner:
         fingerprint of one of the namespace's tasks, else the template that places the
         request among its tasks sharing that fingerprint, else no task (yet).
 
-        Raises ValueError for an invalid explicit tag (the client should get a 400).
+        Raises InvalidTaskTag (a ValueError) for an invalid explicit tag (the client should
+        get a 400).
         """
+        return self.lookup(body, header_task, namespace)[0]
+
+    def lookup(self, body: dict[str, Any], header_task: str | None,
+               namespace: str | None) -> tuple[Assignment, Key | None]:
+        """`assign`, with the key the request was looked up by (None for an explicit tag),
+        for `search` on a miss: the fingerprint is computed once per request."""
         tag = explicit_task(body, header_task)
         if tag is not None:
-            return Assignment(scoped_task(tag, namespace), "explicit")
-        ids = self._by_fingerprint.get((namespace, fingerprint(body)))
+            return Assignment(scoped_task(tag, namespace), "explicit"), None
+        key = (namespace, fingerprint(body))
+        ids = self._by_fingerprint.get(key)
         if not ids:
-            return NO_TASK
+            return NO_TASK, key
         if len(ids) == 1:
-            return Assignment(ids[0], "fingerprint")
+            return Assignment(ids[0], "fingerprint"), key
         task = self._by_template(body, ids)
-        return Assignment(task, "template") if task else NO_TASK
+        return (Assignment(task, "template") if task else NO_TASK), key
 
     def _by_template(self, body: dict[str, Any], ids: list[str]) -> str | None:
         units = [unit_hash(u) for u in instruction_units(body)]
@@ -159,10 +174,15 @@ class TaskAssigner:
 
     async def assign_by_centroid(self, body: dict[str, Any],
                                  namespace: str | None = None) -> Assignment:
-        """On a miss: a new prompt a word or a date away from a task's prompt (same tools and
-        format) takes that task; a request no template places in a group split by answer
-        shape takes the nearest content centroid. A group split by instruction takes none."""
-        key = (namespace, fingerprint(body))
+        """`search` for a request `assign` found no task for."""
+        return await self.search(body, (namespace, fingerprint(body)))
+
+    async def search(self, body: dict[str, Any], key: Key) -> Assignment:
+        """On a miss (`key` from `lookup`): a new prompt a word or a date away from a task's
+        prompt (same tools and format) takes that task; a request no template places in a
+        group split by answer shape takes the nearest content centroid. A group split by
+        instruction takes none."""
+        namespace = key[0]
         ids = self._by_fingerprint.get(key)
         how: How = "template"
         if not ids:

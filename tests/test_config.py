@@ -93,7 +93,7 @@ def test_import_gateway_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, gateway.app, gateway.serving, gateway.cli; "
+    code = ("import sys, gateway.app, gateway.proxy, gateway.cli; "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"

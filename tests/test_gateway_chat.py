@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from gateway.state import AppState
+from gateway.app_state import AppState
 from tests.conftest import METRICS_AUTH, gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 

@@ -154,6 +154,9 @@ PATHS = [
     ("unknown-model", "/v1/chat/completions", {**CHAT, "model": "no-such-model"}, 404),
     ("upstream-error", "/v1/chat/completions", {**CHAT, "model": "backup", "messages": [
         {"role": "user", "content": "fault:500"}]}, 502),
+    ("upstream-400", "/v1/chat/completions", {**CHAT, "messages": [
+        {"role": "user", "content": "fault:400"}]}, 400),  # the client's fault: not retried
+    ("responses-400", "/v1/responses", {"model": "gpt-test", "input": "fault:400"}, 400),
 ]
 CYCLE_KEY = "sk-cycles"
 

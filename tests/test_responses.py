@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
+from gateway.app_state import AppState
 from gateway.config import ConfigError, parse_config
-from gateway.state import AppState
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 

@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from gateway.state import AppState
+from gateway.app_state import AppState
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 from tests.pg import store_table
@@ -46,7 +46,7 @@ async def test_cache_holds_no_more_bytes_than_its_budget(
                           responses={"cache_bytes": budget}) as (sdk, c):
         made = [await sdk.responses.create(model="gpt-test", input=f"{i:03d}" * 20_000)
                 for i in range(12)]  # ~120 kB stored each (input and its echo)
-        cache = state(c).responses.state._cache
+        cache = state(c).responses.conversations._cache
         held = sum(len(orjson.dumps(s.context)) + len(orjson.dumps(s.response))
                    for s in cache.values())
         assert 0 < held <= budget and len(cache) <= 2
@@ -175,7 +175,7 @@ async def test_rows_from_before_the_migration_still_continue(
 
 async def test_an_unknown_id_is_a_404_without_waiting_for_the_recorder() -> None:
     from gateway.errors import NotFound
-    from gateway.responses.state import ResponseState
+    from gateway.responses.conversations import Conversations
 
     class Store:
         async def response_row(self, response_id: str) -> None:
@@ -187,7 +187,7 @@ async def test_an_unknown_id_is_a_404_without_waiting_for_the_recorder() -> None
         async def flush(self) -> None:
             Recorder.flushes += 1
 
-    state = ResponseState(Store(), Recorder())  # type: ignore[arg-type]
+    state = Conversations(Store(), Recorder())  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         await state.get("resp_never_made_here", "k1")
     assert Recorder.flushes == 0  # a client's guess never makes the writer's queue a wait

@@ -93,10 +93,21 @@ async def test_operator_enabled_extra_fields_reach_litellm_providers(
 
 @pytest.mark.parametrize("name", ["api_base", "base_url", "mock_response", "extra_headers",
                                   "api_key", "bad name"])
-def test_config_refuses_control_names_as_extra_body_fields(tmp_path: Path, name: str) -> None:
+def test_start_refuses_control_names_as_extra_body_fields(tmp_path: Path, name: str) -> None:
+    from gateway.upstream.litellm_backend import check_litellm_models
+
     data = {"models": [{"name": "c", "provider": "anthropic", "extra_body_fields": [name]}]}
-    with pytest.raises(ConfigError, match="extra_body_fields"):
-        parse_config(data)
+    with pytest.raises(ConfigError, match=r"models\[0\]\.extra_body_fields"):
+        check_litellm_models(parse_config(data))  # serve and the app's lifespan run it
+
+
+async def test_an_app_with_a_steering_extra_field_does_not_start(tmp_path: Path,
+                                                                  fresh_upstream: FakeUpstream
+                                                                  ) -> None:
+    cfg = _config(tmp_path, fresh_upstream, extra_body_fields=["api_base"])
+    with pytest.raises(ConfigError, match="api_base"):
+        async with running_client(cfg):
+            pass
 
 
 _names = st.sampled_from(sorted(litellm_control_names()) + ["base_url", "extra_headers"])

@@ -121,6 +121,33 @@ async def test_a_prompt_a_name_away_takes_its_task(assigner: TaskAssigner) -> No
     assert (await assigner.assign_by_centroid(rewritten)).how == "none"  # another prompt
 
 
+async def test_the_routing_table_fingerprints_a_request_once(
+        assigner: TaskAssigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the request path a miss is searched with the key its lookup computed: a request's
+    fingerprint (a hash of its prompt, tools and format) is computed once, miss or hit."""
+    from gateway.config import parse_config
+    from gateway.embed import SharedEmbedder
+    from gateway.routing import RoutingTable
+
+    table = RoutingTable(parse_config({}), None, None, SharedEmbedder())  # type: ignore[arg-type]
+    table._assigner, table.any_serving = assigner, True  # as a refresh with a student in play
+    calls: list[str] = []
+
+    def counted(body: dict[str, Any]) -> str:
+        calls.append(fingerprint(body))
+        return calls[-1]
+
+    monkeypatch.setattr(task_assign, "fingerprint", counted)
+    item = generate(6, seed=33, kinds=["reply_writer"])[0]
+    missed = {**item.request, "messages": [
+        {"role": "system", "content": REPLY_SYSTEM.format(brand="Harbour Books")},
+        *item.request["messages"][1:]]}
+    a = await table.assign(missed, None, None)
+    assert (a.task, a.how) == ("reply_writer", "prompt") and len(calls) == 1
+    a = await table.assign(item.request, None, None)
+    assert (a.task, a.how) == ("reply_writer", "fingerprint") and len(calls) == 2
+
+
 async def test_unrelated_requests_get_no_task(assigner: TaskAssigner) -> None:
     unrelated = [
         _body(GENERIC_SYSTEM, "Write a haiku about autumn leaves."),

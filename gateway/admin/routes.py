@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.admin import overrides
 from gateway.admin.auth import require_admin
+from gateway.app_state import get_state
 from gateway.errors import InvalidRequest, NotFound
-from gateway.state import get_state
 from gateway.store.db import connect
 from gateway.store.stages import stage_changes
 from gateway.task_ids import is_task_id

@@ -42,7 +42,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from distill.loading import load_student
     from gateway.app import create_app
-    from gateway.upstream.litellm_backend import check_providers
+    from gateway.upstream.litellm_backend import check_litellm_models
 
     if args.workers < 1:
         print("slimgate: --workers needs a number of processes, 1 or more", file=sys.stderr)
@@ -50,7 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     config = load(args)
     setup_logging(config.server.log_level)
     try:
-        check_providers(config)
+        check_litellm_models(config)  # before uvicorn: a clean exit 2
     except ConfigError as e:
         print(f"slimgate: {e}", file=sys.stderr)
         return 2

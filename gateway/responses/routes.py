@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
+from gateway.app_state import get_state
 from gateway.body import parse_request_body, read_body
 from gateway.errors import InvalidRequest
-from gateway.responses.protocol import InputItemsQuery, ResponsesRequest
-from gateway.responses.state import input_items_page
-from gateway.routes import SSE_HEADERS, json_response, who_answered
-from gateway.state import get_state
+from gateway.protocol.responses import InputItemsQuery, ResponsesRequest
+from gateway.replies import answer_json, answer_stream, json_response
+from gateway.responses.conversations import input_items_page
 
 router = APIRouter()
 
@@ -23,19 +23,15 @@ async def create_response(request: Request) -> Response:
     body = parse_request_body(await read_body(request, state.config.server.max_body_bytes),
                       ResponsesRequest)
     if body.get("stream"):
-        events = await state.responses.stream(body, ctx)
-        headers = {**SSE_HEADERS, **who_answered(ctx)}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    response = json_response(await state.responses.create(body, ctx))
-    response.headers.update(who_answered(ctx))
-    return response
+        return answer_stream(await state.responses.stream(body, ctx), ctx)
+    return answer_json(await state.responses.create(body, ctx), ctx)
 
 
 @router.get("/v1/responses/{response_id}", tags=["openai"])
 async def get_response(response_id: str, request: Request) -> Response:
     state = get_state(request)
     ctx = await state.begin(request)
-    stored = await state.responses.state.get(response_id, ctx.key_id)
+    stored = await state.responses.conversations.get(response_id, ctx.key_id)
     return json_response(stored.response)
 
 
@@ -43,7 +39,7 @@ async def get_response(response_id: str, request: Request) -> Response:
 async def delete_response(response_id: str, request: Request) -> Response:
     state = get_state(request)
     ctx = await state.begin(request)
-    await state.responses.state.delete(response_id, ctx.key_id)
+    await state.responses.conversations.delete(response_id, ctx.key_id)
     return json_response({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
@@ -59,7 +55,7 @@ async def list_input_items(response_id: str, request: Request) -> Response:
         param = ".".join(str(p) for p in first["loc"]) or None
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param) \
             from None
-    stored = await state.responses.state.get(response_id, ctx.key_id)
-    context = await state.responses.state.input_items(stored, ctx.key_id)
+    stored = await state.responses.conversations.get(response_id, ctx.key_id)
+    context = await state.responses.conversations.input_items(stored, ctx.key_id)
     return json_response(input_items_page(context, after=query.after, limit=query.limit,
                                           order=query.order))

@@ -26,7 +26,7 @@ import orjson
 from gateway.cost import CostTable
 from gateway.metrics import Metrics
 from gateway.store.base import Store
-from gateway.store.responses import StoredResponse
+from gateway.store.stored_response import StoredResponse
 from gateway.store.texts import TextWriter, cut_static, text_hash
 from gateway.streams import assemble_chat, assemble_text
 

@@ -57,9 +57,9 @@ def new_secret(name: str) -> tuple[str, bytes, float]:
     return name, secrets.token_bytes(32), time.time()
 
 
-# A response and the turns it continues, newest first in the walk (gateway/responses/state.py
-# orders them): previous_id is followed while a row is chained. UNION drops an id seen
-# before, so even a cycle written by hand ends.
+# A response and the turns it continues, newest first in the walk
+# (gateway/responses/conversations.py orders them): previous_id is followed while a row is
+# chained. UNION drops an id seen before, so even a cycle written by hand ends.
 RESPONSE_CHAIN = (
     "WITH RECURSIVE chain(id) AS (SELECT CAST({mark} AS TEXT) UNION "
     "SELECT r.previous_id FROM responses r JOIN chain c ON r.id = c.id "

@@ -24,17 +24,25 @@ from gateway.upstream.params import check_extra_fields, litellm_body
 log = logging.getLogger("slimgate.upstream")
 
 
-def check_providers(config: Config) -> None:
-    """Every non-OpenAI `[[models]].provider` must be one litellm knows (checked at start,
-    where litellm is imported anyway, so a typo fails the start, not the first request)."""
+def check_litellm_models(config: Config) -> None:
+    """The config's litellm models, against litellm itself (at start, where litellm is
+    imported anyway, so a mistake fails the start, not a request): every non-OpenAI
+    `[[models]].provider` is one litellm knows, and no `extra_body_fields` entry is a name
+    litellm reads as a call option (`gateway.upstream.params.check_extra_fields`)."""
     litellm = import_litellm()
     known = {str(getattr(p, "value", p)) for p in litellm.provider_list}
     for i, m in enumerate(config.models):
-        if m.provider != "openai" and m.provider not in known:
+        if m.provider == "openai":
+            continue
+        if m.provider not in known:
             close = difflib.get_close_matches(m.provider, sorted(known), n=3)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise ConfigError(f"models[{i}].provider: {m.provider!r} is not a provider litellm "
                               f"knows{hint}; use 'openai' for any OpenAI-compatible base_url")
+        try:
+            check_extra_fields(m.name, m.extra_body_fields)
+        except ValueError as e:
+            raise ConfigError(f"models[{i}].extra_body_fields: {e}") from None
 
 
 def _failure(e: Exception) -> UpstreamFailure:
@@ -76,7 +84,6 @@ class LiteLLMBackend:
         extra_body_fields: list[str] | None = None,
     ) -> None:
         self.name = name
-        check_extra_fields(name, list(extra_body_fields or ()))
         self._extra = frozenset(extra_body_fields or ())
         prefix = f"{provider}/"
         with_prefix = upstream_model.startswith(prefix)

@@ -15,8 +15,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from gateway.responses.protocol import ResponsesRequest
+from gateway.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.protocol.responses import ResponsesRequest
 from gateway.upstream.base import Endpoint
 
 # slimgate-only or litellm-only meaning; handled by the gateway, never sent to a provider.

@@ -110,8 +110,9 @@ class Upstreams:
                     last = f
                     if self._on_failure:
                         self._on_failure(m, f)
-                    if f.kind == "client":
-                        raise  # the request itself is wrong: another model will not fix it
+                    if f.kind == "client":  # the request itself is wrong: no other model
+                        last = None  # would fix it (and `last` must not hold its traceback,
+                        raise        # which holds this frame: a reference cycle per request)
                     if not f.retryable or attempt == m.max_retries:
                         break
                     await asyncio.sleep(backoff_delay(m, attempt, f))

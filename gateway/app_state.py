@@ -13,10 +13,10 @@ from gateway.auth import ClientAddresses, KeyRing
 from gateway.config import Config
 from gateway.errors import Forbidden, Unauthorized
 from gateway.metrics import Metrics
+from gateway.proxy import Proxy, RequestContext
 from gateway.ratelimit import AuthFailures, RateLimiter
-from gateway.responses.serving import ResponsesService
+from gateway.responses.service import ResponsesService
 from gateway.routing import RoutingTable
-from gateway.serving import Proxy, RequestContext
 from gateway.shadow import ShadowRunner
 from gateway.store.base import Store
 from gateway.store.recorder import Recorder

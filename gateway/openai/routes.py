@@ -1,51 +1,32 @@
-"""OpenAI-compatible routes: thin handlers that parse, call `Proxy`, and answer.
+"""`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`: thin handlers
+that parse, call `Proxy`, and answer.
 
 Request bodies are read and validated by hand (orjson + pydantic) rather than through
 FastAPI's body parameters, so the client's JSON is forwarded exactly as sent; the
-OpenAPI schema still documents them (see `app.openapi_with_bodies`).
+OpenAPI schema still documents them (`gateway.app.BODY_MODELS`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
+from gateway.app_state import get_state
 from gateway.body import parse_request_body, read_body
-from gateway.errors import ModelNotFound, UpstreamError
-from gateway.protocol import (
+from gateway.errors import ModelNotFound
+from gateway.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     ModelCard,
     ModelList,
 )
-from gateway.responses.protocol import ResponsesRequest
-from gateway.serving import RequestContext
-from gateway.state import get_state
+from gateway.replies import answer_json, answer_stream, json_response
 from gateway.upstream.base import Endpoint
 
 router = APIRouter()
-
-BODY_MODELS: dict[str, type[Any]] = {
-    "/v1/chat/completions": ChatCompletionRequest,
-    "/v1/completions": CompletionRequest,
-    "/v1/embeddings": EmbeddingRequest,
-    "/v1/responses": ResponsesRequest,  # served by gateway.responses.routes
-}
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    try:
-        raw = orjson.dumps(data)
-    except orjson.JSONEncodeError:  # e.g. an upstream answer nested beyond orjson's limit
-        raise UpstreamError("The upstream's answer could not be encoded as JSON.",
-                            code="malformed") from None
-    return Response(raw, status_code=status, media_type="application/json")
 
 
 async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Response:
@@ -53,21 +34,8 @@ async def _serve(request: Request, endpoint: Endpoint, model: type[Any]) -> Resp
     ctx = await state.begin(request)
     body = parse_request_body(await read_body(request, state.config.server.max_body_bytes), model)
     if body.get("stream"):
-        chunks = await state.proxy.stream(endpoint, body, ctx)
-        headers = {**SSE_HEADERS, **who_answered(ctx)}
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
-    data = await state.proxy.complete(endpoint, body, ctx)
-    response = json_response(data)
-    response.headers.update(who_answered(ctx))
-    return response
-
-
-def who_answered(ctx: RequestContext) -> dict[str, str]:
-    """Tell agent developers who answered: teacher or student, and for which task."""
-    out = {"x-slimgate-backend": ctx.backend}
-    if ctx.task:
-        out["x-slimgate-task"] = ctx.task
-    return out
+        return answer_stream(await state.proxy.stream(endpoint, body, ctx), ctx)
+    return answer_json(await state.proxy.complete(endpoint, body, ctx), ctx)
 
 
 @router.post("/v1/chat/completions", tags=["openai"])

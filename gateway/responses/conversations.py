@@ -20,7 +20,7 @@ from gateway.config import ResponsesConfig
 from gateway.errors import NotFound, PayloadTooLarge
 from gateway.store.base import Store
 from gateway.store.recorder import Recorder
-from gateway.store.responses import StoredResponse
+from gateway.store.stored_response import StoredResponse
 
 _SAVED_IDS = 65_536  # ids remembered as saved here: far more than a queue ever holds
 
@@ -55,7 +55,7 @@ def _items(turns: list[StoredResponse], *, last_output: bool) -> list[dict[str, 
     return items
 
 
-class ResponseState:
+class Conversations:
     def __init__(self, store: Store, recorder: Recorder,
                  config: ResponsesConfig | None = None) -> None:
         config = config or ResponsesConfig()

@@ -1,8 +1,11 @@
-"""The work behind the OpenAI endpoints: pick the upstream, call it, answer, record.
+"""`Proxy`, the loop on the request path: which task, who serves, the call, the record.
 
-Route handlers parse and hand over to `Proxy`; `Proxy` knows nothing of HTTP requests
-but returns plain dicts or SSE byte iterators. Recording is fire-and-forget through
-the `Recorder`; nothing on this path waits for the store.
+The chat completions, completions and embeddings routes (`gateway.openai.routes`) hand a
+parsed body to `Proxy.complete` or `Proxy.stream`. The Responses service uses its steps
+for a turn's chat form (`resolve`, `admit`, `try_student`, `finish`, `failed`,
+`shadow_job`: the `ChatLoop` it declares). `Proxy` knows nothing of HTTP requests but
+returns plain dicts or SSE byte iterators. Recording is fire-and-forget through the
+`Recorder`; nothing on this path waits for the store.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from gateway.routing import Decision, RoutingTable
 from gateway.shadow import Job, ShadowRunner, completion_tokens, first_message
 from gateway.store.recorder import Exchange, Recorder
 from gateway.streams import DONE, assemble_chat, chunks_from_response, sse_event
+from gateway.task_assign import InvalidTaskTag
 from gateway.upstream.base import Endpoint, UpstreamFailure
 from gateway.upstream.pool import Upstreams
 from policies.contract import Violation, check_contract, request_pattern_problem
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from gateway.telemetry.exporter import SpanExporter
 
 log = logging.getLogger("slimgate.serving")
+
+CLIENT_CLOSED = "client closed the connection before the stream ended"  # recorded as 499
 
 
 @dataclass(slots=True)
@@ -187,11 +193,6 @@ class Proxy:
         self._routing = routing
         self._shadow = shadow
 
-    @property
-    def limits_tokens(self) -> bool:
-        """Whether requests reserve tokens (`reserve`): only with a tokens-per-minute limit."""
-        return bool(self._limiter.tpm)
-
     def resolve(self, name: str) -> ModelConfig:
         m = self._config.model(name)
         if m is None:
@@ -217,12 +218,10 @@ class Proxy:
         if ctx.record:
             await self._recorder.submit(ex)
 
-    async def reserve(self, endpoint: Endpoint, body: dict[str, Any],
-                      ctx: RequestContext) -> None:
+    async def _reserve(self, endpoint: Endpoint, body: dict[str, Any],
+                       ctx: RequestContext) -> None:
         """Take what the request may spend from the caller's token bucket (429 when it does
         not fit); `finish` settles it. Called once per request, after its last 4xx check."""
-        if not self._limiter.tpm:
-            return
         prompt, output = token_estimate(endpoint, body,
                                         self._config.server.rate_limit.reserve_output_tokens)
         await self._limiter.reserve_tokens(ctx.caller, prompt + output)
@@ -253,36 +252,32 @@ class Proxy:
         await self.finish(ex, ctx, err.status)
         return err
 
-    def exchange(
-        self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, stream: bool
-    ) -> Exchange:
-        return Exchange(
+    async def admit(
+        self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, *, stream: bool
+    ) -> tuple[Decision | None, Exchange]:
+        """A request past its model lookup: which task it is and who serves it (chat only),
+        what it may spend reserved (its last 4xx, a 429), and its record opened."""
+        decision = None
+        if endpoint == "chat/completions":
+            check_schemas(body)
+            header_task = ctx.headers.get("x-slimgate-task")
+            # Tasks are the caller's tenant's own, named or discovered (ServerConfig.client_tasks).
+            namespace = self._config.server.task_namespace(ctx.key_id)
+            try:
+                assignment = await self._routing.assign(body, header_task, namespace)
+            except InvalidTaskTag as e:  # a header is no body field: no `param` for it
+                raise InvalidRequest(str(e), param=None if header_task else "metadata.task") \
+                    from None
+            self._metrics.count_assignment(assignment.how)
+            decision = self._routing.decide(assignment, body, ctx.headers, ctx.request_id)
+            ctx.task, ctx.record = decision.task, decision.record
+        if self._limiter.tpm:
+            await self._reserve(endpoint, body, ctx)
+        return decision, Exchange(
             request_id=ctx.request_id, created_at=ctx.created_at, endpoint=endpoint,
             model=str(body.get("model")), stream=stream, request=body, key_id=ctx.key_id,
             task=ctx.task,
         )
-
-    async def decide(
-        self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext
-    ) -> Decision | None:
-        """Which task this request is and who serves it (chat only)."""
-        if endpoint != "chat/completions":
-            return None
-        check_schemas(body)
-        header_task = ctx.headers.get("x-slimgate-task")
-        # Tasks are the caller's tenant's own, named or discovered (ServerConfig.client_tasks).
-        namespace = self._config.server.task_namespace(ctx.key_id)
-        assigner = self._routing.assigner
-        try:
-            assignment = assigner.assign(body, header_task, namespace)
-        except ValueError as e:  # a header is no body field: no `param` for it
-            raise InvalidRequest(str(e), param=None if header_task else "metadata.task") from None
-        if assignment.task is None and self._routing.any_serving:
-            assignment = await assigner.assign_by_centroid(body, namespace)
-        self._metrics.task_assignments.labels(assignment.how).inc()
-        decision = self._routing.decide(assignment, body, ctx.headers, ctx.request_id)
-        ctx.task, ctx.record = decision.task, decision.record
-        return decision
 
     async def try_student(
         self, decision: Decision, body: dict[str, Any], ex: Exchange, ctx: RequestContext
@@ -343,10 +338,7 @@ class Proxy:
         self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext
     ) -> dict[str, Any]:
         model = self.resolve(body["model"])
-        decision = await self.decide(endpoint, body, ctx)
-        if self._limiter.tpm:
-            await self.reserve(endpoint, body, ctx)
-        ex = self.exchange(endpoint, body, ctx, stream=False)
+        decision, ex = await self.admit(endpoint, body, ctx, stream=False)
         if decision is not None and decision.route.serve == "student":
             answer = await self.try_student(decision, body, ex, ctx)
             if answer is not None:
@@ -371,10 +363,7 @@ class Proxy:
         model = self.resolve(body["model"])
         if endpoint == "embeddings":
             raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
-        decision = await self.decide(endpoint, body, ctx)
-        if self._limiter.tpm:
-            await self.reserve(endpoint, body, ctx)
-        ex = self.exchange(endpoint, body, ctx, stream=True)
+        decision, ex = await self.admit(endpoint, body, ctx, stream=True)
         send = upstream_body(endpoint, body)
         opts = send.get("stream_options") or {}
         client_wants_usage = bool(opts.get("include_usage"))
@@ -414,7 +403,7 @@ class Proxy:
             yield DONE
         finally:
             if status != 200:
-                ex.error = "client closed the connection before the stream ended"
+                ex.error = CLIENT_CLOSED
                 await self.finish(ex, ctx, status)
 
     async def _relay(
@@ -448,7 +437,7 @@ class Proxy:
         finally:
             try:
                 if status == 499:  # settled and recorded first: closing the upstream may wait
-                    ex.error = ex.error or "client closed the connection before the stream ended"
+                    ex.error = ex.error or CLIENT_CLOSED
                     await self.finish(ex, ctx, status)
             finally:
                 await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,10 +1,10 @@
 """Responses API wire types (pydantic v2), after OpenAI's reference and openai-python's
 `openai/types/responses`.
 
-Like `gateway.protocol`, these validate what a client sends and document it; the gateway
-keeps the client's own dict, so unknown fields (and unknown item and tool types, which a
-native upstream may understand) pass through untouched. slimgate's extensions are fenced
-off at the bottom of the request model.
+Like `gateway.protocol.openai`, these validate what a client sends and document it; the
+gateway keeps the client's own dict, so unknown fields (and unknown item and tool types,
+which a native upstream may understand) pass through untouched. slimgate's extensions are
+fenced off at the bottom of the request model.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class _Open(BaseModel):
-    # strict, as in gateway/protocol.py: "stream": "false" is a 400, not a truthy string
+    # strict, as in gateway/protocol/openai.py: "stream": "false" is a 400, not a truthy string
     model_config = ConfigDict(extra="allow", strict=True)
 
 

@@ -1,10 +1,11 @@
 """The work behind `/v1/responses`: the loop's decision, a student or the teacher, state.
 
 A Responses request is seen by the loop in its chat-completions form (`translate.to_chat`):
-`Proxy` assigns it to a task, routes it, tries a student with the same contract check and
-fallback as chat, records it (with `api = "responses"`) and shadows it, so one task can
-mix both APIs. The teacher gets the request natively (`/v1/responses`) or translated to
-chat completions, per model (`ModelConfig.responses_mode`), and fallbacks may mix both.
+the chat path's loop (`ChatLoop`, which `gateway.proxy.Proxy` is) assigns it to a task,
+routes it, tries a student with the same contract check and fallback as chat, records it
+(with `api = "responses"`) and shadows it, so one task can mix both APIs. The teacher gets
+the request natively (`/v1/responses`) or translated to chat completions, per model
+(`ModelConfig.responses_mode`), and fallbacks may mix both.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.config import ModelConfig
 from gateway.errors import GatewayError
-from gateway.responses.state import ResponseState
+from gateway.proxy import CLIENT_CLOSED, RequestContext, student_body, upstream_body
+from gateway.responses.conversations import Conversations
 from gateway.responses.stream import ChatToEvents, sse
 from gateway.responses.translate import (
     ChatView,
@@ -29,14 +31,35 @@ from gateway.responses.translate import (
     to_chat,
 )
 from gateway.routing import Decision
-from gateway.serving import Proxy, RequestContext, student_body, upstream_body
 from gateway.store.recorder import Exchange
-from gateway.store.responses import StoredResponse
+from gateway.store.stored_response import StoredResponse
 from gateway.streams import assemble_chat, chunks_from_response
-from gateway.upstream.base import Backend, UpstreamFailure
-from gateway.upstream.pool import Upstreams
+from gateway.upstream.base import Backend, Endpoint, UpstreamFailure
+from gateway.upstream.pool import Served, Upstreams
 
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ChatLoop(Protocol):
+    """What the Responses service asks of the chat path's loop (`gateway.proxy.Proxy`), for
+    a turn in its chat form: the same model lookup, task decision, student with its contract
+    check, record and shadow job as a chat request. The teacher it calls itself."""
+
+    def resolve(self, name: str) -> ModelConfig: ...
+
+    async def admit(self, endpoint: Endpoint, body: dict[str, Any], ctx: RequestContext, *,
+                    stream: bool) -> tuple[Decision | None, Exchange]: ...
+
+    async def try_student(self, decision: Decision, body: dict[str, Any], ex: Exchange,
+                          ctx: RequestContext) -> dict[str, Any] | None: ...
+
+    async def finish(self, ex: Exchange, ctx: RequestContext, status: int) -> None: ...
+
+    async def failed(self, f: UpstreamFailure, ex: Exchange, ctx: RequestContext,
+                     model_name: str) -> GatewayError: ...
+
+    def shadow_job(self, decision: Decision | None, body: dict[str, Any],
+                   resp: dict[str, Any], ctx: RequestContext) -> None: ...
 
 
 @dataclass(slots=True)
@@ -52,6 +75,10 @@ class Turn:
     decision: Decision | None
     ex: Exchange
     envelope: dict[str, Any]
+
+    def served_by(self, served: Served) -> None:
+        """Note in the record which model of the chain answered."""
+        self.ex.upstream, self.ex.upstream_model = served.model.name, served.model.upstream_model
 
     def native_body(self, stream: bool) -> dict[str, Any]:
         body = upstream_body("responses", self.body)
@@ -70,23 +97,22 @@ class Turn:
 
 
 class ResponsesService:
-    def __init__(self, proxy: Proxy, upstreams: Upstreams, state: ResponseState) -> None:
-        self._proxy = proxy
+    def __init__(self, loop: ChatLoop, upstreams: Upstreams,
+                 conversations: Conversations) -> None:
+        self._loop = loop
         self._upstreams = upstreams
-        self.state = state
+        self.conversations = conversations
 
     async def _prepare(self, body: dict[str, Any], ctx: RequestContext, stream: bool) -> Turn:
-        model = self._proxy.resolve(body["model"])
+        model = self._loop.resolve(body["model"])
         items = normalize_input(body.get("input"))
-        previous, history = await self.state.continued(body.get("previous_response_id"),
-                                                       ctx.key_id, items)
+        previous, history = await self.conversations.continued(
+            body.get("previous_response_id"), ctx.key_id, items)
         chat = to_chat(body, [*history, *items])
-        decision = await self._proxy.decide("chat/completions", chat.body, ctx)
+        # Reserved by chat.body, which carries max_output_tokens as max_tokens.
+        decision, ex = await self._loop.admit("chat/completions", chat.body, ctx, stream=stream)
         if chat.untranslatable:  # hosted tools and the like: only the teacher can answer
             decision = None
-        if self._proxy.limits_tokens:  # chat.body carries max_output_tokens as max_tokens
-            await self._proxy.reserve("chat/completions", chat.body, ctx)
-        ex = self._proxy.exchange("chat/completions", chat.body, ctx, stream=stream)
         ex.api = "responses"
         return Turn(body, model, previous, history, items, chat, decision, ex,
                     envelope(body, new_id("resp"), ctx.created_at, body["model"]))
@@ -94,23 +120,33 @@ class ResponsesService:
     async def _served(self, turn: Turn, ctx: RequestContext, resp: dict[str, Any],
                       chat: dict[str, Any]) -> None:
         """After the answer: record, shadow, keep the state."""
-        await self._proxy.finish(turn.ex, ctx, 200)
+        await self._loop.finish(turn.ex, ctx, 200)
         if ctx.backend == "teacher":
-            self._proxy.shadow_job(turn.decision, turn.chat.body, chat, ctx)
+            self._loop.shadow_job(turn.decision, turn.chat.body, chat, ctx)
         if turn.body.get("store", True) and resp.get("id"):
-            self.state.save(StoredResponse.turn(  # its own turn only: the rest is linked
+            self.conversations.save(StoredResponse.turn(  # its own turn only: the rest is linked
                 previous=turn.previous, id=resp["id"], key_id=ctx.key_id,
                 created_at=ctx.created_at, model=turn.body["model"],
                 request_id=ctx.request_id, previous_id=turn.body.get("previous_response_id"),
                 context=turn.items, response=resp))
 
+    async def _failed(self, turn: Turn, ctx: RequestContext,
+                      e: UpstreamFailure | GatewayError) -> GatewayError:
+        """The client's error for a turn no upstream answered, recorded with its exchange: an
+        upstream failure (after retries and fallbacks), or a request that no upstream of the
+        chain can take as it is (one translation cannot carry)."""
+        if isinstance(e, UpstreamFailure):
+            return await self._loop.failed(e, turn.ex, ctx, turn.model.name)
+        turn.ex.error = e.message
+        await self._loop.finish(turn.ex, ctx, e.status)
+        return e
+
     # --- non-streaming ---------------------------------------------------------------------
 
     async def create(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         turn = await self._prepare(body, ctx, stream=False)
-        model = turn.model
         if turn.decision is not None and turn.decision.route.serve == "student":
-            answer = await self._proxy.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
+            answer = await self._loop.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
             if answer is not None:
                 resp = chat_to_response(answer, turn.envelope)
                 await self._served(turn, ctx, resp, answer)
@@ -128,35 +164,25 @@ class ResponsesService:
             return chat_to_response(chat, turn.envelope), chat
 
         try:
-            (resp, chat), served = await self._upstreams.call(model, attempt)
-        except UpstreamFailure as f:
-            raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
-        except GatewayError as err:  # a request translation cannot carry
-            await self._refused(turn, ctx, err)
-            raise
-        turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
+            (resp, chat), served = await self._upstreams.call(turn.model, attempt)
+        except (UpstreamFailure, GatewayError) as e:
+            raise await self._failed(turn, ctx, e) from None
+        turn.served_by(served)
         turn.ex.response = chat
         await self._served(turn, ctx, resp, chat)
         return resp
-
-    async def _refused(self, turn: Turn, ctx: RequestContext, err: GatewayError) -> None:
-        """A request no upstream in the chain could take as it is: recorded, then raised."""
-        turn.ex.error = err.message
-        await self._proxy.finish(turn.ex, ctx, err.status)
 
     # --- streaming ---------------------------------------------------------------------------
 
     async def stream(self, body: dict[str, Any], ctx: RequestContext) -> AsyncIterator[bytes]:
         """Open the stream (errors before the first event raise) and return its events."""
         turn = await self._prepare(body, ctx, stream=True)
-        model = turn.model
         if turn.decision is not None and turn.decision.route.serve == "student":
             # Checked whole against the contract before the first byte, then streamed.
-            answer = await self._proxy.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
+            answer = await self._loop.try_student(turn.decision, turn.chat.body, turn.ex, ctx)
             if answer is not None:
                 turn.ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
-                return self._relay(turn, ctx, _aiter(chunks_from_response(answer)), "chat",
-                                   model.name)
+                return self._relay(turn, ctx, _aiter(chunks_from_response(answer)), "chat")
         chat_send = {**student_body(turn.chat.body), "stream": True,
                      "stream_options": {"include_usage": True}}
 
@@ -167,20 +193,16 @@ class ResponsesService:
             return backend.stream("chat/completions", chat_send)
 
         try:
-            source, served = await self._upstreams.open_stream_with(model, opener)
-        except UpstreamFailure as f:
-            raise await self._proxy.failed(f, turn.ex, ctx, model.name) from None
-        except GatewayError as err:  # a request translation cannot carry
-            await self._refused(turn, ctx, err)
-            raise
-        turn.ex.upstream, turn.ex.upstream_model = served.model.name, served.model.upstream_model
+            source, served = await self._upstreams.open_stream_with(turn.model, opener)
+        except (UpstreamFailure, GatewayError) as e:
+            raise await self._failed(turn, ctx, e) from None
+        turn.served_by(served)
         turn.ex.ttft_ms = (time.perf_counter() - ctx.started) * 1000
         form = "native" if served.model.responses_mode == "native" else "chat"
-        return self._relay(turn, ctx, source, form, model.name)
+        return self._relay(turn, ctx, source, form)
 
     async def _relay(self, turn: Turn, ctx: RequestContext,
-                     source: AsyncIterator[dict[str, Any]], form: str,
-                     model_name: str) -> AsyncIterator[bytes]:
+                     source: AsyncIterator[dict[str, Any]], form: str) -> AsyncIterator[bytes]:
         """Relay a native event stream, or translate chat chunks into events; the final
         event leaves only once the answer is recorded and its state saved, so the client's
         next turn always finds it."""
@@ -222,15 +244,14 @@ class ResponsesService:
             for ev in tail:
                 yield sse(ev)
         except UpstreamFailure as f:
-            status = 0  # recorded by failed(); the stream ends with the error event
-            err = await self._proxy.failed(f, turn.ex, ctx, model_name)
+            status = 0  # recorded by _failed(); the stream ends with the error event
+            err = await self._failed(turn, ctx, f)
             yield sse(events.error(err.code or err.type, err.message))
         finally:
             try:
                 if status == 499:  # settled and recorded first: closing the upstream may wait
-                    turn.ex.error = turn.ex.error or \
-                        "client closed the connection before the stream ended"
-                    await self._proxy.finish(turn.ex, ctx, status)
+                    turn.ex.error = turn.ex.error or CLIENT_CLOSED
+                    await self._loop.finish(turn.ex, ctx, status)
             finally:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
