@@ -21,7 +21,11 @@ from distill.templates import Template, alike, carried_in_user_turn, mine_templa
 from gateway.fingerprint import instruction_units, signature, system_text, unit_hash
 from gateway.task_assign import best_template
 
-SAMPLE = 1000  # rows per part embedded for its centroid (a cost cap, not a decision)
+# Rows per part embedded for its centroid (a cost cap, not a decision). Centroids of 256
+# evenly spread rows are within cosine 0.998 of those of 1,000 on every task of a loop-bench
+# store (10 tasks, 118-1,824 rows: SNIPS, τ²-bench, AgentDojo, FreshQA; 2026-12-06), far
+# closer than any two tasks' centroids; 1,000 made embedding 88% of a discovery pass.
+SAMPLE = 256
 
 
 @dataclass

@@ -36,6 +36,9 @@ from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
 from policies.stages import POOLED_STAGES, as_stage
 
 log = logging.getLogger("slimgate.worker")
+# Request texts whose vectors the worker's embedder keeps: the sampled requests of every
+# task (distill/task_split.py SAMPLE each) with room to spare.
+EMBED_CACHE = 50_000
 GATEABLE = ("passed", "near")  # held-out verdicts the gate may take into shadow
 
 
@@ -285,7 +288,9 @@ def run_worker(
     from distill.passes import interrupted, run_distill
     from gateway.embed import SharedEmbedder
 
-    embedder = SharedEmbedder()  # loaded by the first pass that discovers, kept for the rest
+    # Loaded by the first pass that discovers, kept for the rest; its cache keeps discovery
+    # from embedding the same sampled requests every pass (~1.5 KB a vector: ~75 MB).
+    embedder = SharedEmbedder(cache_size=EMBED_CACHE)
     _limit_threads(cfg.worker.torch_threads)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

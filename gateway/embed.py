@@ -7,8 +7,10 @@ L2-normalised float32; a request's vector joins its system-prompt and user-conte
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -64,12 +66,20 @@ class SharedEmbedder:
 
     Its owner decides its lifetime: the gateway's lifespan keeps one for task assignment and
     answer similarity, the worker one for its distill passes. Loading takes a few seconds.
+    With `cache_size`, the vectors of the last texts embedded are kept (by a hash of the
+    text) and not computed again: the worker's discovery embeds the same sampled requests
+    pass after pass, which without it cost 88% of a pass (242 s of a 9,000-request store
+    under load, bench/loop_bench.py --variant unique, 2026-12-06).
     """
 
-    def __init__(self, device: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, device: str | None = None, threads: int | None = None,
+                 cache_size: int = 0) -> None:
         self._args = (device, threads)
         self._model: Embedder | None = None
         self._lock = threading.Lock()
+        self._cache: OrderedDict[bytes, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self.computed = 0  # texts the model embedded (cache misses), for tests and logs
 
     def get(self) -> Embedder:
         with self._lock:
@@ -79,7 +89,32 @@ class SharedEmbedder:
             return self._model
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        return self.get().encode(texts, batch_size)
+        if not self._cache_size:
+            self.computed += len(texts)
+            return self.get().encode(texts, batch_size)
+        import numpy as np
+
+        keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                for t in texts]
+        with self._lock:
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            for k in found:
+                self._cache.move_to_end(k)
+        todo: dict[bytes, str] = {}
+        for k, t in zip(keys, texts, strict=True):
+            if k not in found:
+                todo.setdefault(k, t)
+        if todo:
+            vecs = self.get().encode(list(todo.values()), batch_size)
+            self.computed += len(todo)
+            with self._lock:
+                for k, v in zip(todo, vecs, strict=True):
+                    found[k] = self._cache[k] = v
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        if not keys:
+            return self.get().encode([], batch_size)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
 
 def join_vectors(system_vecs: np.ndarray, content_vecs: np.ndarray) -> np.ndarray:
