@@ -13,7 +13,8 @@ import time
 import uuid
 
 from gateway.config import RateLimitConfig
-from gateway.ratelimit import RateLimiter, build_limiter
+from gateway.ratelimit import RateLimiter
+from gateway.ratelimit_redis import build_limiter
 from policies.stats import percentile
 
 

@@ -30,7 +30,8 @@ from gateway.openai import routes as openai_routes
 from gateway.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.protocol.responses import ResponsesRequest
 from gateway.proxy import Proxy
-from gateway.ratelimit import AuthFailures, build_limiter
+from gateway.ratelimit import AuthFailures
+from gateway.ratelimit_redis import build_limiter
 from gateway.report import routes as report_routes
 from gateway.requestid import RequestIdMiddleware
 from gateway.responses import routes as responses_routes

@@ -18,14 +18,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from gateway.errors import RateLimited, Unauthorized
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
-    from gateway.config import RateLimitConfig
 
 T = TypeVar("T")
 
@@ -118,15 +113,6 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         return None
-
-
-def build_limiter(cfg: RateLimitConfig, registry: CollectorRegistry | None = None) -> RateLimiter:
-    """The gateway's limiter: shared through Redis when `redis_url` is set, else local."""
-    if cfg.redis_url and (cfg.requests_per_minute or cfg.tokens_per_minute):
-        from gateway.ratelimit_redis import RedisRateLimiter
-
-        return RedisRateLimiter(cfg, registry)
-    return RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
 
 
 class AuthFailures:

@@ -5,7 +5,8 @@ and one to settle them after the answer) refills, checks and takes in a single a
 on Redis's own clock, so replicas agree whatever their
 clocks say. A bucket expires when it would be full again. If Redis does not answer, the
 replica limits on its own (the in-memory buckets) until it does: never unlimited, at worst
-N times the limit with N replicas (docs/reliability.md).
+N times the limit with N replicas (docs/reliability.md). `build_limiter` picks this one or
+the local `gateway.ratelimit.RateLimiter` from the config.
 """
 
 from __future__ import annotations
@@ -166,3 +167,10 @@ class RedisRateLimiter(RateLimiter):
         if self._pending:
             await asyncio.wait(self._pending, timeout=self._timeout * 2)
         await self._redis.aclose()
+
+
+def build_limiter(cfg: RateLimitConfig, registry: CollectorRegistry | None = None) -> RateLimiter:
+    """The gateway's limiter: shared through Redis when `redis_url` is set, else local."""
+    if cfg.redis_url and (cfg.requests_per_minute or cfg.tokens_per_minute):
+        return RedisRateLimiter(cfg, registry)
+    return RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)

@@ -24,7 +24,6 @@ ACYCLIC = ("gateway.store",)
 KNOWN_CYCLES = [
     ["distill.export", "distill.model_card"],
     ["distill.gguf_base", "distill.train"],
-    ["gateway.ratelimit", "gateway.ratelimit_redis"],
 ]
 
 

@@ -15,8 +15,8 @@ import pytest
 from gateway.config import ConfigError, RateLimitConfig, parse_config
 from gateway.errors import RateLimited
 from gateway.offline.local import free_port
-from gateway.ratelimit import RateLimiter, build_limiter
-from gateway.ratelimit_redis import RedisRateLimiter
+from gateway.ratelimit import RateLimiter
+from gateway.ratelimit_redis import RedisRateLimiter, build_limiter
 from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
 from tests.test_gateway_chat import chat
