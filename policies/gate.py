@@ -91,9 +91,21 @@ def _numbers(state: TaskState, ev: Evidence, policy: TaskPolicy, now: float) -> 
     }
 
 
-def _rollback_trigger(ev: Evidence, policy: TaskPolicy, num: dict[str, Any]) -> str | None:
+def _rollback_trigger(stage: str, ev: Evidence, policy: TaskPolicy,
+                      num: dict[str, Any]) -> str | None:
     bar = policy.min_agreement
-    if ev.live_n >= policy.rollback_min_comparisons and num["live_upper"] < bar:
+    if ev.live_n >= policy.rollback_min_comparisons and stage == "shadow":
+        # Shadow serves no client: a student leaves it on its version's whole evidence
+        # (held-out + live since shadow, as its exit is judged), not on its first live
+        # looks alone. A near miss judged 31/35 held out was dropped at 7/10 live (live
+        # upper bound 0.89) though its pooled 38/45 still reaches the bar (loop bench,
+        # SNIPS intents, 2026-12-06). Serving stages keep the live-only trigger below.
+        agree, n = ev.heldout_agree + ev.live_agree, ev.heldout_n + ev.live_n
+        lower, upper = wilson(agree, n, policy.confidence)
+        if upper < bar:
+            return (_agreement("held-out + live", agree, n, (lower, upper))
+                    + f", upper bound {upper:.2f} < {bar:.2f}")
+    elif ev.live_n >= policy.rollback_min_comparisons and num["live_upper"] < bar:
         return (_agreement("live", ev.live_agree, ev.live_n, (num["live_lower"], num["live_upper"]))
                 + f", upper bound {num['live_upper']:.2f} < {bar:.2f}")
     served = ev.student_served
@@ -166,7 +178,7 @@ def decide(state: TaskState, evidence: Evidence, policy: TaskPolicy, now: float)
         return verdict("promote", "shadow", None, f"{heldout} ≥ {bar:.2f}")
     if state.student_version is None:
         return verdict("rollback", "observe", None, "no student to serve")
-    trigger = _rollback_trigger(evidence, policy, num)
+    trigger = _rollback_trigger(state.stage, evidence, policy, num)
     if trigger:
         return verdict("rollback", "observe", None, trigger)
     live = _agreement("live", evidence.live_agree, evidence.live_n,

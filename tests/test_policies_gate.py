@@ -125,6 +125,19 @@ def test_shadow_and_primary_roll_back_too() -> None:
     assert rollback(bad, "primary").to_stage == "observe"
 
 
+def test_shadow_rolls_back_on_the_versions_pooled_evidence() -> None:
+    """A near miss judged 31/35 held out is not dropped at 7/10 live (the live-only upper
+    bound, 0.89, is under the bar; the pooled 38/45 is not); at 3/10 live it is. A serving
+    stage still rolls back on the live looks alone: clients see those answers."""
+    noisy = Evidence(heldout_n=35, heldout_agree=31, live_n=10, live_agree=7)
+    assert rollback(noisy, "shadow").action == "hold"
+    assert rollback(noisy, "canary").action == "rollback"
+    v = rollback(Evidence(heldout_n=35, heldout_agree=31, live_n=10, live_agree=3), "shadow")
+    assert v.action == "rollback"
+    assert v.reason.startswith("held-out + live agreement 0.76 [")
+    assert "over 45 comparisons" in v.reason
+
+
 @pytest.mark.parametrize("ev,says", [
     (Evidence(live_n=60, live_agree=60, student_served=40, fallbacks=5), "fallback rate 0.12"),
     (Evidence(live_n=60, live_agree=60, student_served=40, student_errors=3), "error rate 0.07"),
