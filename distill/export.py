@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.model_card import PROVENANCE, RECIPE, heldout_text, model_card
 from gateway.config import Config
 from gateway.registry import META, Registry, RegistryError
 from gateway.store.catalog import StudentRecord, TaskRecord, best_student, get_task, list_students
@@ -23,8 +24,6 @@ from gateway.store.db import Connection, connect
 from gateway.store.stages import stage_changes
 from policies.stages import CLIENT_STAGES
 
-RECIPE = "copy_slots.json"  # the copy-slot recipe a student is asked with
-PROVENANCE = "slimgate_student.json"  # the registry's slimgate.json, renamed: not a registry dir
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -72,20 +71,6 @@ def choose_student(con: Connection, task_id: str, version: int | None
         raise ExportError(f"student v{student.version} of task '{task_id}' was pruned from "
                           "disk (`slimgate prune`)")
     return task, student
-
-
-def heldout_text(metrics: dict[str, Any]) -> str:
-    """Held-out agreement with its bounds and the bar, as people read it."""
-    if "agreement" not in metrics:
-        return "no held-out evaluation recorded"
-    conf = float(metrics.get("confidence", 0.95))
-    text = (f"held-out agreement {metrics['agreement']:.3f}, {conf:.0%} bounds "
-            f"[{metrics.get('lower', 0):.3f}, {metrics.get('upper', 0):.3f}] over "
-            f"{metrics.get('n', '?')} comparisons")
-    if "min_agreement" in metrics:
-        text += (f"; the gate needs a lower bound ≥ {metrics['min_agreement']:.2f} over "
-                 f"≥ {metrics.get('min_heldout', '?')}")
-    return text
 
 
 def gate_refusal(con: Connection, task: TaskRecord, student: StudentRecord) -> str | None:
@@ -221,7 +206,6 @@ def _greedy_generation_config(dst: Path) -> None:
 
 def _write_common(src: Path, dst: Path, meta: dict[str, Any], done: Exported) -> None:
     """Chat template, copy-slot recipe, provenance and the model card."""
-    from distill.model_card import model_card
 
     template = _chat_template(dst)
     if template and not (dst / "chat_template.jinja").exists():

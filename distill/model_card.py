@@ -13,13 +13,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill.export import PROVENANCE, RECIPE, heldout_text
-
 if TYPE_CHECKING:
     from distill.export import Exported
 
+RECIPE = "copy_slots.json"  # the copy-slot recipe a student is asked with
+PROVENANCE = "slimgate_student.json"  # the registry's slimgate.json, renamed: not a registry dir
 ENCODER_LICENCE = "apache-2.0"  # all-MiniLM-L6-v2's licence
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
+
+def heldout_text(metrics: dict[str, Any]) -> str:
+    """Held-out agreement with its bounds and the bar, as people read it."""
+    if "agreement" not in metrics:
+        return "no held-out evaluation recorded"
+    conf = float(metrics.get("confidence", 0.95))
+    text = (f"held-out agreement {metrics['agreement']:.3f}, {conf:.0%} bounds "
+            f"[{metrics.get('lower', 0):.3f}, {metrics.get('upper', 0):.3f}] over "
+            f"{metrics.get('n', '?')} comparisons")
+    if "min_agreement" in metrics:
+        text += (f"; the gate needs a lower bound ≥ {metrics['min_agreement']:.2f} over "
+                 f"≥ {metrics.get('min_heldout', '?')}")
+    return text
+
 
 GENERATIVE_SNIPPET = '''\
 from transformers import AutoModelForCausalLM, AutoTokenizer
