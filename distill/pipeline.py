@@ -188,7 +188,12 @@ def why_train(
         # shadow); while it holds up, more data is no reason to train its successor.
         healthy = live_upper is None or live_upper >= policy.min_agreement
         return None if healthy else should_retrain(n, trained_on, live_upper, policy)
-    return should_retrain(n, trained_on, live_upper, policy)
+    # In observe: the last student failed, was rolled back or missed its held-out bar; how
+    # close the best of them came sets how much more data the next one needs.
+    judged = [float(s.metrics["agreement"]) for s in students
+              if s.status != "error" and "agreement" in s.metrics]
+    return should_retrain(n, trained_on, live_upper, policy,
+                          last_agreement=max(judged) if judged else None)
 
 
 def _token_budget(task: TaskRecord) -> tuple[int, int]:

@@ -194,6 +194,20 @@ def test_retrain_on_data_growth() -> None:
     assert should_retrain(750, 0, None, POLICY) is None  # never trained: not a retrain
 
 
+def test_a_task_far_from_the_bar_waits_for_more_data() -> None:
+    """The growth needed is divided by how close the last student came (at least the retry
+    floor, 0.2): a near miss retrains at +50%, a student at 0.45 of 0.90 at +100%, one at
+    0.09 at +250%."""
+    assert should_retrain(750, 500, None, POLICY, last_agreement=0.93) is not None
+    assert should_retrain(760, 500, None, POLICY, last_agreement=0.89) is not None
+    assert should_retrain(750, 500, None, POLICY, last_agreement=0.45) is None
+    reason = should_retrain(1000, 500, None, POLICY, last_agreement=0.45)
+    assert reason is not None and "threshold 100%" in reason
+    assert should_retrain(1700, 500, None, POLICY, last_agreement=0.09) is None
+    assert should_retrain(1750, 500, None, POLICY, last_agreement=0.09) is not None
+    assert should_retrain(1750, 500, None, POLICY, last_agreement=0.0) is not None
+
+
 def test_retrain_on_drift() -> None:
     reason = should_retrain(500, 500, 0.82, POLICY)
     assert reason is not None and "0.82 < 0.90" in reason and "drift" in reason
