@@ -6,6 +6,7 @@ turns a request's own contract — `response_format`, `tools`, `tool_choice`,
 `parallel_tool_calls` — into one llguidance Lark grammar over that text, with each JSON part
 an inline `%json` schema. The embedded engine (`distill/constrained.py`) and vLLM's
 `structured_outputs.grammar` both decode with it, so both engines follow the same rules.
+Every JSON number the grammar admits is finite to every client (`gateway/finite_numbers.py`).
 Pure Python, no llguidance import: the gateway builds grammars without torch.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from gateway.finite_numbers import finite_numbers
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -111,7 +114,9 @@ def open_to_placeholders(schema: Any, slots: list[str]) -> Any:
 
 
 def _json(schema: dict[str, Any], options: dict[str, Any]) -> str:
-    return "%json " + json.dumps({**schema, "x-guidance": options}, ensure_ascii=False)
+    """An inline `%json` rule; its numbers are held to finite ones (`gateway.finite_numbers`)."""
+    bounded = finite_numbers(schema)
+    return "%json " + json.dumps({**bounded, "x-guidance": options}, ensure_ascii=False)
 
 
 def _functions(request: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
