@@ -33,6 +33,9 @@ PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*[0-9]+>")
 _CALL_JSON = {"lenient": True, "whitespace_flexible": False, "item_separator": ", ",
               "key_separator": ": "}
 _CONTENT_JSON = {"lenient": True}
+# A character Python's `str.strip` keeps: free text needs one, or the answer is empty.
+# Rust's `\s` is Unicode White_Space; `str.isspace` also holds the separators \x1c-\x1f.
+_VISIBLE = r"[^\s\x1c-\x1f]"
 _STRING_LIMITS = ("pattern", "format", "minLength", "maxLength")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
@@ -195,7 +198,8 @@ def answer_grammar(request: dict[str, Any], *, tag_tokens: bool = False) -> str 
         rules.append(f"content: {_json(open_to_placeholders(content, slots), _CONTENT_JSON)}")
     else:  # free text, which must not open a tool call the grammar did not shape
         rules.append("content: TEXT")
-        rules.append(f"TEXT: /(.|\\n)+/ & ~/(.|\\n)*{re.escape(TOOL_CALL_OPEN)}(.|\\n)*/")
+        rules.append(f"TEXT: /(.|\\n)*{_VISIBLE}(.|\\n)*/ & "
+                     f"~/(.|\\n)*{re.escape(TOOL_CALL_OPEN)}(.|\\n)*/")
     if mode != "none":
         tools = [_call_schema(n, functions[n], slots) for n in callable_]
         one = tools[0] if len(tools) == 1 else {"anyOf": tools}

@@ -218,6 +218,9 @@ def test_tool_calls_and_content_follow_the_template_layout(constrainer: Any) -> 
     assert not accepts(constrainer, req, call.replace("get_weather", "get_wether"))
     assert not accepts(constrainer, req, call.replace('{"city": "Oslo"}', '"Oslo"'))
     assert accepts(constrainer, req, "It is sunny.")  # auto: text is an answer too
+    for blank in ("\x0b", " \n ", "\x1c\u3000"):  # blank text would be an empty answer
+        assert not accepts(constrainer, req, blank)
+    assert accepts(constrainer, req, "\x0b ok \n")
     assert not accepts(constrainer, req, "Sure: <tool_call>")
     assert not accepts(constrainer, {**req, "tool_choice": "required"}, "It is sunny.")
 
