@@ -6,6 +6,7 @@ turns a request's own contract — `response_format`, `tools`, `tool_choice`,
 `parallel_tool_calls` — into one llguidance Lark grammar over that text, with each JSON part
 an inline `%json` schema. The embedded engine (`distill/constrained.py`) and vLLM's
 `structured_outputs.grammar` both decode with it, so both engines follow the same rules.
+Every JSON number the grammar admits is finite to every client (`gateway/finite_numbers.py`).
 Pure Python, no llguidance import: the gateway builds grammars without torch.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from gateway.finite_numbers import finite_numbers
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -30,6 +33,9 @@ PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*[0-9]+>")
 _CALL_JSON = {"lenient": True, "whitespace_flexible": False, "item_separator": ", ",
               "key_separator": ": "}
 _CONTENT_JSON = {"lenient": True}
+# A character Python's `str.strip` keeps: free text needs one, or the answer is empty.
+# Rust's `\s` is Unicode White_Space; `str.isspace` also holds the separators \x1c-\x1f.
+_VISIBLE = r"[^\s\x1c-\x1f]"
 _STRING_LIMITS = ("pattern", "format", "minLength", "maxLength")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
@@ -111,7 +117,9 @@ def open_to_placeholders(schema: Any, slots: list[str]) -> Any:
 
 
 def _json(schema: dict[str, Any], options: dict[str, Any]) -> str:
-    return "%json " + json.dumps({**schema, "x-guidance": options}, ensure_ascii=False)
+    """An inline `%json` rule; its numbers are held to finite ones (`gateway.finite_numbers`)."""
+    bounded = finite_numbers(schema)
+    return "%json " + json.dumps({**bounded, "x-guidance": options}, ensure_ascii=False)
 
 
 def _functions(request: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
@@ -190,7 +198,8 @@ def answer_grammar(request: dict[str, Any], *, tag_tokens: bool = False) -> str 
         rules.append(f"content: {_json(open_to_placeholders(content, slots), _CONTENT_JSON)}")
     else:  # free text, which must not open a tool call the grammar did not shape
         rules.append("content: TEXT")
-        rules.append(f"TEXT: /(.|\\n)+/ & ~/(.|\\n)*{re.escape(TOOL_CALL_OPEN)}(.|\\n)*/")
+        rules.append(f"TEXT: /(.|\\n)*{_VISIBLE}(.|\\n)*/ & "
+                     f"~/(.|\\n)*{re.escape(TOOL_CALL_OPEN)}(.|\\n)*/")
     if mode != "none":
         tools = [_call_schema(n, functions[n], slots) for n in callable_]
         one = tools[0] if len(tools) == 1 else {"anyOf": tools}

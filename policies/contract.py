@@ -10,6 +10,7 @@ in a worker thread with a deadline, so no contract can stall its event loop.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -84,8 +85,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} overflows a 64-bit float")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    if len(text) > 308 and math.isinf(float(text)):  # 308 digits or fewer: below 10**308
+        raise ValueError(f"{text[:40]}... overflows a 64-bit float")
+    return int(text)
+
+
 def parse_json(text: str, *, exact: bool = False) -> Any:
-    """Strict JSON: no fences, no trailing prose, no NaN. ValueError when it does not parse.
+    """Strict JSON: no fences, no trailing prose, no NaN, no number that overflows a 64-bit
+    float (`1e400`, 400 digits: orjson rejects it, `JSON.parse` reads Infinity). ValueError
+    when it does not parse.
 
     The fast path is orjson, which reads integers beyond 64 bits as floats; `exact=True`
     uses the json module, which keeps them exact (comparisons want that, validation not).
@@ -94,8 +110,9 @@ def parse_json(text: str, *, exact: bool = False) -> Any:
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
-            pass  # orjson also rejects some valid JSON (1e400): let json decide
-    return json.loads(text, parse_constant=_reject_constant)
+            pass  # orjson also rejects some valid JSON (a lone surrogate escape): json decides
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                      parse_int=_finite_int)
 
 
 def _name(tool: dict[str, Any]) -> str:

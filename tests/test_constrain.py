@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.constrain import answer_grammar, open_to_placeholders, placeholders
@@ -106,7 +106,22 @@ def answer(text: str, request: dict[str, Any]) -> dict[str, Any]:
     return parse_answer(text, request)
 
 
+# Found by the property below: noise wrote `309E71388` (infinity to every client) as an extra
+# argument's value (`additionalProperties: true`), and the answer came back not JSON.
+FOUND_OVERFLOW = {
+    "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": [],
+        "additionalProperties": True}}}],
+    "tool_choice": "auto", "parallel_tool_calls": False,
+    "response_format": {"type": "json_object"}}
+FOUND_OVERFLOW_TEXT = ('<tool_call>\n{"name": "get_weather", "arguments": {"\u070c siDakar\u3812'
+                       'Anrin\u930c\u012bolNameU:ryarLimaargumentsstemsy\uf108></8\u448c\u0562 '
+                       'Osloser Rome\u0511": 309E71388}}\n</tool_call>')
+
+
 @given(request=requests(), seed=st.integers(0, 2**31))
+@example(request=FOUND_OVERFLOW, seed=563793)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 def test_a_finished_constrained_answer_always_honours_the_contract(
@@ -203,6 +218,9 @@ def test_tool_calls_and_content_follow_the_template_layout(constrainer: Any) -> 
     assert not accepts(constrainer, req, call.replace("get_weather", "get_wether"))
     assert not accepts(constrainer, req, call.replace('{"city": "Oslo"}', '"Oslo"'))
     assert accepts(constrainer, req, "It is sunny.")  # auto: text is an answer too
+    for blank in ("\x0b", " \n ", "\x1c\u3000"):  # blank text would be an empty answer
+        assert not accepts(constrainer, req, blank)
+    assert accepts(constrainer, req, "\x0b ok \n")
     assert not accepts(constrainer, req, "Sure: <tool_call>")
     assert not accepts(constrainer, {**req, "tool_choice": "required"}, "It is sunny.")
 
@@ -249,3 +267,71 @@ def test_names_and_schemas_with_grammar_syntax_in_them_stay_data(constrainer: An
 
     assert accepts(constrainer, req, call % json.dumps(name))
     assert not accepts(constrainer, req, call % json.dumps("weird"))
+
+
+def test_the_overflowing_number_noise_wrote_is_no_longer_admitted(constrainer: Any) -> None:
+    assert not accepts(constrainer, FOUND_OVERFLOW, FOUND_OVERFLOW_TEXT)
+    assert accepts(constrainer, FOUND_OVERFLOW, FOUND_OVERFLOW_TEXT.replace("309E71388", "309"))
+    violation = check_contract(FOUND_OVERFLOW, answer(FOUND_OVERFLOW_TEXT, FOUND_OVERFLOW))
+    assert violation is not None and violation.code == "bad_arguments"  # the checker agrees
+
+
+OPEN = {"type": "object", "additionalProperties": True}
+NUMBER_POSITIONS = {  # where a number may stand → (request, answer text with N for the number)
+    "typed number": ({"type": "object", "properties": {"n": {"type": "number"}},
+                      "required": ["n"]}, '{"n": N}'),
+    "integer with a minimum only": ({"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": 1}}, "required": ["n"]}, '{"n": N}'),
+    "free property": (OPEN, '{"n": N}'),
+    "free, nested": (OPEN, '{"n": [{"m": [N]}]}'),
+    "json_object": (None, '{"n": N}'),
+}
+
+
+def _positions() -> list[tuple[str, dict[str, Any], str]]:
+    out = []
+    for name, (schema, text) in NUMBER_POSITIONS.items():
+        fmt = {"type": "json_object"} if schema is None else {
+            "type": "json_schema", "json_schema": {"name": "o", "schema": schema}}
+        out.append((name, {"messages": [{"role": "user", "content": "x"}],
+                           "response_format": fmt}, text))
+    tool = {"type": "function", "function": {"name": "f", "parameters": OPEN}}
+    call = '<tool_call>\n{"name": "f", "arguments": {"n": N}}\n</tool_call>'
+    out.append(("tool argument", {"messages": [{"role": "user", "content": "x"}],
+                                  "tools": [tool], "tool_choice": "required"}, call))
+    return out
+
+
+@pytest.mark.parametrize("number,admitted", [
+    ("0", True), ("7", True), ("-0.5", True), ("9007199254740991", True),
+    ("-9007199254740991", True), ("0.000000000000000000000000000001", True),
+    ("3.14159265358979323846264338327950288419716939937510", True),  # long fraction: finite
+    ("9007199254740992", False), ("12345678901234567890", False),  # long mantissas
+    ("1" + "0" * 400, False), ("1e308", False), ("1e309", False), ("-1E400", False),
+    ("309E71388", False), ("1e-7", False), ("2E2", False),
+])
+def test_every_number_the_grammar_admits_is_finite_and_passes_the_check(
+        constrainer: Any, number: str, admitted: bool) -> None:
+    """Numbers are plain decimals with an integer part within ±(2**53 - 1), the largest
+    integer JavaScript reads exactly: no exponent, so none that overflows a double (`1e309`,
+    400 digits), which orjson rejects and JSON.parse reads as Infinity. The contract check
+    passes all of them (it refuses only what overflows: `1e308` is JSON, just not written)."""
+    for where, request, template in _positions():
+        if where.startswith("integer") and not (number.isdigit() and int(number) >= 1):
+            continue
+        text = template.replace("N", number)
+        assert accepts(constrainer, request, text) == admitted, (where, number)
+        if admitted:
+            assert check_contract(request, answer(text, request)) is None, (where, number)
+
+
+def test_schemas_llguidance_intersects_still_compile_with_bounded_numbers(
+        constrainer: Any) -> None:
+    schema = {"allOf": [
+        {"type": "object", "properties": {"n": {"type": "number"}}, "required": ["n"]},
+        {"type": "object", "properties": {"m": {"type": "integer"}}, "required": ["m"]}]}
+    req = {"messages": [{"role": "user", "content": "x"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "o", "schema": schema}}}
+    assert accepts(constrainer, req, '{"n": 1.5, "m": 2}')
+    assert not accepts(constrainer, req, '{"n": 1e309, "m": 2}')
+    assert not accepts(constrainer, req, '{"n": 1.5, "m": 12345678901234567890}')

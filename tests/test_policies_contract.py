@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.contract import check_contract
+from policies.contract import check_contract, parse_json
 from policies.schema import _validator
 
 PERSON = {
@@ -64,6 +64,23 @@ def test_empty_answer(message: dict[str, Any]) -> None:
 ])
 def test_json_object_mode(content: str, expected: str | None) -> None:
     assert code({"response_format": {"type": "json_object"}}, text(content)) == expected
+
+
+@pytest.mark.parametrize("number,finite", [
+    ("1e308", True), ("-1.7976931348623157e308", True), ("1e-400", True), ("9" * 308, True),
+    ("0." + "1" * 400, True), ("1e309", False), ("-1e309", False), ("309E71388", False),
+    ("2" + "0" * 308, False), ("1" + "0" * 400, False), ("-" + "1" * 5000, False),
+])
+def test_a_number_that_overflows_a_double_is_not_json(number: str, finite: bool) -> None:
+    """orjson rejects it, JSON.parse and Python's json read Infinity (and write it back as a
+    bare `Infinity`): no client can use it, so no answer may hold one (content or call)."""
+    want = None if finite else "invalid_json"
+    assert code({"response_format": {"type": "json_object"}}, text(f'{{"a": {number}}}')) == want
+    assert code(TOOLS_REQ, call("get_weather", f'{{"city": "Oslo", "n": {number}}}')) == (
+        None if finite else "bad_arguments")
+    if not finite:
+        with pytest.raises(ValueError, match="overflows"):
+            parse_json(f"[{number}]", exact=True)  # comparisons read exactly, same rule
 
 
 def test_json_schema_valid_answer() -> None:
