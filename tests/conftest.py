@@ -1,11 +1,10 @@
-"""Shared fixtures: a loopback fake upstream, configs pointing at it, in-process clients."""
+"""Shared fixtures: a loopback fake upstream, client keys, an in-process client, the store
+on each engine, and torch on one thread. Helper functions live in `tests/helpers.py`."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from gateway.app import create_app  # noqa: E402
-from gateway.config import Config, parse_config  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
+from tests.helpers import KEY_A, KEY_B, METRICS_KEY, gateway_config, running_client  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -69,53 +67,12 @@ def fresh_upstream(upstream: FakeUpstream) -> FakeUpstream:
     return upstream
 
 
-def gateway_config(tmp_path: Path, upstream: FakeUpstream, **overrides: Any) -> Config:
-    data: dict[str, Any] = {
-        "server": {"api_keys_env": "SLIMGATE_TEST_KEYS",
-                   "metrics_keys_env": "SLIMGATE_TEST_METRICS_KEYS"},
-        "store": {"path": str(tmp_path / "slimgate.db")},
-        "models": [
-            {"name": "gpt-test", "provider": "openai", "base_url": upstream.base_url,
-             "model": "upstream-model", "api_key_env": "SLIMGATE_TEST_PROVIDER_KEY",
-             "timeout_s": 1.0, "max_retries": 2, "backoff_initial_s": 0.01},
-            {"name": "backup", "provider": "openai", "base_url": upstream.base_url,
-             "model": "backup-model", "timeout_s": 1.0, "max_retries": 0},
-            {"name": "with-fallback", "provider": "openai", "base_url": upstream.base_url,
-             "model": "primary-model", "max_retries": 0, "fallbacks": ["backup"],
-             "timeout_s": 1.0},
-        ],
-    }
-    for key, value in overrides.items():
-        data[key] = value
-    return parse_config(data)
-
-
-@asynccontextmanager
-async def running_client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process with its lifespan, and a client talking to it."""
-    app = create_app(config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-METRICS_KEY = "sk-metrics-test"
-METRICS_AUTH = {"authorization": f"Bearer {METRICS_KEY}"}
-
-
-TEST_KEY = "sk-gw-test-1"  # what the `keys` fixture returns
-# Its key id (sha256 hex, first 12 digits): the tenant of the tasks its requests reach.
-TEST_TENANT = hashlib.sha256(TEST_KEY.encode()).hexdigest()[:12]
-
-
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("SLIMGATE_TEST_KEYS", "sk-gw-test-1,sk-gw-test-2")
+    monkeypatch.setenv("SLIMGATE_TEST_KEYS", f"{KEY_A},{KEY_B}")
     monkeypatch.setenv("SLIMGATE_TEST_PROVIDER_KEY", "sk-provider-secret-123")
     monkeypatch.setenv("SLIMGATE_TEST_METRICS_KEYS", METRICS_KEY)
-    return "sk-gw-test-1"
+    return KEY_A
 
 
 @pytest.fixture

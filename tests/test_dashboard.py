@@ -23,9 +23,9 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.offline.local import free_port
 from gateway.report import routes as report_routes
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.test_report import SCRIPT, A, B, build_store
+from tests.helpers import gateway_config, running_client
+from tests.helpers_report import SCRIPT, A, B, build_store
 
 ADMIN = "sk-admin-test-1"
 ARTIFACTS = Path(__file__).parent / "artifacts"

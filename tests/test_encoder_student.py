@@ -14,20 +14,8 @@ from distill.encoder_student import EncoderStudent, can_express, train_encoder
 from distill.encoder_train import EncoderConfig
 from distill.loading import load_student, student_kind
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
+from tests.helpers_students import CITIES, HELD_OUT_CITIES, TIMER, WEATHER, request, tool_example
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object", "properties": {
-        "city": {"type": "string"}, "date": {"type": "string"}}}}}
-TIMER = {"type": "function", "function": {
-    "name": "set_timer", "parameters": {"type": "object", "properties": {
-        "minutes": {"type": "integer"}}}}}
-CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi", "Cairo", "Bern",
-          "Tunis", "Minsk", "Accra", "Doha", "Riga", "Sofia", "Kyiv", "Baku", "Male", "Suva"]
-HELD_OUT_CITIES = ["Lisbon", "Nairobi", "Ottawa", "Manila", "Bogota", "Tbilisi"]
-WEATHER_ASKS = ["What's the weather in {city} on {date}?", "Will it rain in {city} on {date}?",
-                "Forecast for {city}, {date} please.", "How warm is {city} going to be on {date}?"]
-TIMER_ASKS = ["Set a timer for {m} minutes.", "Remind me in {m} minutes.",
-              "{m} minute timer please."]
 LABELS = {"billing": ["I was charged twice for my plan", "The invoice amount is wrong",
                       "Please refund the extra payment", "My card was billed again"],
           "bug": ["The app crashes when I open settings", "Export fails with an error",
@@ -36,36 +24,12 @@ LABELS = {"billing": ["I was charged twice for my plan", "The invoice amount is 
                       "I cannot reset my email address", "Add a second user to my account"]}
 
 
-def tool_example(rng: random.Random, cities: list[str], slots: float = 0.0) -> dict[str, Any]:
-    """A weather or timer request; with probability `slots` its city and date are copy-slot
-    placeholders, as the copy-slot wrapper hands them to a student."""
-    if rng.random() < 0.5:
-        city, date = rng.choice(cities), f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-        if rng.random() < slots:
-            city, date = rng.sample(["<V1>", "<V2>", "<V3>"], 2)
-        text, name, args = rng.choice(WEATHER_ASKS).format(city=city, date=date), \
-            "get_weather", {"city": city, "date": date}
-    else:
-        m = rng.randint(2, 90)
-        text, name, args = rng.choice(TIMER_ASKS).format(m=m), "set_timer", {"minutes": m}
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": name, "arguments": json.dumps(args)}}
-    return {"messages": [{"role": "system", "content": "Call the right tool."},
-                         {"role": "user", "content": text}],
-            "tools": [WEATHER, TIMER], "response_format": None,
-            "answer": {"role": "assistant", "content": None, "tool_calls": [call]}}
-
-
 def label_example(rng: random.Random, label: str, text: str) -> dict[str, Any]:
     name = rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli"])
     return {"messages": [{"role": "system", "content": "Triage: billing, bug or account."},
                          {"role": "user", "content": f"{text}. Thanks, {name}"}],
             "tools": None, "response_format": None,
             "answer": {"role": "assistant", "content": label}}
-
-
-def request(example: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in example.items() if k != "answer" and v is not None}
 
 
 FAST = EncoderConfig(tune_layers=0, max_epochs=80)  # a frozen encoder: seconds on one core

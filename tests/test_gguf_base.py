@@ -14,7 +14,7 @@ import pytest
 
 from gateway.config import TrainingConfig
 from tests.gguf_files import tiny_gguf
-from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
+from tests.helpers_students import NOTIFY, SET_LEVEL, slotted
 
 pytest.importorskip("gguf")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -106,7 +106,7 @@ def test_the_pipeline_trains_a_gguf_candidate_into_a_registered_student(tmp_path
     from gateway.config import CandidateConfig
     from gateway.embed import SharedEmbedder
     from gateway.store.catalog import list_students
-    from tests.test_pipeline import store_with_task
+    from tests.helpers_students import store_with_task
 
     cfg, con, task = store_with_task(tmp_path, n=60)
     gguf, _ = tiny_gguf("llama", texts(), tmp_path / "tiny.gguf")

@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.config import TrainingConfig
 from policies.contract import check_contract
+from tests.helpers_students import NOTIFY, SET_LEVEL, slotted
 
 pytest.importorskip("llguidance")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-SET_LEVEL = {"type": "function", "function": {"name": "set_level", "parameters": {
-    "type": "object", "properties": {"level": {"type": "string", "enum": ["low", "high"]}},
-    "required": ["level"], "additionalProperties": False}}}
-NOTIFY = {"type": "function", "function": {"name": "notify", "parameters": {
-    "type": "object", "properties": {"who": {"type": "string"}}, "required": ["who"]}}}
-
-
-def slotted(i: int) -> dict[str, Any]:
-    """A copy-slotted example: the copied value is `<V1>` in the prompt and in the answer."""
-    if i % 2:
-        call = {"name": "notify", "arguments": json.dumps({"who": "<V1>"})}
-        prompt = "Tell <V1> about it."
-    else:
-        level = ["low", "high"][i % 4 // 2]
-        call = {"name": "set_level", "arguments": json.dumps({"level": level})}
-        prompt = f"Set the level to {level}."
-    return {"messages": [{"role": "user", "content": prompt}], "tools": [SET_LEVEL, NOTIFY],
-            "response_format": None,
-            "answer": {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c", "type": "function", "function": call}]}}
-
 
 def test_lora_student_with_copy_slots_answers_within_the_contract(tmp_path: Path) -> None:
     from distill.chat_format import conversation, render

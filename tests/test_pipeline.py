@@ -11,30 +11,9 @@ import pytest
 
 import distill.train
 from distill.pipeline import curate_task, distill_task, why_train
-from gateway.config import parse_config
 from gateway.embed import SharedEmbedder
-from gateway.offline.workload import generate, to_traces
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
-from gateway.store.migrations import connect
-
-
-def store_with_task(tmp_path: Path, n: int = 80) -> tuple[Any, Any, TaskRecord]:
-    cfg = parse_config({"store": {"path": str(tmp_path / "s.db")},
-                        "distill": {"students_dir": str(tmp_path / "students"),
-                                    "min_examples": 20, "heldout_percent": 20,
-                                    "candidates": [{"model": "scratch:tiny",
-                                                    "params": 2_000_000, "context": 1024}],
-                                    "training": {"max_seq_len": 64}}})
-    con = connect(cfg.store.path)
-    task = TaskRecord(id="t-triage", label="triage", kind="label",
-                      info={"prompt_tokens_p99": 300, "answer_tokens_p99": 4})
-    upsert_task(con, task)
-    rows = [(f"r{i}", time.time(), "chat/completions", "m", "teacher", "t-triage", 0,
-             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
-            for i, t in enumerate(to_traces(generate(n, seed=2, kinds=["ticket_triage"])))]
-    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
-                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-    return cfg, con, task
+from tests.helpers_students import store_with_task
 
 
 def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(

@@ -18,39 +18,28 @@ import pytest
 from gateway.cli import main
 from gateway.config import Config, TrainingConfig, load_config
 from gateway.registry import Registry
-from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
+from gateway.store.catalog import TaskRecord
 from gateway.store.migrations import connect
-from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
+from tests.helpers_students import (
+    ASK,
+    CITIES,
+    HELD_OUT_CITIES,
+    NOTIFY,
+    SET_LEVEL,
+    SIGNATURE,
+    register,
+    request,
+    slotted,
+    tool_example,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "students.md"
-METRICS = {"n": 40, "agree": 38, "agreement": 0.95, "lower": 0.834, "upper": 0.986,
-           "confidence": 0.95, "min_agreement": 0.8, "min_heldout": 30, "train_examples": 24,
-           "heldout_examples": 6, "requests": 30, "repeats_judged": 2, "data_hash": "d41d8",
-           "scrubbed": {"email": 3}, "answer_shape": "tools", "student_kind": "generative"}
-SIGNATURE = "notify,set_level|"
-ASK = {"messages": [{"role": "user", "content": "Where is my order?"}]}
-
-
 def doc_snippet(marker: str) -> str:
     """The python block after `<!-- marker -->` in docs/students.md."""
     text = DOCS.read_text(encoding="utf-8")
     after = text.split(f"<!-- {marker} -->", 1)[1]
     return after.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-def register(cfg: Config, task: TaskRecord, version: int, files: Path, status: str,
-             meta: dict[str, Any]) -> None:
-    registry = Registry(cfg.distill.students_dir)
-    d = registry.version_dir(task.id, version)
-    shutil.copytree(files, d)
-    registry.write_meta(d, {"task": task.id, "version": version, **meta})
-    con = connect(cfg.store)
-    upsert_task(con, task)
-    add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(d),
-                                   base_model=meta["base_model"], status=status,
-                                   metrics=METRICS))
-    con.close()
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +277,6 @@ def encoder_export(setup: tuple[Path, Config, Path]) -> tuple[Path, Path]:
 
     from distill.encoder_student import train_encoder
     from distill.encoder_train import EncoderConfig
-    from tests.test_encoder_student import CITIES, tool_example
 
     rng, tmp = random.Random(1), setup[2]
     info = train_encoder([tool_example(rng, CITIES) for _ in range(80)], tmp / "enc",
@@ -315,7 +303,6 @@ def test_encoder_export_is_a_plain_bert_with_heads_and_answers_as_served(
 
     from distill.encoder_heads import base_path
     from distill.encoder_student import EncoderStudent
-    from tests.test_encoder_student import HELD_OUT_CITIES, request, tool_example
 
     src, out = encoder_export
     card = (out / "README.md").read_text()

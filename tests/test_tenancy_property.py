@@ -31,9 +31,8 @@ from gateway.embed import SharedEmbedder
 from gateway.store.catalog import list_tasks
 from gateway.store.migrations import connect
 from gateway.task_ids import task_tenant
-from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import ScriptedStudent
+from tests.helpers import ScriptedStudent, gateway_config
 
 KEYS = {"A": "sk-gw-test-1", "B": "sk-gw-test-2"}
 KEY_IDS = {name: hashlib.sha256(k.encode()).hexdigest()[:12] for name, k in KEYS.items()}

@@ -23,10 +23,16 @@ from gateway.store.catalog import list_tasks
 from gateway.store.migrations import connect
 from gateway.task_assign import TaskAssigner
 from gateway.task_ids import task_tenant
-from tests.conftest import METRICS_AUTH, gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import ScriptedStudent
-from tests.test_security_tenancy import KEY_A, KEY_B, key_id, post_all
+from tests.helpers import (
+    KEY_A,
+    KEY_B,
+    METRICS_AUTH,
+    ScriptedStudent,
+    gateway_config,
+    key_id,
+    post_all,
+)
 
 A, B = key_id(KEY_A), key_id(KEY_B)
 SYSTEM = "You sort support tickets into billing, bug or other. Answer with JSON only."

@@ -14,8 +14,8 @@ from gateway.config import Config, parse_config
 from gateway.offline.trace_import import TraceImportError, import_traces
 from gateway.store.catalog import chat_exchanges
 from gateway.store.migrations import connect
+from tests.helpers import KEY_A, KEY_B, key_id
 from tests.pg import store_table
-from tests.test_security_tenancy import KEY_A, KEY_B, key_id
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}}]

@@ -13,8 +13,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import Config, TrainingConfig, load_config
 from gateway.store.catalog import TaskRecord
-from tests.test_lora_constrained import slotted
-from tests.test_students_export import ASK, SIGNATURE, register
+from tests.helpers_students import ASK, SIGNATURE, register, slotted
 from tests.vllm_server import skip_reason, vllm_python, vllm_server
 
 
