@@ -28,17 +28,20 @@ def no_installed_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gateway.config, "installed_candidates", lambda: [])
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Any]:
-    """all-MiniLM-L6-v2, loaded once per module, on one torch thread."""
-    import torch
+@pytest.fixture(autouse=True)
+def no_heap_freeze_in_process(request: pytest.FixtureRequest,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps started in this process skip the lifespan's `gc.freeze()`, as
+    `SLIMGATE_GC_FREEZE=0` would: its full collection walks the whole test process's heap
+    (torch and transformers once a test loaded them), 0.7-1.4 s per app start on a 2-core
+    machine against 0.05 s without, and the suite starts hundreds. Tests marked `gc_freeze`
+    keep it (tests/test_loop_lag.py checks the freeze); gateways run as processes (the
+    served tests) always freeze, as in production."""
+    if request.node.get_closest_marker("gc_freeze"):
+        return
+    from gateway.loop_lag import FrozenStartupHeap
 
-    from gateway.embed import Embedder
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other test runs share this small CPU
-    yield Embedder()
-    torch.set_num_threads(threads)
+    monkeypatch.setattr(FrozenStartupHeap, "freeze", lambda self: None)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,21 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def shared_embedder() -> Any:
+    """all-MiniLM-L6-v2 for the whole session (a `SharedEmbedder`: loaded on first use, once;
+    every test that embeds encodes with the same stateless model)."""
+    from gateway.embed import SharedEmbedder
+
+    return SharedEmbedder()
+
+
+@pytest.fixture(scope="module")
+def embedder(shared_embedder: Any, one_torch_thread: None) -> Any:
+    """The session's all-MiniLM-L6-v2 `Embedder`, used on one torch thread in this module."""
+    return shared_embedder.get()
 
 
 @pytest.fixture(scope="session")

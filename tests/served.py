@@ -13,6 +13,10 @@ import httpx
 from gateway.offline.local import gateway_toml
 
 ROOT = Path(__file__).resolve().parent.parent
+# How long a served gateway may take to become ready: a bound that keeps a broken start from
+# hanging the suite, not a measure (three replicas starting at once on a loaded 2-core
+# machine took over 60 s; quiet, one starts in 2-3 s).
+START_TIMEOUT_S = 300.0
 
 
 def start_upstream_process() -> tuple[subprocess.Popen[bytes], str]:
@@ -42,7 +46,7 @@ def start_gateway(cfg: Path, port: int, log: Path, env: dict[str, str]) -> subpr
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
             cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
         )
-    deadline = time.time() + 60
+    deadline = time.time() + START_TIMEOUT_S
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(log.read_text())

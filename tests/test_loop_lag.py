@@ -150,6 +150,7 @@ async def test_a_busy_loop_shows_as_lag_on_cpu(
         assert sample(await metrics(c), "slimgate_event_loop_lag_on_cpu_max_seconds") > 0.1
 
 
+@pytest.mark.gc_freeze
 @pytest.mark.parametrize("setting", ["1", "0"])
 async def test_the_startup_heap_is_frozen_while_serving(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, setting: str,

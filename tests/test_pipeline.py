@@ -17,7 +17,7 @@ from tests.helpers_students import store_with_task
 
 
 def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     cfg, con, task = store_with_task(tmp_path)
     def explode(train: list[Any], **kw: Any) -> None:
@@ -27,7 +27,7 @@ def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
     curated = curate_task(con, cfg, task)
     assert why_train(con, cfg, task, curated) is not None
     outcome = distill_task(con, cfg, task, curated, progress=False,
-                           embedder=SharedEmbedder(), encoder=False)  # the generative kind fails
+                           embedder=shared_embedder, encoder=False)  # the generative kind fails
     assert outcome.passed is False and "out of memory" in outcome.reason
     [student] = list_students(con, "t-triage")
     assert student.status == "error" and student.metrics["train_examples"] == len(curated.train)
@@ -52,7 +52,7 @@ def test_more_data_retrains_only_a_task_without_a_student_in_play(tmp_path: Path
 
 
 def test_the_registry_records_the_student_kind_and_its_copy_slots(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     import json
 
@@ -81,7 +81,7 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
     monkeypatch.setattr(distill.candidates, "fit_generative", fake_fit)
     curated = curate_task(con, cfg, task)
     outcome = distill_task(con, cfg, task, curated, progress=False,
-                           embedder=SharedEmbedder(), encoder=False)
+                           embedder=shared_embedder, encoder=False)
     assert outcome.version == 1 and outcome.metrics["student_kind"] == "generative"
     assert outcome.metrics["copy_coverage"] >= 0.9
     meta = json.loads((Registry(cfg.distill.students_dir).version_dir("t-orders", 1)
@@ -93,7 +93,7 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
 
 
 def test_a_near_miss_ends_the_run_before_dearer_candidates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     import distill.candidates
     from distill.evaluate import Evaluation
@@ -114,7 +114,7 @@ def test_a_near_miss_ends_the_run_before_dearer_candidates(
     monkeypatch.setattr(distill.candidates, "fit_generative", near_miss)
     curated = curate_task(con, cfg, task)
     outcome = distill_task(con, cfg, task, curated, progress=False,
-                           embedder=SharedEmbedder(), encoder=False)
+                           embedder=shared_embedder, encoder=False)
     assert trained == ["scratch:tiny"]  # the bigger candidate waits: shadow proves this one
     assert outcome.status == "near" and outcome.passed is False
     assert "near miss" in outcome.reason

@@ -105,8 +105,8 @@ def test_kill_9_loses_nothing_acknowledged_before_the_flush_window(
     async def load_then_kill() -> tuple[list[tuple[str, float]], float]:
         acked: list[tuple[str, float]] = []
         task = asyncio.create_task(blast(url, 100_000, concurrency, acked))
-        for _ in range(6000):  # in the middle of the load: once 2,000 replies are back
-            if len(acked) >= 2000 or task.done():
+        for _ in range(6000):  # in the middle of the load: once 1,000 replies are back
+            if len(acked) >= 1000 or task.done():
                 break
             await asyncio.sleep(0.05)
         killed_at = time.time()
@@ -115,7 +115,7 @@ def test_kill_9_loses_nothing_acknowledged_before_the_flush_window(
 
     acked, killed_at = asyncio.run(load_then_kill())
     gw.wait(10)
-    assert len(acked) >= 2000
+    assert len(acked) >= 1000
     con = sqlite3.connect(tmp_path / "store.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = {r[0] for r in con.execute("SELECT request_id FROM exchanges")}

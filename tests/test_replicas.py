@@ -32,7 +32,7 @@ from gateway.offline.local import wait_ready as local_wait_ready
 from gateway.store.migrations import connect
 from gateway.store.stages import set_pin
 from tests.pg import pg_database
-from tests.served import ROOT, start_upstream_process
+from tests.served import ROOT, START_TIMEOUT_S, start_upstream_process
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """`gateway.offline.local.wait_ready`, with the replica's log in the failure."""
     try:
-        local_wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        local_wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=START_TIMEOUT_S)
     except RuntimeError as e:
         raise RuntimeError(f"{e}:\n{log.read_text()}") from None
 
@@ -227,10 +227,10 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
         procs.extend(workers)
         for i, (proc, port) in enumerate(zip(gw, ports, strict=True)):
             wait_ready(proc, port, tmp_path / f"gw{i}.log")
-        assert wait_for(w_logs[0], leads(workers[0]), 60), w_logs[0].read_text()
+        assert wait_for(w_logs[0], leads(workers[0]), START_TIMEOUT_S), w_logs[0].read_text()
         workers.append(start(["worker", "--config", str(workers_cfg)], w_logs[1]))
         procs.append(workers[1])
-        assert wait_for(w_logs[1], "stands by", 60), w_logs[1].read_text()
+        assert wait_for(w_logs[1], "stands by", START_TIMEOUT_S), w_logs[1].read_text()
 
         clients = [openai.OpenAI(base_url=f"http://127.0.0.1:{p}/v1", api_key=KEY, max_retries=0,
                                  timeout=20) for p in ports]

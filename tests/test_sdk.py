@@ -20,6 +20,7 @@ import pytest
 
 from gateway.offline.local import free_port, wait_ready
 from tests.fake_upstream import FakeUpstream
+from tests.served import START_TIMEOUT_S
 
 KEY = "sk-gw-sdk-test"
 PROVIDER_KEY = "sk-provider-planted-777"
@@ -67,7 +68,7 @@ embedded = false  # these tests are about the wire protocol; the loop has its ow
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base + "/readyz", proc)
+        wait_ready(base + "/readyz", proc, timeout_s=START_TIMEOUT_S)
     except RuntimeError:
         proc.kill()
         raise RuntimeError((tmp / "gateway.log").read_text()) from None
