@@ -56,6 +56,37 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+# Training steps of the fixed-answer student. Seeded, on one thread, a count of steps gives
+# the same student however loaded the machine (a time budget gave a loaded machine fewer
+# steps): 40 pass every test that loads it, 25 do not; 60 for margin.
+FIXED_ANSWER_STEPS = 60
+
+
+@pytest.fixture(scope="session")
+def fixed_answer_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch:tiny student trained on `helpers_students.fixed_answer_examples`, saved once
+    per session: tests load it from this directory and never write to it."""
+    import torch
+
+    from distill.train import train_student
+    from gateway.config import TrainingConfig
+    from tests.helpers_students import fixed_answer_examples
+
+    out = tmp_path_factory.mktemp("fixed-answer-student")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # other test runs share this small CPU
+    try:
+        # Steps, not seconds, end the training: a loaded machine must not get a weaker student.
+        report = train_student(fixed_answer_examples(), base_model="scratch:tiny", out_dir=out,
+                               cfg=TrainingConfig(time_budget_s=3600, max_steps=FIXED_ANSWER_STEPS,
+                                                  batch_size=8), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    print(f"\nfixed-answer student: {report.steps} steps in {report.seconds:.1f}s, loss "
+          f"{report.first_loss:.2f} -> {report.final_loss:.3f}, stopped by {report.stopped_by}")
+    return out
+
+
 @pytest.fixture(scope="session")
 def shared_embedder() -> Any:
     """all-MiniLM-L6-v2 for the whole session (a `SharedEmbedder`: loaded on first use, once;

@@ -48,6 +48,37 @@ def tool_and_json_examples(n: int = 32) -> list[dict[str, Any]]:
     return out
 
 
+# --- two tasks with one fixed answer each: what a few steps learn to the token -----------------
+
+TEN_CITIES = [*_FEW_CITIES, "Cairo", "Bern"]
+
+
+def weather_request(city: str) -> dict[str, Any]:
+    """A tool request the fixed-answer student answers with get_weather(Paris)."""
+    return {"messages": [{"role": "user", "content": f"Weather in {city}?"}],
+            "tools": [CITY_WEATHER]}
+
+
+def check_request(city: str) -> dict[str, Any]:
+    """A JSON request the fixed-answer student answers with {"ok": true}."""
+    return {"messages": [{"role": "system", "content": "Check the city."},
+                         {"role": "user", "content": city}],
+            "response_format": {"type": "json_object"}}
+
+
+def fixed_answer_examples() -> list[dict[str, Any]]:
+    """Two trivially learnable tasks, one fixed answer each, over TEN_CITIES three times."""
+    call = {"id": "c", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    out = []
+    for city in TEN_CITIES * 3:
+        out.append({**weather_request(city), "response_format": None,
+                    "answer": {"role": "assistant", "content": None, "tool_calls": [call]}})
+        out.append({**check_request(city), "tools": None,
+                    "answer": {"role": "assistant", "content": '{"ok": true}'}})
+    return out
+
+
 # --- copy-slotted examples: the copied value is `<V1>` --------------------------------------
 
 SET_LEVEL = {"type": "function", "function": {"name": "set_level", "parameters": {
