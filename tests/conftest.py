@@ -88,6 +88,22 @@ def fixed_answer_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`helpers_students.train_tiny_lora`, once per session (a `TinyLora`): tests read the
+    base and the adapter, never write to them."""
+    import torch
+
+    from tests.helpers_students import train_tiny_lora
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_tiny_lora(tmp_path_factory.mktemp("tiny-lora"))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def shared_embedder() -> Any:
     """all-MiniLM-L6-v2 for the whole session (a `SharedEmbedder`: loaded on first use, once;
     every test that embeds encodes with the same stateless model)."""

@@ -10,7 +10,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -103,6 +103,30 @@ def slotted(i: int) -> dict[str, Any]:
             "response_format": None,
             "answer": {"role": "assistant", "content": None, "tool_calls": [
                 {"id": "c", "type": "function", "function": call}]}}
+
+
+class TinyLora(NamedTuple):
+    """A tiny local Llama (`base`, standing for a pretrained candidate) and a LoRA adapter
+    trained on it (`adapter`); `method`: how train_student trained it."""
+
+    base: Path
+    adapter: Path
+    method: str
+
+
+def train_tiny_lora(out: Path) -> TinyLora:
+    """Build the tiny Llama on 24 slotted examples (seed 1) in `out/base` and train a LoRA
+    adapter on them for 4 steps of 8 in `out/adapter`."""
+    from distill.chat_format import conversation, render
+    from distill.scratch import build_scratch
+    from distill.train import train_student
+    from gateway.config import TrainingConfig
+
+    data = [slotted(i) for i in range(24)]
+    build_scratch("tiny", [render(*conversation(ex)) for ex in data], out / "base", seed=1)
+    report = train_student(data, base_model=str(out / "base"), out_dir=out / "adapter",
+                           cfg=TrainingConfig(max_steps=4, batch_size=8), progress=False)
+    return TinyLora(out / "base", out / "adapter", report.method)
 
 
 # --- weather and timer tool calls with copied arguments (the encoder student's task) ---------
