@@ -33,6 +33,9 @@ def label_example(rng: random.Random, label: str, text: str) -> dict[str, Any]:
 
 
 FAST = EncoderConfig(tune_layers=0, max_epochs=80)  # a frozen encoder: seconds on one core
+# Epochs (or the loss) end the tests' trainings, never the clock: a budget far past them keeps
+# a loaded machine from getting a weaker student.
+BUDGET_S = 3600
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def tool_student(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: Non
     rng = random.Random(1)
     out = tmp_path_factory.mktemp("encoder-tools")
     info = train_encoder([tool_example(rng, CITIES, slots=0.3) for _ in range(160)], out,
-                         budget_s=60, seed=0, cfg=FAST)
+                         budget_s=BUDGET_S, seed=0, cfg=FAST)
     (out / "slimgate.json").write_text(json.dumps({"task": "t", "version": 1, **info}))
     return out, info
 
@@ -99,7 +102,7 @@ def test_label_task_gets_held_out_labels_right(tmp_path: Path, one_torch_thread:
     rng = random.Random(2)
     pairs = [(label, text) for label, texts in LABELS.items() for text in texts]
     train = [label_example(rng, *pairs[i % len(pairs)]) for i in range(72)]
-    info = train_encoder(train, tmp_path, budget_s=40, seed=0, cfg=FAST)
+    info = train_encoder(train, tmp_path, budget_s=BUDGET_S, seed=0, cfg=FAST)
     assert info["expressible"] == 1.0
     student = EncoderStudent.load(tmp_path)
     held = [label_example(random.Random(9), label, text) for label, text in pairs]

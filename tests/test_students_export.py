@@ -277,7 +277,8 @@ def encoder_export(setup: tuple[Path, Config, Path]) -> tuple[Path, Path]:
 
     rng, tmp = random.Random(1), setup[2]
     info = train_encoder([tool_example(rng, CITIES) for _ in range(80)], tmp / "enc",
-                         budget_s=30, seed=0, cfg=EncoderConfig(tune_layers=1, max_epochs=40))
+                         budget_s=3600,  # epochs end it, not the clock (a loaded machine)
+                         seed=0, cfg=EncoderConfig(tune_layers=1, max_epochs=40))
     task = TaskRecord(id="t-enc", label="weather or timer", kind="tool_call",
                       info={"signature": "get_weather,set_timer|"})
     register(setup[1], task, 1, tmp / "enc", "passed", {
