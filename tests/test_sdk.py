@@ -90,7 +90,7 @@ def sdk(served: tuple[str, Path, FakeUpstream]) -> openai.OpenAI:
 
 
 def recorded(db: Path, request_id: str) -> dict:
-    for _ in range(100):
+    for _ in range(1200):  # up to a minute: the recorder writes in the background
         con = sqlite3.connect(db)
         con.row_factory = sqlite3.Row
         row = con.execute("SELECT * FROM exchanges WHERE request_id = ?", (request_id,)).fetchone()
