@@ -1,5 +1,7 @@
 """Shared fixtures: a loopback fake upstream, client keys, an in-process client, the store
-on each engine, and torch on one thread. Helper functions live in `tests/helpers.py`."""
+on each engine, torch on one thread, and what is built once per session (the MiniLM
+embedder, a fixed-answer student, a tiny LoRA student). Helper functions live in
+`tests/helpers*.py`."""
 
 from __future__ import annotations
 
