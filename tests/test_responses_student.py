@@ -43,8 +43,8 @@ async def test_student_answers_a_responses_request_whole_and_streamed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent()
-    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary",
-                       policy={"primary_audit_rate": 0.0})  # no audit: the teacher is unasked
+    app, _ = await app_with_student(  # no audit: the teacher is unasked
+        tmp_path, fresh_upstream, student, "primary", policy={"primary_audit_rate": 0.0})
     whole, streamed = await _serve(app, keys, [
         ("/v1/responses", RESPONSES_BODY), ("/v1/responses", {**RESPONSES_BODY, "stream": True})])
     assert whole.status_code == 200 and whole.headers["x-slimgate-backend"] == "student"
@@ -97,7 +97,7 @@ async def test_one_task_mixes_both_apis_and_responses_traffic_is_shadowed(
 ) -> None:
     student = ScriptedStudent()
     app, cfg = await app_with_student(tmp_path, fresh_upstream, student, "shadow",
-                         policy={"shadow_rate": 1.0})
+                                      policy={"shadow_rate": 1.0})
     chat, resp = await _serve(app, keys, [("/v1/chat/completions", JSON_BODY),
                                           ("/v1/responses", RESPONSES_BODY)])
     assert chat.headers["x-slimgate-task"] == resp.headers["x-slimgate-task"] == "t-orders"

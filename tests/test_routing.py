@@ -129,7 +129,7 @@ async def test_audit_compares_a_student_served_answer_with_the_teacher(
 ) -> None:
     student = ScriptedStudent(content='{"echo": "something else"}')
     app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary",
-                       policy={"primary_audit_rate": 1.0})
+                                    policy={"primary_audit_rate": 1.0})
     [r] = await serve_chats(app, keys, [JSON_BODY])
     assert r.headers["x-slimgate-backend"] == "student"
     [cmp] = db_rows("SELECT * FROM comparisons")

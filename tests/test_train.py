@@ -55,8 +55,7 @@ def test_train_student_scratch_saves_a_full_model(tmp_path: Path) -> None:
 
     cfg = TrainingConfig(max_steps=8, batch_size=8, time_budget_s=120)
     report = train_student(tool_and_json_examples(), base_model="scratch:tiny", cfg=cfg,
-                           out_dir=tmp_path,
-                           progress=False)
+                           out_dir=tmp_path, progress=False)
     assert (report.steps, report.stopped_by, report.method) == (8, "steps", "full")
     assert report.final_loss < report.first_loss
     assert report.trainable_params == report.total_params > 500_000
@@ -73,7 +72,8 @@ def test_time_budget_and_epochs_stop_training(tmp_path: Path) -> None:
                           out_dir=tmp_path / "t",
                           cfg=TrainingConfig(time_budget_s=0.5, max_steps=10_000),
                           progress=False)
-    assert timed.stopped_by == "time" and 1 <= timed.steps < 50
+    # the clock, not the 10,000 steps, ended it (how many steps fit in 0.5 s is the machine's)
+    assert timed.stopped_by == "time" and 1 <= timed.steps < 10_000
     short = train_student(tool_and_json_examples(8), base_model="scratch:tiny",
                           out_dir=tmp_path / "e",
                           cfg=TrainingConfig(epochs=2, batch_size=4, max_steps=1000),
