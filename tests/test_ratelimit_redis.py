@@ -155,7 +155,7 @@ async def test_two_gateways_share_the_limit(
 def test_two_served_gateways_share_the_limit(tmp_path: Path, prefix: str) -> None:
     import httpx
 
-    from tests.served import start_gateway, start_upstream_process, write_config
+    from tests.served import spawn_gateway, start_upstream_process, wait_ready, write_config
 
     upstream, url = start_upstream_process()
     procs = [upstream]
@@ -164,12 +164,16 @@ def test_two_served_gateways_share_the_limit(tmp_path: Path, prefix: str) -> Non
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             port = free_port()
+            while port in ports:  # neither is listening yet: the OS may offer a port twice
+                port = free_port()
             cfg = write_config(tmp_path / name, url, port, extra=(
                 "[worker]\nembedded = false\n\n[server.rate_limit]\nrequests_per_minute = 3\n"
                 f'redis_url = "{REDIS_URL}"\nredis_prefix = "{prefix}"\n'))
-            procs.append(start_gateway(cfg, port, tmp_path / name / "gw.log",
+            procs.append(spawn_gateway(cfg, tmp_path / name / "gw.log",
                                        {"SERVED_TEST_KEYS": "sk-served-1"}))
             ports.append(port)
+        for name, proc, port in zip(("a", "b"), procs[1:], ports, strict=True):
+            wait_ready(proc, port, tmp_path / name / "gw.log")  # both started together
         codes = [httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
                             json={**chat("x"), "model": "m"},
                             headers={"authorization": "Bearer sk-served-1"},
