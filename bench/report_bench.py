@@ -17,23 +17,23 @@ sys.path.insert(0, str(ROOT))  # the test suite's row builders
 
 from gateway.report import build_report, render_html  # noqa: E402
 from gateway.store.db import connect  # noqa: E402
-from tests.test_report import NOW, T0, _comparison, _exchange, _ins  # noqa: E402
+from tests.helpers_report import NOW, T0, comparison_row, exchange_row, insert_row  # noqa: E402
 
 
 def build_store(path: str, exchanges: int = 100_000, comparisons: int = 10_000) -> None:
     con = connect(path)
     con.execute("BEGIN")
     for k in range(5):
-        _ins(con, "tasks", {"id": f"t{k}", "label": f"task {k}", "kind": "json", "info": "{}",
-                            "created_at": T0, "updated_at": T0, "stage": "canary",
-                            "student_version": 1})
-    cols = list(_exchange(0, "t0", T0))
+        insert_row(con, "tasks", {"id": f"t{k}", "label": f"task {k}", "kind": "json",
+                                  "info": "{}", "created_at": T0, "updated_at": T0,
+                                  "stage": "canary", "student_version": 1})
+    cols = list(exchange_row(0, "t0", T0))
     con.executemany(
         f"INSERT INTO exchanges ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-        [list(_exchange(i, f"t{i % 5}", T0 + i * 0.36, backend="student" if i % 3 == 0
-                        else "teacher").values()) for i in range(exchanges)],
+        [list(exchange_row(i, f"t{i % 5}", T0 + i * 0.36, backend="student" if i % 3 == 0
+                           else "teacher").values()) for i in range(exchanges)],
     )
-    rows = [_comparison(f"t{i % 5}", 1, "audit", T0 + i * 3.6, f"t{i % 5}-{i}", i % 9 != 0)
+    rows = [comparison_row(f"t{i % 5}", 1, "audit", T0 + i * 3.6, f"t{i % 5}-{i}", i % 9 != 0)
             for i in range(comparisons)]
     marks = ", ".join("?" for _ in rows[0])
     con.executemany(f"INSERT INTO comparisons ({', '.join(rows[0])}) VALUES ({marks})",

@@ -28,7 +28,7 @@ CONCURRENCY = (1, 8, 32)
 
 
 def request(i: int) -> dict[str, Any]:
-    from tests.test_lora_constrained import NOTIFY, SET_LEVEL
+    from tests.helpers_students import NOTIFY, SET_LEVEL
 
     return {"model": "bench", "max_tokens": 48, "tools": [SET_LEVEL, NOTIFY],
             "messages": [{"role": "user", "content": f"Tell <V1> about ticket {i}."}],
@@ -43,7 +43,7 @@ def build(out: Path) -> Path:
     from distill.scratch import build_scratch
     from distill.train import train_student
     from gateway.config import TrainingConfig
-    from tests.test_lora_constrained import slotted
+    from tests.helpers_students import slotted
 
     torch.set_num_threads(1)
     data = [slotted(i) for i in range(64)]

@@ -1,24 +1,31 @@
-"""Shared fixtures: a loopback fake upstream, configs pointing at it, in-process clients."""
+"""Shared fixtures: a loopback fake upstream, client keys, an in-process client, the store
+on each engine, torch on one thread, and what is built once per session (the MiniLM
+embedder, a fixed-answer student, a tiny LoRA student). Helper functions live in
+`tests/helpers*.py`."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
+
+# Hypothesis fails an example that runs past 200 ms by default: a timed assertion that a
+# loaded machine trips (seen: test_policies_contract's hostile inputs, load ~6). Properties
+# assert behaviour; how long an example takes is not part of it.
+settings.register_profile("slimgate", deadline=None)
+settings.load_profile("slimgate")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from gateway.app import create_app  # noqa: E402
-from gateway.config import Config, parse_config  # noqa: E402
 from tests.fake_upstream import FakeUpstream  # noqa: E402
+from tests.helpers import KEY_A, KEY_B, METRICS_KEY, gateway_config, running_client  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -30,17 +37,20 @@ def no_installed_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gateway.config, "installed_candidates", lambda: [])
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Any]:
-    """all-MiniLM-L6-v2, loaded once per module, on one torch thread."""
-    import torch
+@pytest.fixture(autouse=True)
+def no_heap_freeze_in_process(request: pytest.FixtureRequest,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps started in this process skip the lifespan's `gc.freeze()`, as
+    `SLIMGATE_GC_FREEZE=0` would: its full collection walks the whole test process's heap
+    (torch and transformers once a test loaded them), 0.7-1.4 s per app start on a 2-core
+    machine against 0.05 s without, and the suite starts hundreds. Tests marked `gc_freeze`
+    keep it (tests/test_loop_lag.py checks the freeze); gateways run as processes (the
+    served tests) always freeze, as in production."""
+    if request.node.get_closest_marker("gc_freeze"):
+        return
+    from gateway.loop_lag import FrozenStartupHeap
 
-    from gateway.embed import Embedder
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other test runs share this small CPU
-    yield Embedder()
-    torch.set_num_threads(threads)
+    monkeypatch.setattr(FrozenStartupHeap, "freeze", lambda self: None)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +63,68 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Training steps of the fixed-answer student. Seeded, on one thread, a count of steps gives
+# the same student however loaded the machine (a time budget gave a loaded machine fewer
+# steps): 40 pass every test that loads it, 25 do not; 60 for margin.
+FIXED_ANSWER_STEPS = 60
+
+
+@pytest.fixture(scope="session")
+def fixed_answer_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch:tiny student trained on `helpers_students.fixed_answer_examples`, saved once
+    per session: tests load it from this directory and never write to it."""
+    import torch
+
+    from distill.train import train_student
+    from gateway.config import TrainingConfig
+    from tests.helpers_students import fixed_answer_examples
+
+    out = tmp_path_factory.mktemp("fixed-answer-student")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # other test runs share this small CPU
+    try:
+        # Steps, not seconds, end the training: a loaded machine must not get a weaker student.
+        report = train_student(fixed_answer_examples(), base_model="scratch:tiny", out_dir=out,
+                               cfg=TrainingConfig(time_budget_s=3600, max_steps=FIXED_ANSWER_STEPS,
+                                                  batch_size=8), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    print(f"\nfixed-answer student: {report.steps} steps in {report.seconds:.1f}s, loss "
+          f"{report.first_loss:.2f} -> {report.final_loss:.3f}, stopped by {report.stopped_by}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`helpers_students.train_tiny_lora`, once per session (a `TinyLora`): tests read the
+    base and the adapter, never write to them."""
+    import torch
+
+    from tests.helpers_students import train_tiny_lora
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_tiny_lora(tmp_path_factory.mktemp("tiny-lora"))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def shared_embedder() -> Any:
+    """all-MiniLM-L6-v2 for the whole session (a `SharedEmbedder`: loaded on first use, once;
+    every test that embeds encodes with the same stateless model)."""
+    from gateway.embed import SharedEmbedder
+
+    return SharedEmbedder()
+
+
+@pytest.fixture(scope="module")
+def embedder(shared_embedder: Any, one_torch_thread: None) -> Any:
+    """The session's all-MiniLM-L6-v2 `Embedder`, used on one torch thread in this module."""
+    return shared_embedder.get()
 
 
 @pytest.fixture(scope="session")
@@ -69,53 +141,12 @@ def fresh_upstream(upstream: FakeUpstream) -> FakeUpstream:
     return upstream
 
 
-def gateway_config(tmp_path: Path, upstream: FakeUpstream, **overrides: Any) -> Config:
-    data: dict[str, Any] = {
-        "server": {"api_keys_env": "SLIMGATE_TEST_KEYS",
-                   "metrics_keys_env": "SLIMGATE_TEST_METRICS_KEYS"},
-        "store": {"path": str(tmp_path / "slimgate.db")},
-        "models": [
-            {"name": "gpt-test", "provider": "openai", "base_url": upstream.base_url,
-             "model": "upstream-model", "api_key_env": "SLIMGATE_TEST_PROVIDER_KEY",
-             "timeout_s": 1.0, "max_retries": 2, "backoff_initial_s": 0.01},
-            {"name": "backup", "provider": "openai", "base_url": upstream.base_url,
-             "model": "backup-model", "timeout_s": 1.0, "max_retries": 0},
-            {"name": "with-fallback", "provider": "openai", "base_url": upstream.base_url,
-             "model": "primary-model", "max_retries": 0, "fallbacks": ["backup"],
-             "timeout_s": 1.0},
-        ],
-    }
-    for key, value in overrides.items():
-        data[key] = value
-    return parse_config(data)
-
-
-@asynccontextmanager
-async def running_client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process with its lifespan, and a client talking to it."""
-    app = create_app(config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-METRICS_KEY = "sk-metrics-test"
-METRICS_AUTH = {"authorization": f"Bearer {METRICS_KEY}"}
-
-
-TEST_KEY = "sk-gw-test-1"  # what the `keys` fixture returns
-# Its key id (sha256 hex, first 12 digits): the tenant of the tasks its requests reach.
-TEST_TENANT = hashlib.sha256(TEST_KEY.encode()).hexdigest()[:12]
-
-
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("SLIMGATE_TEST_KEYS", "sk-gw-test-1,sk-gw-test-2")
+    monkeypatch.setenv("SLIMGATE_TEST_KEYS", f"{KEY_A},{KEY_B}")
     monkeypatch.setenv("SLIMGATE_TEST_PROVIDER_KEY", "sk-provider-secret-123")
     monkeypatch.setenv("SLIMGATE_TEST_METRICS_KEYS", METRICS_KEY)
-    return "sk-gw-test-1"
+    return KEY_A
 
 
 @pytest.fixture

@@ -13,6 +13,10 @@ import httpx
 from gateway.offline.local import gateway_toml
 
 ROOT = Path(__file__).resolve().parent.parent
+# How long a served gateway may take to become ready: a bound that keeps a broken start from
+# hanging the suite, not a measure (three replicas starting at once on a loaded 2-core
+# machine took over 60 s; quiet, one starts in 2-3 s).
+START_TIMEOUT_S = 300.0
 
 
 def start_upstream_process() -> tuple[subprocess.Popen[bytes], str]:
@@ -36,21 +40,35 @@ def write_config(tmp: Path, upstream: str, port: int, extra_store: str = "",
     return cfg
 
 
-def start_gateway(cfg: Path, port: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn_gateway(cfg: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`slimgate serve --config cfg`, its output in `log`; not waited for (see `wait_ready`)."""
     with open(log, "ab") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
             cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
         )
-    deadline = time.time() + 60
+
+
+def start_gateway(cfg: Path, port: int, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`spawn_gateway`, then `wait_ready`."""
+    proc = spawn_gateway(cfg, log, env)
+    wait_ready(proc, port, log)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Until the gateway on `port` answers /readyz; killed, with its log raised, if it exits
+    or START_TIMEOUT_S passes."""
+    deadline = time.time() + START_TIMEOUT_S
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(log.read_text())
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     proc.kill()
     raise RuntimeError("gateway did not become ready:\n" + log.read_text())
 

@@ -9,9 +9,8 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import JSON_BODY, ScriptedStudent, add_task
+from tests.helpers import JSON_BODY, ScriptedStudent, add_task, gateway_config
 
 
 @pytest.fixture

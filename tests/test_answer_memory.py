@@ -21,9 +21,8 @@ from gateway.config import Config
 from gateway.store.catalog import TaskRecord
 from gateway.store.db import connect
 from gateway.store.memory import memory_changes, memory_tracks
-from tests.conftest import TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import SYSTEM, _serve, add_task
+from tests.helpers import SYSTEM, TEST_TENANT, add_task, gateway_config, serve_chats
 
 # A small gate so a test walks every stage with tens of requests; the rules are the defaults'.
 POLICY = {"min_agreement": 0.8, "confidence": 0.9, "min_heldout": 10, "min_live": 20,
@@ -84,19 +83,19 @@ async def test_repeats_walk_the_memory_to_primary_and_are_answered_from_it(
     add_task(cfg.store.path, "observe")
     app = _app(cfg)
     book = MemoryBook()
-    await _serve(app, keys, [order(i) for i in range(20)] * 2)  # the teacher answers all
+    await serve_chats(app, keys, [order(i) for i in range(20)] * 2)  # the teacher answers all
     changes = tick(cfg, book)
     assert track(cfg) == ("shadow", 0, 20), changes  # 20 replays, all agreeing
-    await _serve(app, keys, [order(i) for i in range(20)])
+    await serve_chats(app, keys, [order(i) for i in range(20)])
     tick(cfg, book)
     assert track(cfg)[:2] == ("canary", 0)  # shadow's first look: 20 live replays
-    served = await _serve(app, keys, [order(i) for i in range(20)] * 2)
+    served = await serve_chats(app, keys, [order(i) for i in range(20)] * 2)
     by = {r.headers["x-slimgate-backend"] for r in served}
     assert by == {"student", "teacher"}  # a 50% canary, split by conversation
     tick(cfg, book)
     assert track(cfg)[:2] == ("primary", 0)
     fresh_upstream.requests.clear()
-    [again, new] = await _serve(app, keys, [order(3), order(99)])
+    [again, new] = await serve_chats(app, keys, [order(3), order(99)])
     assert again.headers["x-slimgate-backend"] == "student"
     # the teacher's own words, as it wrote them
     assert again.json()["choices"][0]["message"]["content"] == '{"echo":"order 3"}'
@@ -119,7 +118,7 @@ async def test_repeats_walk_the_memory_to_primary_and_are_answered_from_it(
     assert memory_text(tracks["t-orders"], cfg, TaskRecord("t-orders", "orders", "json")) == \
         "primary, 20 answers"
     # Another tenant asking the very same thing never reaches this tenant's memory.
-    [other] = await _serve(app, "sk-gw-test-2", [order(3)])
+    [other] = await serve_chats(app, "sk-gw-test-2", [order(3)])
     assert other.headers["x-slimgate-backend"] == "teacher"
     assert "x-slimgate-task" not in other.headers
 
@@ -130,10 +129,10 @@ async def test_a_disagreeing_audit_withdraws_the_answer(
     cfg = gateway_config(tmp_path, fresh_upstream, policy=POLICY)
     add_task(cfg.store.path, "observe")
     app, book = _app(cfg), MemoryBook()
-    await _serve(app, keys, [order(i) for i in range(20)] * 2)
+    await serve_chats(app, keys, [order(i) for i in range(20)] * 2)
     tick(cfg, book)
     _force_primary(cfg)
-    [served] = await _serve(app, keys, [order(5)])
+    [served] = await serve_chats(app, keys, [order(5)])
     assert served.headers["x-slimgate-backend"] == "student"
     [rid] = [r["request_id"] for r in db_rows(cfg, "SELECT request_id FROM exchanges "
                                                     "WHERE student_version = 0")]
@@ -143,12 +142,12 @@ async def test_a_disagreeing_audit_withdraws_the_answer(
                 (time.time(), rid))
     con.close()
     tick(cfg, book)
-    [after, kept] = await _serve(app, keys, [order(5), order(6)])
+    [after, kept] = await serve_chats(app, keys, [order(5), order(6)])
     assert after.headers["x-slimgate-backend"] == "teacher"  # withdrawn for good
     assert kept.headers["x-slimgate-backend"] == "student"
-    await _serve(app, keys, [order(5)])  # the teacher answers it again the same way...
+    await serve_chats(app, keys, [order(5)])  # the teacher answers it again the same way...
     tick(cfg, book)
-    [still] = await _serve(app, keys, [order(5)])
+    [still] = await serve_chats(app, keys, [order(5)])
     assert still.headers["x-slimgate-backend"] == "teacher"  # ...but it is not learnt again
 
 

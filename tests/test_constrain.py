@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.constrain import answer_grammar, open_to_placeholders, placeholders
 from policies.contract import check_contract
-from tests.test_train import WEATHER, examples
+from tests.helpers_students import CITY_WEATHER, tool_and_json_examples
 
 pytest.importorskip("llguidance")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,7 +68,8 @@ def constrainer() -> Any:
     from distill.constrained import Constrainer
     from distill.scratch import train_tokenizer
 
-    tok = train_tokenizer([render(*conversation(ex)) for ex in examples()], vocab_size=600)
+    texts = [render(*conversation(ex)) for ex in tool_and_json_examples()]
+    tok = train_tokenizer(texts, vocab_size=600)
     return Constrainer(tok, stop_token_ids(tok)), tok
 
 
@@ -146,7 +147,7 @@ def test_a_finished_constrained_answer_always_honours_the_contract(
 
 
 def test_random_logits_mostly_finish_so_the_property_is_not_vacuous(constrainer: Any) -> None:
-    req = {"messages": [{"role": "user", "content": "x"}], "tools": [WEATHER],
+    req = {"messages": [{"role": "user", "content": "x"}], "tools": [CITY_WEATHER],
            "tool_choice": "required"}
     finished = [random_answer(constrainer, req, seed)[1] for seed in range(12)]
     assert sum(finished) >= 8
@@ -154,7 +155,7 @@ def test_random_logits_mostly_finish_so_the_property_is_not_vacuous(constrainer:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_named_tool_choice_and_none_are_obeyed_even_by_noise(constrainer: Any, seed: int) -> None:
-    tools = [WEATHER, {"type": "function", "function": {
+    tools = [CITY_WEATHER, {"type": "function", "function": {
         "name": "send_mail", "parameters": {"type": "object", "properties": {}}}}]
     base = {"messages": [{"role": "user", "content": "x"}], "tools": tools}
     named = {**base, "tool_choice": {"type": "function", "function": {"name": "send_mail"}}}
@@ -210,7 +211,7 @@ def test_placeholders_may_stand_for_copied_numbers(constrainer: Any) -> None:
 
 
 def test_tool_calls_and_content_follow_the_template_layout(constrainer: Any) -> None:
-    req = {"messages": [{"role": "user", "content": "x"}], "tools": [WEATHER]}
+    req = {"messages": [{"role": "user", "content": "x"}], "tools": [CITY_WEATHER]}
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
     assert accepts(constrainer, req, call)
     assert accepts(constrainer, req, call + "\n" + call)  # parallel calls
@@ -227,9 +228,9 @@ def test_tool_calls_and_content_follow_the_template_layout(constrainer: Any) -> 
 
 def test_requests_that_allow_any_text_get_no_grammar() -> None:
     assert answer_grammar({"messages": []}) is None
-    assert answer_grammar({"messages": [], "tools": [WEATHER], "tool_choice": "none"}) is None
+    assert answer_grammar({"messages": [], "tools": [CITY_WEATHER], "tool_choice": "none"}) is None
     custom = {"type": "custom", "custom": {"name": "shell"}}
-    assert answer_grammar({"messages": [], "tools": [WEATHER, custom]}) is None
+    assert answer_grammar({"messages": [], "tools": [CITY_WEATHER, custom]}) is None
     assert open_to_placeholders({"enum": ["a"]}, []) == {"enum": ["a"]}
 
 
@@ -238,10 +239,11 @@ def test_student_batch_mixes_constrained_and_free_rows() -> None:
     from distill.scratch import build_scratch
     from distill.student import Student
 
-    model, tok = build_scratch("tiny", [render(*conversation(ex)) for ex in examples()], seed=2)
+    texts = [render(*conversation(ex)) for ex in tool_and_json_examples()]
+    model, tok = build_scratch("tiny", texts, seed=2)
     student = Student(model, tok)
     tool_req = {"messages": [{"role": "user", "content": "Weather in Lima?"}],
-                "tools": [WEATHER], "tool_choice": "required", "max_tokens": 60}
+                "tools": [CITY_WEATHER], "tool_choice": "required", "max_tokens": 60}
     json_req = {"messages": [{"role": "user", "content": "Lima"}], "max_tokens": 60,
                 "response_format": {"type": "json_object"}}
     free_req = {"messages": [{"role": "user", "content": "Lima"}], "max_tokens": 8}

@@ -119,7 +119,8 @@ def test_a_tiny_student_trained_for_seconds_copies_unseen_ids_and_dates(
     from distill.candidates import fit_generative, prepare
     from gateway.config import parse_config
 
-    cfg = parse_config({"distill": {"training": {"time_budget_s": 90, "max_steps": 120,
+    # 120 steps end the training, never the clock: a loaded machine gets the same student
+    cfg = parse_config({"distill": {"training": {"time_budget_s": 3600, "max_steps": 120,
                                                  "max_seq_len": 64, "batch_size": 16}}})
     data = curate(lookup_rows(240, seed=1), heldout_percent=1)
     heldout = curate(lookup_rows(40, seed=99), heldout_percent=50)  # fresh ids and dates

@@ -23,9 +23,10 @@ from gateway.app import create_app
 from gateway.config import Config
 from gateway.offline.local import free_port
 from gateway.report import routes as report_routes
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.test_report import SCRIPT, A, B, build_store
+from tests.helpers import gateway_config, running_client
+from tests.helpers_report import SCRIPT, A, B, build_store
+from tests.served import START_TIMEOUT_S
 
 ADMIN = "sk-admin-test-1"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -88,18 +89,20 @@ async def test_report_is_built_off_the_event_loop(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLIMGATE_ADMIN_KEYS", ADMIN)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     real = report_routes.build_report
 
     def held_build(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        assert release.wait(10), "the gateway stopped answering while the report was built"
+        entered.set()
+        # (on the event loop, the test could never release it: the bound ends the wait)
+        assert release.wait(60), "the gateway stopped answering while the report was built"
         return real(*args, **kwargs)
 
     monkeypatch.setattr(report_routes, "build_report", held_build)
     async with running_client(config) as c:
         report = asyncio.create_task(
             c.get("/admin/report", headers={"authorization": f"Bearer {ADMIN}"}))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(entered.wait, 60), "the report was never built"
         assert (await c.get("/healthz")).status_code == 200  # served while the build waits
         assert not report.done()
         release.set()
@@ -137,7 +140,7 @@ def serve(config: Config) -> Iterator[str]:
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
+    deadline = time.time() + START_TIMEOUT_S  # a bound on a hang, not a measure
     while not server.started:
         if time.time() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")

@@ -10,22 +10,15 @@ import numpy as np
 import pytest
 
 from distill.discover import Discovery, discover
-from gateway.offline.workload import WorkItem, generate, to_traces
+from gateway.offline.workload import WorkItem, generate
 from gateway.task_assign import TaskAssigner
 from gateway.task_ids import is_task_id
+from tests.helpers import rows_of
 
 GENERIC = ["ticket_triage", "sentiment"]  # both behind "You are a helpful assistant."
 MIN = 15
 EXPECTED_KIND = {"travel_tools": "tool_call", "order_extract": "json", "ticket_triage": "label",
                  "intent_router": "json", "sentiment": "label", "reply_writer": "text"}
-
-
-def rows_of(items: list[WorkItem], first_seq: int = 1) -> list[dict[str, Any]]:
-    """Items as `catalog.chat_exchanges` rows, as the gateway would have recorded them."""
-    return [{"seq": first_seq + i, "request_id": f"req-{first_seq + i}", "created_at": 0.0,
-             "task": None, "status": 200, "finish_reason": "stop", "backend": "teacher",
-             "request": line["request"], "response": line["response"]}
-            for i, line in enumerate(to_traces(items))]
 
 
 def by_seq(d: Discovery) -> dict[int, str]:

@@ -5,55 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from distill.loading import load_student
-from gateway.config import TrainingConfig
 from gateway.streams import assemble_chat
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
+from tests.helpers_students import TEN_CITIES, check_request, weather_request
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object",
-                                          "properties": {"city": {"type": "string"}}}}}
-CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi", "Cairo", "Bern"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tool_body(city: str) -> dict[str, Any]:
-    return {"model": "triage", "messages": [{"role": "user", "content": f"Weather in {city}?"}],
-            "tools": [WEATHER]}
+    return {"model": "triage", **weather_request(city)}
 
 
 def json_body(city: str) -> dict[str, Any]:
-    return {"model": "triage", "messages": [{"role": "system", "content": "Check the city."},
-                                            {"role": "user", "content": city}],
-            "response_format": {"type": "json_object"}}
+    return {"model": "triage", **check_request(city)}
 
 
 @pytest.fixture(scope="module")
-def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    import torch
-
-    from distill.train import train_student
-
-    call = {"id": "c", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-    data = []
-    for city in CITIES * 3:
-        data.append({**tool_body(city), "response_format": None,
-                     "answer": {"role": "assistant", "content": None, "tool_calls": [call]}})
-        data.append({**json_body(city), "tools": None,
-                     "answer": {"role": "assistant", "content": '{"ok": true}'}})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other test runs share this small CPU
-    out = tmp_path_factory.mktemp("student")
-    train_student(data, base_model="scratch:tiny", out_dir=out, progress=False,
-                  cfg=TrainingConfig(time_budget_s=45, max_steps=100, batch_size=8))
-    yield out
-    torch.set_num_threads(threads)
+def student_dir(fixed_answer_student: Path) -> Path:
+    return fixed_answer_student
 
 
 async def test_complete_returns_a_chat_completion(student_dir: Path) -> None:
@@ -89,13 +64,13 @@ async def test_concurrent_requests_are_generated_as_one_batch(student_dir: Path)
         return generate(requests, **kw)
 
     student.generate = recording
-    bodies = [tool_body(c) if i % 2 else json_body(c) for i, c in enumerate(CITIES[:6])]
+    bodies = [tool_body(c) if i % 2 else json_body(c) for i, c in enumerate(TEN_CITIES[:6])]
     answers = await asyncio.gather(*(backend.complete("chat/completions", b) for b in bodies))
     assert batches == [6]
     for i, resp in enumerate(answers):  # each request got its own answer back
         assert resp["choices"][0]["finish_reason"] == ("tool_calls" if i % 2 else "stop")
 
-    bodies = [json_body(c) for c in CITIES]  # 10 requests, batches of at most 8
+    bodies = [json_body(c) for c in TEN_CITIES]  # 10 requests, batches of at most 8
     await asyncio.gather(*(backend.complete("chat/completions", b) for b in bodies))
     assert batches[1:] == [8, 2]
 

@@ -14,46 +14,14 @@ from distill.encoder_student import EncoderStudent, can_express, train_encoder
 from distill.encoder_train import EncoderConfig
 from distill.loading import load_student, student_kind
 from gateway.upstream.embedded_student import EmbeddedStudentBackend
+from tests.helpers_students import CITIES, HELD_OUT_CITIES, TIMER, WEATHER, request, tool_example
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object", "properties": {
-        "city": {"type": "string"}, "date": {"type": "string"}}}}}
-TIMER = {"type": "function", "function": {
-    "name": "set_timer", "parameters": {"type": "object", "properties": {
-        "minutes": {"type": "integer"}}}}}
-CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi", "Cairo", "Bern",
-          "Tunis", "Minsk", "Accra", "Doha", "Riga", "Sofia", "Kyiv", "Baku", "Male", "Suva"]
-HELD_OUT_CITIES = ["Lisbon", "Nairobi", "Ottawa", "Manila", "Bogota", "Tbilisi"]
-WEATHER_ASKS = ["What's the weather in {city} on {date}?", "Will it rain in {city} on {date}?",
-                "Forecast for {city}, {date} please.", "How warm is {city} going to be on {date}?"]
-TIMER_ASKS = ["Set a timer for {m} minutes.", "Remind me in {m} minutes.",
-              "{m} minute timer please."]
 LABELS = {"billing": ["I was charged twice for my plan", "The invoice amount is wrong",
                       "Please refund the extra payment", "My card was billed again"],
           "bug": ["The app crashes when I open settings", "Export fails with an error",
                   "The page shows a blank screen", "Login button does nothing"],
           "account": ["How do I change my password", "Please delete my profile",
                       "I cannot reset my email address", "Add a second user to my account"]}
-
-
-def tool_example(rng: random.Random, cities: list[str], slots: float = 0.0) -> dict[str, Any]:
-    """A weather or timer request; with probability `slots` its city and date are copy-slot
-    placeholders, as the copy-slot wrapper hands them to a student."""
-    if rng.random() < 0.5:
-        city, date = rng.choice(cities), f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-        if rng.random() < slots:
-            city, date = rng.sample(["<V1>", "<V2>", "<V3>"], 2)
-        text, name, args = rng.choice(WEATHER_ASKS).format(city=city, date=date), \
-            "get_weather", {"city": city, "date": date}
-    else:
-        m = rng.randint(2, 90)
-        text, name, args = rng.choice(TIMER_ASKS).format(m=m), "set_timer", {"minutes": m}
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": name, "arguments": json.dumps(args)}}
-    return {"messages": [{"role": "system", "content": "Call the right tool."},
-                         {"role": "user", "content": text}],
-            "tools": [WEATHER, TIMER], "response_format": None,
-            "answer": {"role": "assistant", "content": None, "tool_calls": [call]}}
 
 
 def label_example(rng: random.Random, label: str, text: str) -> dict[str, Any]:
@@ -64,11 +32,10 @@ def label_example(rng: random.Random, label: str, text: str) -> dict[str, Any]:
             "answer": {"role": "assistant", "content": label}}
 
 
-def request(example: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in example.items() if k != "answer" and v is not None}
-
-
 FAST = EncoderConfig(tune_layers=0, max_epochs=80)  # a frozen encoder: seconds on one core
+# Epochs (or the loss) end the tests' trainings, never the clock: a budget far past them keeps
+# a loaded machine from getting a weaker student.
+BUDGET_S = 3600
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +44,7 @@ def tool_student(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: Non
     rng = random.Random(1)
     out = tmp_path_factory.mktemp("encoder-tools")
     info = train_encoder([tool_example(rng, CITIES, slots=0.3) for _ in range(160)], out,
-                         budget_s=60, seed=0, cfg=FAST)
+                         budget_s=BUDGET_S, seed=0, cfg=FAST)
     (out / "slimgate.json").write_text(json.dumps({"task": "t", "version": 1, **info}))
     return out, info
 
@@ -135,7 +102,7 @@ def test_label_task_gets_held_out_labels_right(tmp_path: Path, one_torch_thread:
     rng = random.Random(2)
     pairs = [(label, text) for label, texts in LABELS.items() for text in texts]
     train = [label_example(rng, *pairs[i % len(pairs)]) for i in range(72)]
-    info = train_encoder(train, tmp_path, budget_s=40, seed=0, cfg=FAST)
+    info = train_encoder(train, tmp_path, budget_s=BUDGET_S, seed=0, cfg=FAST)
     assert info["expressible"] == 1.0
     student = EncoderStudent.load(tmp_path)
     held = [label_example(random.Random(9), label, text) for label, text in pairs]

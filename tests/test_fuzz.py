@@ -10,8 +10,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)

@@ -9,21 +9,12 @@ import httpx
 import orjson
 
 from gateway.app_state import AppState
-from tests.conftest import METRICS_AUTH, gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import METRICS_AUTH, chat, gateway_config, rows, running_client
 
 
 def state(client: httpx.AsyncClient) -> AppState:
     return client.app.state.slimgate  # type: ignore[attr-defined, no-any-return]
-
-
-async def rows(client: httpx.AsyncClient) -> list[dict]:
-    await state(client).recorder.flush()
-    return await state(client).store.exchanges()
-
-
-def chat(text: str, **extra: object) -> dict:
-    return {"model": "gpt-test", "messages": [{"role": "user", "content": text}], **extra}
 
 
 async def test_plain_chat_is_forwarded_and_recorded(

@@ -7,9 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import METRICS_AUTH, gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.test_gateway_chat import chat, rows
+from tests.helpers import METRICS_AUTH, chat, gateway_config, rows, running_client
 
 
 def assert_envelope(r: httpx.Response, status: int, type_: str | None = None) -> dict:

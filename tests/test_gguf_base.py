@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from gateway.config import TrainingConfig
+from gateway.embed import SharedEmbedder
 from tests.gguf_files import tiny_gguf
-from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
+from tests.helpers_students import NOTIFY, SET_LEVEL, slotted
 
 pytest.importorskip("gguf")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,12 +102,12 @@ def test_qlora_only_with_lora_on_a_gpu_with_bitsandbytes() -> None:
     assert not any(qlora_applies(*c) for c in cases)
 
 
-def test_the_pipeline_trains_a_gguf_candidate_into_a_registered_student(tmp_path: Path) -> None:
+def test_the_pipeline_trains_a_gguf_candidate_into_a_registered_student(
+        tmp_path: Path, shared_embedder: SharedEmbedder) -> None:
     from distill.pipeline import curate_task, distill_task
     from gateway.config import CandidateConfig
-    from gateway.embed import SharedEmbedder
     from gateway.store.catalog import list_students
-    from tests.test_pipeline import store_with_task
+    from tests.helpers_students import store_with_task
 
     cfg, con, task = store_with_task(tmp_path, n=60)
     gguf, _ = tiny_gguf("llama", texts(), tmp_path / "tiny.gguf")
@@ -115,7 +116,7 @@ def test_the_pipeline_trains_a_gguf_candidate_into_a_registered_student(tmp_path
         "candidates": [candidate],
         "training": TrainingConfig(max_steps=2, batch_size=8, max_seq_len=64)})})
     outcome = distill_task(con, cfg, task, curate_task(con, cfg, task), progress=False,
-                           embedder=SharedEmbedder(), encoder=False)
+                           embedder=shared_embedder, encoder=False)
     assert outcome.action == "trained", outcome.reason
     (student,) = list_students(con, task.id)
     assert student.base_model == str(gguf) and student.status in ("passed", "near", "failed")

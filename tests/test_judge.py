@@ -304,19 +304,18 @@ async def test_gateway_records_the_judge_call_under_the_clients_key(
     """End to end: the fake teacher answers the judge with an echo, not a verdict word — a
     judge failure, recorded as a disagreement; the call itself is kept as a judge exchange
     of the client's key and task, and discovery never reads it."""
-    from tests.conftest import TEST_TENANT
-    from tests.test_routing import ScriptedStudent, _serve, add_task, run
+    from tests.helpers import TEST_TENANT, ScriptedStudent, add_task, app_with_student, serve_chats
 
     body = {"model": "gpt-test", "messages": [{"role": "system", "content": "Reply kindly."},
                                               {"role": "user", "content": "my parcel broke"}]}
     student = ScriptedStudent(content="We sent you a replacement.")
     policy = {"shadow_rate": 1.0, "text_judge": "teacher", "text_judge_rate": 1.0}
-    app, cfg = await run(tmp_path, fresh_upstream, student, "shadow", policy=policy)
+    app, cfg = await app_with_student(tmp_path, fresh_upstream, student, "shadow", policy=policy)
     con = connect(cfg.store.path)
     con.execute("DELETE FROM tasks")
     con.close()
     add_task(cfg.store.path, "shadow", body=body, kind="text")
-    [r] = await _serve(app, keys, [body])
+    [r] = await serve_chats(app, keys, [body])
     assert r.status_code == 200
     con = connect(cfg.store.path)
     [cmp] = list(con.execute("SELECT agree, detail FROM comparisons"))

@@ -16,7 +16,7 @@ import pytest
 from gateway.store.db import connect
 from gateway.store.leader import FileLeaderLock, PgLeaderLock, whoami
 from tests.pg import pg_database
-from tests.served import ROOT
+from tests.served import ROOT, START_TIMEOUT_S
 
 
 def test_file_lock_one_holder_at_a_time(tmp_path: Path) -> None:
@@ -107,9 +107,9 @@ def test_standby_worker_takes_over_after_kill_9(tmp_path: Path) -> None:
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
     procs = [start_worker(cfg, logs[0])]
     try:
-        assert wait_for(logs[0], leads(procs[0]), 60), logs[0].read_text()
+        assert wait_for(logs[0], leads(procs[0]), START_TIMEOUT_S), logs[0].read_text()
         procs.append(start_worker(cfg, logs[1]))
-        assert wait_for(logs[1], "stands by", 60), logs[1].read_text()
+        assert wait_for(logs[1], "stands by", START_TIMEOUT_S), logs[1].read_text()
         assert f"pid {procs[0].pid} " in logs[1].read_text()  # it names who leads
         time.sleep(2)  # several polls: the standby must not take the lead while it is held
         assert leads(procs[1]) not in logs[1].read_text()

@@ -150,7 +150,7 @@ def label_task(task_id: str) -> TaskRecord:
 
 
 def test_the_worker_trains_a_repeated_task_that_never_reaches_the_old_fixed_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder,
 ) -> None:
     cfg, con = store(tmp_path)
     task = label_task("t-sentiment")
@@ -165,14 +165,14 @@ def test_the_worker_trains_a_repeated_task_that_never_reaches_the_old_fixed_coun
     curated = curate_task(con, cfg, task)
     assert len(curated.train) < 250  # the fixed count this used to wait for
     assert why_train(con, cfg, task, curated) is not None
-    outcome = distill_task(con, cfg, task, curated, progress=False, embedder=SharedEmbedder(),
+    outcome = distill_task(con, cfg, task, curated, progress=False, embedder=shared_embedder,
                            encoder=True, phase="cheap")
     assert outcome.passed and outcome.metrics["n"] == curated.evidence
     assert outcome.metrics["repeats_judged"] == len(curated.repeated) > 0
 
 
 def test_every_ready_task_gets_its_cheap_try_before_any_expensive_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder,
 ) -> None:
     cfg, con = store(tmp_path, candidates=[{"model": "scratch:tiny", "params": 2_000_000,
                                             "context": 1024}])
@@ -189,7 +189,7 @@ def test_every_ready_task_gets_its_cheap_try_before_any_expensive_run(
     monkeypatch.setattr(distill.pipeline, "train_candidate", train_candidate)
     monkeypatch.setattr("distill.passes.discover_tasks", lambda *a: 0)
     monkeypatch.setattr("distill.candidates.plan_kinds", _both_kinds)
-    run_distill(cfg, progress=False, embedder=SharedEmbedder())
+    run_distill(cfg, progress=False, embedder=shared_embedder)
     kinds = [k for _, k in runs]
     assert kinds == ["encoder"] * 3 + ["generative"] * 3  # breadth first
     assert {t for t, _ in runs[:3]} == {"t-one", "t-two", "t-three"}
@@ -202,12 +202,12 @@ def _both_kinds(*args: Any, **kw: Any) -> list[Any]:
 
 
 def test_an_expensive_run_gives_way_when_a_task_becomes_ready(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder,
 ) -> None:
     cfg, con = store(tmp_path)
     add_traffic(con, label_task("t-slow"), traces("sentiment", 80))
     monkeypatch.setattr("distill.passes.discover_tasks", lambda *a: 0)
-    waiting = cheap_work_waiting(con, cfg, SharedEmbedder(), "t-slow", threading.Event())
+    waiting = cheap_work_waiting(con, cfg, shared_embedder, "t-slow", threading.Event())
     time.sleep(0.01)
     assert not waiting()  # nothing else to train
     late = label_task("t-late")
@@ -216,11 +216,11 @@ def test_an_expensive_run_gives_way_when_a_task_becomes_ready(
     assert waiting()  # a task is ready: the long run stops for it
     stop = threading.Event()
     stop.set()
-    assert cheap_work_waiting(con, cfg, SharedEmbedder(), "t-slow", stop)()  # shutting down
+    assert cheap_work_waiting(con, cfg, shared_embedder, "t-slow", stop)()  # shutting down
 
 
 def test_an_interrupted_run_registers_nothing_and_is_owed_next_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder,
 ) -> None:
     cfg, con = store(tmp_path)
     task = label_task("t-slow")
@@ -238,11 +238,11 @@ def test_an_interrupted_run_registers_nothing_and_is_owed_next_pass(
     monkeypatch.setattr(distill.candidates, "fit_encoder", fit_encoder)
     monkeypatch.setattr("distill.passes.discover_tasks", lambda *a: 0)
     monkeypatch.setattr("distill.candidates.plan_kinds", _both_kinds)
-    first = run_distill(cfg, progress=False, embedder=SharedEmbedder())
+    first = run_distill(cfg, progress=False, embedder=shared_embedder)
     assert [o.action for o in first] == ["trained", "interrupted"]
     assert [s.metrics["student_kind"] for s in list_students(con, "t-slow")] == ["encoder"]
     assert not list((tmp_path / "students").glob("*/.v*.partial"))
-    again = run_distill(cfg, progress=False, embedder=SharedEmbedder())
+    again = run_distill(cfg, progress=False, embedder=shared_embedder)
     assert [o.action for o in again] == ["interrupted"]  # owed: the encoder is not redone
 
 

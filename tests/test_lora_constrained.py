@@ -4,53 +4,23 @@ copy-slotted examples, and the adapter student decodes under the request's contr
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.config import TrainingConfig
 from policies.contract import check_contract
+from tests.helpers_students import NOTIFY, SET_LEVEL, TinyLora
 
 pytest.importorskip("llguidance")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-SET_LEVEL = {"type": "function", "function": {"name": "set_level", "parameters": {
-    "type": "object", "properties": {"level": {"type": "string", "enum": ["low", "high"]}},
-    "required": ["level"], "additionalProperties": False}}}
-NOTIFY = {"type": "function", "function": {"name": "notify", "parameters": {
-    "type": "object", "properties": {"who": {"type": "string"}}, "required": ["who"]}}}
 
-
-def slotted(i: int) -> dict[str, Any]:
-    """A copy-slotted example: the copied value is `<V1>` in the prompt and in the answer."""
-    if i % 2:
-        call = {"name": "notify", "arguments": json.dumps({"who": "<V1>"})}
-        prompt = "Tell <V1> about it."
-    else:
-        level = ["low", "high"][i % 4 // 2]
-        call = {"name": "set_level", "arguments": json.dumps({"level": level})}
-        prompt = f"Set the level to {level}."
-    return {"messages": [{"role": "user", "content": prompt}], "tools": [SET_LEVEL, NOTIFY],
-            "response_format": None,
-            "answer": {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c", "type": "function", "function": call}]}}
-
-
-def test_lora_student_with_copy_slots_answers_within_the_contract(tmp_path: Path) -> None:
-    from distill.chat_format import conversation, render
-    from distill.scratch import build_scratch
+def test_lora_student_with_copy_slots_answers_within_the_contract(tiny_lora: TinyLora) -> None:
+    """`tiny_lora`: a tiny local Llama (it stands for Qwen2.5-0.5B-Instruct or SmolLM2 on a
+    GPU) and a LoRA adapter trained for 4 steps on `slotted` examples."""
     from distill.student import Student
-    from distill.train import train_student
 
-    data = [slotted(i) for i in range(24)]
-    base = tmp_path / "tiny-llama"  # stands for Qwen2.5-0.5B-Instruct or SmolLM2 on a GPU
-    build_scratch("tiny", [render(*conversation(ex)) for ex in data], base, seed=1)
-    report = train_student(data, base_model=str(base), out_dir=tmp_path / "adapter",
-                           cfg=TrainingConfig(max_steps=4, batch_size=8), progress=False)
-    assert report.method == "lora"
-
-    student = Student.load(tmp_path / "adapter")
+    assert tiny_lora.method == "lora"
+    student = Student.load(tiny_lora.adapter)
     named = {"messages": [{"role": "user", "content": "Set the level for <V1>."}],
              "tools": [SET_LEVEL, NOTIFY], "parallel_tool_calls": False, "max_tokens": 64,
              "tool_choice": {"type": "function", "function": {"name": "set_level"}}}

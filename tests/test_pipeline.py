@@ -11,34 +11,13 @@ import pytest
 
 import distill.train
 from distill.pipeline import curate_task, distill_task, why_train
-from gateway.config import parse_config
 from gateway.embed import SharedEmbedder
-from gateway.offline.workload import generate, to_traces
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
-from gateway.store.db import connect
-
-
-def store_with_task(tmp_path: Path, n: int = 80) -> tuple[Any, Any, TaskRecord]:
-    cfg = parse_config({"store": {"path": str(tmp_path / "s.db")},
-                        "distill": {"students_dir": str(tmp_path / "students"),
-                                    "min_examples": 20, "heldout_percent": 20,
-                                    "candidates": [{"model": "scratch:tiny",
-                                                    "params": 2_000_000, "context": 1024}],
-                                    "training": {"max_seq_len": 64}}})
-    con = connect(cfg.store.path)
-    task = TaskRecord(id="t-triage", label="triage", kind="label",
-                      info={"prompt_tokens_p99": 300, "answer_tokens_p99": 4})
-    upsert_task(con, task)
-    rows = [(f"r{i}", time.time(), "chat/completions", "m", "teacher", "t-triage", 0,
-             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
-            for i, t in enumerate(to_traces(generate(n, seed=2, kinds=["ticket_triage"])))]
-    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
-                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-    return cfg, con, task
+from tests.helpers_students import store_with_task
 
 
 def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     cfg, con, task = store_with_task(tmp_path)
     def explode(train: list[Any], **kw: Any) -> None:
@@ -48,7 +27,7 @@ def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
     curated = curate_task(con, cfg, task)
     assert why_train(con, cfg, task, curated) is not None
     outcome = distill_task(con, cfg, task, curated, progress=False,
-                           embedder=SharedEmbedder(), encoder=False)  # the generative kind fails
+                           embedder=shared_embedder, encoder=False)  # the generative kind fails
     assert outcome.passed is False and "out of memory" in outcome.reason
     [student] = list_students(con, "t-triage")
     assert student.status == "error" and student.metrics["train_examples"] == len(curated.train)
@@ -73,7 +52,7 @@ def test_more_data_retrains_only_a_task_without_a_student_in_play(tmp_path: Path
 
 
 def test_the_registry_records_the_student_kind_and_its_copy_slots(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     import json
 
@@ -102,7 +81,7 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
     monkeypatch.setattr(distill.candidates, "fit_generative", fake_fit)
     curated = curate_task(con, cfg, task)
     outcome = distill_task(con, cfg, task, curated, progress=False,
-                           embedder=SharedEmbedder(), encoder=False)
+                           embedder=shared_embedder, encoder=False)
     assert outcome.version == 1 and outcome.metrics["student_kind"] == "generative"
     assert outcome.metrics["copy_coverage"] >= 0.9
     meta = json.loads((Registry(cfg.distill.students_dir).version_dir("t-orders", 1)
@@ -114,7 +93,7 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
 
 
 def test_a_near_miss_ends_the_run_before_dearer_candidates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     import distill.candidates
     from distill.evaluate import Evaluation
@@ -135,7 +114,7 @@ def test_a_near_miss_ends_the_run_before_dearer_candidates(
     monkeypatch.setattr(distill.candidates, "fit_generative", near_miss)
     curated = curate_task(con, cfg, task)
     outcome = distill_task(con, cfg, task, curated, progress=False,
-                           embedder=SharedEmbedder(), encoder=False)
+                           embedder=shared_embedder, encoder=False)
     assert trained == ["scratch:tiny"]  # the bigger candidate waits: shadow proves this one
     assert outcome.status == "near" and outcome.passed is False
     assert "near miss" in outcome.reason

@@ -11,9 +11,8 @@ import pytest
 from gateway.config import ConfigError, parse_config
 from gateway.errors import RateLimited
 from gateway.ratelimit import RateLimiter
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.test_gateway_chat import chat
+from tests.helpers import chat, gateway_config, running_client
 
 
 def test_request_bucket_refuses_then_refills(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,24 +16,11 @@ from gateway.errors import RateLimited
 from gateway.offline.local import free_port
 from gateway.ratelimit import RateLimiter
 from gateway.ratelimit_redis import RedisRateLimiter, build_limiter
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.test_gateway_chat import chat
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
+from tests.helpers import REDIS_URL, chat, gateway_config, redis_up, running_client
 
 # Under CI (.ci/run starts a Redis) a missing Redis is a failure, not a skip.
-pytestmark = pytest.mark.skipif(not _redis_up() and not os.environ.get("CI"),
+pytestmark = pytest.mark.skipif(not redis_up() and not os.environ.get("CI"),
                                 reason="no Redis on 127.0.0.1:6379")
 
 
@@ -44,7 +30,7 @@ def prefix() -> str:
 
 
 def limits(prefix: str, **kw: object) -> RateLimitConfig:
-    return RateLimitConfig.model_validate({"redis_url": REDIS, "redis_prefix": prefix, **kw})
+    return RateLimitConfig.model_validate({"redis_url": REDIS_URL, "redis_prefix": prefix, **kw})
 
 
 @pytest.fixture
@@ -91,7 +77,7 @@ async def test_buckets_expire_once_full_again(replicas: list[RateLimiter], prefi
     import redis.asyncio as aioredis
 
     await replicas[0].admit("k")
-    r = aioredis.Redis.from_url(REDIS)
+    r = aioredis.Redis.from_url(REDIS_URL)
     try:
         ttl_ms = await r.pttl(prefix + "k")
         # one request of 5/min refills in 12 s; the key lives that long (+1 s), not forever
@@ -149,7 +135,7 @@ def test_missing_password_variable_fails_at_start(monkeypatch: pytest.MonkeyPatc
 async def test_two_gateways_share_the_limit(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, prefix: str
 ) -> None:
-    rate = {"requests_per_minute": 3, "redis_url": REDIS, "redis_prefix": prefix}
+    rate = {"requests_per_minute": 3, "redis_url": REDIS_URL, "redis_prefix": prefix}
     server = {"api_keys_env": "SLIMGATE_TEST_KEYS", "rate_limit": rate}
     one = gateway_config(tmp_path / "a", fresh_upstream, server=server)
     two = gateway_config(tmp_path / "b", fresh_upstream, server=server)
@@ -169,7 +155,7 @@ async def test_two_gateways_share_the_limit(
 def test_two_served_gateways_share_the_limit(tmp_path: Path, prefix: str) -> None:
     import httpx
 
-    from tests.served import start_gateway, start_upstream_process, write_config
+    from tests.served import spawn_gateway, start_upstream_process, wait_ready, write_config
 
     upstream, url = start_upstream_process()
     procs = [upstream]
@@ -178,12 +164,16 @@ def test_two_served_gateways_share_the_limit(tmp_path: Path, prefix: str) -> Non
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             port = free_port()
+            while port in ports:  # neither is listening yet: the OS may offer a port twice
+                port = free_port()
             cfg = write_config(tmp_path / name, url, port, extra=(
                 "[worker]\nembedded = false\n\n[server.rate_limit]\nrequests_per_minute = 3\n"
-                f'redis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n'))
-            procs.append(start_gateway(cfg, port, tmp_path / name / "gw.log",
+                f'redis_url = "{REDIS_URL}"\nredis_prefix = "{prefix}"\n'))
+            procs.append(spawn_gateway(cfg, tmp_path / name / "gw.log",
                                        {"SERVED_TEST_KEYS": "sk-served-1"}))
             ports.append(port)
+        for name, proc, port in zip(("a", "b"), procs[1:], ports, strict=True):
+            wait_ready(proc, port, tmp_path / name / "gw.log")  # both started together
         codes = [httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
                             json={**chat("x"), "model": "m"},
                             headers={"authorization": "Bearer sk-served-1"},

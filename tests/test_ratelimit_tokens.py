@@ -14,19 +14,18 @@ import pytest
 
 from gateway.errors import RateLimited
 from gateway.ratelimit import RateLimiter
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
-from tests.test_ratelimit_redis import REDIS, _redis_up
+from tests.helpers import REDIS_URL, gateway_config, redis_up, running_client
 
 TEXT = "fault:slowrest " + "w" * 1985  # ~500 prompt tokens; the stream stalls after a word
 LIMITERS = ["memory", pytest.param("redis", marks=pytest.mark.skipif(
-    not _redis_up(), reason="no Redis on 127.0.0.1:6379"))]
+    not redis_up(), reason="no Redis on 127.0.0.1:6379"))]
 
 
 def _rate(kind: str) -> dict[str, Any]:
     rate: dict[str, Any] = {"tokens_per_minute": 2000}
     if kind == "redis":
-        rate |= {"redis_url": REDIS, "redis_prefix": f"slimgate-test:{uuid.uuid4().hex}:"}
+        rate |= {"redis_url": REDIS_URL, "redis_prefix": f"slimgate-test:{uuid.uuid4().hex}:"}
     return rate
 
 

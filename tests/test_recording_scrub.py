@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
 
 
 async def test_bodies_are_scrubbed_at_record_time(

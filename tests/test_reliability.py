@@ -1,7 +1,8 @@
 """Load, crashes and durability against `slimgate serve` as a real process on loopback.
 
 Bounded: 20,000 requests at concurrency 64 (about half a minute here), and a kill -9 in
-the middle of a load. Figures measured here are in docs/reliability.md.
+the middle of a load. Figures measured here are in docs/reliability.md; the tests assert
+counts and order, not time.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ PROVIDER_KEY = "sk-provider-reliability-planted"
 ENV = {"SERVED_TEST_KEYS": KEY, "SERVED_TEST_PROVIDER_KEY": PROVIDER_KEY}
 
 
-async def blast(url: str, n: int, concurrency: int) -> list[tuple[str, float]]:
-    """Send n chat requests; return (request id, time acknowledged) for each 200."""
-    acked: list[tuple[str, float]] = []
+async def blast(url: str, n: int, concurrency: int,
+                acked: list[tuple[str, float]] | None = None) -> list[tuple[str, float]]:
+    """Send n chat requests; return (request id, time acknowledged) for each 200, in the
+    order they came back (appended to `acked` as they come, when given)."""
+    acked = [] if acked is None else acked
     todo = iter(range(n))
     headers = {"authorization": f"Bearer {KEY}"}
     conn = aiohttp.TCPConnector(limit=concurrency)
@@ -88,30 +91,41 @@ def test_load_20k_all_recorded_memory_and_fds_bounded(tmp_path: Path, upstream_u
 def test_kill_9_loses_nothing_acknowledged_before_the_flush_window(
     tmp_path: Path, upstream_url: str
 ) -> None:
+    """What a kill loses is the window: the records still queued or in the batch being
+    written, which the single writer commits in the order they were recorded. So the lost
+    replies are the last ones acknowledged (give or take the requests in flight together),
+    and few; nothing older is ever missing. How long the window was is printed (measured
+    figures: docs/reliability.md), not asserted: a loaded machine stretches it."""
+    concurrency = 32
     port = free_port()
     cfg = write_config(tmp_path, upstream_url, port)
     gw = start_gateway(cfg, port, tmp_path / "gw.log", ENV)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
 
     async def load_then_kill() -> tuple[list[tuple[str, float]], float]:
-        task = asyncio.create_task(blast(url, 100_000, 32))
-        await asyncio.sleep(4)
+        acked: list[tuple[str, float]] = []
+        task = asyncio.create_task(blast(url, 100_000, concurrency, acked))
+        for _ in range(6000):  # in the middle of the load: once 1,000 replies are back
+            if len(acked) >= 1000 or task.done():
+                break
+            await asyncio.sleep(0.05)
         killed_at = time.time()
         os.kill(gw.pid, signal.SIGKILL)
         return await task, killed_at
 
     acked, killed_at = asyncio.run(load_then_kill())
     gw.wait(10)
-    assert len(acked) > 500
+    assert len(acked) >= 1000
     con = sqlite3.connect(tmp_path / "store.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = {r[0] for r in con.execute("SELECT request_id FROM exchanges")}
     con.close()
-    window = 0.5  # the queue plus the batch being written (tens of ms under load), with margin
-    must_have = [rid for rid, t in acked if t < killed_at - window]
-    missing = [rid for rid in must_have if rid not in stored]
-    assert not missing, f"{len(missing)} of {len(must_have)} acknowledged records lost"
-    lost_in_window = len(acked) - len([rid for rid, _ in acked if rid in stored])
+    lost = [i for i, (rid, _) in enumerate(acked) if rid not in stored]
+    tail = len(acked) - len(lost) - 2 * concurrency  # replies come back a little out of order
+    assert all(i >= tail for i in lost), (
+        f"lost replies {lost[:10]} of {len(acked)}: older than the last {len(acked) - tail}")
+    assert len(lost) < len(acked) // 2, f"{len(lost)} of {len(acked)} lost: the writer stalled"
+    window = killed_at - acked[lost[0]][1] if lost else 0.0
     # the gateway comes back on the same file and records again
     gw2 = start_gateway(cfg, port, tmp_path / "gw.log", ENV)
     try:
@@ -123,7 +137,8 @@ def test_kill_9_loses_nothing_acknowledged_before_the_flush_window(
     con = sqlite3.connect(tmp_path / "store.db")
     ids = {r[0] for r in con.execute("SELECT request_id FROM exchanges")}
     assert {rid for rid, _ in again} <= ids
-    print(f"\nkill -9 after {len(acked)} replies: {lost_in_window} unrecorded, all in the window")
+    print(f"\nkill -9 after {len(acked)} replies: {len(lost)} unrecorded, acknowledged in the "
+          f"last {window:.3f} s before the kill")
 
 
 def test_secrets_never_reach_store_or_logs(tmp_path: Path, upstream_url: str) -> None:

@@ -21,6 +21,7 @@ from gateway.offline.local import free_port
 from gateway.offline.replay_teacher import ReplayTeacher
 from gateway.offline.traces import TraceError, export_traces, read_traces
 from gateway.store.db import connect
+from tests.served import START_TIMEOUT_S
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -200,7 +201,7 @@ def test_command_line_serves(tmp_path: Path) -> None:
          "--latency-ms", "0", "--ms-per-token", "0"],
         stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_TIMEOUT_S  # a bound on a hang, not a measure
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1) as r:

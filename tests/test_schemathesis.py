@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
-from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config
 
 GATEWAY_KEY, ADMIN_KEY, METRICS_KEY = "sk-gw-fuzz", "sk-admin-fuzz", "sk-metrics-fuzz"
 UPSTREAM_STATUSES = {502, 503, 504}  # the (fake) provider's failures, classified

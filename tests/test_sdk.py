@@ -20,6 +20,7 @@ import pytest
 
 from gateway.offline.local import free_port, wait_ready
 from tests.fake_upstream import FakeUpstream
+from tests.served import START_TIMEOUT_S
 
 KEY = "sk-gw-sdk-test"
 PROVIDER_KEY = "sk-provider-planted-777"
@@ -67,7 +68,7 @@ embedded = false  # these tests are about the wire protocol; the loop has its ow
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base + "/readyz", proc)
+        wait_ready(base + "/readyz", proc, timeout_s=START_TIMEOUT_S)
     except RuntimeError:
         proc.kill()
         raise RuntimeError((tmp / "gateway.log").read_text()) from None
@@ -89,7 +90,7 @@ def sdk(served: tuple[str, Path, FakeUpstream]) -> openai.OpenAI:
 
 
 def recorded(db: Path, request_id: str) -> dict:
-    for _ in range(100):
+    for _ in range(1200):  # up to a minute: the recorder writes in the background
         con = sqlite3.connect(db)
         con.row_factory = sqlite3.Row
         row = con.execute("SELECT * FROM exchanges WHERE request_id = ?", (request_id,)).fetchone()

@@ -20,8 +20,8 @@ from gateway.registry import Registry, RegistryError
 from gateway.requestid import RequestIdMiddleware
 from gateway.task_ids import is_task_id
 from gateway.upstream.base import UpstreamFailure
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
 
 
 def chat(text: str = "hi", **extra: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ so a client choosing its own `x-request-id` cannot pick which requests are compa
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,17 @@ from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
 from gateway.store.db import connect
 from policies.router import unit_hash
-from tests.conftest import METRICS_AUTH, gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import JSON_BODY, ScriptedStudent
-
-KEY_A, KEY_B = "sk-gw-test-1", "sk-gw-test-2"
-
-
-def key_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+from tests.helpers import (
+    JSON_BODY,
+    KEY_A,
+    KEY_B,
+    METRICS_AUTH,
+    ScriptedStudent,
+    gateway_config,
+    key_id,
+    post_all,
+)
 
 
 def insert_task(db: str, task_id: str, stage: str, fingerprints: tuple[str, ...] = ()) -> None:
@@ -42,20 +43,6 @@ def insert_task(db: str, task_id: str, stage: str, fingerprints: tuple[str, ...]
         (task_id, task_id, stage, orjson.dumps({"fingerprints": list(fingerprints)}).decode(),
          now, now, now))
     con.close()
-
-
-async def post_all(app: Any, requests: list[tuple[str, dict[str, Any], dict[str, str]]],
-                   ) -> list[httpx.Response]:
-    out = []
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://gw") as c:
-        for key, body, headers in requests:
-            out.append(await c.post("/v1/chat/completions", json=body,
-                                    headers={"authorization": f"Bearer {key}", **headers}))
-        await app.state.slimgate.shadow.drain()
-        await app.state.slimgate.recorder.flush()
-    return out
 
 
 def _tagged(task: str) -> dict[str, Any]:
@@ -110,7 +97,7 @@ async def test_tenants_share_names_and_shared_mode_is_explicit(
 async def test_a_client_chosen_request_id_cannot_dodge_shadow_sampling(
     tmp_path: Path, fresh_upstream: FakeUpstream, keys: str,
 ) -> None:
-    from tests.test_routing import add_task
+    from tests.helpers import add_task
 
     cfg = gateway_config(tmp_path, fresh_upstream, policy={"shadow_rate": 0.5})
     add_task(cfg.store.path, "shadow")

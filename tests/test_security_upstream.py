@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from gateway.config import ConfigError, parse_config
 from gateway.upstream.params import litellm_control_names
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
 
 PROVIDER_KEY = "sk-provider-secret-123"
 

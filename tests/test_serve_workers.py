@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from gateway.offline.local import free_port
-from tests.served import ROOT, start_upstream_process, write_config
+from tests.served import ROOT, START_TIMEOUT_S, start_upstream_process, write_config
 
 KEY = "sk-workers-test"
 ENV = {"SERVED_TEST_KEYS": KEY, "SERVED_TEST_PROVIDER_KEY": "sk-provider"}
@@ -48,7 +48,7 @@ def gateway_processes(pid: int) -> set[int]:
     return {p for p, cmd in children(pid).items() if "spawn_main" in cmd}
 
 
-def wait_for(what: str, check: object, timeout_s: float = 120) -> None:
+def wait_for(what: str, check: object, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():  # type: ignore[operator]
@@ -107,7 +107,7 @@ def test_two_processes_share_the_port(tmp_path: Path, upstream: str) -> None:
             with sqlite3.connect(db) as con:
                 return int(con.execute("SELECT COUNT(*) FROM exchanges").fetchone()[0])
 
-        wait_for(f"{sent} exchanges recorded", lambda: recorded() == sent, timeout_s=30)
+        wait_for(f"{sent} exchanges recorded", lambda: recorded() == sent)
 
         victim = min(procs)
         os.kill(victim, signal.SIGKILL)

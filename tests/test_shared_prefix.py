@@ -11,7 +11,7 @@ import pytest
 
 from distill.shared_prefix import MIN_PREFIX, shared_length, shared_prefix_forward
 from gateway.config import TrainingConfig
-from tests.test_lora_constrained import slotted
+from tests.helpers_students import slotted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -28,8 +28,8 @@ from gateway.store.catalog import (
 from gateway.store.db import connect, read_secret
 from gateway.store.migrations import SCHEMA_VERSION
 from gateway.store.stages import live_evidence, set_pin, set_stage, stage_changes
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
 from tests.pg import pg_database, store_table
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "system", "content": "Label the ticket."},

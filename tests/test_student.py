@@ -10,57 +10,20 @@ from typing import Any
 
 import pytest
 
-from gateway.config import TrainingConfig
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object",
-                                          "properties": {"city": {"type": "string"}}}}}
-CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi", "Cairo", "Bern"]
-
-
-def tool_request(city: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": f"Weather in {city}?"}], "tools": [WEATHER]}
-
-
-def json_request(city: str) -> dict[str, Any]:
-    return {"messages": [{"role": "system", "content": "Check the city."},
-                         {"role": "user", "content": city}],
-            "response_format": {"type": "json_object"}}
-
-
-def training_set() -> list[dict[str, Any]]:
-    """Two trivially learnable tasks, one fixed answer each."""
-    call = {"id": "c", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-    out = []
-    for city in CITIES * 3:
-        out.append({**tool_request(city), "response_format": None,
-                    "answer": {"role": "assistant", "content": None, "tool_calls": [call]}})
-        out.append({**json_request(city), "tools": None,
-                    "answer": {"role": "assistant", "content": '{"ok": true}'}})
-    return out
-
+from tests.helpers_students import TEN_CITIES, check_request, weather_request
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> Any:
+def student(fixed_answer_student: Path) -> Any:
     from distill.student import Student
-    from distill.train import train_student
 
-    out = tmp_path_factory.mktemp("student")
-    report = train_student(training_set(), base_model="scratch:tiny", out_dir=Path(out),
-                           cfg=TrainingConfig(time_budget_s=45, max_steps=120, batch_size=8),
-                           progress=False)
-    print(f"\ntrained {report.steps} steps in {report.seconds:.1f}s "
-          f"({report.steps / report.seconds:.1f} steps/s), loss {report.first_loss:.2f} -> "
-          f"{report.final_loss:.3f}, stopped by {report.stopped_by}")
-    return Student.load(out)
+    return Student.load(fixed_answer_student)
 
 
 def test_answers_parse_and_end_at_the_end_token(student: Any) -> None:
-    tool, js = student.generate([tool_request("Lima"), json_request("Rome")], max_new_tokens=64)
+    tool, js = student.generate([weather_request("Lima"), check_request("Rome")], max_new_tokens=64)
     assert tool.finish_reason == "tool_calls"
     [call] = tool.message["tool_calls"]
     assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
@@ -74,8 +37,8 @@ def test_answers_parse_and_end_at_the_end_token(student: Any) -> None:
 
 
 def test_a_batch_answers_like_each_request_alone(student: Any) -> None:
-    requests = [tool_request("Oslo"), json_request("Bern"),
-                json_request("Quito"), tool_request("Dakar")]
+    requests = [weather_request("Oslo"), check_request("Bern"),
+                check_request("Quito"), weather_request("Dakar")]
     together = student.generate(requests)
     alone = [student.generate([r])[0] for r in requests]
     assert [g.text for g in together] == [g.text for g in alone]
@@ -84,16 +47,16 @@ def test_a_batch_answers_like_each_request_alone(student: Any) -> None:
 
 def test_token_caps_and_stop_strings_are_per_request(student: Any) -> None:
     capped, free, stopped, newest = student.generate([
-        {**json_request("Lima"), "max_tokens": 3},
-        json_request("Lima"),
-        {**json_request("Lima"), "stop": ["true"]},
-        {**json_request("Lima"), "max_tokens": 50, "max_completion_tokens": 2},
+        {**check_request("Lima"), "max_tokens": 3},
+        check_request("Lima"),
+        {**check_request("Lima"), "stop": ["true"]},
+        {**check_request("Lima"), "max_tokens": 50, "max_completion_tokens": 2},
     ])
     assert (capped.finish_reason, capped.completion_tokens) == ("length", 3)
     assert free.finish_reason == "stop" and free.text.startswith(capped.text)
     assert stopped.finish_reason == "stop" and stopped.text == '{"ok": '
     assert (newest.finish_reason, newest.completion_tokens) == ("length", 2)
-    [ceiling] = student.generate([{**json_request("Lima"), "max_tokens": 100}], max_new_tokens=2)
+    [ceiling] = student.generate([{**check_request("Lima"), "max_tokens": 100}], max_new_tokens=2)
     assert ceiling.completion_tokens == 2
     assert student.generate([]) == []
 
@@ -102,7 +65,8 @@ def test_generate_from_several_threads(student: Any) -> None:
     results: dict[int, Any] = {}
 
     def run(i: int) -> None:
-        results[i] = student.generate([tool_request(CITIES[i]), json_request(CITIES[i])])
+        city = TEN_CITIES[i]
+        results[i] = student.generate([weather_request(city), check_request(city)])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:

@@ -18,20 +18,24 @@ import pytest
 from gateway.cli import main
 from gateway.config import Config, TrainingConfig, load_config
 from gateway.registry import Registry
-from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
+from gateway.store.catalog import TaskRecord
 from gateway.store.db import connect
-from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
+from tests.helpers_students import (
+    ASK,
+    CITIES,
+    HELD_OUT_CITIES,
+    NOTIFY,
+    SET_LEVEL,
+    SIGNATURE,
+    TinyLora,
+    register,
+    request,
+    slotted,
+    tool_example,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "students.md"
-METRICS = {"n": 40, "agree": 38, "agreement": 0.95, "lower": 0.834, "upper": 0.986,
-           "confidence": 0.95, "min_agreement": 0.8, "min_heldout": 30, "train_examples": 24,
-           "heldout_examples": 6, "requests": 30, "repeats_judged": 2, "data_hash": "d41d8",
-           "scrubbed": {"email": 3}, "answer_shape": "tools", "student_kind": "generative"}
-SIGNATURE = "notify,set_level|"
-ASK = {"messages": [{"role": "user", "content": "Where is my order?"}]}
-
-
 def doc_snippet(marker: str) -> str:
     """The python block after `<!-- marker -->` in docs/students.md."""
     text = DOCS.read_text(encoding="utf-8")
@@ -39,27 +43,11 @@ def doc_snippet(marker: str) -> str:
     return after.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def register(cfg: Config, task: TaskRecord, version: int, files: Path, status: str,
-             meta: dict[str, Any]) -> None:
-    registry = Registry(cfg.distill.students_dir)
-    d = registry.version_dir(task.id, version)
-    shutil.copytree(files, d)
-    registry.write_meta(d, {"task": task.id, "version": version, **meta})
-    con = connect(cfg.store)
-    upsert_task(con, task)
-    add_student(con, StudentRecord(task=task.id, version=version, path=registry.relative(d),
-                                   base_model=meta["base_model"], status=status,
-                                   metrics=METRICS))
-    con.close()
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None
+def setup(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None, tiny_lora: TinyLora,
           ) -> tuple[Path, Config, Path]:
-    """A store with task t-full (a scratch student: v1 passed, v2 failed) and t-lora (a LoRA
-    adapter over a tiny local Llama), each trained for a few steps."""
-    from distill.chat_format import conversation, render
-    from distill.scratch import build_scratch
+    """A store with task t-full (a scratch student: v1 passed, v2 failed) and t-lora (the
+    session's LoRA adapter over a tiny local Llama), each trained for a few steps."""
     from distill.train import train_student
 
     tmp = tmp_path_factory.mktemp("export")
@@ -71,9 +59,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None
     # 12 steps: enough for answers that differ by prompt (4 give one answer to every prompt)
     train_student(data, base_model="scratch:tiny", out_dir=tmp / "full", progress=False,
                   cfg=TrainingConfig(max_steps=12, batch_size=8))
-    build_scratch("tiny", [render(*conversation(ex)) for ex in data], tmp / "base", seed=1)
-    train_student(data, base_model=str(tmp / "base"), out_dir=tmp / "lora", progress=False,
-                  cfg=TrainingConfig(max_steps=4, batch_size=8))
     full = TaskRecord(id="t-full", label="order status", kind="tool_call",
                       info={"signature": SIGNATURE})
     slots = {"enabled": True, "gazetteer": ["Lisbon"], "numeric_fields": [], "patterns": True,
@@ -84,10 +69,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None
     register(cfg, full, 2, tmp / "full", "failed", scratch_meta)
     lora = TaskRecord(id="t-lora", label="levels", kind="tool_call",
                       info={"signature": SIGNATURE})
-    register(cfg, lora, 1, tmp / "lora", "passed",
-             {"kind": "generative", "base_model": str(tmp / "base"),
+    register(cfg, lora, 1, tiny_lora.adapter, "passed",
+             {"kind": "generative", "base_model": str(tiny_lora.base),
               "copy_slots": {"enabled": False, "reason": "the answers copy nothing"},
-              "candidate": {"model": str(tmp / "base"), "licence": "mit"}})
+              "candidate": {"model": str(tiny_lora.base), "licence": "mit"}})
     return path, cfg, tmp
 
 
@@ -139,7 +124,8 @@ def test_whole_model_export_loads_with_transformers_and_answers_as_served(
 
 
 def test_adapter_export_is_an_adapter_and_merge_writes_plain_weights(
-        setup: tuple[Path, Config, Path], capsys: pytest.CaptureFixture[str]) -> None:
+        setup: tuple[Path, Config, Path], tiny_lora: TinyLora,
+        capsys: pytest.CaptureFixture[str]) -> None:
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     served = served_answer(setup[1], "t-lora", {**ASK, "max_tokens": 64})["content"]
@@ -156,7 +142,7 @@ def test_adapter_export_is_an_adapter_and_merge_writes_plain_weights(
     assert not (merged / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert type(model) is LlamaForCausalLM  # plain weights: peft plays no part in loading
-    base = AutoModelForCausalLM.from_pretrained(setup[2] / "base")
+    base = AutoModelForCausalLM.from_pretrained(tiny_lora.base)
     moved = [name for name, w in model.state_dict().items()
              if not w.equal(base.state_dict()[name])]
     assert moved, "the merged export holds the base's weights: the adapter was not merged"
@@ -181,14 +167,14 @@ def test_whole_models_are_written_greedy_ending_at_the_turns_end(
 
 
 def test_model_card_names_task_base_licence_data_agreement_contract_and_dates(
-        setup: tuple[Path, Config, Path]) -> None:
+        setup: tuple[Path, Config, Path], tiny_lora: TinyLora) -> None:
     from distill.chat_format import CHAT_TEMPLATE
 
     out = setup[2] / "out-card"
     assert export(setup, "t-lora", "--out", str(out)) == 0
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: mit\n")
-    for needed in ("levels", "t-lora v1", f"base model: `{setup[2] / 'base'}`",
+    for needed in ("levels", "t-lora v1", f"base model: `{tiny_lora.base}`",
                    "24 training examples from 30 distinct requests", "6 held out",
                    "held-out agreement 0.950, 95% bounds [0.834, 0.986] over 40 comparisons",
                    "lower bound ≥ 0.80", "gate: passed", "tools offered: `notify`, `set_level`",
@@ -288,11 +274,11 @@ def encoder_export(setup: tuple[Path, Config, Path]) -> tuple[Path, Path]:
 
     from distill.encoder_student import train_encoder
     from distill.encoder_train import EncoderConfig
-    from tests.test_encoder_student import CITIES, tool_example
 
     rng, tmp = random.Random(1), setup[2]
     info = train_encoder([tool_example(rng, CITIES) for _ in range(80)], tmp / "enc",
-                         budget_s=30, seed=0, cfg=EncoderConfig(tune_layers=1, max_epochs=40))
+                         budget_s=3600,  # epochs end it, not the clock (a loaded machine)
+                         seed=0, cfg=EncoderConfig(tune_layers=1, max_epochs=40))
     task = TaskRecord(id="t-enc", label="weather or timer", kind="tool_call",
                       info={"signature": "get_weather,set_timer|"})
     register(setup[1], task, 1, tmp / "enc", "passed", {
@@ -315,7 +301,6 @@ def test_encoder_export_is_a_plain_bert_with_heads_and_answers_as_served(
 
     from distill.encoder_heads import base_path
     from distill.encoder_student import EncoderStudent
-    from tests.test_encoder_student import HELD_OUT_CITIES, request, tool_example
 
     src, out = encoder_export
     card = (out / "README.md").read_text()

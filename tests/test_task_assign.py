@@ -84,7 +84,7 @@ def test_importing_the_request_path_stays_light() -> None:
 def discovered() -> list[Any]:
     """Tasks as discovery records them: triage and sentiment share the generic prompt."""
     from distill.discover import discover
-    from tests.test_discover import rows_of
+    from tests.helpers import rows_of
 
     items = generate(150, seed=31, kinds=["ticket_triage", "sentiment", "reply_writer"],
                      generic=["ticket_triage", "sentiment"])

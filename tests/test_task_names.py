@@ -20,10 +20,10 @@ from gateway.offline.workload import GENERIC_CAPABLE, KINDS, generate
 from gateway.report import build_report, render_html
 from gateway.store.catalog import TaskRecord, get_task, list_tasks, upsert_task
 from gateway.store.db import connect
-from tests.conftest import gateway_config, running_client
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config, running_client
+from tests.helpers_report import NOW, A, build_store
 from tests.pg import store_table
-from tests.test_report import NOW, A, build_store
 
 ADMIN = "sk-admin-names-1"
 

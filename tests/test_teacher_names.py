@@ -18,8 +18,8 @@ from gateway.offline.workload import generate
 from gateway.store.catalog import list_tasks
 from gateway.store.db import connect
 from gateway.store.sql import EXCHANGE_COLUMNS, insert_sql
-from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
+from tests.helpers import gateway_config
 
 
 class Namer(FakeUpstream):

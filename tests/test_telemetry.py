@@ -19,9 +19,8 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import ConfigError, parse_config
 from gateway.offline.local import free_port
-from tests.conftest import METRICS_AUTH, gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import JSON_BODY, ScriptedStudent, add_task
+from tests.helpers import JSON_BODY, METRICS_AUTH, ScriptedStudent, add_task, gateway_config
 
 trace_pb2 = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -31,10 +31,10 @@ from gateway.embed import SharedEmbedder
 from gateway.store.catalog import list_tasks
 from gateway.store.db import connect
 from gateway.task_ids import task_tenant
-from tests.conftest import gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import ScriptedStudent
+from tests.helpers import ScriptedStudent, gateway_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # discovery embeds on one thread
 KEYS = {"A": "sk-gw-test-1", "B": "sk-gw-test-2"}
 KEY_IDS = {name: hashlib.sha256(k.encode()).hexdigest()[:12] for name, k in KEYS.items()}
 SYSTEMS = [
@@ -86,11 +86,6 @@ def environment() -> Iterator[None]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def shared_embedder() -> SharedEmbedder:
-    return SharedEmbedder(threads=1)  # loaded once, on the first discovery that needs it
 
 
 def student_for(task: str, version: int) -> ScriptedStudent:

@@ -23,10 +23,16 @@ from gateway.store.catalog import list_tasks
 from gateway.store.db import connect
 from gateway.task_assign import TaskAssigner
 from gateway.task_ids import task_tenant
-from tests.conftest import METRICS_AUTH, gateway_config
 from tests.fake_upstream import FakeUpstream
-from tests.test_routing import ScriptedStudent
-from tests.test_security_tenancy import KEY_A, KEY_B, key_id, post_all
+from tests.helpers import (
+    KEY_A,
+    KEY_B,
+    METRICS_AUTH,
+    ScriptedStudent,
+    gateway_config,
+    key_id,
+    post_all,
+)
 
 A, B = key_id(KEY_A), key_id(KEY_B)
 SYSTEM = "You sort support tickets into billing, bug or other. Answer with JSON only."
@@ -111,7 +117,8 @@ async def test_b_sending_as_prompt_is_never_answered_by_as_student(
     assert tasks == {A: task.id, B: None}  # B's row is not A's training data
 
 
-def test_curation_reads_only_the_tasks_tenants_rows(tmp_path: Path) -> None:
+def test_curation_reads_only_the_tasks_tenants_rows(
+        tmp_path: Path, shared_embedder: SharedEmbedder) -> None:
     cfg = parse_config({"store": {"path": str(tmp_path / "s.db")}})
     con = connect(cfg.store.path)
     rows = [row(i, A if i < 30 else B, body(f"ticket {i}")) for i in range(40)]
@@ -127,7 +134,7 @@ def test_curation_reads_only_the_tasks_tenants_rows(tmp_path: Path) -> None:
          for r in rows])
     curated = curate_task(con, cfg, task)
     assert curated.requests == 30  # A's only
-    discover_tasks(con, cfg, SharedEmbedder())  # and rediscovery takes B's rows out of it
+    discover_tasks(con, cfg, shared_embedder)  # and rediscovery takes B's rows out of it
     moved = con.execute("SELECT DISTINCT task FROM exchanges WHERE key_id = ?", (B,)).fetchall()
     assert [m[0] for m in moved] == [None]  # 10 rows: not yet a task of B's own
     assert curate_task(con, cfg, task).requests == 30
@@ -135,7 +142,7 @@ def test_curation_reads_only_the_tasks_tenants_rows(tmp_path: Path) -> None:
 
 
 async def test_task_names_any_key_sends_are_no_tasks_nor_labels_until_they_have_data(
-    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str,
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, shared_embedder: SharedEmbedder,
 ) -> None:
     cfg = gateway_config(tmp_path, fresh_upstream, server={
         "api_keys_env": "SLIMGATE_TEST_KEYS", "metrics_keys_env": "SLIMGATE_TEST_METRICS_KEYS",
@@ -145,7 +152,7 @@ async def test_task_names_any_key_sends_are_no_tasks_nor_labels_until_they_have_
     real = [(KEY_A, body(f"ticket {i}", f"queue-{q}"), {}) for q in range(5) for i in range(25)]
     await post_all(app, spam + real)
     con = connect(cfg.store.path)
-    discover_tasks(con, cfg, SharedEmbedder())
+    discover_tasks(con, cfg, shared_embedder)
     tasks = {t.id: t.info["count"] for t in list_tasks(con)}
     con.close()
     # 30 one-request names: no task; 5 real ones of 25 requests: capped at 3 per tenant

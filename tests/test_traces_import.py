@@ -11,11 +11,12 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import Config, parse_config
+from gateway.embed import SharedEmbedder
 from gateway.offline.trace_import import TraceImportError, import_traces
 from gateway.store.catalog import chat_exchanges
 from gateway.store.db import connect
+from tests.helpers import KEY_A, KEY_B, key_id
 from tests.pg import store_table
-from tests.test_security_tenancy import KEY_A, KEY_B, key_id
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -206,9 +207,9 @@ def tenants_config(tmp_path: Path) -> Config:
         "tenants": {"acme": [key_id(KEY_A)], "beta": [key_id(KEY_B)]}}})
 
 
-def test_with_tenants_the_tenant_is_required_and_rows_are_only_its_own(tmp_path: Path) -> None:
+def test_with_tenants_the_tenant_is_required_and_rows_are_only_its_own(
+        tmp_path: Path, shared_embedder: SharedEmbedder) -> None:
     from distill.pipeline import discover_tasks
-    from gateway.embed import SharedEmbedder
     from gateway.store.catalog import list_tasks
     from gateway.task_assign import TaskAssigner
     from gateway.task_ids import task_tenant
@@ -224,7 +225,7 @@ def test_with_tenants_the_tenant_is_required_and_rows_are_only_its_own(tmp_path:
     con = connect(cfg.store)
     assert [tuple(r) for r in con.execute("SELECT DISTINCT key_id FROM exchanges")] == [
         (key_id(KEY_A),)]
-    discover_tasks(con, cfg, SharedEmbedder())
+    discover_tasks(con, cfg, shared_embedder)
     tasks = list_tasks(con)
     con.close()
     assert [task_tenant(t.info) for t in tasks] == ["acme"]  # beta's discovery has nothing

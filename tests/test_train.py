@@ -4,42 +4,15 @@ training, and both save formats (full scratch model, PEFT adapter) come out load
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from distill.chat_format import IM_END, conversation, render, stop_token_ids
 from gateway.config import TrainingConfig
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object",
-                                          "properties": {"city": {"type": "string"}}}}}
-CITIES = ["Paris", "Oslo", "Lima", "Rome", "Quito", "Seoul", "Dakar", "Hanoi"]
-
+from tests.helpers_students import tool_and_json_examples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def examples(n: int = 32) -> list[dict[str, Any]]:
-    """Two templated tasks: a tool call and a JSON answer."""
-    rnd = random.Random(0)
-    out = []
-    for i in range(n):
-        city = rnd.choice(CITIES)
-        if i % 2:
-            out.append({"messages": [{"role": "user", "content": f"Weather in {city}?"}],
-                        "tools": [WEATHER], "response_format": None,
-                        "answer": {"role": "assistant", "content": None, "tool_calls": [
-                            {"id": "c", "type": "function", "function": {
-                                "name": "get_weather", "arguments": json.dumps({"city": city})}}]}})
-        else:
-            out.append({"messages": [{"role": "system", "content": "Name the country."},
-                                     {"role": "user", "content": city}],
-                        "tools": None, "response_format": {"type": "json_object"},
-                        "answer": {"role": "assistant", "content": json.dumps({"city": city})}})
-    return out
 
 
 def test_loss_is_on_the_answer_only_and_training_changes_weights(tmp_path: Path) -> None:
@@ -48,7 +21,7 @@ def test_loss_is_on_the_answer_only_and_training_changes_weights(tmp_path: Path)
     from distill.scratch import build_scratch
     from distill.train import Clock, encode_example, make_trainer
 
-    data = examples()
+    data = tool_and_json_examples()
     model, tok = build_scratch("tiny", [render(*conversation(ex)) for ex in data])
     rows = [encode_example(ex, tok, stop_token_ids(tok)) for ex in data]
     cfg = TrainingConfig(max_steps=15, batch_size=8, epochs=100)
@@ -81,8 +54,8 @@ def test_train_student_scratch_saves_a_full_model(tmp_path: Path) -> None:
     from distill.train import train_student
 
     cfg = TrainingConfig(max_steps=8, batch_size=8, time_budget_s=120)
-    report = train_student(examples(), base_model="scratch:tiny", cfg=cfg, out_dir=tmp_path,
-                           progress=False)
+    report = train_student(tool_and_json_examples(), base_model="scratch:tiny", cfg=cfg,
+                           out_dir=tmp_path, progress=False)
     assert (report.steps, report.stopped_by, report.method) == (8, "steps", "full")
     assert report.final_loss < report.first_loss
     assert report.trainable_params == report.total_params > 500_000
@@ -95,11 +68,14 @@ def test_train_student_scratch_saves_a_full_model(tmp_path: Path) -> None:
 def test_time_budget_and_epochs_stop_training(tmp_path: Path) -> None:
     from distill.train import train_student
 
-    timed = train_student(examples(8), base_model="scratch:tiny", out_dir=tmp_path / "t",
+    timed = train_student(tool_and_json_examples(8), base_model="scratch:tiny",
+                          out_dir=tmp_path / "t",
                           cfg=TrainingConfig(time_budget_s=0.5, max_steps=10_000),
                           progress=False)
-    assert timed.stopped_by == "time" and 1 <= timed.steps < 50
-    short = train_student(examples(8), base_model="scratch:tiny", out_dir=tmp_path / "e",
+    # the clock, not the 10,000 steps, ended it (how many steps fit in 0.5 s is the machine's)
+    assert timed.stopped_by == "time" and 1 <= timed.steps < 10_000
+    short = train_student(tool_and_json_examples(8), base_model="scratch:tiny",
+                          out_dir=tmp_path / "e",
                           cfg=TrainingConfig(epochs=2, batch_size=4, max_steps=1000),
                           progress=False)
     assert (short.stopped_by, short.steps, short.epochs) == ("epochs", 4, 2.0)
@@ -108,7 +84,7 @@ def test_time_budget_and_epochs_stop_training(tmp_path: Path) -> None:
 def test_too_long_examples_are_skipped(tmp_path: Path) -> None:
     from distill.train import train_student
 
-    data = examples(8)
+    data = tool_and_json_examples(8)
     data[0] = {**data[0], "messages": [{"role": "user", "content": "word " * 400}]}
     report = train_student(data, base_model="scratch:tiny", out_dir=tmp_path, progress=False,
                            cfg=TrainingConfig(max_steps=2, max_seq_len=256))
@@ -123,7 +99,7 @@ def test_max_seq_len_is_raised_to_fit_the_tasks_examples(tmp_path: Path) -> None
 
     # Every example is longer than 32 tokens: the limit grows to the task's p99, within the
     # model's context, instead of leaving nothing to learn from.
-    report = train_student(examples(8), base_model="scratch:tiny", out_dir=tmp_path,
+    report = train_student(tool_and_json_examples(8), base_model="scratch:tiny", out_dir=tmp_path,
                            progress=False, cfg=TrainingConfig(max_steps=1, max_seq_len=32))
     assert (report.examples, report.skipped) == (8, 0)
 
@@ -134,7 +110,8 @@ def pretrained_dir(tmp_path: Path) -> Path:
     from distill.scratch import build_scratch
 
     path = tmp_path / "tiny-llama"
-    build_scratch("tiny", [render(*conversation(ex)) for ex in examples()], path, seed=1)
+    texts = [render(*conversation(ex)) for ex in tool_and_json_examples()]
+    build_scratch("tiny", texts, path, seed=1)
     return path
 
 
@@ -145,8 +122,9 @@ def test_lora_adapter_trains_saves_and_reloads(tmp_path: Path, pretrained_dir: P
     from distill.train import train_student
 
     out = tmp_path / "adapter"
-    report = train_student(examples(), base_model=str(pretrained_dir), cfg=TrainingConfig(
-        max_steps=6, batch_size=8), out_dir=out, progress=False)
+    report = train_student(tool_and_json_examples(), base_model=str(pretrained_dir),
+                           cfg=TrainingConfig(max_steps=6, batch_size=8), out_dir=out,
+                           progress=False)
     assert report.method == "lora" and report.steps == 6
     assert 0 < report.trainable_params < report.total_params / 2
     names = {p.name for p in out.iterdir()}
@@ -189,10 +167,11 @@ def test_pretrained_templates_learn_an_answer_the_parser_reads(family: str) -> N
     if not template.exists():
         pytest.skip(f"this TRL does not ship {template.name}")
     end, specials = TEMPLATES[family]
-    tok = train_tokenizer([render(*conversation(ex)) for ex in examples()], vocab_size=600)
+    texts = [render(*conversation(ex)) for ex in tool_and_json_examples()]
+    tok = train_tokenizer(texts, vocab_size=600)
     tok.add_tokens(specials, special_tokens=True)
     tok.eos_token, tok.chat_template = end, template.read_text()
-    ex = examples(2)[0 if family == "phi3" else 1]  # phi3's template has no tools
+    ex = tool_and_json_examples(2)[0 if family == "phi3" else 1]  # phi3's template has no tools
 
     row = encode_example(ex, tok, stop_token_ids(tok))
     learnt = [t for t in row["labels"] if t != -100]

@@ -11,39 +11,29 @@ import httpx
 import pytest
 
 from gateway.cli import main
-from gateway.config import Config, TrainingConfig, load_config
+from gateway.config import Config, load_config
 from gateway.store.catalog import TaskRecord
-from tests.test_lora_constrained import slotted
-from tests.test_students_export import ASK, SIGNATURE, register
+from tests.helpers_students import ASK, SIGNATURE, TinyLora, register
 from tests.vllm_server import skip_reason, vllm_python, vllm_server
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Config]]:
-    """A LoRA student of a tiny local Llama, exported merged and served by vLLM."""
+def exported(tmp_path_factory: pytest.TempPathFactory,
+             request: pytest.FixtureRequest) -> Iterator[tuple[str, Path, Config]]:
+    """The session's LoRA student of a tiny local Llama (`tiny_lora`, also exported in
+    tests/test_students_export.py), exported merged and served by vLLM."""
     if vllm_python() is None:
         pytest.skip(skip_reason())
-    import torch
-
-    from distill.chat_format import conversation, render
-    from distill.scratch import build_scratch
-    from distill.train import train_student
+    tiny: TinyLora = request.getfixturevalue("tiny_lora")  # trained only when vLLM is here
 
     tmp = tmp_path_factory.mktemp("vllm-export")
     path = tmp / "config.toml"
     path.write_text(f'[store]\npath = "{tmp / "store.db"}"\n\n'
                     f'[distill]\nstudents_dir = "{tmp / "students"}"\nscrub_kinds = []\n')
     cfg = load_config(str(path))
-    data = [slotted(i) for i in range(24)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    build_scratch("tiny", [render(*conversation(ex)) for ex in data], tmp / "base", seed=1)
-    train_student(data, base_model=str(tmp / "base"), out_dir=tmp / "lora", progress=False,
-                  cfg=TrainingConfig(max_steps=4, batch_size=8))
-    torch.set_num_threads(threads)
     register(cfg, TaskRecord(id="t-levels", label="levels", kind="tool_call",
-                             info={"signature": SIGNATURE}), 1, tmp / "lora", "passed",
-             {"kind": "generative", "base_model": str(tmp / "base"),
+                             info={"signature": SIGNATURE}), 1, tiny.adapter, "passed",
+             {"kind": "generative", "base_model": str(tiny.base),
               "copy_slots": {"enabled": False}, "candidate": {"licence": "mit"}})
     out = tmp / "export"
     assert main(["students", "export", "t-levels", "--merge", "--out", str(out),

@@ -20,7 +20,7 @@ from gateway.upstream.vllm_student import (
 )
 from policies.contract import check_contract
 from tests.gguf_files import tiny_gguf
-from tests.test_lora_constrained import NOTIFY, SET_LEVEL, slotted
+from tests.helpers_students import NOTIFY, SET_LEVEL, slotted
 from tests.vllm_server import skip_reason, vllm_python, vllm_server
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "lvl", "schema": {

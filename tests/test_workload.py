@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -141,26 +142,17 @@ def test_traces_are_openai_chat_completions(items: list[WorkItem]) -> None:
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
 
 
-def test_two_teacher_replies_to_one_message_are_far_apart_for_embeddings() -> None:
+def test_two_teacher_replies_to_one_message_are_far_apart_for_embeddings(embedder: Any) -> None:
     """A tiny student cannot match the open-ended task: even the teacher's own two answers to
     the same message are far apart (MiniLM cosine)."""
     import random
 
     import numpy as np
-    import torch
 
-    from gateway.embed import Embedder
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # other test runs share this small CPU
-    try:
-        embedder = Embedder()
-        rng = random.Random(7)
-        pairs = [(_reply(rng, "Omar", "Pixel & Co", "webcam"),
-                  _reply(rng, "Omar", "Pixel & Co", "webcam")) for _ in range(30)]
-        a = embedder.encode([p[0] for p in pairs])
-        b = embedder.encode([p[1] for p in pairs])
-    finally:
-        torch.set_num_threads(threads)
+    rng = random.Random(7)
+    pairs = [(_reply(rng, "Omar", "Pixel & Co", "webcam"),
+              _reply(rng, "Omar", "Pixel & Co", "webcam")) for _ in range(30)]
+    a = embedder.encode([p[0] for p in pairs])
+    b = embedder.encode([p[1] for p in pairs])
     cos = (a * b).sum(axis=1)
     assert float(np.mean(cos)) < 0.7 and float(np.median(cos)) < 0.75
