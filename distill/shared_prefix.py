@@ -44,18 +44,18 @@ def shared_prefix_forward(model: Any, inputs: dict[str, Any],
     if prefix < MIN_PREFIX:
         return None
     with torch.no_grad():
-        cache = model(input_ids=ids[:1, :prefix], use_cache=True).past_key_values
+        cache = cache_of(model(input_ids=ids[:1, :prefix], use_cache=True))
     cache.batch_repeat_interleave(rows)
     positions = torch.arange(prefix, width, device=ids.device).unsqueeze(0).expand(rows, -1)
     parts = backbone_and_head(model)
     if parts is None:
         extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
-        extra[_cache_argument(model)] = cache
+        extra[cache_argument(model)] = cache
         return model(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=positions,
                      labels=labels[:, prefix:], use_cache=True, **extra)
     backbone, head = parts
     hidden = backbone(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=positions,
-                      use_cache=True, **{_cache_argument(backbone): cache}).last_hidden_state
+                      use_cache=True, **{cache_argument(backbone): cache}).last_hidden_state
     return learnt_loss(head, hidden, labels[:, prefix:], num_items_in_batch)
 
 
@@ -95,7 +95,13 @@ def learnt_loss(head: Any, hidden: Any, labels: Any, num_items_in_batch: Any = N
     return CausalLMOutputWithPast(loss=loss / count)
 
 
-def _cache_argument(model: Any) -> str:
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward pass returned (`cache`, formerly `past_key_values`)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def cache_argument(model: Any) -> str:
     """`cache` where the model's forward names it so (transformers is renaming
     `past_key_values`), else `past_key_values`."""
     import inspect
