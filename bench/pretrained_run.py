@@ -115,7 +115,7 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    head = ("task", "shape", "copy cov", "train/held", "steps", "train s", "stop", "loss",
+    head = ("task", "shape", "copy cov", "train/held", "steps", "train s", "cpu s", "stop", "loss",
             "agreement [95% CI]", "gate", "valid", "p50 ms b8", "p50/p95 ms b1", "leaks")
     lines = []
     for r in results:
@@ -124,7 +124,8 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         lines.append((
             r["task"], str(r["answer_shape"]), "—" if cov is None else f"{cov:.2f}",
             f"{r['train_examples']}/{r['heldout_examples']}", str(tr["steps"]),
-            f"{tr['seconds']:.0f}", str(tr["stopped_by"]), f"{tr['final_loss']:.3f}",
+            f"{tr['seconds']:.0f}", f"{tr.get('cpu_seconds', 0):.0f}", str(tr["stopped_by"]),
+            f"{tr['final_loss']:.3f}",
             f"{ev['agreement']:.2f} [{ev['lower']:.2f}, {ev['upper']:.2f}]",
             "pass" if r["gate"]["passed"] else "fail", f"{ev['valid_rate']:.2f}",
             f"{ev['student_p50_ms']:.0f}",

@@ -55,6 +55,7 @@ class TrainReport:
     quantized: bool = False  # QLoRA: the base was loaded in 4 bits
     tokens: int = 0  # tokens trained on (steps x batch x mean example length)
     tokens_per_s: float = 0.0  # over the whole run, loading and saving included (S4 reads it)
+    cpu_seconds: float = 0.0  # process CPU time over the run: on a shared machine, what it got
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -347,6 +348,7 @@ def train_student(
     from transformers import set_seed
 
     clock = Clock(cfg.time_budget_s)
+    cpu_began = time.process_time()
     set_seed(seed)
     scratch = base_model.startswith("scratch:")
     if scratch and method == "lora":
@@ -410,4 +412,5 @@ def train_student(
         method="lora" if lora else "full", base_model=base_model, stopped_by=stopped_by,
         examples=len(rows), skipped=len(encoded) - len(rows), quantized=quantized,
         tokens=tokens, tokens_per_s=round(tokens / max(seconds, 1e-6), 1),
+        cpu_seconds=round(time.process_time() - cpu_began, 1),
     )
