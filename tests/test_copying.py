@@ -79,7 +79,7 @@ def test_kind_selection_tries_the_encoder_first_for_labels_and_only_generative_f
     assert plan[1] == plan[1].__class__("generative", None)
 
 
-def test_where_the_slots_leave_the_gate_out_of_reach_scratch_is_not_trained_and_pretrained_reads_raw(
+def test_slots_short_of_the_gate_rule_out_scratch_and_give_pretrained_the_raw_request(
 ) -> None:
     from distill.candidates import prepare
     from gateway.config import CandidateConfig
