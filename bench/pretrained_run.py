@@ -60,6 +60,8 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     if args.heldout_limit:
         curated.heldout = curated.heldout[:args.heldout_limit]
     prep = prepare(task.kind, curated, args.max_train, kinds=["generative"])
+    if args.slots == "auto":  # as the pipeline asks this candidate (raw where slots fall short)
+        prep = prep.for_candidate(candidate, policy.min_agreement)
     out_dir = work / name
     with quiet_progress_bars():
         report, ev = fit_generative(product, prep, curated.heldout, task.kind, policy, candidate,
@@ -75,7 +77,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     misses = [r for r in ev.rows if not r["agree"]]
     return {
         "task": name, "candidate": candidate.model, "kind": task.kind, "answer_shape": prep.shape,
-        "copy_slots": None if prep.slots is None else {
+        "copy_slots": {"enabled": False, "reason": prep.unslotted} if prep.slots is None else {
             "fields": prep.slots.coverage.get("fields"), "gazetteer": len(prep.slots.gazetteer),
             "coverage_heldout": (prep.slots.coverage.get("heldout") or {}).get("share")},
         "train_examples": len(prep.train), "heldout_examples": len(curated.heldout),
@@ -113,7 +115,7 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    head = ("task", "shape", "copy cov", "train/held", "steps", "train s", "stop", "loss",
+    head = ("task", "shape", "copy cov", "train/held", "steps", "train s", "cpu s", "stop", "loss",
             "agreement [95% CI]", "gate", "valid", "p50 ms b8", "p50/p95 ms b1", "leaks")
     lines = []
     for r in results:
@@ -122,7 +124,8 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         lines.append((
             r["task"], str(r["answer_shape"]), "—" if cov is None else f"{cov:.2f}",
             f"{r['train_examples']}/{r['heldout_examples']}", str(tr["steps"]),
-            f"{tr['seconds']:.0f}", str(tr["stopped_by"]), f"{tr['final_loss']:.3f}",
+            f"{tr['seconds']:.0f}", f"{tr.get('cpu_seconds', 0):.0f}", str(tr["stopped_by"]),
+            f"{tr['final_loss']:.3f}",
             f"{ev['agreement']:.2f} [{ev['lower']:.2f}, {ev['upper']:.2f}]",
             "pass" if r["gate"]["passed"] else "fail", f"{ev['valid_rate']:.2f}",
             f"{ev['student_p50_ms']:.0f}",
@@ -192,17 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-percent", type=int, default=15)
     p.add_argument("--heldout-limit", type=int, default=0, help="0: every held-out example")
     p.add_argument("--single", type=int, default=8, help="requests timed one at a time")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: the worker's rule, all cores but one)")
+    p.add_argument("--slots", choices=("auto", "always"), default="auto",
+                   help="auto: as the pipeline (raw request where copy slots fall short of "
+                        "the gate, for a pretrained candidate); always: copy slots regardless")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("pretrained_run.json"))
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
+    from distill.worker import _limit_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _limit_threads(args.threads)  # training threads as the worker sets them
     started = time.perf_counter()
     candidate = pick_candidate(args.candidate)
     conversion = None
@@ -215,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         conversion = {"source": source, "base_dir": candidate.model,
                       "seconds": round(time.perf_counter() - began, 1)}
         print(f"[{time.perf_counter() - started:5.0f}s] base ready: {conversion}", flush=True)
+    import torch
+
     meta = {"base_model": candidate.model, "params": candidate.params, "budget_s": args.budget,
+            "torch_threads": torch.get_num_threads(), "load_avg_start": os.getloadavg(),
             "conversion": conversion,
             "machine": machine(), "args": {
                 k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -235,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps({**meta, "results": results}, indent=2,
                                            default=str) + "\n")
     meta["seconds"] = round(time.perf_counter() - started, 1)
+    meta["load_avg_end"] = os.getloadavg()
     args.out.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
     print_table(results, meta)
     print(f"total {meta['seconds']:.0f} s; saved {args.out}")

@@ -49,11 +49,13 @@ class Prepared:
     # artist (SNIPS through copy slots: 0.205 held-out agreement; the raw request: 0.395,
     # `bench/toolcall_misses.py`, 2026-12-06).
     raw_train: list[Example] = field(default_factory=list)
+    unslotted: str | None = None  # why a candidate's slots were set aside (`for_candidate`)
 
     def slots_meta(self) -> dict[str, Any]:
         """`copy_slots` for slimgate.json: the proposer's state and its measured coverage."""
         if self.slots is None:
-            return {"enabled": False, "reason": "the answers copy nothing from the request"}
+            return {"enabled": False,
+                    "reason": self.unslotted or "the answers copy nothing from the request"}
         return {"enabled": True, **self.slots.as_dict()}
 
     @property
@@ -74,7 +76,8 @@ class Prepared:
 
         A scratch student's vocabulary is the task's own text: a value the slots miss, it
         cannot copy, so the answers it can get right are at most those captured whole. A
-        pretrained candidate can still copy by itself and is never ruled out here.
+        pretrained candidate can copy by itself and is never ruled out here: it is given the
+        raw request instead (`for_candidate`).
         """
         if not candidate.model.startswith("scratch:") or self.ceiling is None:
             return None
@@ -82,6 +85,21 @@ class Prepared:
             return None
         return (f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
                 f"answers copyable whole, below the gate's {min_agreement:.2f}")
+
+    def for_candidate(self, candidate: CandidateConfig, min_agreement: float) -> Prepared:
+        """What `candidate` trains on and is asked with. Where the copy slots leave fewer
+        held-out answers copyable whole than the gate needs, a pretrained candidate learns
+        and answers the raw request, copying values itself as its pretraining taught it: a
+        student trained on `<V1>` never meets the values the slots miss (the gazetteer holds
+        every training value), so it cannot copy them (SNIPS as JSON: 0.58 of held-out
+        answers whole, a certain fail). Scratch candidates keep the slots (`too_low_for`)."""
+        if candidate.model.startswith("scratch:") or self.ceiling is None \
+                or self.ceiling >= min_agreement:
+            return self
+        return replace(self, slots=None, train=self.raw_train, unslotted=(
+            f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
+            f"answers copyable whole, below the gate's {min_agreement:.2f}: the pretrained "
+            "candidate copies from the raw request itself"))
 
 
 def prepare(task_kind: str, curated: Curated, max_train: int,

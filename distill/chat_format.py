@@ -271,3 +271,23 @@ def parse_answer(text: str, request: dict[str, Any]) -> dict[str, Any]:
         return {"role": "assistant", "content": text}
     except Exception:  # garbage in must never take the request path down
         return {"role": "assistant", "content": str(text)}
+
+
+_PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool", "parameters": {
+    "type": "object", "properties": {"x": {"type": "string"}}}}}
+_PROBE_CALL = {"role": "assistant", "content": None, "tool_calls": [{
+    "id": "c1", "type": "function", "function": {"name": "probe_tool", "arguments": '{"x": "1"}'}}]}
+
+
+def renders_hermes_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's own chat template shows tools and writes tool calls the
+    Hermes way (`<tool_call>{"name": …}</tool_call>`), as the students' format needs."""
+    if not tokenizer.chat_template:
+        return False
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, _PROBE_CALL], tools=[_PROBE_TOOL],
+            tokenize=False)
+    except Exception:  # a template that cannot render tools or tool calls at all
+        return False
+    return isinstance(text, str) and "<tool_call>" in text and text.count("probe_tool") >= 2

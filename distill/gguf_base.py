@@ -76,9 +76,8 @@ def convert(gguf: Path, out_dir: Path) -> dict[str, Any]:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.chat_format import CHAT_TEMPLATE
+    from distill.chat_format import CHAT_TEMPLATE, renders_hermes_tools
     from distill.student import quiet_progress_bars
-    from distill.train import renders_hermes_tools
 
     with quiet_progress_bars():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -224,6 +224,7 @@ def train_candidate(
     started = time.time()
     similarity = embedding_similarity(embedder)
     text_judge = heldout_judge(con, cfg, task, version)
+    asked = prep  # what a generative candidate learns and is asked with (its copy slots)
     try:
         if kind == "encoder":
             info, ev = fit_encoder(cfg, prep, curated.judged, task.kind, policy, partial,
@@ -232,7 +233,8 @@ def train_candidate(
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
         elif candidate is not None:
-            training, ev = fit_generative(cfg, prep, curated.judged, task.kind, policy,
+            asked = prep.for_candidate(candidate, policy.min_agreement)
+            training, ev = fit_generative(cfg, asked, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
                                           interrupt=interrupt, text_judge=text_judge)
@@ -256,7 +258,7 @@ def train_candidate(
                "answer_shape": prep.shape, "copy_coverage": prep.coverage}
     if text_judge is not None:
         metrics["judge"] = {**text_judge.usage.as_dict(), "unjudged": text_judge.unjudged}
-    copy_slots = prep.slots_meta() if kind != "encoder" else {
+    copy_slots = asked.slots_meta() if kind != "encoder" else {
         "enabled": False, "reason": "the encoder points at the request's own words"}
     # The metadata marks a version complete; written inside the partial directory and then
     # renamed with it in one step, a `v<N>` directory is never seen without it.

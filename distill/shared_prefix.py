@@ -5,7 +5,7 @@ A task's requests share their system prompt, tools and schema — often most of 
 (SNIPS as JSON: ~450 of ~550 tokens). A pretrained candidate trained on a CPU spends nearly
 all its compute there. The prefix is run with the adapter applied, as serving runs it; only
 its gradients are given up (the adapter learns from the rows' own tokens), so the loss is the
-one a full forward pass gives.
+one a full forward pass gives. The output head runs only where an answer token is learnt.
 """
 
 from __future__ import annotations
@@ -44,16 +44,64 @@ def shared_prefix_forward(model: Any, inputs: dict[str, Any],
     if prefix < MIN_PREFIX:
         return None
     with torch.no_grad():
-        cache = model(input_ids=ids[:1, :prefix], use_cache=True).past_key_values
+        cache = cache_of(model(input_ids=ids[:1, :prefix], use_cache=True))
     cache.batch_repeat_interleave(rows)
     positions = torch.arange(prefix, width, device=ids.device).unsqueeze(0).expand(rows, -1)
-    extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
-    extra[_cache_argument(model)] = cache
-    return model(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=positions,
-                 labels=labels[:, prefix:], use_cache=True, **extra)
+    parts = backbone_and_head(model)
+    if parts is None:
+        extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+        extra[cache_argument(model)] = cache
+        return model(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=positions,
+                     labels=labels[:, prefix:], use_cache=True, **extra)
+    backbone, head = parts
+    hidden = backbone(input_ids=ids[:, prefix:], attention_mask=mask, position_ids=positions,
+                      use_cache=True, **{cache_argument(backbone): cache}).last_hidden_state
+    return learnt_loss(head, hidden, labels[:, prefix:], num_items_in_batch)
 
 
-def _cache_argument(model: Any) -> str:
+# Causal LMs whose logits are the output head applied to the backbone's last hidden state,
+# nothing more (no soft-capping or scaling after it): their loss can be computed on the
+# learnt positions alone. Others take the model's own forward (logits everywhere).
+PLAIN_HEADS = frozenset({"llama", "qwen2", "qwen3", "mistral", "phi3", "olmo2", "smollm3"})
+
+
+def backbone_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder stack, output head) of a plain causal LM (LoRA layers included), or None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "model_type", None) not in PLAIN_HEADS:
+        return None
+    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings()
+    return None if backbone is None or head is None else (backbone, head)
+
+
+def learnt_loss(head: Any, hidden: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Causal LM loss with the output head run only where a label is learnt: position t
+    predicts label t+1, as transformers' loss shifts them; summed over `num_items_in_batch`
+    when given (the Trainer's count over the batch), else the mean. Answers are a small share
+    of a row (SNIPS JSON: ~30 of ~80 tokens after the prefix) and the head is a fifth of a
+    135M model's compute (49,152 x 576), so most of its cost was spent on positions with no
+    loss."""
+    import torch
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    targets = labels[:, 1:]
+    learnt = targets != -100
+    logits = head(hidden[:, :-1][learnt]).float()
+    loss = torch.nn.functional.cross_entropy(logits, targets[learnt], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else learnt.sum()
+    if torch.is_tensor(count):
+        count = count.to(loss.device)
+    return CausalLMOutputWithPast(loss=loss / count)
+
+
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward pass returned (`cache`, formerly `past_key_values`)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def cache_argument(model: Any) -> str:
     """`cache` where the model's forward names it so (transformers is renaming
     `past_key_values`), else `past_key_values`."""
     import inspect

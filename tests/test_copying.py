@@ -79,7 +79,8 @@ def test_kind_selection_tries_the_encoder_first_for_labels_and_only_generative_f
     assert plan[1] == plan[1].__class__("generative", None)
 
 
-def test_a_scratch_candidate_is_not_trained_where_the_slots_leave_the_gate_out_of_reach() -> None:
+def test_slots_short_of_the_gate_rule_out_scratch_and_give_pretrained_the_raw_request(
+) -> None:
     from distill.candidates import prepare
     from gateway.config import CandidateConfig
 
@@ -92,6 +93,12 @@ def test_a_scratch_candidate_is_not_trained_where_the_slots_leave_the_gate_out_o
     reason = prep.too_low_for(scratch, 0.9)
     assert reason is not None and "0.81" in reason and "0.55" in reason and "0.90" in reason
     assert prep.too_low_for(pretrained, 0.9) is None  # it can copy by itself
+    raw = prep.for_candidate(pretrained, 0.9)  # ... from the raw request, slots set aside
+    assert raw.slots is None and raw.train == prep.raw_train != prep.train
+    assert raw.slots_meta()["enabled"] is False and "0.55" in raw.slots_meta()["reason"]
+    assert prep.for_candidate(scratch, 0.9) is prep  # scratch keeps the slots (ruled out above)
+    prep.slots.coverage["heldout"] = {"share": 0.99, "answers_whole": 0.97}
+    assert prep.for_candidate(pretrained, 0.9) is prep  # slots that reach the gate stay
 
 
 def lookup_rows(n: int, seed: int) -> list[dict[str, Any]]:

@@ -92,6 +92,50 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
     assert all("<V" in ex.answer["content"] for ex in seen)  # trained on placeholders
 
 
+def test_a_pretrained_candidate_reads_the_raw_request_where_the_slots_fall_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import distill.candidates
+    from distill.evaluate import Evaluation
+    from gateway.offline.workload import generate, to_traces
+    from gateway.registry import Registry
+
+    cfg, con, _ = store_with_task(tmp_path)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"candidates": [
+        cfg.distill.candidates[0].model_copy(update={"model": "/models/smol", "params": 135_000_000,
+                                                     "context": 8192, "method": "lora"})]})})
+    task = TaskRecord(id="t-orders", label="orders", kind="json",
+                      info={"prompt_tokens_p99": 300, "answer_tokens_p99": 40})
+    upsert_task(con, task)
+    rows = [(f"o{i}", time.time(), "chat/completions", "m", "teacher", "t-orders", 0,
+             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
+            for i, t in enumerate(to_traces(generate(80, seed=4, kinds=["order_extract"])))]
+    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
+                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    # the slots capture only some held-out values whole: a student on <V1> cannot pass
+    monkeypatch.setattr(distill.candidates, "coverage",
+                        lambda _ex, _slots: {"share": 0.7, "answers_whole": 0.5})
+    seen: list[Any] = []
+
+    def fake_fit(cfg: Any, prep: Any, heldout: Any, *args: Any, **kw: Any) -> Any:
+        seen.extend(prep.train)
+        n = len(heldout)
+        return {"stopped_by": "time"}, Evaluation({"n": n, "agree": n, "agreement": 1.0,
+                                                   "lower": 0.9, "upper": 1.0})
+
+    monkeypatch.setattr(distill.candidates, "fit_generative", fake_fit)
+    outcome = distill_task(con, cfg, task, curate_task(con, cfg, task), progress=False,
+                           embedder=SharedEmbedder(), encoder=False)
+    assert outcome.version == 1 and outcome.metrics["copy_coverage"] == 0.7
+    meta = json.loads((Registry(cfg.distill.students_dir).version_dir("t-orders", 1)
+                       / "slimgate.json").read_text())
+    assert meta["copy_slots"]["enabled"] is False  # served on the raw request, as trained
+    assert "0.50" in meta["copy_slots"]["reason"]
+    assert seen and not any("<V" in ex.answer["content"] for ex in seen)
+
+
 def test_a_near_miss_ends_the_run_before_dearer_candidates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:

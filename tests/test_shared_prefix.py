@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from distill.shared_prefix import MIN_PREFIX, shared_length, shared_prefix_forward
+from distill.shared_prefix import (
+    MIN_PREFIX,
+    backbone_and_head,
+    shared_length,
+    shared_prefix_forward,
+)
 from gateway.config import TrainingConfig
 from tests.helpers_students import slotted
 
@@ -54,6 +59,59 @@ def test_the_loss_is_the_full_forward_passes(arch: str) -> None:
         shared = shared_prefix_forward(model, inputs)
     assert shared is not None
     assert torch.allclose(shared.loss, full, atol=1e-5)
+
+
+def test_the_output_head_runs_only_where_an_answer_token_is_learnt() -> None:
+    import torch
+
+    model, inputs = tiny("llama"), batch()
+    head_rows: list[int] = []
+    model.lm_head.register_forward_hook(
+        lambda _m, args, _out: head_rows.append(args[0].reshape(-1, 64).shape[0]))
+    with torch.no_grad():
+        full = model(**inputs).loss
+        n = (inputs["labels"][:, 1:] != -100).sum()
+        head_rows.clear()
+        shared = shared_prefix_forward(model, inputs, n)
+    assert shared is not None and torch.allclose(shared.loss, full, atol=1e-5)
+    # one row of the prefix pass (its last position), then only the learnt positions
+    assert head_rows == [1, int(n)] or head_rows[-1] == int(n)
+
+
+def test_learnt_positions_give_the_gradients_of_logits_everywhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    import distill.shared_prefix
+
+    grads = []
+    for everywhere in (True, False):
+        if everywhere:  # the model's own forward: logits at every position
+            monkeypatch.setattr(distill.shared_prefix, "backbone_and_head", lambda _m: None)
+        else:
+            monkeypatch.undo()
+        torch.manual_seed(3)
+        model = get_peft_model(tiny("qwen2"), LoraConfig(r=4, target_modules="all-linear",
+                                                         init_lora_weights=False))
+        model.train()
+        out = shared_prefix_forward(model, batch())
+        assert out is not None
+        out.loss.backward()
+        grads.append([p.grad.clone() for n, p in model.named_parameters() if "lora_" in n])
+    assert len(grads[0]) == len(grads[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads, strict=True))
+
+
+def test_a_model_with_a_scaled_head_keeps_its_own_forward() -> None:
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    model = GemmaForCausalLM(GemmaConfig(vocab_size=100, hidden_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         intermediate_size=128, head_dim=16))
+    assert backbone_and_head(model) is None  # not a known plain head: logits everywhere
+    assert backbone_and_head(tiny("llama")) is not None
 
 
 def test_the_prefix_ends_before_the_first_learnt_token_is_predicted() -> None:

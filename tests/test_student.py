@@ -76,3 +76,52 @@ def test_generate_from_several_threads(student: Any) -> None:
     assert sorted(results) == [0, 1, 2]  # every thread got its answers
     for gens in results.values():
         assert [g.finish_reason for g in gens] == ["tool_calls", "stop"]
+
+
+LONG_SYSTEM = ("Check the city the user names against the list of cities we serve, and "
+               "answer with a JSON object that says whether it is on the list. " * 3)
+
+
+def long_request(city: str) -> dict[str, Any]:
+    return {"messages": [{"role": "system", "content": LONG_SYSTEM},
+                         {"role": "user", "content": f"Is {city} served?"}],
+            "response_format": {"type": "json_object"}, "max_tokens": 12}
+
+
+def test_the_shared_prompt_runs_once_and_answers_do_not_change(student: Any) -> None:
+    from distill.student import MIN_SHARED
+
+    student.reuse_prefix = False
+    plain = [student.generate([long_request(c)])[0].text for c in TEN_CITIES[:3]]
+    plain_batch = [g.text for g in student.generate([long_request(c) for c in TEN_CITIES[3:6]])]
+    student.reuse_prefix = True
+    student.prefix.__init__()  # nothing kept yet
+    widths: list[int] = []
+    hook = student.model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(kw["input_ids"].shape[1]) if "input_ids" in kw else None,
+        with_kwargs=True)
+    try:
+        reused = []
+        for c in TEN_CITIES[:3]:
+            widths.clear()
+            reused.append(student.generate([long_request(c)])[0].text)
+            first = widths[0]
+        batch = [g.text for g in student.generate([long_request(c) for c in TEN_CITIES[3:6]])]
+    finally:
+        hook.remove()
+    assert reused == plain and batch == plain_batch
+    shared = len(student.prefix.ids)
+    assert shared >= MIN_SHARED  # the system prompt, kept after the second request
+    whole = len(student.tokenizer(prompt_of(student, long_request(TEN_CITIES[2])))["input_ids"])
+    assert first == whole - shared  # the third request ran only its own tokens
+    # a request with another system prompt is answered as before (the prefix is re-chosen)
+    other = student.generate([check_request("Lima")])[0].text
+    student.reuse_prefix = False
+    assert other == student.generate([check_request("Lima")])[0].text
+    student.reuse_prefix = True
+
+
+def prompt_of(student: Any, request: dict[str, Any]) -> str:
+    from distill.chat_format import prompt_text
+
+    return prompt_text(student.tokenizer, request)

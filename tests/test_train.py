@@ -126,6 +126,7 @@ def test_lora_adapter_trains_saves_and_reloads(tmp_path: Path, pretrained_dir: P
                            cfg=TrainingConfig(max_steps=6, batch_size=8), out_dir=out,
                            progress=False)
     assert report.method == "lora" and report.steps == 6
+    assert report.cpu_seconds > 0  # what the run got of the CPU, beside its wall seconds
     assert 0 < report.trainable_params < report.total_params / 2
     names = {p.name for p in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= names
@@ -194,8 +195,8 @@ def test_a_pretrained_template_that_cannot_render_tools_is_replaced(pretrained_d
     parser expect; a template that renders them the Hermes way is kept."""
     from transformers import AutoTokenizer
 
-    from distill.chat_format import CHAT_TEMPLATE
-    from distill.train import load_base, renders_hermes_tools
+    from distill.chat_format import CHAT_TEMPLATE, renders_hermes_tools
+    from distill.train import load_base
 
     tok = AutoTokenizer.from_pretrained(pretrained_dir)
     assert renders_hermes_tools(tok)
