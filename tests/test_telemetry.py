@@ -5,6 +5,7 @@ opentelemetry-proto classes (protobuf) or as OTLP/JSON. No content, no keys in a
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -33,8 +34,13 @@ class Receiver:
     def __init__(self) -> None:
         self.posts: list[tuple[str, bytes, dict[str, str]]] = []
         self.port = free_port()
+        self.arrived = asyncio.Event()  # a post is being received
+        self.hold: asyncio.Event | None = None  # answer only once this is set
 
     async def _traces(self, request: web.Request) -> web.Response:
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
         self.posts.append((request.content_type, await request.read(), dict(request.headers)))
         return web.Response(status=200)
 
@@ -214,3 +220,25 @@ def test_gateway_needs_no_opentelemetry_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+async def test_shutdown_waits_for_the_batch_in_flight(
+    tmp_path: Path, fresh_upstream: FakeUpstream, keys: str, receiver: Receiver,
+) -> None:
+    """The gateway stops while the collector has not yet answered a batch: the sender is not
+    cancelled mid-send (which lost that batch), and the spans queued after it follow."""
+    cfg = gateway_config(tmp_path, fresh_upstream, telemetry={
+        "otlp_endpoint": f"http://127.0.0.1:{receiver.port}", "interval_s": 0.01,
+        "batch_size": 1})
+    receiver.hold = asyncio.Event()
+    auth = {"authorization": f"Bearer {keys}"}
+    chat = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
+    app = create_app(cfg)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        for _ in range(3):
+            r = await c.post("/v1/chat/completions", json=chat, headers=auth)
+            assert r.status_code == 200
+        await asyncio.wait_for(receiver.arrived.wait(), 60)  # a batch is in flight, held
+        asyncio.get_running_loop().call_later(0.2, receiver.hold.set)
+    assert len(receiver.spans()) == 3

@@ -59,6 +59,7 @@ class SpanExporter:
         self._queue: deque[Finished] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._session: aiohttp.ClientSession | None = None
         self._last_warning = 0.0
         self.exported = self.dropped = self.failed = 0
@@ -79,7 +80,7 @@ class SpanExporter:
         self._task = asyncio.create_task(self._run(), name="slimgate-telemetry")
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._cfg.interval_s)
             self._wake.clear()
@@ -117,9 +118,12 @@ class SpanExporter:
         self._metrics.labels("exported").inc(len(batch))
 
     async def aclose(self) -> None:
-        """Stop the sender, then send what is left (each request bounded by timeout_s)."""
+        """Stop the sender once the batch it may be sending is sent (cancelling it mid-send
+        lost that batch: seen as a flaky test under load), then send what is left; each
+        request is bounded by timeout_s."""
         if self._task is not None:
-            self._task.cancel()
+            self._closing = True
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._session is not None:
