@@ -187,12 +187,17 @@ def store_with_task(tmp_path: Path, n: int = 80) -> tuple[Any, Any, TaskRecord]:
     task = TaskRecord(id="t-triage", label="triage", kind="label",
                       info={"prompt_tokens_p99": 300, "answer_tokens_p99": 4})
     upsert_task(con, task)
-    rows = [(f"r{i}", time.time(), "chat/completions", "m", "teacher", "t-triage", 0,
+    add_teacher_rows(con, "t-triage", "ticket_triage", n, seed=2)
+    return cfg, con, task
+
+
+def add_teacher_rows(con: Any, task_id: str, kind: str, n: int, *, seed: int) -> None:
+    """`n` teacher exchanges of one demo-workload kind, recorded under `task_id`."""
+    rows = [(f"{task_id}-{i}", time.time(), "chat/completions", "m", "teacher", task_id, 0,
              orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
-            for i, t in enumerate(to_traces(generate(n, seed=2, kinds=["ticket_triage"])))]
+            for i, t in enumerate(to_traces(generate(n, seed=seed, kinds=[kind])))]
     con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
                     "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-    return cfg, con, task
 
 
 # The held-out numbers a registered student carries (a pass at 95% agreement).

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 import distill.train
 from distill.pipeline import curate_task, distill_task, why_train
 from gateway.embed import SharedEmbedder
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
-from tests.helpers_students import store_with_task
+from tests.helpers_students import add_teacher_rows, store_with_task
 
 
 def test_a_failed_training_is_registered_and_not_retried_on_the_same_data(
@@ -58,18 +56,13 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
 
     import distill.candidates
     from distill.evaluate import Evaluation
-    from gateway.offline.workload import generate, to_traces
     from gateway.registry import Registry
 
     cfg, con, _ = store_with_task(tmp_path)
     task = TaskRecord(id="t-orders", label="orders", kind="json",
                       info={"prompt_tokens_p99": 300, "answer_tokens_p99": 40})
     upsert_task(con, task)
-    rows = [(f"o{i}", time.time(), "chat/completions", "m", "teacher", "t-orders", 0,
-             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
-            for i, t in enumerate(to_traces(generate(80, seed=4, kinds=["order_extract"])))]
-    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
-                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    add_teacher_rows(con, "t-orders", "order_extract", 80, seed=4)
     seen: list[Any] = []
 
     def fake_fit(cfg: Any, prep: Any, heldout: Any, *args: Any, **kw: Any) -> Any:
@@ -93,13 +86,12 @@ def test_the_registry_records_the_student_kind_and_its_copy_slots(
 
 
 def test_a_pretrained_candidate_reads_the_raw_request_where_the_slots_fall_short(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_embedder: SharedEmbedder
 ) -> None:
     import json
 
     import distill.candidates
     from distill.evaluate import Evaluation
-    from gateway.offline.workload import generate, to_traces
     from gateway.registry import Registry
 
     cfg, con, _ = store_with_task(tmp_path)
@@ -109,11 +101,7 @@ def test_a_pretrained_candidate_reads_the_raw_request_where_the_slots_fall_short
     task = TaskRecord(id="t-orders", label="orders", kind="json",
                       info={"prompt_tokens_p99": 300, "answer_tokens_p99": 40})
     upsert_task(con, task)
-    rows = [(f"o{i}", time.time(), "chat/completions", "m", "teacher", "t-orders", 0,
-             orjson.dumps(t["request"]).decode(), orjson.dumps(t["response"]).decode(), 200)
-            for i, t in enumerate(to_traces(generate(80, seed=4, kinds=["order_extract"])))]
-    con.executemany("INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, "
-                    "task, stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    add_teacher_rows(con, "t-orders", "order_extract", 80, seed=4)
     # the slots capture only some held-out values whole: a student on <V1> cannot pass
     monkeypatch.setattr(distill.candidates, "coverage",
                         lambda _ex, _slots: {"share": 0.7, "answers_whole": 0.5})
@@ -127,7 +115,7 @@ def test_a_pretrained_candidate_reads_the_raw_request_where_the_slots_fall_short
 
     monkeypatch.setattr(distill.candidates, "fit_generative", fake_fit)
     outcome = distill_task(con, cfg, task, curate_task(con, cfg, task), progress=False,
-                           embedder=SharedEmbedder(), encoder=False)
+                           embedder=shared_embedder, encoder=False)
     assert outcome.version == 1 and outcome.metrics["copy_coverage"] == 0.7
     meta = json.loads((Registry(cfg.distill.students_dir).version_dir("t-orders", 1)
                        / "slimgate.json").read_text())
