@@ -89,9 +89,17 @@ async def test_repeats_walk_the_memory_to_primary_and_are_answered_from_it(
     await serve_chats(app, keys, [order(i) for i in range(20)])
     tick(cfg, book)
     assert track(cfg)[:2] == ("canary", 0)  # shadow's first look: 20 live replays
-    served = await serve_chats(app, keys, [order(i) for i in range(20)] * 2)
-    by = {r.headers["x-slimgate-backend"] for r in served}
-    assert by == {"student", "teacher"}  # a 50% canary, split by conversation
+    # A 50% canary, split by conversation with the store's random secret: how many of the 20
+    # orders the teacher keeps varies by run, and only its answers are replays. Rounds go on
+    # until the gate's 10 comparisons are in (a fixed two rounds fall short when the
+    # teacher keeps under 5 orders: P = 0.6%, and it failed CI once).
+    by: list[str] = []
+    for _ in range(10):
+        served = await serve_chats(app, keys, [order(i) for i in range(20)])
+        by += [r.headers["x-slimgate-backend"] for r in served]
+        if by.count("teacher") >= POLICY["canary_min_comparisons"]:
+            break
+    assert set(by) == {"student", "teacher"}
     tick(cfg, book)
     assert track(cfg)[:2] == ("primary", 0)
     fresh_upstream.requests.clear()
