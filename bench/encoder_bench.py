@@ -38,7 +38,7 @@ class BenchConfig:
     train: int = 500  # at most this many training examples per task
     heldout: int = 200  # at most this many held-out examples per task
     budget_s: float = 120.0  # training budget per run
-    tune_layers: list[int] = field(default_factory=lambda: [0, 2])
+    tune_layers: list[int] = field(default_factory=lambda: [0, 4])
     threads: int = 2  # torch CPU threads
     seed: int = 0
     out_dir: str = str(ROOT / "bench" / "results")

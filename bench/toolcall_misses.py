@@ -32,7 +32,7 @@ class MissConfig:
     train: int = 500  # training utterances
     heldout: int = 200  # held-out utterances
     budget_s: float = 90.0  # encoder training budget
-    tune_layers: int = 2  # as the product trains it
+    tune_layers: int = 4  # as the product trains it (EncoderConfig.tune_layers)
     threads: int = 1  # torch CPU threads
     seed: int = 0
     examples: int = 3  # shown per cause
