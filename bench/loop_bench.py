@@ -160,6 +160,9 @@ def main(a: argparse.Namespace) -> int:
     teacher = ReplayTeacher.from_jsonl(d / "traces.jsonl", latency_ms=a.teacher_latency_ms,
                                        ms_per_token=a.teacher_ms_per_token, seed=a.seed).start()
     gateway, port = start_gateway(d, teacher.base_url)
+    # A SIGTERM (pkill, a queue's timeout) unwinds through `finally`, so the gateway's own
+    # process group is stopped too: Python's default action would leave it serving.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"loop bench ({a.variant}): {len(items)} requests planned over {a.minutes:g} min at "
           f"{a.rate:g}/s; repetition {reps}; files in {d}", flush=True)
     try:
