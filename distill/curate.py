@@ -86,6 +86,11 @@ class Curated:
     heldout_percent: int = 0  # the share of requests held out, as chosen
     requests: int = 0  # clean requests (occurrences), duplicates included
     seen_once: int = 0  # distinct requests that came exactly once
+    # Judged evidence the data would give at the largest held-out share (what it can reach
+    # now), and when its first and last clean requests came: how soon it can be judged.
+    reach: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
 
     @property
     def new_mass(self) -> float:
@@ -175,6 +180,10 @@ def curate(
         answer["role"] = "assistant"
         canon = orjson.dumps(answer, option=orjson.OPT_SORT_KEYS)
         out.requests += 1
+        at = row.get("created_at")
+        if at is not None:
+            out.first_at = at if out.first_at is None else min(out.first_at, at)
+            out.last_at = at if out.last_at is None else max(out.last_at, at)
         if key in firsts:
             out.dropped["duplicate"] += 1
             alts = answers[key]
@@ -197,7 +206,10 @@ def curate(
         requests[key] = request
         answers[key] = {canon: [None, 1]}  # None: the example's own (scrubbed) answer
     out.seen_once = sum(1 for alts in answers.values() if sum(c for _, c in alts.values()) == 1)
-    out.heldout_percent = _heldout_share(answers, heldout_percent, min_evidence)
+    totals = [(int(key[:8], 16) % 100, sum(c for _, c in alts.values()))
+              for key, alts in answers.items()]
+    out.heldout_percent = _heldout_share(totals, heldout_percent, min_evidence)
+    out.reach = _evidence_at(totals, max(heldout_percent, MAX_HELDOUT_PERCENT))
     for key, ex in firsts.items():
         held = is_heldout(key, out.heldout_percent)
         ex.refs = _refs(ex, answers[key], requests[key], cfg, first_counts=held)
@@ -205,14 +217,16 @@ def curate(
     return out
 
 
-def _heldout_share(answers: dict[str, dict[bytes, list[Any]]], percent: int,
-                   min_evidence: int) -> int:
-    """The smallest held-out percent from `percent` up whose evidence reaches `min_evidence`:
-    a held-out request counts every occurrence, a trained one its repeats."""
-    totals = [(int(key[:8], 16) % 100, sum(c for _, c in alts.values()))
-              for key, alts in answers.items()]
+def _evidence_at(totals: list[tuple[int, int]], percent: int) -> int:
+    """Judged evidence with `percent` held out: a held-out request counts every occurrence,
+    a trained one its repeats (`totals`: each request's hash bucket and occurrences)."""
+    return sum(n if bucket < percent else n - 1 for bucket, n in totals)
+
+
+def _heldout_share(totals: list[tuple[int, int]], percent: int, min_evidence: int) -> int:
+    """The smallest held-out percent from `percent` up whose evidence reaches `min_evidence`."""
     for p in range(percent, max(percent, MAX_HELDOUT_PERCENT) + 1):
-        if sum(n if bucket < p else n - 1 for bucket, n in totals) >= min_evidence:
+        if _evidence_at(totals, p) >= min_evidence:
             return p
     return percent  # no share is enough yet: the task waits for data, split as usual
 

@@ -22,6 +22,7 @@ from distill.pipeline import (
     curate_task,
     discover_tasks,
     distill_task,
+    judgeable_in,
     last_agreement,
     missing_data,
     why_train,
@@ -128,9 +129,12 @@ def run_distill(
             elif task.stage == "observe" and expensive_pending(con, task):
                 owed.append((task, curated))
             else:
+                lacking = missing_data(cfg, task, curated)
+                soon = judgeable_in(cfg, task, curated, time.time()) \
+                    if lacking and not list_students(con, task.id) else None
                 outcomes.append(TaskOutcome(
                     task.id, task.label, "skipped",
-                    missing_data(cfg, task, curated) or "nothing new since the last student"))
+                    lacking or "nothing new since the last student", judgeable_in_s=soon))
         # Breadth first: every ready task's cheapest kind before any expensive run.
         expensive = list(owed)
         for task, curated, why in schedule(con, cfg, ready):
@@ -171,3 +175,10 @@ def _expensive_runs(
 def interrupted(outcomes: list[Any]) -> bool:
     """Whether a pass gave way to waiting cheap work (the next pass should start at once)."""
     return any(getattr(o, "action", None) == "interrupted" for o in outcomes)
+
+
+def soonest_judgeable(outcomes: list[Any]) -> float | None:
+    """The fewest seconds until a task skipped for want of data should have its first judged
+    evidence (None: no such estimate): the worker's next pass need not wait longer."""
+    soon = [o.judgeable_in_s for o in outcomes if getattr(o, "judgeable_in_s", None) is not None]
+    return min(soon) if soon else None

@@ -48,6 +48,7 @@ from policies.schedule import (
     MIN_EXPENSIVE_WIN,
     expensive_win,
     scratch_after_pretrained,
+    seconds_to_judgeable,
     worth_expensive_run,
 )
 from policies.sequential import heldout_verdict
@@ -74,6 +75,7 @@ class TaskOutcome:
     seconds: float = 0.0
     status: str | None = None  # the student's held-out verdict: passed | near | failed | error
     expensive_left: bool = False  # after a cheap phase: generative runs remain to be made
+    judgeable_in_s: float | None = None  # skipped for data: when it should have enough
 
 
 def discover_tasks(con: Connection, cfg: Config, embedder: SharedEmbedder) -> int:
@@ -162,6 +164,13 @@ def _live_upper(con: Connection, cfg: Config, task: TaskRecord) -> float | None:
         return None
     policy = cfg.policy.for_task(task.id, task.label)
     return wilson(ev["live_agree"], ev["live_n"], policy.confidence)[1]
+
+
+def judgeable_in(cfg: Config, task: TaskRecord, curated: Curated, now: float) -> float | None:
+    """Seconds until a task that lacks judged evidence should have it (None: no estimate)."""
+    policy = cfg.policy.for_task(task.id, task.label)
+    return seconds_to_judgeable(curated.reach, judgeable_n(policy), curated.requests,
+                                curated.first_at, curated.last_at, now)
 
 
 def why_train(

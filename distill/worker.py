@@ -33,6 +33,7 @@ from gateway.store.stages import (
     set_student_status,
 )
 from policies.gate import Evidence, TaskState, decide, replaces_in_shadow
+from policies.schedule import next_pass_wait
 from policies.stages import POOLED_STAGES, as_stage
 
 log = logging.getLogger("slimgate.worker")
@@ -285,7 +286,7 @@ def run_worker(
     parent_pid: int | None = None,
 ) -> None:
     """Run until stopped (SIGTERM/SIGINT or `stop`); `once` does one distill pass and returns."""
-    from distill.passes import interrupted, run_distill
+    from distill.passes import interrupted, run_distill, soonest_judgeable
     from gateway.embed import SharedEmbedder
 
     # Loaded by the first pass that discovers, kept for the rest; its cache keeps discovery
@@ -325,7 +326,8 @@ def run_worker(
             if once:
                 break
             if not interrupted(outcomes):  # a run gave way to a ready task: no wait
-                stop.wait(cfg.worker.interval_s)
+                # A task about to have its first judged data is not left a whole interval.
+                stop.wait(next_pass_wait(soonest_judgeable(outcomes), cfg.worker.interval_s))
     finally:
         stop.set()
         gate.join(30)

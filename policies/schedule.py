@@ -118,3 +118,32 @@ def hopeless(agree: int, valid: int, n: int, min_agreement: float, confidence: f
     if n == 0 or valid < HOPELESS_MIN_VALID * n:
         return False
     return wilson(agree, n, confidence)[1] < HOPELESS_FRACTION * min_agreement
+
+
+# The shortest wait between two distill passes when a task is about to be judgeable: each
+# pass discovers and curates every task (a few seconds on a 9,000-request store with the
+# embedder's cache warm, docs/distillation.md), so passes this close would crowd training.
+MIN_PASS_WAIT_S = 10.0
+
+
+def seconds_to_judgeable(reach: int, need: int, requests: int, first_at: float | None,
+                         last_at: float | None, now: float) -> float | None:
+    """When a task waiting for its judged evidence should have it, in seconds from `now`, at
+    the pace its clean requests came so far (`reach` judged comparisons from `requests`
+    between `first_at` and `last_at`); None when there is no pace to go by: too little data,
+    no evidence yet, or no request in the last 3 × MIN_PASS_WAIT_S (its traffic paused)."""
+    if reach >= need or reach <= 0 or requests < 2 or first_at is None or last_at is None:
+        return None
+    span = last_at - first_at
+    if span <= 0 or now - last_at > 3 * MIN_PASS_WAIT_S:
+        return None
+    per_second = reach / span  # evidence grows with requests: reach per second of traffic
+    return max(0.0, last_at + (need - reach) / per_second - now)
+
+
+def next_pass_wait(soonest_s: float | None, interval_s: float) -> float:
+    """The worker's wait before its next pass: `worker.interval_s`, shortened (down to
+    MIN_PASS_WAIT_S) to when the soonest waiting task should become judgeable."""
+    if soonest_s is None:
+        return interval_s
+    return max(min(MIN_PASS_WAIT_S, interval_s), min(interval_s, soonest_s))

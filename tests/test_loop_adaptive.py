@@ -20,7 +20,7 @@ import distill.candidates
 import distill.pipeline
 from distill.curate import MAX_HELDOUT_PERCENT, Curated, curate
 from distill.evaluate import Evaluation, evaluate
-from distill.passes import cheap_work_waiting, run_distill
+from distill.passes import cheap_work_waiting, run_distill, soonest_judgeable
 from distill.pipeline import TaskOutcome, curate_task, distill_task, why_train
 from distill.student import Generation
 from distill.train import Interrupted
@@ -29,7 +29,13 @@ from gateway.embed import SharedEmbedder
 from gateway.offline.workload import generate, to_traces
 from gateway.store.catalog import TaskRecord, list_students, upsert_task
 from gateway.store.db import connect
-from policies.schedule import expensive_win, worth_expensive_run
+from policies.schedule import (
+    MIN_PASS_WAIT_S,
+    expensive_win,
+    next_pass_wait,
+    seconds_to_judgeable,
+    worth_expensive_run,
+)
 from policies.stats import passable_n
 
 
@@ -123,6 +129,39 @@ def test_held_out_share_rises_only_where_the_evidence_is_short() -> None:
     few = curate(rows_of(traces("sentiment", 30)), heldout_percent=15, min_evidence=NEED)
     assert few.heldout_percent == 15 and few.evidence < NEED  # cannot be judged yet: waits
     assert MAX_HELDOUT_PERCENT == 50
+
+
+def test_a_task_about_to_be_judgeable_is_not_left_a_whole_pass_interval() -> None:
+    # 30 of the 35 comparisons after 60 s of traffic: the other 5 in ~10 s at that pace.
+    assert seconds_to_judgeable(30, 35, 60, 1000.0, 1060.0, now=1061.0) == pytest.approx(9.0)
+    assert next_pass_wait(9.0, 30.0) == MIN_PASS_WAIT_S == 10.0  # never closer than this
+    assert next_pass_wait(25.0, 30.0) == 25.0
+    assert next_pass_wait(400.0, 30.0) == 30.0  # a slow task: the usual interval
+    assert next_pass_wait(None, 30.0) == 30.0
+    assert next_pass_wait(2.0, 5.0) == 5.0  # a shorter configured interval still holds
+    # No pace to go by: judgeable already, no evidence, one request, or traffic that paused.
+    assert seconds_to_judgeable(35, 35, 60, 1000.0, 1060.0, now=1061.0) is None
+    assert seconds_to_judgeable(0, 35, 60, 1000.0, 1060.0, now=1061.0) is None
+    assert seconds_to_judgeable(1, 35, 1, 1000.0, 1000.0, now=1001.0) is None
+    assert seconds_to_judgeable(30, 35, 60, 1000.0, 1060.0, now=1100.0) is None
+
+
+def test_a_pass_says_when_a_task_short_of_data_should_be_judgeable(
+    tmp_path: Path, shared_embedder: SharedEmbedder,
+) -> None:
+    cfg, con = store(tmp_path)
+    task = label_task("t-short")
+    add_traffic(con, task, traces("sentiment", 55))  # 55 requests within the last second
+    con.execute("UPDATE exchanges SET created_at = created_at - 55 + seq")  # 1/s, until now
+    curated = curate_task(con, cfg, task)
+    # 28 comparisons within reach (half held out), 35 needed: ~13 s more at this pace.
+    assert curated.evidence < NEED and 0 < curated.reach < NEED
+    outcomes = run_distill(cfg, progress=False, embedder=shared_embedder)
+    # Discovery names the task from its traffic; it lacks judged evidence, not requests.
+    [out] = [o for o in outcomes if o.action == "skipped" and "judged evidence" in o.reason]
+    soon = soonest_judgeable(outcomes)
+    assert soon is not None and soon < cfg.worker.interval_s - 10, soon
+    assert next_pass_wait(soon, cfg.worker.interval_s) < cfg.worker.interval_s
 
 
 def store(tmp_path: Path, **distill_cfg: Any) -> tuple[Config, Any]:
