@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.distill_bench import teacher_rows
+from bench.text2sql_workload import SQL_TASKS, normalized_sql, sql_items
 from policies.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,8 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
                 "batch_size": args.batch_size}
     if args.max_steps:
         training["max_steps"] = args.max_steps
+    if args.lr:
+        training["learning_rate"] = args.lr
     product = parse_config({"distill": {"training": training, "students_dir": str(work)}})
     policy = product.policy.for_task(name, name)
     (task,) = discover(rows, embedder=None).tasks
@@ -85,6 +89,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
         "evaluation": {k: s[k] for k in ("n", "agree", "agreement", "lower", "upper",
                                          "confidence", "valid_rate", "mean_score",
                                          "student_p50_ms", "tokens_per_s")},
+        "exact": exact_match(ev.rows, policy.confidence),
         "student_single_p50_ms": percentile(single, 50),
         "student_single_p95_ms": percentile(single, 95),
         "slot_leaks": getattr(student, "leaks", 0),
@@ -93,6 +98,22 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
         "disagreements": [{"detail": r["detail"], "student": r["student"],
                            "teacher": r["teacher"]} for r in misses[:3]],
     }
+
+
+def exact_match(rows: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
+    """Held-out occurrences whose answer text is the teacher's, whitespace and a trailing
+    semicolon aside: the strict measure for code (SQL), beside the task's own comparator."""
+    from policies.stats import wilson
+
+    def text(message: dict[str, Any] | None) -> str:
+        content = (message or {}).get("content")
+        return normalized_sql(content) if isinstance(content, str) else ""
+
+    n = sum(r["weight"] for r in rows)
+    same = sum(r["weight"] for r in rows if text(r["student"]) == text(r["teacher"]))
+    lower, upper = wilson(same, n, confidence)
+    return {"n": n, "same": same, "share": same / n if n else 0.0, "lower": lower,
+            "upper": upper}
 
 
 def machine() -> dict[str, Any]:
@@ -116,7 +137,8 @@ def machine() -> dict[str, Any]:
 
 def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     head = ("task", "shape", "copy cov", "train/held", "steps", "train s", "cpu s", "stop", "loss",
-            "agreement [95% CI]", "gate", "valid", "p50 ms b8", "p50/p95 ms b1", "leaks")
+            "agreement [95% CI]", "gate", "exact [95% CI]", "valid", "p50 ms b8",
+            "p50/p95 ms b1", "leaks")
     lines = []
     for r in results:
         tr, ev = r["training"], r["evaluation"]
@@ -127,7 +149,9 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             f"{tr['seconds']:.0f}", f"{tr.get('cpu_seconds', 0):.0f}", str(tr["stopped_by"]),
             f"{tr['final_loss']:.3f}",
             f"{ev['agreement']:.2f} [{ev['lower']:.2f}, {ev['upper']:.2f}]",
-            "pass" if r["gate"]["passed"] else "fail", f"{ev['valid_rate']:.2f}",
+            "pass" if r["gate"]["passed"] else "fail",
+            f"{r['exact']['share']:.2f} [{r['exact']['lower']:.2f}, {r['exact']['upper']:.2f}]",
+            f"{ev['valid_rate']:.2f}",
             f"{ev['student_p50_ms']:.0f}",
             f"{r['student_single_p50_ms']:.0f}/{r['student_single_p95_ms']:.0f}",
             str(r["slot_leaks"])))
@@ -145,9 +169,21 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 SNIPS_TASKS = ("snips_json", "snips_tools", "snips_label")
 
 
+def _exchange(name: str, i: int, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    return {"request_id": f"{name}-{i}", "seq": i, "status": 200, "backend": "teacher",
+            "task": name, "request": {"model": "gpt-4o-mini", **request},
+            "response": {"object": "chat.completion", "model": "gpt-4o-mini", "choices": [{
+                "index": 0, "message": answer, "finish_reason": "stop"}]}}
+
+
 def task_rows(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """`args.examples` exchanges of one task as the store holds them (status 200, answered by
     the teacher, tagged with the task): the demo's generator, or SNIPS via the loop workload."""
+    if name in SQL_TASKS:
+        items = sql_items(Path(args.text2sql), name)
+        random.Random(args.seed).shuffle(items)
+        return [_exchange(name, i, request, answer)
+                for i, (request, answer) in enumerate(items[:args.examples])]
     if name not in SNIPS_TASKS:
         return teacher_rows(name, args.examples, args.seed)
     from bench.loop_workload import Sources, pools, traces
@@ -184,11 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=["snips_json"])
     p.add_argument("--snips", default="/work/.mirror/snipsco+nlu-benchmark/repo",
                    help="checkout of github.com/snipsco/nlu-benchmark (SNIPS tasks)")
+    p.add_argument("--text2sql", default="/work/t2s",
+                   help="checkout of github.com/jkkummerfeld/text2sql-data (sql_* tasks)")
     p.add_argument("--examples", type=int, default=600,
                    help="exchanges per task before curation")
     p.add_argument("--budget", type=float, default=TrainingConfig().time_budget_s,
                    help="training seconds per task (default: the product's)")
     p.add_argument("--max-steps", type=int, default=0, help="0: the product default")
+    p.add_argument("--lr", type=float, default=0.0, help="0: the method's default")
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
     p.add_argument("--max-seq-len", type=int, default=512, help="a floor; raised to the p99")
     p.add_argument("--max-train", type=int, default=500)

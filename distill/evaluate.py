@@ -20,6 +20,7 @@ from typing import Any
 
 from distill.curate import Example
 from gateway.embed import SharedEmbedder
+from policies.code_text import is_code
 from policies.compare import NotComparable, compare, texts_identical
 from policies.judge import Verdict, judged_comparison, text_pair
 from policies.stats import wilson
@@ -105,7 +106,7 @@ def evaluate(
                 continue
             if texts_identical(a, b):
                 sims[j] = 1.0
-            else:
+            elif not is_code(b):  # code is compared by its tokens (policies.code_text)
                 pending.append((j, a, b))
         if pending:
             sim_fn = similarity or embedding_similarity()

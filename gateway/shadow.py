@@ -24,6 +24,7 @@ from gateway.similarity import TextSimilarity
 from gateway.store.recorder import LiveComparison, Recorder
 from gateway.upstream.base import Backend, UpstreamFailure
 from gateway.upstream.pool import Upstreams
+from policies.code_text import is_code
 from policies.compare import Comparison, NotComparable, compare, texts_identical
 from policies.judge import failure, judged_comparison, sampled, text_pair
 from policies.settings import TaskPolicy
@@ -157,7 +158,10 @@ class ShadowRunner:
         similarity = None
         a, b = str(student.get("content") or ""), str(teacher.get("content") or "")
         if job.kind in ("text", "tool_call") and a.strip() and b.strip():
-            similarity = 1.0 if texts_identical(a, b) else await self._similarity(a, b)
+            if texts_identical(a, b) or is_code(b):  # code: compared by its tokens
+                similarity = 1.0
+            else:
+                similarity = await self._similarity(a, b)
         # compare() checks the request's contract (client schemas): off the event loop,
         # with the same deadline as on the request path.
         return await asyncio.wait_for(asyncio.to_thread(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from policies.code_text import compare_code, is_code
 from policies.contract import ToolCall, assistant_content, check_contract, parse_json, tool_calls
 
 Path = tuple[str | int, ...]
@@ -267,8 +268,12 @@ def _compare_text(student: dict[str, Any], teacher: dict[str, Any],
     if isinstance(text, Comparison):
         return text
     problem = _contract_problem(request, student)
-    if texts_identical(text, assistant_content(teacher)):
+    reference = assistant_content(teacher)
+    if texts_identical(text, reference):
         return _finish(1.0, True, "identical text", problem)
+    if is_code(reference):  # a query or a code block: its tokens, not its meaning's neighbours
+        equal, score, detail = compare_code(text, reference or "")
+        return _finish(score, equal, detail, problem)
     if similarity is None:
         raise ValueError(
             "comparing free text needs `similarity` (cosine of sentence embeddings of both "
@@ -298,8 +303,10 @@ def compare(kind: str, student: dict[str, Any], teacher: dict[str, Any], *,
 
     Scores: tool_call = mean per-call argument F1 over a greedy same-name pairing, divided by
     the larger call count (extra or missing calls cost); json = F1 over leaf paths;
-    label = 1/0; text = the similarity. Raises NotComparable when the teacher's answer is no
-    usable reference, ValueError for an unknown kind or free text without `similarity`.
+    label = 1/0; text = the similarity (code: token sequence similarity, agreeing only when
+    the tokens are the teacher's, `policies.code_text`). Raises NotComparable when the
+    teacher's answer is no usable reference, ValueError for an unknown kind or free text
+    without `similarity`.
     """
     comparator = COMPARATORS.get(kind)
     if comparator is None:
