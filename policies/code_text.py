@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from difflib import SequenceMatcher
 
-# A SQL statement's opening words, each with a clause that must follow, so that prose such
-# as "Select the plan you prefer." is not taken for code.
+# A SQL statement's opening words, each with a clause that must follow; the first keyword
+# written as SQL is (all capitals or all lower case, not "Select ... from" as a sentence
+# starts) and no full stop, question or exclamation mark at the end, so that prose such as
+# "Select a plan from the list below." is not taken for code.
 _SQL = re.compile(
     r"^(?:SELECT\b[\s\S]*\bFROM\b|WITH\s+\w+(?:\s*\([^)]*\))?\s+AS\s*\(|INSERT\s+INTO\b"
     r"|UPDATE\s+\S+\s+SET\b|DELETE\s+FROM\b|(?:CREATE|ALTER|DROP)\s+(?:TABLE|INDEX|VIEW)\b)",
@@ -34,7 +36,11 @@ def is_code(text: str | None) -> bool:
     if not text:
         return False
     body, fenced = _unfenced(text)
-    return fenced or _SQL.match(body) is not None
+    if fenced:
+        return True
+    first = body.split(None, 1)[0] if body else ""
+    return (_SQL.match(body) is not None and (first.isupper() or first.islower())
+            and not body.endswith((".", "!", "?")))
 
 
 def code_tokens(text: str) -> list[str]:

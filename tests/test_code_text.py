@@ -36,6 +36,8 @@ def test_code_is_recognised(text: str) -> None:
     "Select the plan you prefer and we will set it up.",
     "We refunded you; the money arrives from the bank in 3 days.",
     "Update: your order shipped.",
+    "Select a plan from the list below.",
+    "Delete from your cart what you no longer need",
     "Here is the query:\n```sql\nSELECT 1 FROM t\n```",  # prose around the block: prose
     "",
     None,
