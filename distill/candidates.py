@@ -18,7 +18,7 @@ from typing import Any
 from distill.copying import SlottedStudent, coverage, delexicalize, fit_copy_slots
 from distill.curate import Curated, Example
 from distill.evaluate import Evaluation, Similarity, TextJudge, evaluate
-from distill.kind_plan import KindChoice, Shape, answer_shape, plan_kinds
+from distill.kind_plan import KindChoice, Shape, answer_shape, code_answers, plan_kinds
 from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
 from gateway.copy_slots import CopySlots
@@ -112,6 +112,8 @@ def prepare(task_kind: str, curated: Curated, max_train: int,
         slots.coverage.update(train=coverage(raw, slots), heldout=coverage(curated.heldout, slots))
         train = [delexicalize(ex, slots) for ex in raw]
     shape = answer_shape(task_kind, slots)
+    if shape in ("label", "text") and code_answers(raw):  # queries, however short
+        shape = "code"
     plan = plan_kinds(shape, raw, slots, encoder=encoder, allowed=kinds)
     if shape == "label" and (plan[0].reason or "").startswith("cannot express"):
         # Short answers that are neither a set of labels nor copied from the request (each

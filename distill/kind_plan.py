@@ -1,7 +1,8 @@
 """Step S4 by answer shape: which student kinds can express a task's answers, cheapest first.
 
 The shape comes from the task's answers: a label, JSON of enums only, JSON with values
-copied from the request, a tool call, or free text. Every kind in policies/student_kinds.py
+copied from the request, a tool call, code (SQL, a fenced block: `policies.code_text`), or
+free text. Every kind in policies/student_kinds.py
 is planned in its order, each by its entry in `CHOOSERS`. An encoder/classifier student
 (labels, enums, tool names, copied spans; `distill.encoder_student`) is the cheapest where
 it can express the answers (its span pointers reach a copied value the slots missed); a
@@ -18,9 +19,13 @@ from typing import Any, Literal
 
 from gateway.copy_slots import CopySlots
 from policies import student_kinds
+from policies.code_text import is_code
 from policies.student_kinds import StudentKind
 
-Shape = Literal["label", "enum_json", "copy_json", "tool_call", "text"]
+Shape = Literal["label", "enum_json", "copy_json", "tool_call", "code", "text"]
+# A task's answers are code when nearly all of them are: the rule COPY_SHARE follows
+# (distill.copying), not a fit; one prose answer among queries does not make prose a task.
+CODE_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,13 @@ def answer_shape(task_kind: str, slots: CopySlots | None) -> Shape:
     if task_kind == "tool_call":
         return "tool_call"
     return "text"
+
+
+def code_answers(train: list[Any]) -> bool:
+    """Whether a task's training answers are code (at least CODE_SHARE of them)."""
+    texts = [t for t in (getattr(ex, "answer", {}).get("content") for ex in train)
+             if isinstance(t, str)]
+    return bool(texts) and sum(map(is_code, texts)) >= CODE_SHARE * len(texts)
 
 
 def encoder_available() -> bool:
@@ -68,8 +80,9 @@ def _encoder_choice(shape: Shape, train: list[Any], slots: CopySlots | None,
         available = encoder_available()
     if not available:
         return KindChoice("encoder", "the encoder student kind is not installed")
-    if shape == "text":
-        return KindChoice("encoder", "free-text answers: an encoder cannot write them")
+    if shape in ("text", "code"):
+        return KindChoice("encoder", f"{'free-text' if shape == 'text' else 'code'} answers: "
+                                     "an encoder cannot write them")
     from distill.encoder_student import can_express
 
     ok, why = can_express(train)

@@ -33,6 +33,7 @@ from policies.schedule import (
     MIN_PASS_WAIT_S,
     expensive_win,
     next_pass_wait,
+    scratch_after_pretrained,
     seconds_to_judgeable,
     worth_expensive_run,
 )
@@ -315,6 +316,35 @@ def test_short_answers_that_are_facts_not_labels_are_free_text_and_stay_with_the
                                                  min_agreement=0.9))
     labels = curate(rows_of(traces("sentiment", 80)), heldout_percent=15, min_evidence=NEED)
     assert prepare("label", labels, 5000, encoder=True).shape == "label"
+
+
+def test_sql_answers_are_code_planned_for_a_scratch_writer_even_behind_a_pretrained_one(
+) -> None:
+    from distill.candidates import prepare
+
+    cols = ("name", "city", "rating", "food_type")
+    pairs = [(f"Which {cols[i % 4]} has place {i}?",
+              f"SELECT {cols[i % 4]} FROM restaurant WHERE id = {i}") for i in range(80)]
+    rows = rows_of([{"request": {"model": "m", "messages": [
+                        {"role": "system", "content": "Write one SQL query."},
+                        {"role": "user", "content": q}]},
+                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                         "role": "assistant", "content": a}}]}} for q, a in pairs])
+    curated = curate(rows, heldout_percent=15, min_evidence=NEED)
+    prep = prepare("text", curated, 5000, encoder=True)
+    assert prep.shape == "code"
+    assert [(c.kind, c.reason) for c in prep.plan] == [
+        ("encoder", "code answers: an encoder cannot write them"), ("generative", None)]
+    assert worth_expensive_run(expensive_win("code", scratch=True, copyable=None,
+                                             last_agreement=None, min_agreement=0.9))
+    assert scratch_after_pretrained("code", None)
+    assert not scratch_after_pretrained("text", None)
+    prose = [(q, f"The answer to that is place {i}, as listed.") for i, (q, _) in enumerate(pairs)]
+    rows = rows_of([{"request": {"model": "m", "messages": [{"role": "user", "content": q}]},
+                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                         "role": "assistant", "content": a}}]}} for q, a in prose])
+    curated = curate(rows, heldout_percent=15, min_evidence=NEED)
+    assert prepare("text", curated, 5000, encoder=True).shape == "text"
 
 
 def test_one_declared_json_schema_is_one_task_whatever_fields_each_answer_fills() -> None:
