@@ -59,6 +59,14 @@ def rows_of(traffic: list[dict[str, Any]], task: str | None = None) -> list[dict
              "request": t["request"], "response": t["response"]} for i, t in enumerate(traffic)]
 
 
+def answered(pairs: list[tuple[str, str]], system: str) -> list[dict[str, Any]]:
+    """Rows of (question, the teacher's text answer) under one system prompt."""
+    return rows_of([{"request": {"model": "m", "messages": [
+                        {"role": "system", "content": system}, {"role": "user", "content": q}]},
+                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                         "role": "assistant", "content": a}}]}} for q, a in pairs])
+
+
 def repeated(distinct: list[dict[str, Any]], times: int, seed: int = 0) -> list[dict[str, Any]]:
     traffic = [t for t in distinct for _ in range(times)]
     random.Random(seed).shuffle(traffic)
@@ -303,12 +311,8 @@ def test_short_answers_that_are_facts_not_labels_are_free_text_and_stay_with_the
     from distill.candidates import prepare
 
     facts = [(f"Which year did event number {i} happen?", str(1700 + 3 * i)) for i in range(80)]
-    rows = rows_of([{"request": {"model": "m", "messages": [
-                        {"role": "system", "content": "Answer the question in a few words."},
-                        {"role": "user", "content": q}]},
-                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
-                         "role": "assistant", "content": a}}]}} for q, a in facts])
-    curated = curate(rows, heldout_percent=15, min_evidence=NEED)
+    curated = curate(answered(facts, "Answer the question in a few words."), heldout_percent=15,
+                     min_evidence=NEED)
     prep = prepare("label", curated, 5000, encoder=True)
     assert prep.shape == "text"  # each request its own answer: no label set to learn
     assert not worth_expensive_run(expensive_win(prep.shape, scratch=True,
@@ -325,12 +329,8 @@ def test_sql_answers_are_code_planned_for_a_scratch_writer_even_behind_a_pretrai
     cols = ("name", "city", "rating", "food_type")
     pairs = [(f"Which {cols[i % 4]} has place {i}?",
               f"SELECT {cols[i % 4]} FROM restaurant WHERE id = {i}") for i in range(80)]
-    rows = rows_of([{"request": {"model": "m", "messages": [
-                        {"role": "system", "content": "Write one SQL query."},
-                        {"role": "user", "content": q}]},
-                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
-                         "role": "assistant", "content": a}}]}} for q, a in pairs])
-    curated = curate(rows, heldout_percent=15, min_evidence=NEED)
+    curated = curate(answered(pairs, "Write one SQL query."), heldout_percent=15,
+                     min_evidence=NEED)
     prep = prepare("text", curated, 5000, encoder=True)
     assert prep.shape == "code"
     assert [(c.kind, c.reason) for c in prep.plan] == [
@@ -340,10 +340,8 @@ def test_sql_answers_are_code_planned_for_a_scratch_writer_even_behind_a_pretrai
     assert scratch_after_pretrained("code", None)
     assert not scratch_after_pretrained("text", None)
     prose = [(q, f"The answer to that is place {i}, as listed.") for i, (q, _) in enumerate(pairs)]
-    rows = rows_of([{"request": {"model": "m", "messages": [{"role": "user", "content": q}]},
-                     "response": {"choices": [{"index": 0, "finish_reason": "stop", "message": {
-                         "role": "assistant", "content": a}}]}} for q, a in prose])
-    curated = curate(rows, heldout_percent=15, min_evidence=NEED)
+    curated = curate(answered(prose, "Answer in a sentence."), heldout_percent=15,
+                     min_evidence=NEED)
     assert prepare("text", curated, 5000, encoder=True).shape == "text"
 
 
