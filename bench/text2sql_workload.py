@@ -138,5 +138,6 @@ def sql_items(root: Path, task: str) -> list[tuple[dict[str, Any], dict[str, Any
 
 
 def normalized_sql(text: str) -> str:
-    """Whitespace, a trailing semicolon and keyword case aside: the strict comparison."""
+    """The query with its whitespace collapsed and a trailing semicolon dropped: the bench's
+    exact match (stricter than `policies.code_text`, which also folds unquoted words' case)."""
     return " ".join(text.strip().rstrip(";").split())
