@@ -2,8 +2,8 @@
 
 The shape comes from the task's answers: a label, JSON of enums only, JSON with values
 copied from the request, a tool call, code (SQL, a fenced block: `policies.code_text`), or
-free text. Every kind in policies/student_kinds.py
-is planned in its order, each by its entry in `CHOOSERS`. An encoder/classifier student
+free text. Every kind in policies/student_kinds.py is planned in its order, each by its
+entry in `CHOOSERS`. An encoder/classifier student
 (labels, enums, tool names, copied spans; `distill.encoder_student`) is the cheapest where
 it can express the answers (its span pointers reach a copied value the slots missed); a
 generative student can express every shape and is always planned last (`Prepared.too_low_for`
