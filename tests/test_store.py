@@ -13,7 +13,7 @@ import pytest
 from gateway.config import StoreConfig
 from gateway.metrics import Metrics
 from gateway.store.base import Store, open_store
-from gateway.store.db import StoreError
+from gateway.store.db import StoreError, connect
 from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.recorder import Exchange, Recorder
 from gateway.store.sql import EXCHANGE_COLUMNS, copy_sql, insert_sql
@@ -125,6 +125,24 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
         con = sqlite3.connect(path)
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         con.close()
+
+
+def test_opening_waits_for_another_process_writing_the_new_file(tmp_path: Path) -> None:
+    """Switching to WAL while another connection holds the file's write lock is refused at
+    once (SQLite's busy handler is not asked); opening retries until the lock is gone."""
+    import threading
+
+    path = tmp_path / "busy.db"
+    other = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    other.execute("CREATE TABLE mine (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO mine VALUES (1)")
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    con = connect(str(path))
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+    other.close()
 
 
 class _LockedFor:
