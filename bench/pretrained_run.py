@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.distill_bench import teacher_rows
 from bench.text2sql_workload import SQL_TASKS, normalized_sql, sql_items
-from policies.stats import percentile
+from policies.stats import percentile, wilson
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,8 +103,6 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
 def exact_match(rows: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """Held-out occurrences whose answer text is the teacher's, whitespace and a trailing
     semicolon aside: the strict measure for code (SQL), beside the task's own comparator."""
-    from policies.stats import wilson
-
     def text(message: dict[str, Any] | None) -> str:
         content = (message or {}).get("content")
         return normalized_sql(content) if isinstance(content, str) else ""
@@ -169,7 +167,9 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
 SNIPS_TASKS = ("snips_json", "snips_tools", "snips_label")
 
 
-def _exchange(name: str, i: int, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+def exchange_row(name: str, i: int, request: dict[str, Any],
+                 answer: dict[str, Any]) -> dict[str, Any]:
+    """One teacher exchange of task `name` as the store holds it."""
     return {"request_id": f"{name}-{i}", "seq": i, "status": 200, "backend": "teacher",
             "task": name, "request": {"model": "gpt-4o-mini", **request},
             "response": {"object": "chat.completion", "model": "gpt-4o-mini", "choices": [{
@@ -182,7 +182,7 @@ def task_rows(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     if name in SQL_TASKS:
         items = sql_items(Path(args.text2sql), name)
         random.Random(args.seed).shuffle(items)
-        return [_exchange(name, i, request, answer)
+        return [exchange_row(name, i, request, answer)
                 for i, (request, answer) in enumerate(items[:args.examples])]
     if name not in SNIPS_TASKS:
         return teacher_rows(name, args.examples, args.seed)

@@ -33,6 +33,7 @@ def main() -> None:
 
     import orjson
 
+    from bench.pretrained_run import exchange_row
     from bench.text2sql_workload import sql_items
     from distill.discover import discover
     from distill.passes import run_distill
@@ -51,17 +52,15 @@ def main() -> None:
     cfg = parse_config({"store": {"path": str(tmp / "s.db")},
                         "distill": {"students_dir": str(tmp / "students"), "candidates": cands}})
     con = connect(cfg.store.path)
-    rows = [{"request_id": f"r{i}", "seq": i, "status": 200, "backend": "teacher",
-             "task": args.task, "request": {"model": "m", **request},
-             "response": {"object": "chat.completion", "model": "m", "choices": [
-                 {"index": 0, "message": answer, "finish_reason": "stop"}]}}
+    rows = [exchange_row(args.task, i, request, answer)
             for i, (request, answer) in enumerate(items)]
     (found,) = discover(rows, embedder=None).tasks
     upsert_task(con, replace(found, id=args.task, label=args.task))
     con.executemany(
         "INSERT INTO exchanges (request_id, created_at, endpoint, model, backend, task, "
         "stream, request, response, status) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(r["request_id"], time.time(), "chat/completions", "m", "teacher", args.task, 0,
+        [(r["request_id"], time.time(), "chat/completions", r["request"]["model"], "teacher",
+          args.task, 0,
           orjson.dumps(r["request"]).decode(), orjson.dumps(r["response"]).decode(), 200)
          for r in rows])
     con.commit()

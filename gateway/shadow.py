@@ -157,11 +157,9 @@ class ShadowRunner:
                         teacher: dict[str, Any]) -> Comparison:
         similarity = None
         a, b = str(student.get("content") or ""), str(teacher.get("content") or "")
-        if job.kind in ("text", "tool_call") and a.strip() and b.strip():
-            if texts_identical(a, b) or is_code(b):  # code: compared by its tokens
-                similarity = 1.0
-            else:
-                similarity = await self._similarity(a, b)
+        # code needs no embedding: compare() checks its tokens (policies.code_text)
+        if job.kind in ("text", "tool_call") and a.strip() and b.strip() and not is_code(b):
+            similarity = 1.0 if texts_identical(a, b) else await self._similarity(a, b)
         # compare() checks the request's contract (client schemas): off the event loop,
         # with the same deadline as on the request path.
         return await asyncio.wait_for(asyncio.to_thread(

@@ -68,15 +68,18 @@ def connect(target: str | Any) -> Connection:
     return _connect_sqlite(location)
 
 
+BUSY_TIMEOUT_S = 10.0  # how long a connection waits for another's lock (and for WAL, _wal)
+
+
 def _connect_sqlite(path: str) -> sqlite3.Connection:
     """A synchronous connection to a migrated SQLite file (WAL, busy timeout)."""
     if path != ":memory:":
         create_private(path)
-    con = sqlite3.connect(path, isolation_level=None, timeout=10)
+    con = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     con.row_factory = sqlite3.Row
     try:
         _wal(con)
-        con.execute("PRAGMA busy_timeout=10000")
+        con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         migrate(con)
     except BaseException:
         con.close()
@@ -84,15 +87,12 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
     return con
 
 
-WAL_WAIT_S = 10.0  # as long as the connection's busy timeout
-
-
 def _wal(con: sqlite3.Connection) -> None:
     """Put the file in WAL mode, retrying a lock: switching a new file takes its exclusive
     lock, and SQLite can answer "database is locked" at once, without waiting in its busy
     handler, while another process switches or migrates the same new file (seen with six
     processes opening one new file on a loaded 2-core machine: `test_store.py`)."""
-    deadline = time.monotonic() + WAL_WAIT_S
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
     delay = 0.005
     while True:
         try:
