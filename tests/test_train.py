@@ -81,6 +81,26 @@ def test_time_budget_and_epochs_stop_training(tmp_path: Path) -> None:
     assert (short.stopped_by, short.steps, short.epochs) == ("epochs", 4, 2.0)
 
 
+def test_a_run_its_budget_cuts_short_warms_up_over_its_first_steps_not_the_epoch_bounds() -> None:
+    import time
+
+    from distill.train import WARMUP_SHARE, Clock, lr_factor
+
+    # 500 examples in batches of 16 for 20 epochs: 640 steps bound the run, warmup 32 steps.
+    # A CPU budget of 600 s holds ~50 of them, ~12 s each after 20 s of loading.
+    clock = Clock(600, total_steps=640)
+    now = time.monotonic()
+    clock.start, clock.steps_began = now - 56, now - 36  # 3 steps done
+    assert lr_factor(3, clock, warmup=32) > 0.95  # 36 s of ~580: past 5%, full rate
+    clock.steps_began = None  # the steps' start unknown: counted in steps alone
+    assert lr_factor(3, clock, warmup=32) == pytest.approx(4 / 32 * lr_factor(40, clock, 32))
+    # a run that its steps end first (fast steps, long budget) warms up over its steps
+    clock = Clock(600, total_steps=1000)
+    clock.steps_began = time.monotonic() - 1.0
+    assert lr_factor(9, clock, warmup=50) == pytest.approx(10 / 50, rel=0.02)
+    assert WARMUP_SHARE * 600 > 1.0
+
+
 def test_too_long_examples_are_skipped(tmp_path: Path) -> None:
     from distill.train import train_student
 
