@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="training seconds per task (default: the product's)")
     p.add_argument("--max-steps", type=int, default=0, help="0: the product default")
     p.add_argument("--lr", type=float, default=0.0, help="0: the method's default")
-    p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size)
+    p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size,
+                   help="rows a step (default: the product's, 16 or 4 for LoRA on a CPU)")
     p.add_argument("--max-seq-len", type=int, default=512, help="a floor; raised to the p99")
     p.add_argument("--max-train", type=int, default=500)
     p.add_argument("--heldout-percent", type=int, default=15)

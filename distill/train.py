@@ -48,6 +48,20 @@ class Interrupted(Exception):
 # decays it (lr_factor).
 DEFAULT_LR = {"scratch": 3e-3, "lora": 1e-3, "full": 2e-5}
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
+# Rows per step when `batch_size` is not set. A pretrained candidate on a CPU makes ~50 steps
+# of 16 in its 600 s budget, and there smaller, more frequent updates learnt more from the
+# same compute (SmolLM2-135M LoRA at 1e-3, 500 WikiSQL examples, 600 s on 1 core,
+# `bench/pretrained_run.py --batch-size`, 2026-12-07): 16 rows 0.42, 8 0.49, 4 0.56-0.58,
+# 2 0.55 exact. Scratch models and GPUs make hundreds of steps of 16 in the same budget.
+DEFAULT_BATCH = 16
+CPU_LORA_BATCH = 4
+
+
+def batch_rows(cfg: TrainingConfig, lora: bool, cuda: bool) -> int:
+    """Rows per training step: the configured `batch_size`, else by method and device."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    return CPU_LORA_BATCH if lora and not cuda else DEFAULT_BATCH
 
 
 @dataclass
@@ -204,7 +218,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    batch = min(cfg.batch_size, len(rows))
+    batch = min(batch_rows(cfg, lora, cuda), len(rows))
     per_epoch = math.ceil(len(rows) / batch)
     clock.total_steps = max(1, min(cfg.max_steps, math.ceil(cfg.epochs * per_epoch)))
     warmup = max(1, min(50, clock.total_steps // 20))
@@ -271,8 +285,9 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
         output_dir=output_dir, max_steps=clock.total_steps, per_device_train_batch_size=batch,
         gradient_accumulation_steps=1, learning_rate=learning_rate, weight_decay=0.0,
         max_length=cfg.max_seq_len, seed=seed, data_seed=seed,
-        # On a CPU float32: bf16 autocast was slower for SmolLM2-135M LoRA on this machine's
-        # AVX512-BF16 EPYC (36 s vs 27 s a step, batch 16 x 500 tokens), despite 4x matmuls.
+        # On a CPU float32: bf16 autocast was slower for SmolLM2-135M LoRA even on an
+        # AVX512-BF16 EPYC (36 s vs 27 s a step, batch 16 x 500 tokens), despite 4x matmuls;
+        # on one without (Zen 3) bf16 matmuls run at a tenth of float32's (5.6 vs 51 GFLOPS).
         bf16=cuda and torch.cuda.is_bf16_supported() and lora, fp16=False, use_cpu=not cuda,
         save_strategy="no", eval_strategy="no", report_to="none",
         logging_steps=max(1, clock.total_steps // 20), disable_tqdm=not progress,

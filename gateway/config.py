@@ -295,7 +295,8 @@ class TrainingConfig(_Strict):
     max_steps: int = Field(3000, ge=1)
     epochs: float = Field(20.0, gt=0)  # upper bound; budgets usually stop first
     learning_rate: float | None = None  # None: the method's default (higher for scratch)
-    batch_size: int = Field(16, ge=1)
+    # None: 16 rows, but 4 for LoRA on a CPU, whose budget holds few steps (distill/train.py)
+    batch_size: int | None = Field(None, ge=1)
     max_seq_len: int = Field(512, ge=32)
 
 

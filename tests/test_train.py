@@ -101,6 +101,16 @@ def test_a_run_its_budget_cuts_short_warms_up_over_its_first_steps_not_the_epoch
     assert WARMUP_SHARE * 600 > 1.0
 
 
+def test_lora_on_a_cpu_takes_small_batches_unless_configured() -> None:
+    from distill.train import batch_rows
+
+    default = TrainingConfig()
+    assert batch_rows(default, lora=True, cuda=False) == 4  # few steps fit a CPU budget
+    assert batch_rows(default, lora=True, cuda=True) == 16
+    assert batch_rows(default, lora=False, cuda=False) == 16  # scratch: hundreds of steps
+    assert batch_rows(TrainingConfig(batch_size=8), lora=True, cuda=False) == 8
+
+
 def test_too_long_examples_are_skipped(tmp_path: Path) -> None:
     from distill.train import train_student
 
