@@ -145,6 +145,7 @@ def fit_generative(
     part-way check compares free text by `similarity`, the gate's evaluation by `text_judge`
     where given (its calls cost: one evaluation's worth). Raises `distill.train.Interrupted`
     when `interrupt` stops it (nothing is evaluated)."""
+    from distill.heap import release_heap
     from distill.student import Student
     from distill.train import train_student
 
@@ -167,6 +168,7 @@ def fit_generative(
                            progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
                            checkpoint_epochs=CHECK_EPOCHS, seed=seed, interrupt=interrupt,
                            bases_dir=Path(cfg.distill.students_dir) / BASES_DIR)
+    release_heap()  # training's peak, before the student is loaded to be judged
     student = Student.load(str(out_dir))
     ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity, text_judge)
     return report.as_dict(), ev

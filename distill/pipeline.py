@@ -222,6 +222,7 @@ def train_candidate(
     none), evaluate it on the held-out set through its copy slots, and register it."""
     from distill.candidates import fit_encoder, fit_generative
     from distill.evaluate import embedding_similarity, with_new_requests
+    from distill.heap import release_heap
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -253,6 +254,8 @@ def train_candidate(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        release_heap()  # the run's models and activations, kept by the allocator otherwise
     ev = with_new_requests(ev, {ex.request_id for ex in curated.heldout}, curated.new_mass,
                            policy.confidence)
     status = heldout_verdict(int(ev.summary["n"]), ev.lower, float(ev.summary["upper"]),
