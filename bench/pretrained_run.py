@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
-             candidate: Any, work: Path) -> dict[str, Any]:
-    """Curate → copy slots → train `candidate` (a CandidateConfig) → evaluate one task with
-    the product's functions; `rows` as the store holds them, tagged with the task."""
+             candidate: Any, work: Path, warm_from: Path | None = None) -> dict[str, Any]:
+    """Curate → copy slots → train `candidate` (a CandidateConfig), from the adapter
+    `warm_from` when given → evaluate one task with the product's functions; `rows` as the
+    store holds them, tagged with the task. The student is saved under `work/<name>`."""
     from distill.candidates import _as_served, fit_generative, prepare
     from distill.curate import curate
     from distill.discover import discover
@@ -69,7 +70,8 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     out_dir = work / name
     with quiet_progress_bars():
         report, ev = fit_generative(product, prep, curated.heldout, task.kind, policy, candidate,
-                                    out_dir, max_new=max_new, progress=False, seed=args.seed)
+                                    out_dir, max_new=max_new, progress=False, seed=args.seed,
+                                    warm_from=warm_from)
     student = _as_served(Student.load(out_dir), prep)
     requests = [request_of(ex, max_new) for ex in curated.heldout[:args.single]]
     single = []
@@ -141,8 +143,9 @@ def print_table(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     for r in results:
         tr, ev = r["training"], r["evaluation"]
         cov = (r["copy_slots"] or {}).get("coverage_heldout")
+        task = r["task"] + (f" r{r['round']}" if r.get("round", 1) > 1 else "")
         lines.append((
-            r["task"], str(r["answer_shape"]), "—" if cov is None else f"{cov:.2f}",
+            task, str(r["answer_shape"]), "—" if cov is None else f"{cov:.2f}",
             f"{r['train_examples']}/{r['heldout_examples']}", str(tr["steps"]),
             f"{tr['seconds']:.0f}", f"{tr.get('cpu_seconds', 0):.0f}", str(tr["stopped_by"]),
             f"{tr['final_loss']:.3f}",
@@ -241,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto: as the pipeline (raw request where copy slots fall short of "
                         "the gate, for a pretrained candidate); always: copy slots regardless")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs per task, each going on from the last one's adapter (LoRA), as "
+                        "a task's successive runs in the worker do")
     p.add_argument("--out", type=Path, default=Path("pretrained_run.json"))
     args = p.parse_args(argv)
 
@@ -272,10 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(meta["machine"]), flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="slimgate-pretrained-") as tmp:
-        for name in args.tasks:
+        for name, round_no in [(n, k) for n in args.tasks for k in range(1, args.rounds + 1)]:
             print(f"[{time.perf_counter() - started:5.0f}s] {name}: curate, copy slots, "
-                  f"{candidate.model} ({args.budget:g} s budget), evaluate", flush=True)
-            results.append(run_task(name, task_rows(name, args), args, candidate, Path(tmp)))
+                  f"{candidate.model} ({args.budget:g} s budget), evaluate"
+                  + (f", round {round_no} of {args.rounds}" if args.rounds > 1 else ""),
+                  flush=True)
+            work, last = Path(tmp) / f"round{round_no}", Path(tmp) / f"round{round_no - 1}"
+            results.append({**run_task(name, task_rows(name, args), args, candidate, work,
+                                       warm_from=last / name if round_no > 1 else None),
+                            "round": round_no})
             r = results[-1]
             print(f"[{time.perf_counter() - started:5.0f}s] {name}: "
                   f"{json.dumps({'training': r['training'], 'evaluation': r['evaluation']})}",

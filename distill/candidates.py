@@ -139,9 +139,10 @@ def fit_generative(
     cfg: Config, prep: Prepared, heldout: list[Example], task_kind: str, policy: TaskPolicy,
     candidate: CandidateConfig, out_dir: Path, *, max_new: int, progress: bool, seed: int = 0,
     similarity: Similarity | None = None, interrupt: Interrupt | None = None,
-    text_judge: TextJudge | None = None,
+    text_judge: TextJudge | None = None, warm_from: Path | None = None,
 ) -> tuple[dict[str, Any], Evaluation]:
-    """Train and evaluate one generative candidate; (training report, evaluation). The
+    """Train and evaluate one generative candidate, from the LoRA adapter `warm_from` when
+    given (`distill.warm_start`); (training report, evaluation). The
     part-way check compares free text by `similarity`, the gate's evaluation by `text_judge`
     where given (its calls cost: one evaluation's worth). Raises `distill.train.Interrupted`
     when `interrupt` stops it (nothing is evaluated)."""
@@ -167,7 +168,8 @@ def fit_generative(
                            method=candidate.method, cfg=cfg.distill.training, out_dir=out_dir,
                            progress=progress, checkpoint=check, checkpoint_at=CHECK_AT,
                            checkpoint_epochs=CHECK_EPOCHS, seed=seed, interrupt=interrupt,
-                           bases_dir=Path(cfg.distill.students_dir) / BASES_DIR)
+                           bases_dir=Path(cfg.distill.students_dir) / BASES_DIR,
+                           init_adapter=warm_from)
     release_heap()  # training's peak, before the student is loaded to be judged
     student = Student.load(str(out_dir))
     ev = judge(student, prep, heldout, task_kind, policy, cfg, max_new, similarity, text_judge)

@@ -223,6 +223,7 @@ def train_candidate(
     from distill.candidates import fit_encoder, fit_generative
     from distill.evaluate import embedding_similarity, with_new_requests
     from distill.heap import release_heap
+    from distill.warm_start import warm_start
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -244,10 +245,18 @@ def train_candidate(
             training = info.get("training") or {}
         elif candidate is not None:
             asked = prep.for_candidate(candidate, policy.min_agreement)
+            lora = candidate.method == "lora" or (candidate.method == "auto"
+                                                  and not is_scratch(candidate))
+            warm = warm_start(list_students(con, task.id), registry, base_model=candidate.model,
+                              slots=asked.slots is not None,
+                              heldout_percent=curated.heldout_percent) if lora else None
             training, ev = fit_generative(cfg, asked, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
-                                          interrupt=interrupt, text_judge=text_judge)
+                                          interrupt=interrupt, text_judge=text_judge,
+                                          warm_from=warm.path if warm else None)
+            if training.get("warm_from"):
+                training["warm_from"] = f"v{warm.version}" if warm else None
             base_model, info = candidate.model, {}
         else:
             raise ValueError(f"no way to train a {kind} student without a candidate")
@@ -285,6 +294,8 @@ def train_candidate(
                                    status=status, metrics=metrics))
     verdict = {"passed": "passed", "near": "nearly passed", "failed": "failed"}[status]
     stopped = " (stopped part-way: hopeless)" if training.get("stopped_by") == "hopeless" else ""
+    if training.get("warm_from"):
+        stopped += f" (trained on from {training['warm_from']}'s adapter)"
     reason = (f"{kind} {base_model}: held-out agreement {ev.summary['agreement']:.2f} "
               f"[{ev.summary['lower']:.2f}, {ev.summary['upper']:.2f}] over {ev.summary['n']} "
               f"{verdict} the gate (lower bound ≥ {policy.min_agreement:.2f}, "

@@ -82,6 +82,7 @@ class TrainReport:
     tokens: int = 0  # tokens trained on (steps x batch x mean example length)
     tokens_per_s: float = 0.0  # over the whole run, loading and saving included (S4 reads it)
     cpu_seconds: float = 0.0  # process CPU time over the run: on a shared machine, what it got
+    warm_from: str | None = None  # the adapter this run started from (distill.warm_start)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,8 +208,10 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                  cfg: TrainingConfig, learning_rate: float, clock: Clock, lora: bool,
                  output_dir: str, seed: int = 0, progress: bool = False,
                  checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
-                 checkpoint_epochs: float = 0.0, interrupt: Interrupt | None = None) -> Any:
+                 checkpoint_epochs: float = 0.0, interrupt: Interrupt | None = None,
+                 init_adapter: Path | None = None) -> Any:
     """An SFTTrainer over pre-tokenized rows; its `step_losses` and `hit_time_budget` fill in.
+    `init_adapter`: a saved LoRA adapter of the same base to go on training (LoRA only).
 
     Sets `clock.total_steps`: max_steps or the epoch bound, whichever is fewer steps.
     """
@@ -295,7 +298,11 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
         **_no_checkpointing(SFTConfig), **_length_grouping(SFTConfig),
     )
     peft_config = None
-    if lora:
+    if lora and init_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    elif lora:
         from peft import LoraConfig
 
         peft_config = LoraConfig(task_type="CAUSAL_LM", **LORA)  # type: ignore[arg-type]
@@ -356,7 +363,7 @@ def train_student(
     cfg: TrainingConfig, out_dir: Path, seed: int = 0, progress: bool = True,
     checkpoint: Checkpoint | None = None, checkpoint_at: float = 0.4,
     checkpoint_epochs: float = 0.0, interrupt: Interrupt | None = None,
-    bases_dir: Path | None = None,
+    bases_dir: Path | None = None, init_adapter: Path | None = None,
 ) -> TrainReport:
     """Train one student and save it (model or PEFT adapter, plus tokenizer) into `out_dir`.
 
@@ -367,6 +374,7 @@ def train_student(
     `checkpoint_at` of the time budget and `checkpoint_epochs` passes over the data; if it
     returns True the run stops there (`stopped_by = "hopeless"`), saved as it is.
     `interrupt()` is asked after every step; True stops the run and raises `Interrupted`.
+    `init_adapter`: a LoRA adapter of the same base (an earlier run's) the run goes on from.
     `slimgate.json` is not written here: the registry writes it last, once evaluated.
     """
     if not train:
@@ -384,6 +392,9 @@ def train_student(
         raise ValueError(f"{base_model} is randomly initialised: LoRA needs pretrained "
                          "weights; use method 'full' or 'auto'")
     lora = method == "lora" or (method == "auto" and not scratch)
+    if init_adapter is not None and not lora:
+        raise ValueError(f"only a LoRA run can start from an adapter; {base_model} trains "
+                         "in full")
     if not scratch and is_gguf(base_model):
         base_model = str(hf_base(base_model, bases_dir))
     if not scratch and Path(base_model).is_dir():
@@ -411,7 +422,8 @@ def train_student(
                                    clock=clock, lora=lora, output_dir=tmp, seed=seed,
                                    progress=progress, checkpoint=checkpoint,
                                    checkpoint_at=checkpoint_at,
-                                   checkpoint_epochs=checkpoint_epochs, interrupt=interrupt)
+                                   checkpoint_epochs=checkpoint_epochs, interrupt=interrupt,
+                                   init_adapter=init_adapter)
             trainer.train()
             if trainer.interrupted:
                 raise Interrupted(f"stopped after {trainer.state.global_step} steps, "
@@ -442,4 +454,5 @@ def train_student(
         examples=len(rows), skipped=len(encoded) - len(rows), quantized=quantized,
         tokens=tokens, tokens_per_s=round(tokens / max(seconds, 1e-6), 1),
         cpu_seconds=round(time.process_time() - cpu_began, 1),
+        warm_from=None if init_adapter is None else str(init_adapter),
     )

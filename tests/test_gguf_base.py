@@ -124,3 +124,9 @@ def test_the_pipeline_trains_a_gguf_candidate_into_a_registered_student(
     adapter = tmp_path / "students" / student.path / "adapter_config.json"
     base = Path(json.loads(adapter.read_text())["base_model_name_or_path"])
     assert base.parent == tmp_path / "students" / ".bases"  # beside the students it serves
+    assert student.metrics["training"]["warm_from"] is None
+    # the task's next run goes on from this adapter rather than starting over
+    again = distill_task(con, cfg, task, curate_task(con, cfg, task), progress=False,
+                         embedder=shared_embedder, encoder=False)
+    assert again.version == 2 and "trained on from v1's adapter" in again.reason
+    assert list_students(con, task.id)[-1].metrics["training"]["warm_from"] == "v1"

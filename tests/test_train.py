@@ -185,6 +185,38 @@ TEMPLATES = {  # TRL ships the real chat templates of these model families
 }
 
 
+def test_a_lora_run_goes_on_from_an_earlier_runs_adapter(tmp_path: Path,
+                                                       pretrained_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    from distill.train import train_student
+
+    def weights(out: Path) -> dict[str, object]:
+        return load_file(str(out / "adapter_model.safetensors"))
+
+    first = tmp_path / "v1"
+    train_student(tool_and_json_examples(), base_model=str(pretrained_dir), out_dir=first,
+                  cfg=TrainingConfig(max_steps=6, batch_size=8), progress=False)
+    learnt = weights(first)
+    assert any(float(w.abs().max()) > 1e-4 for k, w in learnt.items() if "lora_B" in k)
+    # a rate too small to move anything: what the second run saves is where it started
+    cfg = TrainingConfig(max_steps=1, batch_size=8, learning_rate=1e-12)
+    went_on = train_student(tool_and_json_examples(), base_model=str(pretrained_dir),
+                            out_dir=tmp_path / "v2", cfg=cfg, progress=False,
+                            init_adapter=first)
+    fresh = train_student(tool_and_json_examples(), base_model=str(pretrained_dir),
+                          out_dir=tmp_path / "fresh", cfg=cfg, progress=False)
+    assert went_on.warm_from == str(first) and fresh.warm_from is None
+    second, new = weights(tmp_path / "v2"), weights(tmp_path / "fresh")
+    assert set(second) == set(learnt)
+    for key, w in learnt.items():
+        assert float((second[key] - w).abs().max()) < 1e-6, key
+    assert all(float(w.abs().max()) < 1e-9 for k, w in new.items() if "lora_B" in k)  # starts at 0
+    with pytest.raises(ValueError, match="LoRA"):
+        train_student(tool_and_json_examples(), base_model="scratch:tiny", method="full",
+                      out_dir=tmp_path / "full", cfg=cfg, progress=False, init_adapter=first)
+
+
 @pytest.mark.parametrize("family", sorted(TEMPLATES))
 def test_pretrained_templates_learn_an_answer_the_parser_reads(family: str) -> None:
     """A pretrained model keeps its own template; its answers still parse into tool calls."""
