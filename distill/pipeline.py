@@ -254,7 +254,9 @@ def train_candidate(
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
                                           interrupt=interrupt, text_judge=text_judge,
-                                          warm_from=warm.path if warm else None)
+                                          warm_from=warm.path if warm else None,
+                                          # going on, it sees the examples in a new order
+                                          seed=version if warm else 0)
             if training.get("warm_from"):
                 training["warm_from"] = f"v{warm.version}" if warm else None
             base_model, info = candidate.model, {}
