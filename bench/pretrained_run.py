@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
-             candidate: Any, work: Path, warm_from: Path | None = None,
-             train_seed: int | None = None) -> dict[str, Any]:
+             candidate: Any, work: Path, train_seed: int,
+             warm_from: Path | None = None) -> dict[str, Any]:
     """Curate → copy slots → train `candidate` (a CandidateConfig), from the adapter
     `warm_from` when given → evaluate one task with the product's functions; `rows` as the
     store holds them, tagged with the task. The student is saved under `work/<name>`."""
@@ -72,7 +72,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     with quiet_progress_bars():
         report, ev = fit_generative(product, prep, curated.heldout, task.kind, policy, candidate,
                                     out_dir, max_new=max_new, progress=False,
-                                    seed=args.seed if train_seed is None else train_seed,
+                                    seed=train_seed,
                                     warm_from=warm_from)
     student = _as_served(Student.load(out_dir), prep)
     requests = [request_of(ex, max_new) for ex in curated.heldout[:args.single]]
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             work, last = Path(tmp) / f"round{round_no}", Path(tmp) / f"round{round_no - 1}"
             results.append({**run_task(name, task_rows(name, args), args, candidate, work,
-                                       warm_from=last / name if round_no > 1 else None,
-                                       train_seed=args.seed + round_no - 1),  # a new order
+                                       train_seed=args.seed + round_no - 1,  # a new order
+                                       warm_from=last / name if round_no > 1 else None),
                             "round": round_no})
             r = results[-1]
             print(f"[{time.perf_counter() - started:5.0f}s] {name}: "

@@ -23,7 +23,7 @@ from distill.candidates import Prepared
 from distill.curate import Curated, curate
 from distill.select import is_scratch, rank_candidates
 from distill.throughput import estimated_tokens, measured_rates
-from distill.train import Interrupt
+from distill.train import Interrupt, trains_lora
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
 from gateway.privacy.scrub import ScrubConfig
@@ -245,11 +245,10 @@ def train_candidate(
             training = info.get("training") or {}
         elif candidate is not None:
             asked = prep.for_candidate(candidate, policy.min_agreement)
-            lora = candidate.method == "lora" or (candidate.method == "auto"
-                                                  and not is_scratch(candidate))
             warm = warm_start(list_students(con, task.id), registry, base_model=candidate.model,
                               slots=asked.slots is not None,
-                              heldout_percent=curated.heldout_percent) if lora else None
+                              heldout_percent=curated.heldout_percent) \
+                if trains_lora(candidate.model, candidate.method) else None
             training, ev = fit_generative(cfg, asked, curated.judged, task.kind, policy,
                                           candidate, partial, max_new=max_new,
                                           progress=progress, similarity=similarity,
@@ -257,8 +256,8 @@ def train_candidate(
                                           warm_from=warm.path if warm else None,
                                           # going on, it sees the examples in a new order
                                           seed=version if warm else 0)
-            if training.get("warm_from"):
-                training["warm_from"] = f"v{warm.version}" if warm else None
+            if warm:  # the version, not the registry path the run was given
+                training["warm_from"] = f"v{warm.version}"
             base_model, info = candidate.model, {}
         else:
             raise ValueError(f"no way to train a {kind} student without a candidate")

@@ -57,6 +57,12 @@ DEFAULT_BATCH = 16
 CPU_LORA_BATCH = 4
 
 
+def trains_lora(base_model: str, method: Method) -> bool:
+    """Whether a candidate trains a LoRA adapter: asked to, or `auto` on pretrained weights
+    (a scratch model is trained in full)."""
+    return method == "lora" or (method == "auto" and not base_model.startswith("scratch:"))
+
+
 def batch_rows(cfg: TrainingConfig, lora: bool, cuda: bool) -> int:
     """Rows per training step: the configured `batch_size`, else by method and device."""
     if cfg.batch_size:
@@ -391,7 +397,7 @@ def train_student(
     if scratch and method == "lora":
         raise ValueError(f"{base_model} is randomly initialised: LoRA needs pretrained "
                          "weights; use method 'full' or 'auto'")
-    lora = method == "lora" or (method == "auto" and not scratch)
+    lora = trains_lora(base_model, method)
     if init_adapter is not None and not lora:
         raise ValueError(f"only a LoRA run can start from an adapter; {base_model} trains "
                          "in full")
