@@ -23,7 +23,8 @@ from distill.candidates import Prepared
 from distill.curate import Curated, curate
 from distill.select import is_scratch, rank_candidates
 from distill.throughput import estimated_tokens, measured_rates
-from distill.train import Interrupt, trains_lora
+from distill.train import Interrupt, batch_rows, trains_lora
+from distill.warm_start import chain_agreements, going_on, warm_start
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
 from gateway.privacy.scrub import ScrubConfig
@@ -223,7 +224,6 @@ def train_candidate(
     from distill.candidates import fit_encoder, fit_generative
     from distill.evaluate import embedding_similarity, with_new_requests
     from distill.heap import release_heap
-    from distill.warm_start import warm_start
 
     registry = Registry(cfg.distill.students_dir)
     policy = cfg.policy.for_task(task.id, task.label)
@@ -326,19 +326,25 @@ Phase = Literal["cheap", "expensive", "all"]
 def plan_runs(
     cfg: Config, task: TaskRecord, prep: Prepared, last_agreement: float | None,
     report: Progress, rates: dict[str, float] | None = None,
+    students: list[StudentRecord] | None = None,
 ) -> list[tuple[StudentKind, CandidateConfig | None, float]]:
     """Every run worth making for the task, cheapest first, each with its expected win: the
     encoder where it can express the answers, then generative candidates in S4's order
     (pretrained before scratch, smallest first) where their expected win
     (policies.schedule.expensive_win) clears the bar. `rates`: measured training tokens/s
-    per candidate (`distill.throughput`), for S4's time check."""
+    per candidate (`distill.throughput`), for S4's time check; `students`: the task's
+    earlier ones, whose results say whether a LoRA candidate's runs are worth going on
+    (`distill.warm_start.going_on`)."""
     needed, _ = _token_budget(task)
     policy = cfg.policy.for_task(task.id, task.label)
+    cuda = _has_cuda()
     choices = rank_candidates(
         cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
         max_params=cfg.distill.max_params, budget_s=cfg.distill.training.time_budget_s,
-        train_tokens=estimated_tokens(prep.train),
-        rates=rates)
+        train_tokens=estimated_tokens(prep.train), examples=len(prep.train),
+        rates=rates, rows={c.model: batch_rows(cfg.distill.training,
+                                               trains_lora(c.model, c.method), cuda)
+                           for c in cfg.distill.candidates})
     runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:
         if choice.reason:
@@ -349,6 +355,9 @@ def plan_runs(
             for c in choices:
                 scratch = is_scratch(c.candidate)
                 reason = c.reason or prep.too_low_for(c.candidate, policy.min_agreement)
+                if not reason and trains_lora(c.candidate.model, c.candidate.method):
+                    reason = going_on(chain_agreements(students or [], c.candidate.model),
+                                      policy.min_agreement)
                 win = expensive_win(prep.shape, scratch=scratch,
                                     copyable=prep.ceiling, last_agreement=last_agreement,
                                     min_agreement=policy.min_agreement)
@@ -365,6 +374,14 @@ def plan_runs(
                 else:
                     runs.append(("generative", c.candidate, win))
     return runs
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # the gateway alone, without the distill extra
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def distill_task(
@@ -389,7 +406,8 @@ def distill_task(
     cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
     report(f"{task.id}: answers are {prep.shape}, {cov}")
     runs = plan_runs(cfg, task, prep, last_agreement(con, task), report,
-                     rates=measured_rates(con, task_tenant(task.info)))
+                     rates=measured_rates(con, task_tenant(task.info)),
+                     students=list_students(con, task.id))
     cheap = [r for r in runs if r[0] in CHEAP_KINDS]
     chosen = runs if phase == "all" else cheap if phase == "cheap" else \
         [r for r in runs if r[0] not in CHEAP_KINDS]

@@ -49,3 +49,49 @@ def warm_start(students: list[StudentRecord], registry: Registry, *, base_model:
             continue  # some of what it trained on is judged now
         return WarmStart(path, s.version)
     return None
+
+
+def chain_agreements(students: list[StudentRecord], base_model: str) -> list[float]:
+    """Held-out agreement of the task's newest run of `base_model` and of each run it went
+    on from (`training.warm_from`), oldest first; [] when the model has not run here."""
+    runs = {s.version: s for s in students
+            if s.base_model == base_model and s.status != "error"
+            and isinstance(s.metrics.get("agreement"), int | float)}
+    if not runs:
+        return []
+    out = []
+    version: int | None = max(runs)
+    while version is not None and version in runs:
+        s = runs[version]
+        out.append(float(s.metrics["agreement"]))
+        link = (s.metrics.get("training") or {}).get("warm_from")
+        earlier = int(link[1:]) if isinstance(link, str) and link[1:].isdigit() else None
+        version = earlier if earlier is not None and earlier < version else None
+    return out[::-1]
+
+
+def going_on(agreements: list[float], bar: float) -> str | None:
+    """Why another run going on from the last is not worth its minutes, or None.
+
+    `agreements`: a chain's held-out agreement, oldest first (`chain_agreements`). The first
+    run that goes on is always made: every one measured gained (WikiSQL +0.07 and +0.05,
+    restaurants +0.19; docs/students.md). After that a run is made while the last one gained
+    and, where gains shrink, while the total they tend to (each the last's share of the one
+    before: a geometric series, no fitted constant) can still reach the gate's bar.
+    """
+    if len(agreements) < 2:
+        return None
+    before, last = agreements[-2], agreements[-1]
+    gain = last - before
+    if gain <= 0:
+        return (f"its last run, going on from the one before, gained nothing "
+                f"({before:.2f} -> {last:.2f})")
+    if len(agreements) >= 3:
+        prior = before - agreements[-3]
+        if 0 < gain < prior:
+            ratio = gain / prior
+            ceiling = last + gain * ratio / (1 - ratio)
+            if ceiling < bar:
+                return (f"its runs' gains shrink (+{prior:.2f}, then +{gain:.2f}): going on, "
+                        f"it levels off near {ceiling:.2f}, under the bar ({bar:.2f})")
+    return None

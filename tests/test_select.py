@@ -1,7 +1,8 @@
 """Step S4: which generative candidates a task gets, in which order. An installed SmolLM2 is
 the first default candidate; pretrained candidates rank before scratch; a measured training
-speed rules out a candidate that cannot see its data once in the budget (this tenant's runs
-only); behind a pretrained candidate, scratch is tried only for shapes it has ever passed."""
+speed rules out a candidate whose budget holds too few training steps (this tenant's runs
+only); behind a pretrained candidate, scratch is tried only for shapes it has ever passed;
+a LoRA candidate whose runs on the task stopped gaining is not run again."""
 
 from __future__ import annotations
 
@@ -68,17 +69,24 @@ def test_pretrained_candidates_rank_before_scratch_and_ineligible_ones_say_why()
     assert reasons[TINY.model] == "needs 2000 tokens of context, has 1024"
 
 
-def test_a_measured_training_speed_rules_out_a_candidate_too_slow_for_the_budget() -> None:
-    def reasons(rates: dict[str, float]) -> dict[str, str | None]:
+def test_a_measured_training_speed_rules_out_a_candidate_whose_budget_holds_too_few_steps(
+) -> None:
+    def reasons(rates: dict[str, float], examples: int = 400) -> dict[str, str | None]:
         return {c.candidate.model: c.reason for c in rank_candidates(
             [SMOL, QWEN], needed_tokens=500, licences=["apache-2.0"], max_params=10**10,
-            train_tokens=120_000, budget_s=600, rates=rates)}
+            train_tokens=300 * examples, examples=examples, budget_s=600, rates=rates,
+            rows={SMOL.model: 4, QWEN.model: 16})}
 
     assert reasons({}) == {SMOL.model: None, QWEN.model: None}  # not measured: tried
-    slow = reasons({QWEN.model: 150.0, SMOL.model: 400.0})  # 800 s and 300 s a pass
+    # 300-token examples: SmolLM2 at 400 tokens/s makes 200 four-row steps in 600 s;
+    # Qwen at 150 tokens/s, 16 rows a step, ~19 (under MIN_STEPS)
+    slow = reasons({QWEN.model: 150.0, SMOL.model: 400.0})
     assert slow[SMOL.model] is None
     assert "150 training tokens/s" in str(slow[QWEN.model])
-    assert "~800 s, over distill.training.time_budget_s (600)" in str(slow[QWEN.model])
+    assert "holds ~19 steps of its ~300-token examples, under the 30" in str(slow[QWEN.model])
+    # ten times the data: one pass would take 3,000 s, yet a run's steps are what it needs
+    # (WikiSQL: a run over a third of 2,500 examples learnt as much as one over all of 500)
+    assert reasons({QWEN.model: 150.0, SMOL.model: 400.0}, examples=4000)[SMOL.model] is None
 
 
 def _store(tmp_path: Path) -> tuple[Config, Any]:
@@ -141,3 +149,37 @@ def test_behind_a_pretrained_candidate_scratch_runs_only_where_it_has_ever_passe
     if shape != "text":  # uncopyable text: not worth a scratch run either way
         assert [c.model for _, c, _ in plan_runs(alone, task, prepared(shape), None,
                                                  said.append) if c] == [TINY.model]
+
+
+def test_a_lora_candidate_whose_runs_stopped_gaining_is_not_run_again(tmp_path: Path) -> None:
+    cfg, _ = _store(tmp_path)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(
+        update={"candidates": [QWEN, TINY]})})
+    task = TaskRecord(id="t", label="t", kind="json",
+                      info={"prompt_tokens_p50": 100, "prompt_tokens_p99": 200,
+                            "answer_tokens_p99": 40})
+
+    def history(*agreements: float) -> list[StudentRecord]:
+        return [StudentRecord(task="t", version=v, path="", base_model=QWEN.model,
+                              status="failed",
+                              metrics={"agreement": a, "training": {
+                                  "warm_from": f"v{v - 1}"} if v > 1 else {}})
+                for v, a in enumerate(agreements, start=1)]
+
+    def planned(students: list[StudentRecord]) -> tuple[list[str], list[str]]:
+        said: list[str] = []
+        runs = plan_runs(cfg, task, prepared("copy_json"), None, said.append,
+                         students=students)
+        return [c.model for _, c, _ in runs if c is not None], said
+
+    assert planned([])[0] == [QWEN.model, TINY.model]
+    assert planned(history(0.55, 0.62))[0] == [QWEN.model, TINY.model]  # it gained: go on
+    models, said = planned(history(0.55, 0.60, 0.61))  # WikiSQL's three runs
+    assert models == [TINY.model]
+    assert any(f"skipping {QWEN.model}: its runs' gains shrink" in s for s in said)
+    models, said = planned(history(0.55, 0.54))
+    assert models == [TINY.model] and any("gained nothing" in s for s in said)
+    scratch_only = history(0.55, 0.54)
+    scratch_only = [StudentRecord(task="t", version=s.version, path="", base_model=TINY.model,
+                                  status="failed", metrics=s.metrics) for s in scratch_only]
+    assert planned(scratch_only)[0] == [QWEN.model, TINY.model]  # scratch: no adapter chain

@@ -1,6 +1,7 @@
 """Which earlier adapter a pretrained candidate's next run on a task goes on from, and when
 none may be used (another base, a full model, another way of asking, a judged set that
-would hold what it trained on)."""
+would hold what it trained on); and whether a task's runs are worth going on, from the
+held-out agreement of the runs that went on from each other."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distill.warm_start import warm_start
+import pytest
+
+from distill.warm_start import chain_agreements, going_on, warm_start
 from gateway.registry import META, Registry
 from gateway.store.catalog import StudentRecord
 
@@ -61,3 +64,41 @@ def test_nothing_is_taken_that_could_leak_or_was_learnt_another_way(tmp_path: Pa
     assert pick([gone], reg) is None
     # the newest that qualifies, past one that does not
     assert pick([student(reg, 10), student(reg, 11, percent=5)], reg, percent=15) == 10
+
+
+def run(version: int, agreement: float, *, base: str = BASE, warm_from: int | None = None,
+        status: str = "failed") -> StudentRecord:
+    training = {"warm_from": f"v{warm_from}"} if warm_from else {}
+    return StudentRecord(task="t1", version=version, path="", base_model=base, status=status,
+                         metrics={"agreement": agreement, "training": training})
+
+
+def test_a_chain_follows_the_adapters_each_run_went_on_from() -> None:
+    students = [run(1, 0.40), run(2, 0.50, warm_from=1), run(3, 0.10, base="scratch:tiny"),
+                run(4, 0.0, warm_from=2, status="error"), run(5, 0.55, warm_from=2),
+                run(6, 0.9, base="/models/qwen", warm_from=5)]
+    assert chain_agreements(students, BASE) == [0.40, 0.50, 0.55]  # v5 <- v2 <- v1
+    assert chain_agreements(students + [run(7, 0.3)], BASE) == [0.3]  # a fresh start
+    assert chain_agreements(students, "/models/other") == []
+    # a link to a run that is not there (or not earlier) ends the chain, never loops
+    assert chain_agreements([run(2, 0.5, warm_from=1)], BASE) == [0.5]
+    assert chain_agreements([run(3, 0.5, warm_from=3)], BASE) == [0.5]
+
+
+@pytest.mark.parametrize(("agreements", "stops"), [
+    ([], None),
+    ([0.43], None),  # no run has gone on yet: the first always does
+    ([0.43, 0.62], None),  # restaurants' second run (docs/students.md)
+    ([0.56, 0.56], "gained nothing (0.56 -> 0.56)"),
+    ([0.52, 0.50], "gained nothing"),
+    # WikiSQL on grown data, 0.55 -> 0.60 -> 0.61: +0.05 then +0.01 tends to ~0.61
+    ([0.55, 0.60, 0.61], "levels off near 0.61, under the bar (0.90)"),
+    ([0.60, 0.80, 0.88], None),  # +0.20, +0.08: tends to ~0.93, over the bar
+    ([0.40, 0.50, 0.62], None),  # gains that grow
+    ([0.50, 0.45, 0.55], None),  # it fell, then rose: the last run gained
+])
+def test_runs_go_on_while_they_gain_and_can_still_reach_the_bar(
+    agreements: list[float], stops: str | None
+) -> None:
+    reason = going_on(agreements, 0.90)
+    assert (reason is None) if stops is None else (reason is not None and stops in reason)
