@@ -68,6 +68,9 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     prep = prepare(task.kind, curated, args.max_train, kinds=["generative"])
     if args.slots == "auto":  # as the pipeline asks this candidate (raw where slots fall short)
         prep = prep.for_candidate(candidate, policy.min_agreement)
+    estimate = s4_estimate(product, prep, candidate)
+    if args.estimate_only:
+        return {"task": name, "train_examples": len(prep.train), "s4_estimate": estimate}
     out_dir = work / name
     with quiet_progress_bars():
         report, ev = fit_generative(product, prep, curated.heldout, task.kind, policy, candidate,
@@ -89,7 +92,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
             "fields": prep.slots.coverage.get("fields"), "gazetteer": len(prep.slots.gazetteer),
             "coverage_heldout": (prep.slots.coverage.get("heldout") or {}).get("share")},
         "train_examples": len(prep.train), "heldout_examples": len(curated.heldout),
-        "max_new_tokens": max_new, "training": report,
+        "max_new_tokens": max_new, "s4_estimate": estimate, "training": report,
         "evaluation": {k: s[k] for k in ("n", "agree", "agreement", "lower", "upper",
                                          "confidence", "valid_rate", "mean_score",
                                          "student_p50_ms", "tokens_per_s")},
@@ -102,6 +105,26 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
         "disagreements": [{"detail": r["detail"], "student": r["student"],
                            "teacher": r["teacher"]} for r in misses[:3]],
     }
+
+
+def s4_estimate(product: Any, prep: Any, candidate: Any) -> dict[str, Any]:
+    """The training steps S4 expects this run to make before any run here: from the
+    candidate's size and this CPU's measured matmul speed (None on a GPU)."""
+    import torch
+
+    from distill.pipeline import cpu_speed
+    from distill.throughput import budget_steps, shared_tokens
+    from distill.train import batch_rows, trains_lora
+
+    cuda = torch.cuda.is_available()
+    rows = batch_rows(product.distill.training, trains_lora(candidate.model, candidate.method),
+                      cuda)
+    gflops = None if cuda else cpu_speed()
+    est = budget_steps([candidate], prep.train, rates={}, rows={candidate.model: rows},
+                       budget_s=product.distill.training.time_budget_s, gflops=gflops)
+    got = est.get(candidate.model)
+    return {"gflops": gflops, "rows": rows, "shared_tokens": shared_tokens(prep.train),
+            "steps": None if got is None else round(got.steps, 1)}
 
 
 def exact_match(rows: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
@@ -249,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="runs per task, each going on from the last one's adapter (LoRA), as "
                         "a task's successive runs in the worker do")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="print S4's estimate of each task's steps in the budget; no training")
     p.add_argument("--out", type=Path, default=Path("pretrained_run.json"))
     args = p.parse_args(argv)
 
@@ -291,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                                        warm_from=last / name if round_no > 1 else None),
                             "round": round_no})
             r = results[-1]
+            if args.estimate_only:
+                print(f"{name}: {json.dumps(r)}", flush=True)
+                continue
             print(f"[{time.perf_counter() - started:5.0f}s] {name}: "
-                  f"{json.dumps({'training': r['training'], 'evaluation': r['evaluation']})}",
+                  f"{json.dumps({k: r[k] for k in ('s4_estimate', 'training', 'evaluation')})}",
                   flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({**meta, "results": results}, indent=2,
@@ -300,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["seconds"] = round(time.perf_counter() - started, 1)
     meta["load_avg_end"] = os.getloadavg()
     args.out.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
-    print_table(results, meta)
+    if not args.estimate_only:
+        print_table(results, meta)
     print(f"total {meta['seconds']:.0f} s; saved {args.out}")
     return 0
 

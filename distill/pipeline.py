@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
 from distill.select import is_scratch, rank_candidates
-from distill.throughput import estimated_tokens, measured_rates
+from distill.throughput import budget_steps, cpu_gflops, measured_rates
 from distill.train import Interrupt, batch_rows, trains_lora
 from distill.warm_start import chain_agreements, going_on, warm_start
 from gateway.config import CandidateConfig, Config
@@ -337,14 +337,15 @@ def plan_runs(
     (`distill.warm_start.going_on`)."""
     needed, _ = _token_budget(task)
     policy = cfg.policy.for_task(task.id, task.label)
-    cuda = _has_cuda()
+    cuda, budget_s = _has_cuda(), cfg.distill.training.time_budget_s
+    steps = budget_steps(
+        cfg.distill.candidates, prep.train, budget_s=budget_s, rates=rates or {},
+        rows={c.model: batch_rows(cfg.distill.training, trains_lora(c.model, c.method), cuda)
+              for c in cfg.distill.candidates},
+        gflops=None if cuda else cpu_speed())
     choices = rank_candidates(
         cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
-        max_params=cfg.distill.max_params, budget_s=cfg.distill.training.time_budget_s,
-        train_tokens=estimated_tokens(prep.train), examples=len(prep.train),
-        rates=rates, rows={c.model: batch_rows(cfg.distill.training,
-                                               trains_lora(c.model, c.method), cuda)
-                           for c in cfg.distill.candidates})
+        max_params=cfg.distill.max_params, steps=steps, budget_s=budget_s)
     runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:
         if choice.reason:
@@ -374,6 +375,16 @@ def plan_runs(
                 else:
                     runs.append(("generative", c.candidate, win))
     return runs
+
+
+def cpu_speed() -> float | None:
+    """This CPU's matmul GFLOPS on the threads training uses (measured once), for S4's
+    estimate of a candidate not yet run here; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return cpu_gflops(torch.get_num_threads())
 
 
 def _has_cuda() -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from distill.throughput import BudgetSteps
 from gateway.config import CandidateConfig
 
 # Training steps a candidate's run must hold within the time budget at its measured speed.
@@ -44,44 +45,32 @@ def rank_candidates(
     needed_tokens: int,
     licences: list[str],
     max_params: int,
-    train_tokens: int = 0,
+    steps: Mapping[str, BudgetSteps] | None = None,
     budget_s: float = 0.0,
-    rates: Mapping[str, float] | None = None,
-    examples: int = 0,
-    rows: Mapping[str, int] | None = None,
 ) -> list[Choice]:
     """Every candidate in training order, each with why it is not eligible (or None).
 
-    `rates`: training tokens per second each candidate (by `model`) reached in earlier runs
-    here (`distill.throughput`); `train_tokens`: the task's training data (`examples` of
-    them), estimated; `rows`: rows a training step takes per candidate (16 where absent). A
-    candidate not yet measured is not ruled out by time.
+    `steps`: the training steps each candidate's run (by `model`) would make in the time
+    budget (`budget_s`) on the task's examples, from its measured or estimated speed
+    (`distill.throughput.budget_steps`); a candidate without one is not ruled out by time.
     """
     allowed = {lic.lower() for lic in licences}
     out = []
     for c in sorted(candidates, key=lambda c: (is_scratch(c), c.params)):
         reason = None
-        rate = (rates or {}).get(c.model)
+        held = (steps or {}).get(c.model)
         if c.licence.lower() not in allowed:
             reason = f"licence {c.licence!r} is not in distill.licences"
         elif c.params > max_params:
             reason = f"{c.params:,} parameters exceed distill.max_params ({max_params:,})"
         elif needed_tokens > c.context:
             reason = f"needs {needed_tokens} tokens of context, has {c.context}"
-        elif rate and train_tokens and examples and budget_s and (
-                steps := budget_steps(rate, train_tokens / examples,
-                                      (rows or {}).get(c.model, 16), budget_s)) < MIN_STEPS:
-            reason = (f"measured {rate:,.0f} training tokens/s here: "
-                      f"distill.training.time_budget_s ({budget_s:g}) holds ~{steps:.0f} "
-                      f"steps of its ~{train_tokens / examples:,.0f}-token examples, under "
-                      f"the {MIN_STEPS} a run needs")
+        elif held is not None and held.steps < MIN_STEPS:
+            reason = (f"{held.basis}: distill.training.time_budget_s ({budget_s:g}) holds "
+                      f"~{held.steps:.0f} training steps on the task's examples, under the "
+                      f"{MIN_STEPS} a run needs")
         out.append(Choice(c, reason))
     return out
-
-
-def budget_steps(rate: float, example_tokens: float, rows: int, budget_s: float) -> float:
-    """Training steps of `rows` examples a run makes in `budget_s` at `rate` tokens/s."""
-    return budget_s * rate / (example_tokens * max(1, rows))
 
 
 def eligible(choices: list[Choice]) -> list[CandidateConfig]:

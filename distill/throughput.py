@@ -1,4 +1,5 @@
-"""How fast each candidate trains here, measured by its earlier runs, for S4's time check.
+"""How fast each candidate trains here, for S4's time check: measured by its earlier runs,
+or — before any, on a CPU — estimated from its size and this machine's matmul speed.
 
 Every generative run records `training.tokens_per_s` (loading and saving included) in its
 student's metrics. A candidate's rate is the median over the runs of the tenant's own tasks:
@@ -7,10 +8,17 @@ a number about this machine, read without crossing tenants.
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
 from statistics import median
 
 from distill.chat_format import conversation, render
 from distill.curate import Example
+from distill.train import trains_lora
+from gateway.config import CandidateConfig
 from gateway.store.catalog import list_students, list_tasks
 from gateway.store.db import Connection
 from gateway.task_ids import task_tenant
@@ -34,3 +42,74 @@ def estimated_tokens(train: list[Example]) -> int:
     the chat format — tools and response schema included, as the measured rate counts
     them — at ~4 characters a token."""
     return sum(len(render(*conversation(ex.as_training()))) for ex in train) // 4
+
+
+# What a training token costs, in FLOPs per parameter: a forward pass 2, its backward pass 2
+# more for the activations' gradients; full fine-tuning 2 more for the weights' gradients (a
+# LoRA run computes none for its frozen weights). A shared prompt runs forward only, once a
+# step (distill.shared_prefix).
+FORWARD_FLOPS = 2
+LORA_FLOPS = 4
+FULL_FLOPS = 6
+
+
+@dataclass(frozen=True)
+class BudgetSteps:
+    steps: float  # training steps the time budget holds
+    basis: str  # how the candidate's speed is known
+
+
+@cache
+def cpu_gflops(threads: int) -> float:
+    """float32 matmul GFLOPS of this machine on `threads` torch threads, measured once on the
+    shapes a small model's layers multiply (a few hundred rows by 576 by 1,536)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(512, 576), torch.randn(576, 1536)
+        a @ b  # first call: allocation and dispatch
+        runs, started = 0, time.perf_counter()
+        while runs < 3 or time.perf_counter() - started < 0.2:
+            a @ b
+            runs += 1
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(before)
+    return 2 * 512 * 576 * 1536 * runs / seconds / 1e9
+
+
+def shared_tokens(train: list[Example]) -> int:
+    """Tokens every training example starts with (its rendered text's common prefix, at ~4
+    characters a token): the part a training step runs once, without gradients."""
+    texts = [render(*conversation(ex.as_training())) for ex in train]
+    return len(os.path.commonprefix(texts)) // 4 if len(texts) > 1 else 0
+
+
+def budget_steps(candidates: list[CandidateConfig], train: list[Example], *, budget_s: float,
+                 rows: Mapping[str, int], rates: Mapping[str, float],
+                 gflops: float | None) -> dict[str, BudgetSteps]:
+    """Steps each candidate's run makes in `budget_s` on the task's examples: from its
+    training speed measured here (`rates`, tokens/s), else — on a CPU (`gflops` measured) —
+    estimated from its size. Candidates neither measured nor estimable are left out."""
+    if not train or budget_s <= 0:
+        return {}
+    total = estimated_tokens(train)
+    mean = total / len(train)
+    shared = min(shared_tokens(train), int(mean))
+    out = {}
+    for c in candidates:
+        batch = max(1, rows.get(c.model, 16))
+        rate = rates.get(c.model)
+        if rate:
+            out[c.model] = BudgetSteps(budget_s * rate / (mean * batch),
+                                       f"measured {rate:,.0f} training tokens/s here")
+        elif gflops:
+            per_token = LORA_FLOPS if trains_lora(c.model, c.method) else FULL_FLOPS
+            flops = c.params * (FORWARD_FLOPS * shared + per_token * batch * (mean - shared))
+            out[c.model] = BudgetSteps(
+                budget_s * gflops * 1e9 / flops,
+                f"estimated from its {c.params / 1e6:,.0f}M parameters at this CPU's measured "
+                f"{gflops:.0f} GFLOPS (not yet run here)")
+    return out

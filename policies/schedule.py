@@ -46,7 +46,9 @@ SCRATCH_PRIOR = {"label": 0.5, "enum_json": 0.4, "copy_json": 0.3, "tool_call": 
 # on a 2-core CPU in 600 s at LoRA's 1e-3 rate (0.99, one split; 0.92 on another). Elsewhere:
 # one GPU run (0.60 on tool selection, 0.22 on extraction, 100 s) and CPU runs of 600 s (SNIPS
 # as JSON 0.00; WikiSQL queries 0.42; restaurants' long queries 0.00; docs/students.md).
-# An even prior: on a CPU, S4's measured time check, not this prior, keeps a slow one off.
+# An even prior: on a CPU, S4's measured step check (distill.select.MIN_STEPS), the run's
+# part-way hopeless check and whether the task's own runs still gain
+# (distill.warm_start.going_on), not this prior, keep a slow or stuck one off.
 PRETRAINED_PRIOR = 0.3
 # Answer shapes a scratch student has passed at least once (the runs behind SCRATCH_PRIOR).
 # Where a pretrained candidate is planned first, a scratch one follows it only for these (and

@@ -18,7 +18,7 @@ from distill.curate import Example
 from distill.kind_plan import KindChoice
 from distill.pipeline import plan_runs
 from distill.select import rank_candidates
-from distill.throughput import measured_rates
+from distill.throughput import budget_steps, measured_rates
 from gateway.config import CandidateConfig, Config, installed_candidates, parse_config
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
 from gateway.store.db import connect
@@ -69,24 +69,66 @@ def test_pretrained_candidates_rank_before_scratch_and_ineligible_ones_say_why()
     assert reasons[TINY.model] == "needs 2000 tokens of context, has 1024"
 
 
+def examples(n: int, chars: int, shared: int = 0) -> list[Example]:
+    """`n` examples of about `chars` rendered characters, the first `shared` the same in all."""
+    system = "s" * shared
+    return [Example(request_id=f"r{i}", seq=i, key=f"k{i}", tools=None, response_format=None,
+                    messages=[{"role": "system", "content": system},
+                              {"role": "user", "content": f"{i:06d} " + "q" * (chars - shared)}],
+                    answer={"role": "assistant", "content": "ok"}) for i in range(n)]
+
+
 def test_a_measured_training_speed_rules_out_a_candidate_whose_budget_holds_too_few_steps(
 ) -> None:
-    def reasons(rates: dict[str, float], examples: int = 400) -> dict[str, str | None]:
+    def reasons(rates: dict[str, float], n: int = 400) -> dict[str, str | None]:
+        train = examples(n, 1200)  # ~300 tokens each
+        steps = budget_steps([SMOL, QWEN], train, budget_s=600, rates=rates,
+                             rows={SMOL.model: 4, QWEN.model: 16}, gflops=None)
         return {c.candidate.model: c.reason for c in rank_candidates(
             [SMOL, QWEN], needed_tokens=500, licences=["apache-2.0"], max_params=10**10,
-            train_tokens=300 * examples, examples=examples, budget_s=600, rates=rates,
-            rows={SMOL.model: 4, QWEN.model: 16})}
+            steps=steps, budget_s=600)}
 
     assert reasons({}) == {SMOL.model: None, QWEN.model: None}  # not measured: tried
-    # 300-token examples: SmolLM2 at 400 tokens/s makes 200 four-row steps in 600 s;
+    # ~300-token examples: SmolLM2 at 400 tokens/s makes ~200 four-row steps in 600 s;
     # Qwen at 150 tokens/s, 16 rows a step, ~19 (under MIN_STEPS)
     slow = reasons({QWEN.model: 150.0, SMOL.model: 400.0})
     assert slow[SMOL.model] is None
-    assert "150 training tokens/s" in str(slow[QWEN.model])
-    assert "holds ~19 steps of its ~300-token examples, under the 30" in str(slow[QWEN.model])
-    # ten times the data: one pass would take 3,000 s, yet a run's steps are what it needs
+    assert "measured 150 training tokens/s here" in str(slow[QWEN.model])
+    assert "holds ~18 training steps on the task's examples, under the 30" in str(
+        slow[QWEN.model])
+    # ten times the data: one pass would take ~3,000 s, yet a run's steps are what it needs
     # (WikiSQL: a run over a third of 2,500 examples learnt as much as one over all of 500)
-    assert reasons({QWEN.model: 150.0, SMOL.model: 400.0}, examples=4000)[SMOL.model] is None
+    assert reasons({QWEN.model: 150.0, SMOL.model: 400.0}, n=4000)[SMOL.model] is None
+
+
+def test_before_its_first_run_a_candidate_s_speed_on_a_cpu_is_estimated_from_its_size(
+) -> None:
+    small = CandidateConfig(model="/models/SmolLM2-135M-Instruct", params=134_515_008,
+                            context=8192)
+    big = CandidateConfig(model="/models/SmolLM2-1.7B-Instruct", params=1_711_000_000,
+                          context=8192)
+    rows = {small.model: 4, big.model: 4, TINY.model: 16}
+    train = examples(200, 1200)  # ~300 tokens each
+    steps = budget_steps([small, big, TINY], train, budget_s=600, rates={}, rows=rows,
+                         gflops=50.0)
+    # 600 s x 50 GFLOPS over 4 FLOPs a parameter a token, 4 rows of ~300 tokens a step
+    assert steps[small.model].steps == pytest.approx(600 * 50e9 / (4 * 134.5e6 * 4 * 300),
+                                                     rel=0.05)
+    assert steps[big.model].steps < 30 < steps[small.model].steps
+    assert steps[TINY.model].steps > 300  # scratch: 6 FLOPs a parameter, 2M of them
+    assert "estimated from its 1,711M parameters at this CPU's measured 50 GFLOPS" in \
+        steps[big.model].basis
+    measured = budget_steps([big], train, budget_s=600, rates={big.model: 120.0}, rows=rows,
+                            gflops=50.0)
+    assert measured[big.model].basis.startswith("measured 120")  # a measurement wins
+    assert budget_steps([big], train, budget_s=600, rates={}, rows=rows, gflops=None) == {}
+    # a prompt every example shares runs once a step, forward only: more steps in the budget
+    shared = budget_steps([big], examples(200, 1200, shared=1000), budget_s=600, rates={},
+                          rows=rows, gflops=50.0)
+    assert shared[big.model].steps > 2.5 * steps[big.model].steps
+    choice, = rank_candidates([big], needed_tokens=500, licences=["apache-2.0"],
+                              max_params=10**10, steps=steps, budget_s=600)
+    assert choice.reason is not None and "under the 30 a run needs" in choice.reason
 
 
 def _store(tmp_path: Path) -> tuple[Config, Any]:
