@@ -3,7 +3,9 @@
 `run_distill` discovers tasks, curates each, and trains in two phases. First every task
 that is ready (`pipeline.why_train`) gets its cheapest kind — the encoder, seconds to a
 minute — best expected win first. Then the tasks whose cheap kind did not pass (or does not
-fit their answers) get their generative candidates, best expected win first; each such run
+fit their answers) get their generative candidates, best expected win first — and a task
+whose LoRA run was cut by its budget while its runs still gain gets that candidate again,
+going on from its adapter (`pipeline.continuation_owed`); each such run
 asks every `worker.slice_s` whether a cheap run now waits (a task became ready) and, if so,
 stops and gives the pass back, so a new task waits at most one slice behind a long run.
 """
@@ -19,6 +21,7 @@ from distill.curate import Curated
 from distill.pipeline import (
     Progress,
     TaskOutcome,
+    continuation_owed,
     curate_task,
     discover_tasks,
     distill_task,
@@ -37,6 +40,7 @@ from policies.student_kinds import CHEAP_KINDS
 
 log = logging.getLogger("slimgate.distill")
 Ready = tuple[TaskRecord, Curated, str]
+Owed = tuple[TaskRecord, Curated, str | None]  # with the one candidate to run, if any
 
 
 def schedule(con: Connection, cfg: Config, ready: list[Ready]) -> list[Ready]:
@@ -109,7 +113,7 @@ def run_distill(
         report(f"discovered {found} tasks")
         outcomes: list[TaskOutcome] = []
         ready: list[Ready] = []
-        owed: list[tuple[TaskRecord, Curated]] = []  # generative runs owed from earlier passes
+        owed: list[Owed] = []  # generative runs owed from earlier passes
         for task in list_tasks(con):
             if task_id and task.id != task_id:
                 continue
@@ -127,7 +131,11 @@ def run_distill(
             if why is not None:
                 ready.append((task, curated, why))
             elif task.stage == "observe" and expensive_pending(con, task):
-                owed.append((task, curated))
+                owed.append((task, curated, None))
+            elif (going := continuation_owed(con, cfg, task)) is not None:
+                report(f"{task.id}: {going.model}'s last run was cut by the time budget and "
+                       f"its runs still gain: it goes on from its adapter")
+                owed.append((task, curated, going.model))
             else:
                 lacking = missing_data(cfg, task, curated)
                 soon = judgeable_in(cfg, task, curated, time.time()) \
@@ -145,7 +153,7 @@ def run_distill(
                                embedder=embedder, phase="cheap")
             outcomes.append(out)
             if out.expensive_left:
-                expensive.append((task, curated))
+                expensive.append((task, curated, None))
         outcomes += _expensive_runs(con, cfg, expensive, embedder=embedder, stop=stop,
                                     progress=progress, report=report)
         return outcomes
@@ -154,18 +162,21 @@ def run_distill(
 
 
 def _expensive_runs(
-    con: Connection, cfg: Config, tasks: list[tuple[TaskRecord, Curated]], *,
+    con: Connection, cfg: Config, tasks: list[Owed], *,
     embedder: SharedEmbedder, stop: threading.Event | None, progress: bool, report: Progress,
 ) -> list[TaskOutcome]:
-    """Generative candidates, best expected win first; the pass ends at an interruption."""
+    """Generative candidates, best expected win first; the pass ends at an interruption.
+    A task owed a LoRA run that goes on (its model in `tasks`) runs that candidate only."""
     outcomes = []
-    ranked = schedule(con, cfg, [(t, c, "") for t, c in tasks])
+    only = {t.id: model for t, _, model in tasks}
+    ranked = schedule(con, cfg, [(t, c, "") for t, c, _ in tasks])
     for task, curated, _ in ranked:
         if stop is not None and stop.is_set():
             break
         interrupt = cheap_work_waiting(con, cfg, embedder, task.id, stop)
         out = distill_task(con, cfg, task, curated, progress=progress, report=report,
-                           embedder=embedder, phase="expensive", interrupt=interrupt)
+                           embedder=embedder, phase="expensive", interrupt=interrupt,
+                           only=only[task.id])
         outcomes.append(out)
         if out.action == "interrupted":
             break
