@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
-from distill.select import is_scratch, rank_candidates
+from distill.select import MIN_STEPS, is_scratch, rank_candidates
 from distill.throughput import budget_steps, cpu_gflops, measured_rates
 from distill.train import Interrupt, batch_rows, trains_lora
 from distill.warm_start import ADAPTER, chain_agreements, going_on, warm_start
@@ -460,10 +460,10 @@ def continuation_owed(con: Connection, cfg: Config, task: TaskRecord,
     data, or None. Owed while no student of the task passed or nearly passed, its newest
     LoRA run (a scratch one may have followed it) was cut by the time budget (on a CPU a run
     is a few hundred small steps; on a GPU runs end by their epochs, and more of the same
-    data would only be memorised), its adapter is on disk, and its runs on the task still
-    gain (`going_on`). Measured on the same data (docs/students.md): WikiSQL
-    0.52 -> 0.59 -> 0.60, restaurants 0.43 -> 0.62 — for a task far from the bar, sooner than
-    waiting for its data to grow."""
+    data would only be memorised) after at least `MIN_STEPS` steps, its adapter is on disk,
+    and its runs on the task still gain (`going_on`). Measured on the same data
+    (docs/students.md): WikiSQL 0.52 -> 0.59 -> 0.60, restaurants 0.43 -> 0.62 — for a task
+    far from the bar, sooner than waiting for its data to grow."""
     students = [s for s in list_students(con, task.id) if s.status != "error"]
     if task.stage != "observe" or not students \
             or any(s.status in ("passed", "near") for s in students):
@@ -473,6 +473,8 @@ def continuation_owed(con: Connection, cfg: Config, task: TaskRecord,
     if not lora or lora[-1].metrics["training"].get("stopped_by") != "time":
         return None
     last = lora[-1]
+    if int(last.metrics["training"].get("steps") or 0) < MIN_STEPS:
+        return None  # as S4 rules: a budget that holds so few steps is not worth a run
     candidate = next((c for c in cfg.distill.candidates if c.model == last.base_model), None)
     if candidate is None:
         return None  # no longer configured

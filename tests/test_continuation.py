@@ -35,12 +35,13 @@ def setup(tmp_path: Path) -> tuple[Config, Connection, Registry, TaskRecord]:
 
 def add(con: Connection, registry: Registry, version: int, agreement: float, *,
         base: str = SMOL.model, method: str = "lora", stopped_by: str = "time",
-        warm_from: int | None = None, status: str = "failed", adapter: bool = True) -> None:
+        warm_from: int | None = None, status: str = "failed", adapter: bool = True,
+        steps: int = 190) -> None:
     path = registry.version_dir("sql", version)
     path.mkdir(parents=True)
     if adapter:
         (path / "adapter_config.json").write_text("{}")
-    training: dict[str, Any] = {"method": method, "stopped_by": stopped_by}
+    training: dict[str, Any] = {"method": method, "stopped_by": stopped_by, "steps": steps}
     if warm_from:
         training["warm_from"] = f"v{warm_from}"
     add_student(con, StudentRecord(task="sql", version=version, path=registry.relative(path),
@@ -68,7 +69,7 @@ def test_a_run_cut_by_its_budget_goes_on_while_its_runs_gain(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("case", ["epochs", "no gain", "pruned", "near", "unconfigured",
-                                  "in play"])
+                                  "in play", "few steps"])
 def test_no_run_is_owed_where_going_on_would_waste_it_or_cannot_be(
     tmp_path: Path, case: str
 ) -> None:
@@ -82,6 +83,8 @@ def test_no_run_is_owed_where_going_on_would_waste_it_or_cannot_be(
         add(con, reg, 1, 0.5, adapter=False)
     elif case == "near":  # shadow proves a near miss; its successor waits for more data
         add(con, reg, 1, 0.85, status="near")
+    elif case == "few steps":  # S4 would not plan a run its budget holds so few steps of
+        add(con, reg, 1, 0.1, steps=12)
     elif case == "unconfigured":
         add(con, reg, 1, 0.5, base="/models/gone")
     else:
