@@ -168,17 +168,21 @@ def prepared(shape: str) -> Prepared:
     return Prepared(shape, None, [ex] * 40, [KindChoice("generative", None)])  # type: ignore[arg-type]
 
 
+def planning(tmp_path: Path, candidates: list[CandidateConfig]) -> tuple[Config, TaskRecord]:
+    cfg, _ = _store(tmp_path)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(
+        update={"candidates": candidates})})
+    return cfg, TaskRecord(id="t", label="t", kind="json",
+                           info={"prompt_tokens_p50": 100, "prompt_tokens_p99": 200,
+                                 "answer_tokens_p99": 40})
+
+
 @pytest.mark.parametrize(("shape", "scratch_tried"), [
     ("tool_call", False), ("copy_json", True), ("label", True), ("text", False)])
 def test_behind_a_pretrained_candidate_scratch_runs_only_where_it_has_ever_passed(
     tmp_path: Path, shape: str, scratch_tried: bool
 ) -> None:
-    cfg, _ = _store(tmp_path)
-    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(
-        update={"candidates": [TINY, QWEN]})})
-    task = TaskRecord(id="t", label="t", kind="json",
-                      info={"prompt_tokens_p50": 100, "prompt_tokens_p99": 200,
-                            "answer_tokens_p99": 40})
+    cfg, task = planning(tmp_path, [TINY, QWEN])
     said: list[str] = []
     runs = plan_runs(cfg, task, prepared(shape), None, said.append)
     models = [c.model for _, c, _ in runs if c is not None]
@@ -194,12 +198,7 @@ def test_behind_a_pretrained_candidate_scratch_runs_only_where_it_has_ever_passe
 
 
 def test_a_lora_candidate_whose_runs_stopped_gaining_is_not_run_again(tmp_path: Path) -> None:
-    cfg, _ = _store(tmp_path)
-    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(
-        update={"candidates": [QWEN, TINY]})})
-    task = TaskRecord(id="t", label="t", kind="json",
-                      info={"prompt_tokens_p50": 100, "prompt_tokens_p99": 200,
-                            "answer_tokens_p99": 40})
+    cfg, task = planning(tmp_path, [QWEN, TINY])
 
     def history(*agreements: float) -> list[StudentRecord]:
         return [StudentRecord(task="t", version=v, path="", base_model=QWEN.model,
