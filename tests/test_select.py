@@ -110,21 +110,21 @@ def test_before_its_first_run_a_candidate_s_speed_on_a_cpu_is_estimated_from_its
     rows = {small.model: 4, big.model: 4, TINY.model: 16}
     train = examples(200, 1200)  # ~300 tokens each
     steps = budget_steps([small, big, TINY], train, budget_s=600, rates={}, rows=rows,
-                         gflops=50.0)
-    # 600 s x 50 GFLOPS over 4 FLOPs a parameter a token, 4 rows of ~300 tokens a step
-    assert steps[small.model].steps == pytest.approx(600 * 50e9 / (4 * 134.5e6 * 4 * 300),
-                                                     rel=0.05)
+                         gflops=90.0)
+    # half of 600 s x 90 GFLOPS over 4 FLOPs a parameter a token, 4 rows of ~300 tokens
+    assert steps[small.model].steps == pytest.approx(
+        0.5 * 600 * 90e9 / (4 * 134.5e6 * 4 * 300), rel=0.05)
     assert steps[big.model].steps < 30 < steps[small.model].steps
     assert steps[TINY.model].steps > 300  # scratch: 6 FLOPs a parameter, 2M of them
-    assert "estimated from its 1,711M parameters at this CPU's measured 50 GFLOPS" in \
+    assert "estimated from its 1,711M parameters at this CPU's measured 90 GFLOPS" in \
         steps[big.model].basis
     measured = budget_steps([big], train, budget_s=600, rates={big.model: 120.0}, rows=rows,
-                            gflops=50.0)
+                            gflops=90.0)
     assert measured[big.model].basis.startswith("measured 120")  # a measurement wins
     assert budget_steps([big], train, budget_s=600, rates={}, rows=rows, gflops=None) == {}
     # a prompt every example shares runs once a step, forward only: more steps in the budget
     shared = budget_steps([big], examples(200, 1200, shared=1000), budget_s=600, rates={},
-                          rows=rows, gflops=50.0)
+                          rows=rows, gflops=90.0)
     assert shared[big.model].steps > 2.5 * steps[big.model].steps
     choice, = rank_candidates([big], needed_tokens=500, licences=["apache-2.0"],
                               max_params=10**10, steps=steps, budget_s=600)
