@@ -56,6 +56,8 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
                 "batch_size": args.batch_size}
     if args.max_steps:
         training["max_steps"] = args.max_steps
+    if args.prefix_reuse:
+        training["prefix_reuse_steps"] = args.prefix_reuse
     if args.lr:
         training["learning_rate"] = args.lr
     product = parse_config({"distill": {"training": training, "students_dir": str(work)}})
@@ -259,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=TrainingConfig().batch_size,
                    help="rows a step (default: the product's, 16 or 4 for LoRA on a CPU)")
     p.add_argument("--max-seq-len", type=int, default=512, help="a floor; raised to the p99")
+    p.add_argument("--prefix-reuse", type=int, default=0,
+                   help="steps reusing the shared prompt's keys and values (0: the product's)")
     p.add_argument("--max-train", type=int, default=500)
     p.add_argument("--heldout-percent", type=int, default=15)
     p.add_argument("--heldout-limit", type=int, default=0, help="0: every held-out example")

@@ -10,6 +10,8 @@ one a full forward pass gives. The output head runs only where an answer token i
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any
 
 MIN_PREFIX = 32  # tokens: below this the saving does not pay for the extra forward call
@@ -29,10 +31,50 @@ def shared_length(input_ids: Any, labels: Any, attention_mask: Any) -> int:
     return max(0, min(run, first - 1))
 
 
+@dataclass
+class PrefixMemo:
+    """The keys and values of the last shared prefix a run computed, reused by the next
+    `reuse` steps whose batches begin with (part of) it, then computed afresh with the
+    adapter as it is by then. 1: every step computes its own (exact)."""
+
+    reuse: int = 1
+    tokens: tuple[int, ...] = ()
+    cache: Any = None
+    uses: int = 0
+    computed: int = 0  # prefixes run (for measurement)
+
+    def keys_values(self, model: Any, ids: Any, prefix: int) -> tuple[Any, int]:
+        """(a cache of the batch's first `n` shared tokens, `n`): the memo's, cut to what
+        this batch shares with it, while it is fresh enough; else run now."""
+        import torch
+
+        wanted = tuple(ids[0, :prefix].tolist())
+        common = 0
+        if self.cache is not None and self.uses < self.reuse:
+            for a, b in zip(self.tokens, wanted, strict=False):
+                if a != b:
+                    break
+                common += 1
+        if common < MIN_PREFIX:
+            with torch.no_grad():
+                self.cache = cache_of(model(input_ids=ids[:1, :prefix], use_cache=True))
+            self.tokens, self.uses, common = wanted, 0, prefix
+            self.computed += 1
+        self.uses += 1
+        if self.reuse == 1:
+            return self.cache, common  # used once: no copy needed
+        cache = copy.deepcopy(self.cache)  # the rows' forward appends to the cache it gets
+        if common < len(self.tokens):  # a causal prefix's first tokens do not depend on the rest
+            cache.crop(common - len(self.tokens))  # negative: tokens to remove from the end
+        return cache, common
+
+
 def shared_prefix_forward(model: Any, inputs: dict[str, Any],
-                          num_items_in_batch: Any = None) -> Any | None:
+                          num_items_in_batch: Any = None,
+                          memo: PrefixMemo | None = None) -> Any | None:
     """The model's outputs (with `.loss`) for the batch, its shared prefix run once without
-    gradients; None when the rows share too little for this to pay (run it plainly)."""
+    gradients (or taken from `memo`); None when the rows share too little for this to pay
+    (run it plainly)."""
     import torch
 
     ids, labels = inputs["input_ids"], inputs["labels"]
@@ -43,8 +85,7 @@ def shared_prefix_forward(model: Any, inputs: dict[str, Any],
     prefix = shared_length(ids, labels, mask) if rows > 1 else 0
     if prefix < MIN_PREFIX:
         return None
-    with torch.no_grad():
-        cache = cache_of(model(input_ids=ids[:1, :prefix], use_cache=True))
+    cache, prefix = (memo or PrefixMemo()).keys_values(model, ids, prefix)
     cache.batch_repeat_interleave(rows)
     positions = torch.arange(prefix, width, device=ids.device).unsqueeze(0).expand(rows, -1)
     parts = backbone_and_head(model)

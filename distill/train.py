@@ -28,7 +28,7 @@ from distill.chat_format import (
 )
 from distill.chat_format import stop_token_ids as _stop_ids
 from distill.gguf_base import hf_base, is_gguf
-from distill.shared_prefix import shared_prefix_forward
+from distill.shared_prefix import PrefixMemo, shared_prefix_forward
 from gateway.config import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class TrainReport:
     tokens_per_s: float = 0.0  # over the whole run, loading and saving included (S4 reads it)
     cpu_seconds: float = 0.0  # process CPU time over the run: on a shared machine, what it got
     warm_from: str | None = None  # the adapter this run started from (distill.warm_start)
+    prefixes_run: int = 0  # shared prompts run (LoRA; fewer than steps where they are reused)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +232,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
     per_epoch = math.ceil(len(rows) / batch)
     clock.total_steps = max(1, min(cfg.max_steps, math.ceil(cfg.epochs * per_epoch)))
     warmup = max(1, min(50, clock.total_steps // 20))
+    memo = PrefixMemo(reuse=cfg.prefix_reuse_steps)  # the shared prompt's keys and values
 
     class Budget(TrainerCallback):
         checked = False
@@ -263,6 +265,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
 
     class Trainer(SFTTrainer):  # type: ignore[misc]
         step_losses: list[float]
+        prefix_memo: PrefixMemo
         hit_time_budget = False
         stopped_hopeless = False
         interrupted = False
@@ -278,7 +281,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
                          num_items_in_batch: Any = None) -> Any:
             # LoRA over a pretrained base: the rows' shared prompt (system, tools, schema) is
             # run once per batch without gradients (distill.shared_prefix); same loss.
-            shared = shared_prefix_forward(model, inputs, num_items_in_batch) \
+            shared = shared_prefix_forward(model, inputs, num_items_in_batch, memo) \
                 if lora and model.training else None
             if shared is not None:
                 loss = (shared.loss, shared) if return_outputs else shared.loss
@@ -315,6 +318,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                       processing_class=tokenizer, peft_config=peft_config, callbacks=[Budget()])
     trainer.step_losses = []
+    trainer.prefix_memo = memo
     if not progress:
         trainer.remove_callback(PrinterCallback)
     return trainer
@@ -461,4 +465,5 @@ def train_student(
         tokens=tokens, tokens_per_s=round(tokens / max(seconds, 1e-6), 1),
         cpu_seconds=round(time.process_time() - cpu_began, 1),
         warm_from=None if init_adapter is None else str(init_adapter),
+        prefixes_run=trainer.prefix_memo.computed,
     )

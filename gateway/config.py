@@ -298,6 +298,9 @@ class TrainingConfig(_Strict):
     # None: 16 rows, but 4 for LoRA on a CPU, whose budget holds few steps (distill/train.py)
     batch_size: int | None = Field(None, ge=1)
     max_seq_len: int = Field(512, ge=32)
+    # LoRA steps that reuse the keys and values of the prompt their examples share before it
+    # is run again with the adapter as it is by then (distill/shared_prefix.py); 1: every step
+    prefix_reuse_steps: int = Field(1, ge=1)
 
 
 class DistillConfig(_Strict):

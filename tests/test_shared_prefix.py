@@ -147,8 +147,8 @@ def test_lora_training_runs_the_shared_prompt_once_per_batch(
     build_scratch("tiny", [render(*conversation(ex)) for ex in data], tmp_path / "base", seed=1)
     used: list[bool] = []
 
-    def counted(model: Any, inputs: Any, n: Any = None) -> Any:
-        out = shared_prefix_forward(model, inputs, n)
+    def counted(model: Any, inputs: Any, n: Any = None, memo: Any = None) -> Any:
+        out = shared_prefix_forward(model, inputs, n, memo)
         used.append(out is not None)
         return out
 
@@ -156,4 +156,51 @@ def test_lora_training_runs_the_shared_prompt_once_per_batch(
     report = distill.train.train_student(data, base_model=str(tmp_path / "base"),
                                          out_dir=tmp_path / "adapter", progress=False,
                                          cfg=TrainingConfig(max_steps=2, batch_size=8))
-    assert report.steps == 2 and used == [True, True]
+    assert report.steps == 2 and used == [True, True] and report.prefixes_run == 2
+    reused = distill.train.train_student(
+        data, base_model=str(tmp_path / "base"), out_dir=tmp_path / "adapter2", progress=False,
+        cfg=TrainingConfig(max_steps=4, batch_size=8, prefix_reuse_steps=2))
+    assert reused.steps == 4 and reused.prefixes_run == 2  # each run prompt serves two steps
+
+
+def test_a_memo_reuses_the_shared_prompt_for_a_few_steps_then_runs_it_again() -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from distill.shared_prefix import PrefixMemo
+
+    model = get_peft_model(tiny("llama"), LoraConfig(r=4, target_modules="all-linear"))
+    model.eval()
+    inputs = batch()
+    with torch.no_grad():
+        fresh = model(**inputs).loss
+        memo = PrefixMemo(reuse=3)
+        first = shared_prefix_forward(model, inputs, memo=memo)
+        again = shared_prefix_forward(model, inputs, memo=memo)  # taken from the memo
+    assert first is not None and again is not None and memo.computed == 1
+    assert torch.allclose(first.loss, fresh, atol=1e-5)
+    assert torch.allclose(again.loss, fresh, atol=1e-5)  # the cache it was given is unharmed
+
+    # a batch sharing less of it (its rows part at token 35) takes the memo cut to 35 tokens
+    shorter = batch(prefix=35, answer_from=45)
+    shorter["input_ids"][:, :35] = inputs["input_ids"][0, :35]
+    with torch.no_grad():
+        cut = shared_prefix_forward(model, shorter, memo=memo)
+        plain = model(**shorter).loss
+    assert cut is not None and memo.computed == 1
+    assert torch.allclose(cut.loss, plain, atol=1e-5)
+
+    # the adapter moves: within `reuse` steps the memo is stale, then it is run again
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05)
+        moved = model(**inputs).loss
+        stale = shared_prefix_forward(model, inputs, memo=memo)  # 4th use: runs afresh
+    assert stale is not None and memo.computed == 2
+    assert torch.allclose(stale.loss, moved, atol=1e-5)
+    exact = PrefixMemo(reuse=1)
+    with torch.no_grad():
+        for _ in range(2):
+            shared_prefix_forward(model, inputs, memo=exact)
+    assert exact.computed == 2  # 1: every step runs its own
