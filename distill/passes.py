@@ -132,17 +132,18 @@ def run_distill(
                 ready.append((task, curated, why))
             elif task.stage == "observe" and expensive_pending(con, task):
                 owed.append((task, curated, None))
-            elif (going := continuation_owed(con, cfg, task)) is not None:
-                report(f"{task.id}: {going.model}'s last run was cut by the time budget and "
-                       f"its runs still gain: it goes on from its adapter")
-                owed.append((task, curated, going.model))
+            elif (going := continuation_owed(con, cfg, task))[0] is not None:
+                report(f"{task.id}: {going[0].model}'s last run was cut by the time budget "
+                       f"and its runs still gain: it goes on from its adapter")
+                owed.append((task, curated, going[0].model))
             else:
                 lacking = missing_data(cfg, task, curated)
                 soon = judgeable_in(cfg, task, curated, time.time()) \
                     if lacking and not list_students(con, task.id) else None
-                outcomes.append(TaskOutcome(
-                    task.id, task.label, "skipped",
-                    lacking or "nothing new since the last student", judgeable_in_s=soon))
+                nothing = "nothing new since the last student" + (
+                    f"; {going[1]}" if going[1] else "")
+                outcomes.append(TaskOutcome(task.id, task.label, "skipped", lacking or nothing,
+                                            judgeable_in_s=soon))
         # Breadth first: every ready task's cheapest kind before any expensive run.
         expensive = list(owed)
         for task, curated, why in schedule(con, cfg, ready):

@@ -454,10 +454,12 @@ def distill_task(
     return outcome
 
 
-def continuation_owed(con: Connection, cfg: Config, task: TaskRecord,
-                      registry: Registry | None = None) -> CandidateConfig | None:
-    """The LoRA candidate owed a run that goes on from its adapter on the task's current
-    data, or None. Owed while no student of the task passed or nearly passed, its newest
+def continuation_owed(
+    con: Connection, cfg: Config, task: TaskRecord, registry: Registry | None = None,
+) -> tuple[CandidateConfig | None, str | None]:
+    """(the LoRA candidate owed a run that goes on from its adapter on the task's current
+    data, None) — or (None, why its runs stopped) where only `going_on` holds it back, or
+    (None, None). Owed while no student of the task passed or nearly passed, its newest
     LoRA run (a scratch one may have followed it) was cut by the time budget (on a CPU a run
     is a few hundred small steps; on a GPU runs end by their epochs, and more of the same
     data would only be memorised) after at least `MIN_STEPS` steps, its adapter is on disk,
@@ -467,27 +469,28 @@ def continuation_owed(con: Connection, cfg: Config, task: TaskRecord,
     students = [s for s in list_students(con, task.id) if s.status != "error"]
     if task.stage != "observe" or not students \
             or any(s.status in ("passed", "near") for s in students):
-        return None
+        return None, None
     lora = [s for s in students if s.metrics.get("student_kind", "generative") == "generative"
             and (s.metrics.get("training") or {}).get("method") == "lora"]
     if not lora or lora[-1].metrics["training"].get("stopped_by") != "time":
-        return None
+        return None, None
     last = lora[-1]
     if int(last.metrics["training"].get("steps") or 0) < MIN_STEPS:
-        return None  # as S4 rules: a budget that holds so few steps is not worth a run
+        return None, None  # as S4 rules: a budget holding so few steps is not worth a run
     candidate = next((c for c in cfg.distill.candidates if c.model == last.base_model), None)
     if candidate is None:
-        return None  # no longer configured
+        return None, None  # no longer configured
     registry = registry or Registry(cfg.distill.students_dir)
     try:
         if not (registry.resolve(last.path) / ADAPTER).is_file():
-            return None  # pruned: a run would start over, not go on
+            return None, None  # pruned: a run would start over, not go on
     except RegistryError:
-        return None
+        return None, None
     policy = cfg.policy.for_task(task.id, task.label)
-    if going_on(chain_agreements(students, candidate.model), policy.min_agreement):
-        return None
-    return candidate
+    stopped = going_on(chain_agreements(students, candidate.model), policy.min_agreement)
+    if stopped:
+        return None, f"{candidate.model} does not go on: {stopped}"
+    return candidate, None
 
 
 def last_agreement(con: Connection, task: TaskRecord) -> float | None:

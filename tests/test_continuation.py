@@ -51,7 +51,7 @@ def add(con: Connection, registry: Registry, version: int, agreement: float, *,
 
 
 def owed(cfg: Config, con: Connection, task: TaskRecord) -> str | None:
-    found = continuation_owed(con, cfg, task)
+    found, _ = continuation_owed(con, cfg, task)
     return found.model if found else None
 
 
@@ -65,7 +65,9 @@ def test_a_run_cut_by_its_budget_goes_on_while_its_runs_gain(tmp_path: Path) -> 
     add(con, reg, 3, 0.62, warm_from=1)
     assert owed(cfg, con, task) == SMOL.model  # +0.19: on
     add(con, reg, 4, 0.63, warm_from=3)  # +0.01 after +0.19: levels off near 0.63
-    assert owed(cfg, con, task) is None
+    assert continuation_owed(con, cfg, task) == (
+        None, f"{SMOL.model} does not go on: its runs' gains shrink (+0.19, then +0.01): "
+              "going on, it levels off near 0.63, under the bar (0.90)")
 
 
 @pytest.mark.parametrize("case", ["epochs", "no gain", "pruned", "near", "unconfigured",
@@ -90,7 +92,8 @@ def test_no_run_is_owed_where_going_on_would_waste_it_or_cannot_be(
     else:
         add(con, reg, 1, 0.5)
         task = TaskRecord(id="sql", label="sql", kind="text", stage="shadow")
-    assert owed(cfg, con, task) is None
+    assert continuation_owed(con, cfg, task)[0] is None
+    assert (continuation_owed(con, cfg, task)[1] is not None) == (case == "no gain")
 
 
 def test_the_pass_runs_the_owed_candidate_alone_in_its_expensive_phase(
@@ -109,8 +112,20 @@ def test_the_pass_runs_the_owed_candidate_alone_in_its_expensive_phase(
     monkeypatch.setattr(distill.passes, "curate_task",
                         lambda *a: Curated())
     monkeypatch.setattr(distill.passes, "why_train", lambda *a: None)  # no new data
+    monkeypatch.setattr(distill.passes, "missing_data", lambda *a: None)  # data enough
     monkeypatch.setattr(distill.passes, "distill_task", fake_distill_task)
     said: list[str] = []
     distill.passes.run_distill(cfg, report=said.append, embedder=object())  # type: ignore[arg-type]
     assert calls == [{"task": "sql", "phase": "expensive", "only": SMOL.model}]
     assert any("goes on from its adapter" in s for s in said)
+
+    con = connect(cfg.store.path)
+    add(con, reg, 2, 0.40, warm_from=1)  # gained nothing: the next pass says so, runs nothing
+    con.close()
+    calls.clear()
+    outcomes = distill.passes.run_distill(cfg, report=said.append,
+                                          embedder=object())  # type: ignore[arg-type]
+    assert calls == []
+    assert [o.reason for o in outcomes] == [
+        f"nothing new since the last student; {SMOL.model} does not go on: its last run, "
+        "going on from the one before, gained nothing (0.43 -> 0.40)"]
