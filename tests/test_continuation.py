@@ -78,9 +78,10 @@ def test_no_run_is_owed_where_going_on_would_waste_it_or_cannot_be(
     cfg, con, reg, task = setup(tmp_path)
     if case == "epochs":  # on a GPU: it saw its data the epochs it was given
         add(con, reg, 1, 0.5, stopped_by="epochs")
-    elif case == "no gain":
+    elif case == "no gain":  # two runs in a row under its first
         add(con, reg, 1, 0.5)
         add(con, reg, 2, 0.48, warm_from=1)
+        add(con, reg, 3, 0.49, warm_from=2)
     elif case == "pruned":
         add(con, reg, 1, 0.5, adapter=False)
     elif case == "near":  # shadow proves a near miss; its successor waits for more data
@@ -120,12 +121,13 @@ def test_the_pass_runs_the_owed_candidate_alone_in_its_expensive_phase(
     assert any("goes on from its adapter" in s for s in said)
 
     con = connect(cfg.store.path)
-    add(con, reg, 2, 0.40, warm_from=1)  # gained nothing: the next pass says so, runs nothing
+    add(con, reg, 2, 0.40, warm_from=1)  # two runs that did not beat 0.43: the next pass
+    add(con, reg, 3, 0.42, warm_from=2)  # says so, and runs nothing
     con.close()
     calls.clear()
     outcomes = distill.passes.run_distill(cfg, report=said.append,
                                           embedder=object())  # type: ignore[arg-type]
     assert calls == []
     assert [o.reason for o in outcomes] == [
-        f"nothing new since the last student; {SMOL.model} does not go on: its last run, "
-        "going on from the one before, gained nothing (0.43 -> 0.40)"]
+        f"nothing new since the last student; {SMOL.model} does not go on: its last two "
+        "runs, going on from the ones before, did not beat its best (0.43: then 0.40, 0.42)"]

@@ -88,14 +88,16 @@ def test_a_chain_follows_the_adapters_each_run_went_on_from() -> None:
 @pytest.mark.parametrize(("agreements", "stops"), [
     ([], None),
     ([0.43], None),  # no run has gone on yet: the first always does
-    ([0.43, 0.62], None),  # restaurants' second run (docs/students.md)
-    ([0.56, 0.56], "gained nothing (0.56 -> 0.56)"),
-    ([0.52, 0.50], "gained nothing"),
+    ([0.59, 0.56], None),  # one run that did not gain (WikiSQL, the worker's passes): noise
+    ([0.38, 0.76, 0.76], None),  # restaurants (docs/students.md); its next run reached 0.90
+    ([0.38, 0.76, 0.76, 0.90], None),
+    ([0.59, 0.56, 0.58], "did not beat its best (0.59: then 0.56, 0.58)"),
+    ([0.50, 0.70, 0.60, 0.65], "did not beat its best"),
     # WikiSQL on grown data, 0.55 -> 0.60 -> 0.61: +0.05 then +0.01 tends to ~0.61
     ([0.55, 0.60, 0.61], "levels off near 0.61, under the bar (0.90)"),
     ([0.60, 0.80, 0.88], None),  # +0.20, +0.08: tends to ~0.93, over the bar
     ([0.40, 0.50, 0.62], None),  # gains that grow
-    ([0.50, 0.45, 0.55], None),  # it fell, then rose: the last run gained
+    ([0.50, 0.45, 0.55], None),  # it fell, then rose past its best
 ])
 def test_runs_go_on_while_they_gain_and_can_still_reach_the_bar(
     agreements: list[float], stops: str | None
