@@ -123,7 +123,8 @@ def s4_estimate(product: Any, prep: Any, candidate: Any) -> dict[str, Any]:
                       cuda)
     gflops = None if cuda else cpu_speed()
     est = budget_steps([candidate], prep.train, rates={}, rows={candidate.model: rows},
-                       budget_s=product.distill.training.time_budget_s, gflops=gflops)
+                       budget_s=product.distill.training.time_budget_s, gflops=gflops,
+                       prefix_reuse=product.distill.training.prefix_reuse_steps)
     got = est.get(candidate.model)
     return {"gflops": gflops, "rows": rows, "shared_tokens": shared_tokens(prep.train),
             "steps": None if got is None else round(got.steps, 1)}

@@ -342,7 +342,8 @@ def plan_runs(
         cfg.distill.candidates, prep.train, budget_s=budget_s, rates=rates or {},
         rows={c.model: batch_rows(cfg.distill.training, trains_lora(c.model, c.method), cuda)
               for c in cfg.distill.candidates},
-        gflops=None if cuda else cpu_speed())
+        gflops=None if cuda else cpu_speed(),
+        prefix_reuse=cfg.distill.training.prefix_reuse_steps)
     choices = rank_candidates(
         cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
         max_params=cfg.distill.max_params, steps=steps, budget_s=budget_s)

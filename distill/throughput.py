@@ -98,10 +98,11 @@ def shared_tokens(train: list[Example]) -> int:
 
 def budget_steps(candidates: list[CandidateConfig], train: list[Example], *, budget_s: float,
                  rows: Mapping[str, int], rates: Mapping[str, float],
-                 gflops: float | None) -> dict[str, BudgetSteps]:
+                 gflops: float | None, prefix_reuse: int = 1) -> dict[str, BudgetSteps]:
     """Steps each candidate's run makes in `budget_s` on the task's examples: from its
     training speed measured here (`rates`, tokens/s), else — on a CPU (`gflops` measured) —
-    estimated from its size. Candidates neither measured nor estimable are left out."""
+    estimated from its size, a LoRA run's shared prompt run once every `prefix_reuse` steps.
+    Candidates neither measured nor estimable are left out."""
     if not train or budget_s <= 0:
         return {}
     total = estimated_tokens(train)
@@ -115,8 +116,10 @@ def budget_steps(candidates: list[CandidateConfig], train: list[Example], *, bud
             out[c.model] = BudgetSteps(budget_s * rate / (mean * batch),
                                        f"measured {rate:,.0f} training tokens/s here")
         elif gflops:
-            per_token = LORA_FLOPS if trains_lora(c.model, c.method) else FULL_FLOPS
-            flops = c.params * (FORWARD_FLOPS * shared + per_token * batch * (mean - shared))
+            lora = trains_lora(c.model, c.method)
+            per_token, reuse = (LORA_FLOPS, max(1, prefix_reuse)) if lora else (FULL_FLOPS, 1)
+            flops = c.params * (FORWARD_FLOPS * shared / reuse
+                                + per_token * batch * (mean - shared))
             out[c.model] = BudgetSteps(
                 BOUND_SHARE * budget_s * gflops * 1e9 / flops,
                 f"estimated from its {c.params / 1e6:,.0f}M parameters at this CPU's measured "

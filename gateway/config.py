@@ -299,8 +299,12 @@ class TrainingConfig(_Strict):
     batch_size: int | None = Field(None, ge=1)
     max_seq_len: int = Field(512, ge=32)
     # LoRA steps that reuse the keys and values of the prompt their examples share before it
-    # is run again with the adapter as it is by then (distill/shared_prefix.py); 1: every step
-    prefix_reuse_steps: int = Field(1, ge=1)
+    # is run again with the adapter as it is by then (distill/shared_prefix.py); 1: every
+    # step. 8: on SmolLM2, 600 s of one CPU core, SNIPS tool calls (933 shared tokens) made
+    # 109 steps instead of 55 and SNIPS as JSON (392) 217 instead of 118, each with a lower
+    # final loss and higher held-out agreement (0.11 vs 0.01; 0.16 vs 0.08): staleness of up
+    # to 7 steps cost nothing measurable (docs/students.md)
+    prefix_reuse_steps: int = Field(8, ge=1)
 
 
 class DistillConfig(_Strict):

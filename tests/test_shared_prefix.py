@@ -155,12 +155,14 @@ def test_lora_training_runs_the_shared_prompt_once_per_batch(
     monkeypatch.setattr(distill.train, "shared_prefix_forward", counted)
     report = distill.train.train_student(data, base_model=str(tmp_path / "base"),
                                          out_dir=tmp_path / "adapter", progress=False,
-                                         cfg=TrainingConfig(max_steps=2, batch_size=8))
+                                         cfg=TrainingConfig(max_steps=2, batch_size=8,
+                                                            prefix_reuse_steps=1))
     assert report.steps == 2 and used == [True, True] and report.prefixes_run == 2
     reused = distill.train.train_student(
         data, base_model=str(tmp_path / "base"), out_dir=tmp_path / "adapter2", progress=False,
         cfg=TrainingConfig(max_steps=4, batch_size=8, prefix_reuse_steps=2))
     assert reused.steps == 4 and reused.prefixes_run == 2  # each run prompt serves two steps
+    assert TrainingConfig().prefix_reuse_steps == 8  # the default, measured on SNIPS
 
 
 def test_a_memo_reuses_the_shared_prompt_for_a_few_steps_then_runs_it_again() -> None:
