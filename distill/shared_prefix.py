@@ -55,7 +55,10 @@ class PrefixMemo:
                 if a != b:
                     break
                 common += 1
-        if common < MIN_PREFIX:
+        # Taken while it covers at least half of what this batch shares: a memo cut short by
+        # one batch of unusual rows must not cost the steps after it most of their saving
+        # (a judgement, not fitted: a task's batches share its whole system prompt).
+        if common < MIN_PREFIX or 2 * common < prefix:
             with torch.no_grad():
                 self.cache = cache_of(model(input_ids=ids[:1, :prefix], use_cache=True))
             self.tokens, self.uses, common = wanted, 0, prefix

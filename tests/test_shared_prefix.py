@@ -192,6 +192,16 @@ def test_a_memo_reuses_the_shared_prompt_for_a_few_steps_then_runs_it_again() ->
     assert cut is not None and memo.computed == 1
     assert torch.allclose(cut.loss, plain, atol=1e-5)
 
+    # a memo covering under half of what a batch shares is run afresh for it (and kept)
+    short = PrefixMemo(reuse=3)
+    with torch.no_grad():
+        shared_prefix_forward(model, shorter, memo=short)
+        longer = batch(prefix=40, width=120, answer_from=100)
+        longer["input_ids"][:, :35] = shorter["input_ids"][0, :35]
+        longer["input_ids"][:, 35:95] = 7  # shares 95 tokens; the memo covers 35 of them
+        shared_prefix_forward(model, longer, memo=short)
+    assert short.computed == 2 and len(short.tokens) > 35
+
     # the adapter moves: within `reuse` steps the memo is stale, then it is run again
     with torch.no_grad():
         for name, p in model.named_parameters():
