@@ -1,5 +1,6 @@
 """Training on a batch whose rows begin alike: the shared prefix is run once, without
-gradients, and its keys and values are reused by every row.
+gradients, and its keys and values are reused by every row — and, through a `PrefixMemo`,
+by the next few steps (`distill.training.prefix_reuse_steps`).
 
 A task's requests share their system prompt, tools and schema — often most of each example
 (SNIPS as JSON: ~450 of ~550 tokens). A pretrained candidate trained on a CPU spends nearly
