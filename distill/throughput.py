@@ -46,17 +46,18 @@ def estimated_tokens(train: list[Example]) -> int:
 
 # What a training token costs, in FLOPs per parameter: a forward pass 2, its backward pass 2
 # more for the activations' gradients; full fine-tuning 2 more for the weights' gradients (a
-# LoRA run computes none for its frozen weights). A shared prompt runs forward only, once a
-# step (distill.shared_prefix).
+# LoRA run computes none for its frozen weights). In a LoRA run the shared prompt runs
+# forward only, once every `prefix_reuse_steps` steps (distill.shared_prefix).
 FORWARD_FLOPS = 2
 LORA_FLOPS = 4
 FULL_FLOPS = 6
 # The share of that matmul bound a run reaches at most: measured runs of SmolLM2-135M (LoRA,
 # four rows a step, one thread of a 2-core AMD EPYC, bound at its ~90 GFLOPS in CPU time)
 # made 0.26-0.46 of the steps it gives — WikiSQL 195 of 420, SNIPS intents 307 of 722,
-# restaurants SQL 53-61 of 199, SNIPS as JSON 73 of 279 (docs/students.md): small matmuls,
-# attention, norms, the optimizer and loading are not the bound's. Half keeps the estimate
-# above every measured run, so it rules out only what is clearly too slow.
+# restaurants SQL 53-78 of 199, SNIPS as JSON 73-118 of 279 (217 of 550 with the prompt
+# reused 8 steps), SNIPS tool calls 109 of 353 (so reused; docs/students.md): small
+# matmuls, attention, norms, the optimizer and loading are not the bound's. Half keeps the
+# estimate above every measured run, so it rules out only what is clearly too slow.
 BOUND_SHARE = 0.5
 
 
@@ -71,7 +72,8 @@ def cpu_gflops(threads: int) -> float:
     """float32 matmul GFLOPS of this machine on `threads` torch threads, measured once on the
     shapes a small model's layers multiply (a few hundred rows by 576 by 1,536). Counted in
     CPU time, not wall time: what the machine can compute, whatever else runs at the moment
-    it is measured (under two other busy processes, wall time read 5 GFLOPS for 53)."""
+    it is measured (under two other busy processes, wall time read 5 GFLOPS where CPU time
+    reads ~90 on this 2-core machine)."""
     import torch
 
     before = torch.get_num_threads()
@@ -116,10 +118,11 @@ def budget_steps(candidates: list[CandidateConfig], train: list[Example], *, bud
             out[c.model] = BudgetSteps(budget_s * rate / (mean * batch),
                                        f"measured {rate:,.0f} training tokens/s here")
         elif gflops:
-            lora = trains_lora(c.model, c.method)
-            per_token, reuse = (LORA_FLOPS, max(1, prefix_reuse)) if lora else (FULL_FLOPS, 1)
-            flops = c.params * (FORWARD_FLOPS * shared / reuse
-                                + per_token * batch * (mean - shared))
+            if trains_lora(c.model, c.method):
+                flops = c.params * (FORWARD_FLOPS * shared / max(1, prefix_reuse)
+                                    + LORA_FLOPS * batch * (mean - shared))
+            else:  # a full fine-tune runs every row whole (its prefix is being learnt too)
+                flops = c.params * FULL_FLOPS * batch * mean
             out[c.model] = BudgetSteps(
                 BOUND_SHARE * budget_s * gflops * 1e9 / flops,
                 f"estimated from its {c.params / 1e6:,.0f}M parameters at this CPU's measured "
