@@ -456,7 +456,7 @@ def distill_task(
 
 
 def continuation_owed(
-    con: Connection, cfg: Config, task: TaskRecord, registry: Registry | None = None,
+    con: Connection, cfg: Config, task: TaskRecord,
 ) -> tuple[CandidateConfig | None, str | None]:
     """(the LoRA candidate owed a run that goes on from its adapter on the task's current
     data, None) — or (None, why its runs stopped) where only `going_on` holds it back, or
@@ -482,9 +482,8 @@ def continuation_owed(
     candidate = next((c for c in cfg.distill.candidates if c.model == last.base_model), None)
     if candidate is None:
         return None, None  # no longer configured
-    registry = registry or Registry(cfg.distill.students_dir)
     try:
-        if not (registry.resolve(last.path) / ADAPTER).is_file():
+        if not (Registry(cfg.distill.students_dir).resolve(last.path) / ADAPTER).is_file():
             return None, None  # pruned: a run would start over, not go on
     except RegistryError:
         return None, None
