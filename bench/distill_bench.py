@@ -129,7 +129,7 @@ def bench_task(task_name: str, cfg: BenchConfig, work_dir: Path,
     from distill.curate import curate
     from distill.discover import discover
     from distill.evaluate import request_of
-    from distill.pipeline import _token_budget
+    from distill.plan import token_budget
     from distill.student import quiet_progress_bars
     from gateway.config import parse_config
     from gateway.copy_slots import CopySlots
@@ -141,7 +141,7 @@ def bench_task(task_name: str, cfg: BenchConfig, work_dir: Path,
     rows = rows if rows is not None else teacher_rows(task_name, cfg.examples, cfg.seed)
     # Kind and length statistics exactly as discovery records them for an explicit task.
     (task,) = discover(rows, embedder=None).tasks
-    _, max_new = _token_budget(task)
+    _, max_new = token_budget(task)
     curated = curate(rows, heldout_percent=cfg.heldout_percent, scrub=ScrubConfig())
     prep = prepare(task.kind, curated, cfg.max_train, kinds=cfg.kinds)
     patterns_only = None

@@ -47,7 +47,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     from distill.curate import curate
     from distill.discover import discover
     from distill.evaluate import request_of
-    from distill.pipeline import _token_budget
+    from distill.plan import token_budget
     from distill.student import Student, quiet_progress_bars
     from gateway.config import parse_config
     from gateway.privacy.scrub import ScrubConfig
@@ -63,7 +63,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
     product = parse_config({"distill": {"training": training, "students_dir": str(work)}})
     policy = product.policy.for_task(name, name)
     (task,) = discover(rows, embedder=None).tasks
-    _, max_new = _token_budget(task)
+    _, max_new = token_budget(task)
     curated = curate(rows, heldout_percent=args.heldout_percent, scrub=ScrubConfig())
     if args.heldout_limit:
         curated.heldout = curated.heldout[:args.heldout_limit]
@@ -114,7 +114,7 @@ def s4_estimate(product: Any, prep: Any, candidate: Any) -> dict[str, Any]:
     candidate's size and this CPU's measured matmul speed (None on a GPU)."""
     import torch
 
-    from distill.pipeline import cpu_speed
+    from distill.plan import cpu_speed
     from distill.throughput import budget_steps, shared_tokens
     from distill.train import batch_rows, trains_lora
 

@@ -5,7 +5,7 @@ that is ready (`pipeline.why_train`) gets its cheapest kind — the encoder, sec
 minute — best expected win first. Then the tasks whose cheap kind did not pass (or does not
 fit their answers) get their generative candidates, best expected win first — and a task
 whose LoRA run was cut by its budget while its runs still gain gets that candidate again,
-going on from its adapter (`pipeline.continuation_owed`); each such run
+going on from its adapter (`plan.continuation_owed`); each such run
 asks every `worker.slice_s` whether a cheap run now waits (a task became ready) and, if so,
 stops and gives the pass back, so a new task waits at most one slice behind a long run.
 """
@@ -21,7 +21,6 @@ from distill.curate import Curated
 from distill.pipeline import (
     Progress,
     TaskOutcome,
-    continuation_owed,
     curate_task,
     discover_tasks,
     distill_task,
@@ -30,13 +29,13 @@ from distill.pipeline import (
     missing_data,
     why_train,
 )
+from distill.plan import continuation_owed, expensive_pending
 from distill.train import Interrupt
 from gateway.config import Config
 from gateway.embed import SharedEmbedder
 from gateway.store.catalog import TaskRecord, list_students, list_tasks
 from gateway.store.db import Connection
 from policies.schedule import TaskPlan, order_tasks
-from policies.student_kinds import CHEAP_KINDS
 
 log = logging.getLogger("slimgate.distill")
 Ready = tuple[TaskRecord, Curated, str]
@@ -52,17 +51,6 @@ def schedule(con: Connection, cfg: Config, ready: list[Ready]) -> list[Ready]:
                                   last_agreement(con, task), policy.min_agreement)
     order = {p.task: i for i, p in enumerate(order_tasks(list(plans.values())))}
     return sorted(ready, key=lambda r: order[r[0].id])
-
-
-def expensive_pending(con: Connection, task: TaskRecord) -> bool:
-    """Whether the task's generative candidates are still owed a run on its current data:
-    its newest student is of a cheap kind (the encoder) that did not pass, and no generative
-    run followed it (an earlier pass was interrupted, or ended before reaching it)."""
-    students = [s for s in list_students(con, task.id) if s.status != "error"]
-    if not students or any(s.status in ("passed", "near") for s in students):
-        return False
-    return students[-1].metrics.get("student_kind") in CHEAP_KINDS \
-        and students[-1].status == "failed"
 
 
 def cheap_work_waiting(con: Connection, cfg: Config, embedder: SharedEmbedder,
@@ -132,16 +120,16 @@ def run_distill(
                 ready.append((task, curated, why))
             elif task.stage == "observe" and expensive_pending(con, task):
                 owed.append((task, curated, None))
-            elif (going := continuation_owed(con, cfg, task))[0] is not None:
-                report(f"{task.id}: {going[0].model}'s last run was cut by the time budget "
-                       f"and its runs still gain: it goes on from its adapter")
-                owed.append((task, curated, going[0].model))
+            elif (going := continuation_owed(con, cfg, task)).candidate is not None:
+                report(f"{task.id}: {going.candidate.model}'s last run was cut by the time "
+                       f"budget and its runs still gain: it goes on from its adapter")
+                owed.append((task, curated, going.candidate.model))
             else:
                 lacking = missing_data(cfg, task, curated)
                 soon = judgeable_in(cfg, task, curated, time.time()) \
                     if lacking and not list_students(con, task.id) else None
                 nothing = "nothing new since the last student" + (
-                    f"; {going[1]}" if going[1] else "")
+                    f"; {going.stopped}" if going.stopped else "")
                 outcomes.append(TaskOutcome(task.id, task.label, "skipped", lacking or nothing,
                                             judgeable_in_s=soon))
         # Breadth first: every ready task's cheapest kind before any expensive run.

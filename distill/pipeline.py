@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from distill.candidates import Prepared
 from distill.curate import Curated, curate
-from distill.select import MIN_STEPS, is_scratch, rank_candidates
-from distill.throughput import budget_steps, cpu_gflops, measured_rates
-from distill.train import Interrupt, batch_rows, trains_lora
-from distill.warm_start import ADAPTER, chain_agreements, going_on, warm_start
+from distill.plan import plan_runs, token_budget
+from distill.throughput import measured_rates
+from distill.train import Interrupt, trains_lora
+from distill.warm_start import warm_start
 from gateway.config import CandidateConfig, Config
 from gateway.embed import SharedEmbedder
 from gateway.privacy.scrub import ScrubConfig
-from gateway.registry import Registry, RegistryError
+from gateway.registry import Registry
 from gateway.store.catalog import (
     StudentRecord,
     TaskRecord,
@@ -46,11 +46,7 @@ from gateway.store.stages import live_evidence
 from gateway.task_ids import task_tenant
 from policies.gate import should_retrain
 from policies.schedule import (
-    MIN_EXPENSIVE_WIN,
-    expensive_win,
-    scratch_after_pretrained,
     seconds_to_judgeable,
-    worth_expensive_run,
 )
 from policies.sequential import heldout_verdict
 from policies.settings import TaskPolicy
@@ -206,14 +202,6 @@ def why_train(
                           last_agreement=max(judged) if judged else None)
 
 
-def _token_budget(task: TaskRecord) -> tuple[int, int]:
-    """(context the task needs, tokens to generate) from its length statistics."""
-    prompt = int(task.info.get("prompt_tokens_p99") or 256)
-    answer = int(task.info.get("answer_tokens_p99") or 128)
-    max_new = min(1024, max(32, int(answer * 1.5) + 16))
-    return prompt + max_new, max_new
-
-
 def train_candidate(
     con: Connection, cfg: Config, task: TaskRecord, curated: Curated,
     prep: Prepared, kind: StudentKind, candidate: CandidateConfig | None, *, max_new: int,
@@ -323,79 +311,6 @@ def heldout_judge(con: Connection, cfg: Config, task: TaskRecord,
 Phase = Literal["cheap", "expensive", "all"]
 
 
-def plan_runs(
-    cfg: Config, task: TaskRecord, prep: Prepared, last_agreement: float | None,
-    report: Progress, rates: dict[str, float] | None = None,
-    students: list[StudentRecord] | None = None,
-) -> list[tuple[StudentKind, CandidateConfig | None, float]]:
-    """Every run worth making for the task, cheapest first, each with its expected win: the
-    encoder where it can express the answers, then generative candidates in S4's order
-    (pretrained before scratch, smallest first) where their expected win
-    (policies.schedule.expensive_win) clears the bar. `rates`: measured training tokens/s
-    per candidate (`distill.throughput`), for S4's time check; `students`: the task's
-    earlier ones, whose results say whether a LoRA candidate's runs are worth going on
-    (`distill.warm_start.going_on`)."""
-    needed, _ = _token_budget(task)
-    policy = cfg.policy.for_task(task.id, task.label)
-    cuda, budget_s = _has_cuda(), cfg.distill.training.time_budget_s
-    steps = budget_steps(
-        cfg.distill.candidates, prep.train, budget_s=budget_s, rates=rates or {},
-        rows={c.model: batch_rows(cfg.distill.training, trains_lora(c.model, c.method), cuda)
-              for c in cfg.distill.candidates},
-        gflops=None if cuda else cpu_speed(),
-        prefix_reuse=cfg.distill.training.prefix_reuse_steps)
-    choices = rank_candidates(
-        cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
-        max_params=cfg.distill.max_params, steps=steps, budget_s=budget_s)
-    runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
-    for choice in prep.plan:
-        if choice.reason:
-            report(f"{task.id}: not training the {choice.kind} kind: {choice.reason}")
-        elif choice.kind in CHEAP_KINDS:
-            runs.append((choice.kind, None, 1.0))
-        else:
-            for c in choices:
-                scratch = is_scratch(c.candidate)
-                reason = c.reason or prep.too_low_for(c.candidate, policy.min_agreement)
-                if not reason and trains_lora(c.candidate.model, c.candidate.method):
-                    reason = going_on(chain_agreements(students or [], c.candidate.model),
-                                      policy.min_agreement)
-                win = expensive_win(prep.shape, scratch=scratch,
-                                    copyable=prep.ceiling, last_agreement=last_agreement,
-                                    min_agreement=policy.min_agreement)
-                pretrained = next((r[1].model for r in runs if r[1] is not None), None)
-                if not reason and scratch and pretrained and \
-                        not scratch_after_pretrained(prep.shape, prep.ceiling):
-                    reason = (f"no scratch student has passed {prep.shape} answers here; "
-                              f"the pretrained {pretrained} is tried instead")
-                if not reason and not worth_expensive_run(win):
-                    reason = (f"expected win {win:.2f} for {prep.shape} answers is under "
-                              f"{MIN_EXPENSIVE_WIN:.2f}: not worth its minutes")
-                if reason:
-                    report(f"{task.id}: skipping {c.candidate.model}: {reason}")
-                else:
-                    runs.append(("generative", c.candidate, win))
-    return runs
-
-
-def cpu_speed() -> float | None:
-    """This CPU's matmul GFLOPS on the threads training uses (measured once), for S4's
-    estimate of a candidate not yet run here; None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return cpu_gflops(torch.get_num_threads())
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-    except ImportError:  # the gateway alone, without the distill extra
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def distill_task(
     con: Connection, cfg: Config, task: TaskRecord, curated: Curated, *,
     embedder: SharedEmbedder, progress: bool = True, report: Progress = log.info,
@@ -414,7 +329,7 @@ def distill_task(
     from distill.candidates import prepare
     from distill.train import Interrupted
 
-    _, max_new = _token_budget(task)
+    _, max_new = token_budget(task)
     prep = prepare(task.kind, curated, cfg.distill.max_train_examples, encoder=encoder,
                    kinds=list(cfg.distill.student_kinds))
     cov = "no copied values" if prep.coverage is None else f"copy-slot coverage {prep.coverage:.2f}"
@@ -453,45 +368,6 @@ def distill_task(
     outcome.expensive_left = phase == "cheap" and outcome.status not in ("passed", "near") \
         and any(r[0] not in CHEAP_KINDS for r in runs)
     return outcome
-
-
-def continuation_owed(
-    con: Connection, cfg: Config, task: TaskRecord,
-) -> tuple[CandidateConfig | None, str | None]:
-    """(the LoRA candidate owed a run that goes on from its adapter on the task's current
-    data, None) — or (None, why its runs stopped) where only `going_on` holds it back, or
-    (None, None). Owed while no student of the task passed or nearly passed, its newest
-    LoRA run (a scratch one may have followed it) was cut by the time budget (on a CPU a run
-    is a few hundred small steps; on a GPU runs end by their epochs, and more of the same
-    data would only be memorised) after at least `MIN_STEPS` steps, its adapter is on disk,
-    and its runs on the task still gain (`going_on`). Measured on the same data
-    (docs/students.md): restaurants SQL 0.38 -> 0.76 -> 0.76 -> 0.90, WikiSQL 0.52 -> 0.59
-    -> 0.60 (and 0.59 -> 0.56 in the worker's own passes) — for a task far from the bar,
-    sooner than waiting for its data to grow."""
-    students = [s for s in list_students(con, task.id) if s.status != "error"]
-    if task.stage != "observe" or not students \
-            or any(s.status in ("passed", "near") for s in students):
-        return None, None
-    lora = [s for s in students if s.metrics.get("student_kind", "generative") == "generative"
-            and (s.metrics.get("training") or {}).get("method") == "lora"]
-    if not lora or lora[-1].metrics["training"].get("stopped_by") != "time":
-        return None, None
-    last = lora[-1]
-    if int(last.metrics["training"].get("steps") or 0) < MIN_STEPS:
-        return None, None  # as S4 rules: a budget holding so few steps is not worth a run
-    candidate = next((c for c in cfg.distill.candidates if c.model == last.base_model), None)
-    if candidate is None:
-        return None, None  # no longer configured
-    try:
-        if not (Registry(cfg.distill.students_dir).resolve(last.path) / ADAPTER).is_file():
-            return None, None  # pruned: a run would start over, not go on
-    except RegistryError:
-        return None, None
-    policy = cfg.policy.for_task(task.id, task.label)
-    stopped = going_on(chain_agreements(students, candidate.model), policy.min_agreement)
-    if stopped:
-        return None, f"{candidate.model} does not go on: {stopped}"
-    return candidate, None
 
 
 def last_agreement(con: Connection, task: TaskRecord) -> float | None:

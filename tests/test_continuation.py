@@ -12,7 +12,8 @@ import pytest
 
 import distill.passes
 from distill.curate import Curated
-from distill.pipeline import TaskOutcome, continuation_owed
+from distill.pipeline import TaskOutcome
+from distill.plan import Continuation, continuation_owed
 from gateway.config import CandidateConfig, Config, parse_config
 from gateway.registry import Registry
 from gateway.store.catalog import StudentRecord, TaskRecord, add_student, upsert_task
@@ -51,7 +52,7 @@ def add(con: Connection, registry: Registry, version: int, agreement: float, *,
 
 
 def owed(cfg: Config, con: Connection, task: TaskRecord) -> str | None:
-    found, _ = continuation_owed(con, cfg, task)
+    found = continuation_owed(con, cfg, task).candidate
     return found.model if found else None
 
 
@@ -65,7 +66,7 @@ def test_a_run_cut_by_its_budget_goes_on_while_its_runs_gain(tmp_path: Path) -> 
     add(con, reg, 3, 0.62, warm_from=1)
     assert owed(cfg, con, task) == SMOL.model  # +0.19: on
     add(con, reg, 4, 0.63, warm_from=3)  # +0.01 after +0.19: levels off near 0.63
-    assert continuation_owed(con, cfg, task) == (
+    assert continuation_owed(con, cfg, task) == Continuation(
         None, f"{SMOL.model} does not go on: its runs' gains shrink (+0.19, then +0.01): "
               "going on, it levels off near 0.63, under the bar (0.90)")
 
@@ -93,8 +94,8 @@ def test_no_run_is_owed_where_going_on_would_waste_it_or_cannot_be(
     else:
         add(con, reg, 1, 0.5)
         task = TaskRecord(id="sql", label="sql", kind="text", stage="shadow")
-    assert continuation_owed(con, cfg, task)[0] is None
-    assert (continuation_owed(con, cfg, task)[1] is not None) == (case == "no gain")
+    assert continuation_owed(con, cfg, task).candidate is None
+    assert (continuation_owed(con, cfg, task).stopped is not None) == (case == "no gain")
 
 
 def test_the_pass_runs_the_owed_candidate_alone_in_its_expensive_phase(

@@ -16,7 +16,7 @@ import gateway.config
 from distill.candidates import Prepared
 from distill.curate import Example
 from distill.kind_plan import KindChoice
-from distill.pipeline import plan_runs
+from distill.plan import plan_runs
 from distill.select import rank_candidates
 from distill.throughput import budget_steps, measured_rates
 from gateway.config import CandidateConfig, Config, installed_candidates, parse_config
