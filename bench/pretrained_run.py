@@ -115,7 +115,7 @@ def s4_estimate(product: Any, prep: Any, candidate: Any) -> dict[str, Any]:
     import torch
 
     from distill.plan import cpu_speed
-    from distill.throughput import budget_steps, shared_tokens
+    from distill.throughput import budget_steps, rendered, shared_tokens
     from distill.train import batch_rows, trains_lora
 
     cuda = torch.cuda.is_available()
@@ -126,7 +126,7 @@ def s4_estimate(product: Any, prep: Any, candidate: Any) -> dict[str, Any]:
                        budget_s=product.distill.training.time_budget_s, gflops=gflops,
                        prefix_reuse=product.distill.training.prefix_reuse_steps)
     got = est.get(candidate.model)
-    return {"gflops": gflops, "rows": rows, "shared_tokens": shared_tokens(prep.train),
+    return {"gflops": gflops, "rows": rows, "shared_tokens": shared_tokens(rendered(prep.train)),
             "steps": None if got is None else round(got.steps, 1)}
 
 

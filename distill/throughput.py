@@ -37,11 +37,15 @@ def measured_rates(con: Connection, tenant: str | None) -> dict[str, float]:
     return {model: median(rates) for model, rates in seen.items()}
 
 
-def estimated_tokens(train: list[Example]) -> int:
-    """The training data in tokens as a student is trained on it: each example rendered in
-    the chat format — tools and response schema included, as the measured rate counts
-    them — at ~4 characters a token."""
-    return sum(len(render(*conversation(ex.as_training()))) for ex in train) // 4
+def rendered(train: list[Example]) -> list[str]:
+    """Each example as a student is trained on it: rendered in the chat format, tools and
+    response schema included, as the measured rate counts them."""
+    return [render(*conversation(ex.as_training())) for ex in train]
+
+
+def estimated_tokens(texts: list[str]) -> int:
+    """Rendered training examples in tokens, at ~4 characters a token."""
+    return sum(map(len, texts)) // 4
 
 
 # What a training token costs, in FLOPs per parameter: a forward pass 2, its backward pass 2
@@ -91,10 +95,9 @@ def cpu_gflops(threads: int) -> float:
     return 2 * 512 * 576 * 1536 * runs / max(cpu_seconds, 1e-9) * threads / 1e9
 
 
-def shared_tokens(train: list[Example]) -> int:
-    """Tokens every training example starts with (its rendered text's common prefix, at ~4
-    characters a token): the part a training step runs once, without gradients."""
-    texts = [render(*conversation(ex.as_training())) for ex in train]
+def shared_tokens(texts: list[str]) -> int:
+    """Tokens every rendered example starts with (their common prefix, at ~4 characters a
+    token): the part a LoRA step runs without gradients."""
     return len(os.path.commonprefix(texts)) // 4 if len(texts) > 1 else 0
 
 
@@ -107,9 +110,9 @@ def budget_steps(candidates: list[CandidateConfig], train: list[Example], *, bud
     Candidates neither measured nor estimable are left out."""
     if not train or budget_s <= 0:
         return {}
-    total = estimated_tokens(train)
-    mean = total / len(train)
-    shared = min(shared_tokens(train), int(mean))
+    texts = rendered(train)  # rendered once: a task may hold thousands of examples
+    mean = estimated_tokens(texts) / len(texts)
+    shared = min(shared_tokens(texts), int(mean))
     out = {}
     for c in candidates:
         batch = max(1, rows.get(c.model, 16))

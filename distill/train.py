@@ -232,7 +232,6 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
     per_epoch = math.ceil(len(rows) / batch)
     clock.total_steps = max(1, min(cfg.max_steps, math.ceil(cfg.epochs * per_epoch)))
     warmup = max(1, min(50, clock.total_steps // 20))
-    memo = PrefixMemo(reuse=cfg.prefix_reuse_steps)  # the shared prompt's keys and values
 
     class Budget(TrainerCallback):
         checked = False
@@ -280,8 +279,10 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             # LoRA over a pretrained base: the rows' shared prompt (system, tools, schema) is
-            # run once per batch without gradients (distill.shared_prefix); same loss.
-            shared = shared_prefix_forward(model, inputs, num_items_in_batch, memo) \
+            # run without gradients once for every `prefix_reuse_steps` batches
+            # (distill.shared_prefix).
+            shared = shared_prefix_forward(model, inputs, num_items_in_batch,
+                                           self.prefix_memo) \
                 if lora and model.training else None
             if shared is not None:
                 loss = (shared.loss, shared) if return_outputs else shared.loss
@@ -318,7 +319,7 @@ def make_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], *
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                       processing_class=tokenizer, peft_config=peft_config, callbacks=[Budget()])
     trainer.step_losses = []
-    trainer.prefix_memo = memo
+    trainer.prefix_memo = PrefixMemo(reuse=cfg.prefix_reuse_steps)
     if not progress:
         trainer.remove_callback(PrinterCallback)
     return trainer

@@ -152,13 +152,14 @@ def test_training_speed_is_read_from_the_tenants_own_runs_only(tmp_path: Path) -
 
 
 def test_a_tasks_training_tokens_count_its_tools_and_schema() -> None:
-    from distill.throughput import estimated_tokens
+    from distill.throughput import estimated_tokens, rendered
 
     bare = prepared("copy_json").train[:1]
     schema = {"type": "json_schema", "json_schema": {"name": "slots", "schema": {
         "type": "object", "properties": {f"slot_{i}": {"type": "string"} for i in range(40)}}}}
     with_schema = [replace(bare[0], response_format=schema)]
-    assert estimated_tokens(with_schema) > estimated_tokens(bare) + 200  # ~1,000 chars more
+    assert estimated_tokens(rendered(with_schema)) > \
+        estimated_tokens(rendered(bare)) + 200  # ~1,000 chars more
 
 
 def prepared(shape: str) -> Prepared:
