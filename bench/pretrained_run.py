@@ -112,21 +112,12 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
 def s4_estimate(product: Any, prep: Any, candidate: Any) -> dict[str, Any]:
     """The training steps S4 expects this run to make before any run here: from the
     candidate's size and this CPU's measured matmul speed (None on a GPU)."""
-    import torch
+    from distill.plan import candidate_steps, cpu_speed, has_cuda
+    from distill.throughput import rendered, shared_tokens
 
-    from distill.plan import cpu_speed
-    from distill.throughput import budget_steps, rendered, shared_tokens
-    from distill.train import batch_rows, trains_lora
-
-    cuda = torch.cuda.is_available()
-    rows = batch_rows(product.distill.training, trains_lora(candidate.model, candidate.method),
-                      cuda)
-    gflops = None if cuda else cpu_speed()
-    est = budget_steps([candidate], prep.train, rates={}, rows={candidate.model: rows},
-                       budget_s=product.distill.training.time_budget_s, gflops=gflops,
-                       prefix_reuse=product.distill.training.prefix_reuse_steps)
-    got = est.get(candidate.model)
-    return {"gflops": gflops, "rows": rows, "shared_tokens": shared_tokens(rendered(prep.train)),
+    got = candidate_steps(product, [candidate], prep.train, {}).get(candidate.model)
+    return {"gflops": None if has_cuda() else cpu_speed(),
+            "shared_tokens": shared_tokens(rendered(prep.train)),
             "steps": None if got is None else round(got.steps, 1)}
 
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from distill.candidates import Prepared
+from distill.curate import Example
 from distill.select import MIN_STEPS, is_scratch, rank_candidates
-from distill.throughput import budget_steps, cpu_gflops
+from distill.throughput import BudgetSteps, budget_steps, cpu_gflops
 from distill.train import batch_rows, trains_lora
 from distill.warm_start import ADAPTER, chain_agreements, going_on
 from gateway.config import CandidateConfig, Config
@@ -48,16 +49,11 @@ def plan_runs(
     (`distill.warm_start.going_on`)."""
     needed, _ = token_budget(task)
     policy = cfg.policy.for_task(task.id, task.label)
-    cuda, budget_s = _has_cuda(), cfg.distill.training.time_budget_s
-    steps = budget_steps(
-        cfg.distill.candidates, prep.train, budget_s=budget_s, rates=rates or {},
-        rows={c.model: batch_rows(cfg.distill.training, trains_lora(c.model, c.method), cuda)
-              for c in cfg.distill.candidates},
-        gflops=None if cuda else cpu_speed(),
-        prefix_reuse=cfg.distill.training.prefix_reuse_steps)
     choices = rank_candidates(
         cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
-        max_params=cfg.distill.max_params, steps=steps, budget_s=budget_s)
+        max_params=cfg.distill.max_params,
+        steps=candidate_steps(cfg, cfg.distill.candidates, prep.train, rates or {}),
+        budget_s=cfg.distill.training.time_budget_s)
     runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:
         if choice.reason:
@@ -89,6 +85,19 @@ def plan_runs(
     return runs
 
 
+def candidate_steps(cfg: Config, candidates: list[CandidateConfig], train: list[Example],
+                    rates: dict[str, float]) -> dict[str, BudgetSteps]:
+    """The training steps each candidate's run would make on `train` in the time budget, on
+    this machine: rows a step as it would train them, speed measured (`rates`) or, on a
+    CPU, estimated (`distill.throughput.budget_steps`)."""
+    training, cuda = cfg.distill.training, has_cuda()
+    return budget_steps(
+        candidates, train, budget_s=training.time_budget_s, rates=rates,
+        rows={c.model: batch_rows(training, trains_lora(c.model, c.method), cuda)
+              for c in candidates},
+        gflops=None if cuda else cpu_speed(), prefix_reuse=training.prefix_reuse_steps)
+
+
 def cpu_speed() -> float | None:
     """This CPU's matmul GFLOPS on the threads training uses (measured once), for S4's
     estimate of a candidate not yet run here; None without torch."""
@@ -99,7 +108,7 @@ def cpu_speed() -> float | None:
     return cpu_gflops(torch.get_num_threads())
 
 
-def _has_cuda() -> bool:
+def has_cuda() -> bool:
     try:
         import torch
     except ImportError:  # the gateway alone, without the distill extra
