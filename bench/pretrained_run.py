@@ -60,6 +60,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
         training["prefix_reuse_steps"] = args.prefix_reuse
     if args.lr:
         training["learning_rate"] = args.lr
+    training["exemplars"] = args.exemplars
     product = parse_config({"distill": {"training": training, "students_dir": str(work)}})
     policy = product.policy.for_task(name, name)
     (task,) = discover(rows, embedder=None).tasks
@@ -69,7 +70,9 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
         curated.heldout = curated.heldout[:args.heldout_limit]
     prep = prepare(task.kind, curated, args.max_train, kinds=["generative"])
     if args.slots == "auto":  # as the pipeline asks this candidate (raw where slots fall short)
-        prep = prep.for_candidate(candidate, policy.min_agreement)
+        prep = prep.for_candidate(candidate, policy.min_agreement, args.exemplars)
+    elif not candidate.model.startswith("scratch:"):
+        prep = prep.with_exemplars(args.exemplars)
     estimate = s4_estimate(product, prep, candidate)
     if args.estimate_only:
         return {"task": name, "train_examples": len(prep.train), "s4_estimate": estimate}
@@ -93,6 +96,7 @@ def run_task(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
         "copy_slots": {"enabled": False, "reason": prep.unslotted} if prep.slots is None else {
             "fields": prep.slots.coverage.get("fields"), "gazetteer": len(prep.slots.gazetteer),
             "coverage_heldout": (prep.slots.coverage.get("heldout") or {}).get("share")},
+        "exemplars": prep.exemplars.k if prep.exemplars else 0,
         "train_examples": len(prep.train), "heldout_examples": len(curated.heldout),
         "max_new_tokens": max_new, "s4_estimate": estimate, "training": report,
         "evaluation": {k: s[k] for k in ("n", "agree", "agreement", "lower", "upper",
@@ -265,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto: as the pipeline (raw request where copy slots fall short of "
                         "the gate, for a pretrained candidate); always: copy slots regardless")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exemplars", type=int, default=TrainingConfig().exemplars,
+                   help="worked examples a pretrained candidate is trained and asked with "
+                        "(distill.training.exemplars; 0: none)")
     p.add_argument("--rounds", type=int, default=1,
                    help="runs per task, each going on from the last one's adapter (LoRA), as "
                         "a task's successive runs in the worker do")

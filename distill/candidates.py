@@ -22,6 +22,7 @@ from distill.kind_plan import KindChoice, Shape, answer_shape, code_answers, pla
 from distill.train import Interrupt
 from gateway.config import CandidateConfig, Config
 from gateway.copy_slots import CopySlots
+from gateway.exemplars import Exemplars, last_user_text
 from policies.schedule import hopeless
 from policies.settings import TaskPolicy
 
@@ -50,6 +51,8 @@ class Prepared:
     # `bench/toolcall_misses.py`, 2026-12-06).
     raw_train: list[Example] = field(default_factory=list)
     unslotted: str | None = None  # why a candidate's slots were set aside (`for_candidate`)
+    # The worked examples a pretrained candidate is trained and asked with (`for_candidate`)
+    exemplars: Exemplars | None = None
 
     def slots_meta(self) -> dict[str, Any]:
         """`copy_slots` for slimgate.json: the proposer's state and its measured coverage."""
@@ -86,20 +89,55 @@ class Prepared:
         return (f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
                 f"answers copyable whole, below the gate's {min_agreement:.2f}")
 
-    def for_candidate(self, candidate: CandidateConfig, min_agreement: float) -> Prepared:
+    def for_candidate(self, candidate: CandidateConfig, min_agreement: float,
+                      exemplars: int = 0) -> Prepared:
         """What `candidate` trains on and is asked with. Where the copy slots leave fewer
         held-out answers copyable whole than the gate needs, a pretrained candidate learns
         and answers the raw request, copying values itself as its pretraining taught it: a
         student trained on `<V1>` never meets the values the slots miss (the gazetteer holds
         every training value), so it cannot copy them (SNIPS as JSON: 0.58 of held-out
-        answers whole, a certain fail). Scratch candidates keep the slots (`too_low_for`)."""
-        if candidate.model.startswith("scratch:") or self.ceiling is None \
-                or self.ceiling >= min_agreement:
+        answers whole, a certain fail). Scratch candidates keep the slots (`too_low_for`).
+        A pretrained candidate of a task whose answers are written text is also given its
+        `exemplars` nearest training exchanges as worked examples (`gateway.exemplars`)."""
+        if candidate.model.startswith("scratch:"):
             return self
-        return replace(self, slots=None, train=self.raw_train, unslotted=(
-            f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
-            f"answers copyable whole, below the gate's {min_agreement:.2f}: the pretrained "
-            "candidate copies from the raw request itself"))
+        asked = self
+        if self.ceiling is not None and self.ceiling < min_agreement:
+            asked = replace(self, slots=None, train=self.raw_train, unslotted=(
+                f"copy-slot coverage {self.coverage:.2f} leaves {self.ceiling:.2f} of held-out "
+                f"answers copyable whole, below the gate's {min_agreement:.2f}: the pretrained "
+                "candidate copies from the raw request itself"))
+        return asked.with_exemplars(exemplars)
+
+    def with_exemplars(self, k: int) -> Prepared:
+        """Training examples each with its `k` nearest other training exchanges as worked
+        examples, then copy-slotted as a request is at serving (`gateway.students`): for
+        answers that are written text (code, free text), all of them content. Unchanged
+        otherwise, or for k = 0."""
+        bank = exemplar_bank(self.raw_train, self.shape, k)
+        if bank is None:
+            return self
+        shown = [replace(ex, messages=bank.add_to({"messages": ex.messages})["messages"])
+                 for ex in self.raw_train]
+        train = [delexicalize(ex, self.slots) for ex in shown] if self.slots else shown
+        return replace(self, train=train, exemplars=bank)
+
+
+EXEMPLAR_SHAPES = ("code", "text")  # measured on text-to-SQL (docs/students.md)
+
+
+def exemplar_bank(train: list[Example], shape: str, k: int) -> Exemplars | None:
+    """The worked examples of a task whose answers are written text, or None: k = 0, another
+    answer shape, or an answer that is not plain content (a tool call, no text)."""
+    if k <= 0 or shape not in EXEMPLAR_SHAPES or not train:
+        return None
+    shots = []
+    for ex in train:
+        text, answer = last_user_text(ex.messages), ex.answer.get("content")
+        if text is None or not isinstance(answer, str) or ex.answer.get("tool_calls"):
+            return None
+        shots.append((text, answer))
+    return Exemplars(shots, k)
 
 
 def prepare(task_kind: str, curated: Curated, max_train: int,
@@ -123,7 +161,23 @@ def prepare(task_kind: str, curated: Curated, max_train: int,
 
 
 def _as_served(student: Any, prep: Prepared) -> Any:
-    return SlottedStudent(student, prep.slots) if prep.slots is not None else student
+    """The student asked as the gateway asks it: worked examples added, then copy slots."""
+    served = SlottedStudent(student, prep.slots) if prep.slots is not None else student
+    return ExemplarStudent(served, prep.exemplars) if prep.exemplars is not None else served
+
+
+class ExemplarStudent:
+    """Any student asked with its worked examples before each request's last user turn."""
+
+    def __init__(self, inner: Any, exemplars: Exemplars) -> None:
+        self.inner, self.exemplars = inner, exemplars
+
+    def __getattr__(self, name: str) -> Any:  # leaks and the like, counted by the inner one
+        return getattr(self.inner, name)
+
+    def generate(self, requests: list[dict[str, Any]], max_new_tokens: int = 256) -> list[Any]:
+        return self.inner.generate([self.exemplars.add_to(r) for r in requests],
+                                   max_new_tokens=max_new_tokens)
 
 
 def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,

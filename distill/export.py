@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.model_card import PROVENANCE, RECIPE, heldout_text, model_card
+from distill.model_card import EXEMPLARS, PROVENANCE, RECIPE, heldout_text, model_card
 from gateway.config import Config
 from gateway.registry import META, Registry, RegistryError
 from gateway.store.catalog import StudentRecord, TaskRecord, best_student, get_task, list_students
@@ -216,6 +216,12 @@ def _write_common(src: Path, dst: Path, meta: dict[str, Any], done: Exported) ->
         import gateway.copy_slots
 
         shutil.copy2(gateway.copy_slots.__file__, dst / "slimgate_copy_slots.py")
+    if meta.get("exemplars") and done.kind == "generative":
+        import gateway.exemplars
+
+        (dst / EXEMPLARS).write_text(json.dumps(meta["exemplars"], ensure_ascii=False),
+                                     encoding="utf-8")
+        shutil.copy2(gateway.exemplars.__file__, dst / "slimgate_exemplars.py")
     (dst / PROVENANCE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str),
                                   encoding="utf-8")
     (dst / "README.md").write_text(model_card(done, meta, dst, exported_at=time.time()),

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from distill.export import Exported
 
 RECIPE = "copy_slots.json"  # the copy-slot recipe a student is asked with
+EXEMPLARS = "exemplars.json"  # the worked examples a student is asked with, where it has them
 PROVENANCE = "slimgate_student.json"  # the registry's slimgate.json, renamed: not a registry dir
 ENCODER_LICENCE = "apache-2.0"  # all-MiniLM-L6-v2's licence
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
@@ -151,6 +152,20 @@ def _copy_slots(meta: dict[str, Any]) -> str:
             "```\n")
 
 
+def _exemplars(meta: dict[str, Any]) -> str:
+    shots = meta.get("exemplars") or {}
+    if not shots:
+        return "None: ask it with the request alone.\n"
+    return (f"It was trained and is asked with the {shots.get('k')} training exchanges nearest "
+            "each request as earlier turns, before the request's last user turn "
+            f"({len(shots.get('shots') or [])} exchanges in `{EXEMPLARS}`; "
+            "`slimgate_exemplars.py` needs nothing but Python). Add them first, then the copy "
+            "slots:\n\n```python\n"
+            "import json\nfrom slimgate_exemplars import Exemplars\n\n"
+            f"shots = Exemplars.from_dict(json.load(open(\"{EXEMPLARS}\")))\n"
+            "request = shots.add_to(request)\n```\n")
+
+
 def model_card(done: Exported, meta: dict[str, Any], files: Path, *, exported_at: float) -> str:
     """README.md for an export whose other files are in `files` (named `done.out` in it)."""
     m, task, s = done.student.metrics, done.task, done.student
@@ -182,6 +197,7 @@ def model_card(done: Exported, meta: dict[str, Any], files: Path, *, exported_at
         f"{_date(exported_at)}", "",
         "## Contract", "", *contract_lines(task.info, task.kind, m), "",
         "## Use", "", _usage(done, meta, files),
+        "## Worked examples", "", _exemplars(meta),
         "## Copy slots", "", _copy_slots(meta),
         "## Files", "",
         f"`{PROVENANCE}` is the student's record in slimgate (training, metrics)"

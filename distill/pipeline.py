@@ -232,9 +232,11 @@ def train_candidate(
             base_model = str(info.get("base_model") or "encoder")
             training = info.get("training") or {}
         elif candidate is not None:
-            asked = prep.for_candidate(candidate, policy.min_agreement)
+            asked = prep.for_candidate(candidate, policy.min_agreement,
+                                       cfg.distill.training.exemplars)
             warm = warm_start(list_students(con, task.id), registry, base_model=candidate.model,
                               slots=asked.slots is not None,
+                              exemplars=asked.exemplars.k if asked.exemplars else 0,
                               heldout_percent=curated.heldout_percent) \
                 if trains_lora(candidate.model, candidate.method) else None
             training, ev = fit_generative(cfg, asked, curated.judged, task.kind, policy,
@@ -274,6 +276,8 @@ def train_candidate(
     # renamed with it in one step, a `v<N>` directory is never seen without it.
     registry.write_meta(partial, {**info, "task": task.id, "version": version, "kind": kind,
                                   "base_model": base_model, "copy_slots": copy_slots,
+                                  **({"exemplars": asked.exemplars.as_dict()}
+                                     if asked.exemplars and kind != "encoder" else {}),
                                   "candidate": candidate.model_dump() if candidate else None,
                                   "metrics": metrics})
     partial.rename(final)

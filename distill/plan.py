@@ -52,7 +52,10 @@ def plan_runs(
     choices = rank_candidates(
         cfg.distill.candidates, needed_tokens=needed, licences=cfg.distill.licences,
         max_params=cfg.distill.max_params,
-        steps=candidate_steps(cfg, cfg.distill.candidates, prep.train, rates or {}),
+        steps={model: got for c in cfg.distill.candidates for model, got in candidate_steps(
+            cfg, [c], prep.for_candidate(c, policy.min_agreement,
+                                         cfg.distill.training.exemplars).train,
+            rates or {}).items()},
         budget_s=cfg.distill.training.time_budget_s)
     runs: list[tuple[StudentKind, CandidateConfig | None, float]] = []
     for choice in prep.plan:

@@ -28,7 +28,7 @@ class WarmStart:
 
 
 def warm_start(students: list[StudentRecord], registry: Registry, *, base_model: str,
-               slots: bool, heldout_percent: int) -> WarmStart | None:
+               slots: bool, heldout_percent: int, exemplars: int = 0) -> WarmStart | None:
     """The newest of the task's `students` a run of `base_model` may start from, or None."""
     for s in sorted(students, key=lambda s: s.version, reverse=True):
         if s.base_model != base_model or s.status in ("error", "pruned"):
@@ -44,6 +44,8 @@ def warm_start(students: list[StudentRecord], registry: Registry, *, base_model:
             continue  # a full model (scratch, method "full"): nothing to continue from
         if bool((meta.get("copy_slots") or {}).get("enabled")) != slots:
             continue  # asked another way: its adapter learnt another input
+        if ((meta.get("exemplars") or {}).get("k") or 0) != exemplars:
+            continue  # with another number of worked examples: another input too
         held = s.metrics.get("heldout_percent")
         if not isinstance(held, int) or held < heldout_percent:
             continue  # some of what it trained on is judged now

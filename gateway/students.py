@@ -17,6 +17,7 @@ import aiohttp
 
 from gateway.config import Config, EmbeddedEngineConfig, VLLMEngineConfig
 from gateway.copy_slots import CopySlots, SlotLeak, Slots
+from gateway.exemplars import Exemplars
 from gateway.privacy.scrub import ScrubConfig, pseudonymize, reidentify
 from gateway.registry import Registry
 from gateway.streams import chunks_from_response
@@ -33,16 +34,19 @@ StudentFactory = Callable[[str, int], Backend]
 class StudentAsTrained:
     """A student asked the way it was trained, its answer given back in the request's terms.
 
-    Two rewrites, undone in reverse on the answer: PII replaced by the placeholders its
-    training data had (`<EMAIL_1>`; without this a student that learnt to copy the
-    placeholder would answer with it where the teacher copied the address), then the task's
-    copy slots (`<V1>`: ids, dates, names its answers copy). An answer holding a slot that
-    cannot be restored never reaches a client: it fails, and the teacher answers.
+    Three rewrites: PII replaced by the placeholders its training data had (`<EMAIL_1>`;
+    without this a student that learnt to copy the placeholder would answer with it where
+    the teacher copied the address), the worked examples it was trained with added before
+    the last user turn (`gateway/exemplars.py`), then the task's copy slots (`<V1>`: ids,
+    dates, names its answers copy). The first and last are undone on the answer, in reverse.
+    An answer holding a slot that cannot be restored never reaches a client: it fails, and
+    the teacher answers.
     """
 
     def __init__(self, inner: Backend, cfg: ScrubConfig | None,
-                 slots: CopySlots | None = None) -> None:
+                 slots: CopySlots | None = None, exemplars: Exemplars | None = None) -> None:
         self.inner, self.name, self._cfg, self._slots = inner, inner.name, cfg, slots
+        self._exemplars = exemplars
 
     async def load(self) -> None:
         if isinstance(self.inner, Loadable):
@@ -50,6 +54,8 @@ class StudentAsTrained:
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         send, originals = pseudonymize(body, self._cfg) if self._cfg else (body, {})
+        if self._exemplars is not None:
+            send = self._exemplars.add_to(send)
         slots = Slots(self._slots, send) if self._slots else None
         if slots:
             send = slots.delex_request(send)
@@ -110,19 +116,23 @@ class StudentPool:
             # Students learnt from scrubbed (and delexicalized) data: serve them so.
             scrub = (ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None)
                      if kinds is None or kinds else None)
-            slots = self._slots(task, version)
-            if scrub is not None or slots is not None:
-                backend = StudentAsTrained(backend, scrub, slots)
+            meta = self._meta(task, version)
+            slots = student_copy_slots(meta)
+            exemplars = Exemplars.from_dict(meta.get("exemplars"))
+            if scrub is not None or slots is not None or exemplars is not None:
+                backend = StudentAsTrained(backend, scrub, slots, exemplars)
             self._backends[key] = backend
         return backend
 
-    def _slots(self, task: str, version: int) -> CopySlots | None:
+    def _meta(self, task: str, version: int) -> dict[str, Any]:
+        """The student's slimgate.json ({} for a student from a factory, or none on disk:
+        nothing to restore, no worked examples)."""
         try:
             path = Registry(self._config.distill.students_dir).version_dir(task, version)
             meta = json.loads((path / "slimgate.json").read_text())
         except (OSError, ValueError):
-            return None  # a student from a factory, or none on disk: nothing to restore
-        return student_copy_slots(meta) if isinstance(meta, dict) else None
+            return {}
+        return meta if isinstance(meta, dict) else {}
 
     def _from_registry(self, task: str, version: int) -> Backend:
         cfg = self._config.students

@@ -266,6 +266,33 @@ def test_copy_slot_recipe_asks_as_the_gateway_does(setup: tuple[Path, Config, Pa
     assert theirs.restore_message(answer) == ours.restore_message(answer)
 
 
+def test_worked_examples_ship_with_the_student_and_are_added_as_the_gateway_adds_them(
+        setup: tuple[Path, Config, Path], tiny_lora: TinyLora) -> None:
+    from gateway.exemplars import Exemplars
+
+    bank = Exemplars([("levels for Lisbon", "SELECT 1"), ("notify Ana", "SELECT 2")], k=1)
+    task = TaskRecord(id="t-shots", label="queries", kind="text", info={})
+    register(setup[1], task, 1, tiny_lora.adapter, "passed",
+             {"kind": "generative", "base_model": str(tiny_lora.base),
+              "copy_slots": {"enabled": False, "reason": "the answers copy nothing"},
+              "exemplars": bank.as_dict(),
+              "candidate": {"model": str(tiny_lora.base), "licence": "mit"}})
+    out = setup[2] / "out-shots"
+    assert export(setup, "t-shots", "--out", str(out)) == 0
+    shipped = load_module(out / "slimgate_exemplars.py", "exported_exemplars")
+    theirs = shipped.Exemplars.from_dict(json.loads((out / "exemplars.json").read_text()))
+    request = {"messages": [{"role": "user", "content": "levels for Porto"}]}
+    assert theirs.add_to(request) == bank.add_to(request)
+    assert theirs.add_to(request)["messages"][0]["content"] == "levels for Lisbon"
+    card = (out / "README.md").read_text()
+    assert "## Worked examples" in card and "exemplars.json" in card
+    # a student without them says so, and ships neither file
+    plain = setup[2] / "out-plain"
+    assert export(setup, "t-lora", "--out", str(plain)) == 0
+    assert not (plain / "exemplars.json").exists()
+    assert "None: ask it with the request alone." in (plain / "README.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def encoder_export(setup: tuple[Path, Config, Path]) -> tuple[Path, Path]:
     """An encoder student (one tuned top layer) on weather and timer tool calls, registered
