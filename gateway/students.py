@@ -7,6 +7,7 @@ OpenAI API. Backends for versions no longer routed to are closed on the next ref
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -44,9 +45,21 @@ class StudentAsTrained:
     """
 
     def __init__(self, inner: Backend, cfg: ScrubConfig | None,
-                 slots: CopySlots | None = None, exemplars: Exemplars | None = None) -> None:
+                 slots: CopySlots | None = None,
+                 exemplars: Exemplars | dict[str, Any] | None = None) -> None:
+        """`exemplars`: the bank, or its slimgate.json form, indexed on first use in a worker
+        thread (a few thousand exchanges take a second or two: never on the event loop)."""
         self.inner, self.name, self._cfg, self._slots = inner, inner.name, cfg, slots
         self._exemplars = exemplars
+        self._indexing = asyncio.Lock()
+
+    async def _bank(self) -> Exemplars | None:
+        if isinstance(self._exemplars, dict):
+            async with self._indexing:
+                if isinstance(self._exemplars, dict):
+                    self._exemplars = await asyncio.to_thread(Exemplars.from_dict,
+                                                              self._exemplars)
+        return self._exemplars
 
     async def load(self) -> None:
         if isinstance(self.inner, Loadable):
@@ -54,8 +67,9 @@ class StudentAsTrained:
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         send, originals = pseudonymize(body, self._cfg) if self._cfg else (body, {})
-        if self._exemplars is not None:
-            send = self._exemplars.add_to(send)
+        bank = await self._bank() if self._exemplars is not None else None
+        if bank is not None:  # milliseconds of Python over a large bank: off the event loop
+            send = await asyncio.to_thread(bank.add_to, send)
         slots = Slots(self._slots, send) if self._slots else None
         if slots:
             send = slots.delex_request(send)
@@ -118,7 +132,8 @@ class StudentPool:
                      if kinds is None or kinds else None)
             meta = self._meta(task, version)
             slots = student_copy_slots(meta)
-            exemplars = Exemplars.from_dict(meta.get("exemplars"))
+            exemplars = meta.get("exemplars") if isinstance(meta.get("exemplars"), dict) \
+                else None
             if scrub is not None or slots is not None or exemplars is not None:
                 backend = StudentAsTrained(backend, scrub, slots, exemplars)
             self._backends[key] = backend
