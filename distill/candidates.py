@@ -97,7 +97,7 @@ class Prepared:
         student trained on `<V1>` never meets the values the slots miss (the gazetteer holds
         every training value), so it cannot copy them (SNIPS as JSON: 0.58 of held-out
         answers whole, a certain fail). Scratch candidates keep the slots (`too_low_for`).
-        A pretrained candidate of a task whose answers are written text is also given its
+        A pretrained candidate of a task whose answers are code (SQL) is also given its
         `exemplars` nearest training exchanges as worked examples (`gateway.exemplars`)."""
         if candidate.model.startswith("scratch:"):
             return self
@@ -112,8 +112,8 @@ class Prepared:
     def with_exemplars(self, k: int) -> Prepared:
         """Training examples each with its `k` nearest other training exchanges as worked
         examples, then copy-slotted as a request is at serving (`gateway.students`): for
-        answers that are written text (code, free text), all of them content. Unchanged
-        otherwise, or for k = 0."""
+        answers that are code (EXEMPLAR_SHAPES), all of them content. Unchanged otherwise,
+        or for k = 0."""
         bank = exemplar_bank(self.raw_train, self.shape, k)
         if bank is None:
             return self
@@ -123,12 +123,14 @@ class Prepared:
         return replace(self, train=train, exemplars=bank)
 
 
-EXEMPLAR_SHAPES = ("code", "text")  # measured on text-to-SQL (docs/students.md)
+# Measured on text-to-SQL (docs/students.md). Not free text: unmeasured, and there a worked
+# example is another conversation's reply, which a student could repeat to this one.
+EXEMPLAR_SHAPES = ("code",)
 
 
 def exemplar_bank(train: list[Example], shape: str, k: int) -> Exemplars | None:
-    """The worked examples of a task whose answers are written text, or None: k = 0, another
-    answer shape, or an answer that is not plain content (a tool call, no text)."""
+    """The worked examples of a task whose answers are code, or None: k = 0, another answer
+    shape, or an answer that is not plain content (a tool call, no text)."""
     if k <= 0 or shape not in EXEMPLAR_SHAPES or not train:
         return None
     shots = []

@@ -306,8 +306,8 @@ class TrainingConfig(_Strict):
     # to 7 steps cost nothing measurable (docs/students.md)
     prefix_reuse_steps: int = Field(8, ge=1)
     # Worked examples: the nearest training exchanges a pretrained (LoRA) student of a task
-    # whose answers are written text (code, free text) is trained and asked with, as earlier
-    # turns (gateway/exemplars.py); 0: none. 2: on SmolLM2, one 600 s run of one CPU core,
+    # whose answers are code (SQL) is trained and asked with, as earlier turns
+    # (gateway/exemplars.py); 0: none. 2: on SmolLM2, one 600 s run of one CPU core,
     # text2sql-data's restaurants went from 0.38-0.43 held-out agreement to 0.67 and
     # geography from 0.38 to 0.51 (docs/students.md)
     exemplars: int = Field(2, ge=0)

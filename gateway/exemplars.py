@@ -1,16 +1,14 @@
 """Worked examples: a student asked with its task's nearest training exchanges first.
 
 A small pretrained model copies well from what is in front of it and learns slowly from the
-few steps a CPU budget holds. So a pretrained student of a task whose answers are written
-text is trained and asked with the `k` training exchanges nearest to the request as earlier
-turns of the conversation (the last user turn and the teacher's answer of each, nearest
-last, just before the request's last user turn): it learns to adapt a worked answer rather
-than to recall every template from its weights. Measured on public text-to-SQL
-(text2sql-data's restaurants, SmolLM2-135M, LoRA, one 600 s run on this 2-core CPU): 0.38-0.43
-held-out agreement without them, 0.67 with two (docs/students.md).
+few steps a CPU budget holds. So a pretrained student of a task whose answers are code (SQL)
+is trained and asked with the `k` training exchanges nearest to the request as earlier turns
+of the conversation (the last user turn and the teacher's answer of each, nearest last, just
+before the request's last user turn): it learns to adapt a worked answer rather than to
+recall every query shape from its weights (measured on public text-to-SQL: docs/students.md).
 
 Nearest is TF-IDF cosine over the words and word pairs of the last user turn, through an
-inverted index: pure Python, no model, ~a millisecond over a few thousand exchanges, so the
+inverted index: pure Python, no model, milliseconds over a few thousand exchanges, so the
 gateway asks a student this way without torch. The bank holds the training exchanges as the
 student learnt from them (scrubbed, before copy slots: the slots are applied to the whole
 conversation, worked examples included, at training and at serving alike). A training

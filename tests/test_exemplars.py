@@ -109,7 +109,7 @@ def test_a_pretrained_candidate_learns_written_answers_with_worked_examples_a_sc
     assert prep.for_candidate(PRETRAINED, 0.9, exemplars=0).exemplars is None
 
 
-def test_tool_calls_and_labels_get_no_worked_examples() -> None:
+def test_tool_calls_labels_and_free_text_get_no_worked_examples() -> None:
     call = {"role": "assistant", "content": None, "tool_calls": [{
         "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
@@ -121,6 +121,13 @@ def test_tool_calls_and_labels_get_no_worked_examples() -> None:
     labels = [sql_example(i, f"question {i}", ["yes", "no"][i % 2]) for i in range(24)]
     prep = prepare("label", Curated(train=labels, heldout=labels[:1]), 100)
     assert prep.shape == "label"
+    assert prep.for_candidate(PRETRAINED, 0.9, exemplars=2).exemplars is None
+    # a reply is another conversation's text: not shown to this one
+    replies = [sql_example(i, f"my parcel {i} is late", f"Sorry to hear that, we will check "
+                           f"parcel {i} and write back within {i % 3 + 1} days.")
+               for i in range(24)]
+    prep = prepare("text", Curated(train=replies, heldout=replies[:1]), 100)
+    assert prep.shape == "text"
     assert prep.for_candidate(PRETRAINED, 0.9, exemplars=2).exemplars is None
 
 
