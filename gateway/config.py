@@ -307,10 +307,11 @@ class TrainingConfig(_Strict):
     prefix_reuse_steps: int = Field(8, ge=1)
     # Worked examples: the nearest training exchanges a pretrained (LoRA) student of a task
     # whose answers are code (SQL) is trained and asked with, as earlier turns
-    # (gateway/exemplars.py); 0: none. 2: on SmolLM2, one 600 s run of one CPU core,
-    # text2sql-data's restaurants went from 0.38-0.43 held-out agreement to 0.67 and
-    # geography from 0.38 to 0.51 (docs/students.md)
-    exemplars: int = Field(2, ge=0)
+    # (gateway/exemplars.py); 0: none. Measured on SmolLM2, one 600 s run of one CPU core,
+    # text2sql-data: geography 0.38 held-out agreement without, 0.51 with one, 0.43-0.51 with
+    # two; restaurants 0.38-0.43 without, 0.67 with one or two. One: as good, a row shorter
+    # (more steps: 94 against 63) and a faster answer (docs/students.md)
+    exemplars: int = Field(1, ge=0)
 
 
 class DistillConfig(_Strict):
