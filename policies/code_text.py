@@ -54,6 +54,25 @@ def code_tokens(text: str) -> list[str]:
     return tokens
 
 
+_NUMBER = re.compile(r"\d+")
+
+
+def code_shape(text: str) -> list[str]:
+    """The code's tokens with its literals — quoted strings, numbers (`2.5` is three tokens
+    to `code_tokens`) — as one marker each: two queries of one shape that differ in their
+    values have the same shape."""
+    shape: list[str] = []
+    for t in code_tokens(text):
+        number = bool(_NUMBER.fullmatch(t))
+        if number and shape[-2:] == ["<literal>", "."]:
+            shape.pop()  # the fraction of a decimal number: one literal with its integer part
+        elif t[0] in "'\"" or number:
+            shape.append("<literal>")
+        else:
+            shape.append(t)
+    return shape
+
+
 def compare_code(student: str, teacher: str) -> tuple[bool, float, str]:
     """(same code, token sequence similarity 0..1, a short reason)."""
     got, want = code_tokens(student), code_tokens(teacher)

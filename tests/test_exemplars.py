@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from distill.candidates import ExemplarStudent, _as_served, prepare
+from distill.candidates import (
+    ExemplarStudent,
+    _as_served,
+    exemplar_bank,
+    prepare,
+    same_shape,
+)
 from distill.curate import Curated, Example
 from distill.warm_start import warm_start
 from gateway.config import CandidateConfig
@@ -22,6 +28,7 @@ from gateway.exemplars import Exemplars, last_user_text
 from gateway.registry import META, Registry
 from gateway.store.catalog import StudentRecord
 from gateway.students import StudentAsTrained
+from policies.code_text import code_shape
 from tests.test_copy_slots import Echo
 
 SYSTEM = {"role": "system", "content": "Answer with one SQL query over t(city, food)."}
@@ -107,6 +114,22 @@ def test_a_pretrained_candidate_learns_written_answers_with_worked_examples_a_sc
     assert all("thai" in m["content"] for m in sixth[1:-1])
     assert prep.for_candidate(SCRATCH, 0.9, exemplars=2).exemplars is None
     assert prep.for_candidate(PRETRAINED, 0.9, exemplars=0).exemplars is None
+
+
+def test_examples_are_given_only_where_the_nearest_one_shows_the_answer_s_shape() -> None:
+    assert code_shape("SELECT a FROM t WHERE b = 'x' AND c > 3;") == code_shape(
+        "select a from t where b = 'yy' and c > 4.5")
+    assert code_shape("SELECT a FROM t") != code_shape("SELECT COUNT(a) FROM t")
+    # a new column and table in every answer (as WikiSQL's tables): the example shows nothing
+    wide = [sql_example(i, f"thai food number {i}", f"SELECT c{i} FROM t{i % 5}")
+            for i in range(40)]
+    prep = prepare("generic", Curated(train=wide, heldout=wide[:1]), 100)
+    assert prep.shape == "code"
+    assert same_shape(Exemplars(
+        [(e.messages[-1]["content"], e.answer["content"]) for e in wide], 1)) == 0.0
+    assert prep.for_candidate(PRETRAINED, 0.9, exemplars=1).exemplars is None
+    # one shape, other values: it shows the shape every time
+    assert exemplar_bank(sql_task().train, "code", 1) is not None
 
 
 def test_tool_calls_labels_and_free_text_get_no_worked_examples() -> None:
