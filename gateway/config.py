@@ -308,9 +308,9 @@ class TrainingConfig(_Strict):
     # Worked examples: the nearest training exchanges a pretrained (LoRA) student of a task
     # whose answers are code (SQL) is trained and asked with, as earlier turns
     # (gateway/exemplars.py); 0: none. Measured on SmolLM2, one 600 s run of one CPU core,
-    # text2sql-data: geography 0.38 held-out agreement without, 0.51 with one, 0.43-0.51 with
-    # two; restaurants 0.38-0.43 without, 0.67 with one or two. One: as good, a row shorter
-    # (more steps: 94 against 63) and a faster answer (docs/students.md)
+    # text2sql-data: geography 0.38 held-out agreement without, 0.51 with one, 0.43-0.51
+    # with two; restaurants 0.38-0.43 without, 0.67-0.71 with one, 0.67 with two. One is as
+    # good, a row shorter (94 steps against 63) and a faster answer (docs/students.md)
     exemplars: int = Field(1, ge=0)
 
 
