@@ -29,7 +29,6 @@ from gateway.registry import META, Registry
 from gateway.store.catalog import StudentRecord
 from gateway.students import StudentAsTrained
 from policies.code_text import code_shape
-from tests.test_copy_slots import Echo
 
 SYSTEM = {"role": "system", "content": "Answer with one SQL query over t(city, food)."}
 SHOTS = [("arabic food in palo alto", "SELECT * FROM t WHERE food = 'arabic'"),
@@ -38,6 +37,24 @@ SHOTS = [("arabic food in palo alto", "SELECT * FROM t WHERE food = 'arabic'"),
 PRETRAINED = CandidateConfig(model="/models/smollm2", params=134_515_008, context=8192,
                              method="lora")
 SCRATCH = CandidateConfig(model="scratch:tiny", params=2_000_000, context=512, method="full")
+
+
+class Echo:
+    """A student backend that records what it was asked and answers `reply`."""
+
+    name = "echo"
+
+    def __init__(self, reply: str) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.reply = reply
+
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.seen.append(body)
+        return {"choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": self.reply}}]}
+
+    async def aclose(self) -> None:
+        pass
 
 
 def ask(text: str) -> dict[str, Any]:
@@ -179,7 +196,8 @@ async def test_the_gateway_adds_the_examples_after_pii_and_before_the_copy_slots
                        ("a french place", "SELECT 2")], k=1)
     from gateway.privacy.scrub import ScrubConfig
 
-    student = StudentAsTrained(inner, ScrubConfig(), CopySlots(gazetteer=["arabic"]), shots)
+    student = StudentAsTrained(inner, ScrubConfig(),  # type: ignore[arg-type]
+                               CopySlots(gazetteer=["arabic"]), shots)
     resp = await student.complete("chat/completions",
                                   ask("arabic food for ann.lee@example.com"))
     sent = inner.seen[0]["messages"]
