@@ -216,11 +216,10 @@ def _write_common(src: Path, dst: Path, meta: dict[str, Any], done: Exported) ->
         import gateway.copy_slots
 
         shutil.copy2(gateway.copy_slots.__file__, dst / "slimgate_copy_slots.py")
-    if meta.get("exemplars") and done.kind == "generative":
+    if (src / EXEMPLARS).is_file() and done.kind == "generative":
         import gateway.exemplars
 
-        (dst / EXEMPLARS).write_text(json.dumps(meta["exemplars"], ensure_ascii=False),
-                                     encoding="utf-8")
+        shutil.copy2(src / EXEMPLARS, dst / EXEMPLARS)
         shutil.copy2(gateway.exemplars.__file__, dst / "slimgate_exemplars.py")
     (dst / PROVENANCE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str),
                                   encoding="utf-8")

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.exemplars import FILE as EXEMPLARS  # the worked examples a student is asked with
+
 if TYPE_CHECKING:
     from distill.export import Exported
 
 RECIPE = "copy_slots.json"  # the copy-slot recipe a student is asked with
-EXEMPLARS = "exemplars.json"  # the worked examples a student is asked with, where it has them
 PROVENANCE = "slimgate_student.json"  # the registry's slimgate.json, renamed: not a registry dir
 ENCODER_LICENCE = "apache-2.0"  # all-MiniLM-L6-v2's licence
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
@@ -158,7 +159,7 @@ def _exemplars(meta: dict[str, Any]) -> str:
         return "None: ask it with the request alone.\n"
     return (f"It was trained and is asked with the {shots.get('k')} training exchanges nearest "
             "each request as earlier turns, before the request's last user turn "
-            f"({len(shots.get('shots') or [])} exchanges in `{EXEMPLARS}`; "
+            f"({shots.get('exchanges', '?')} exchanges in `{EXEMPLARS}`; "
             "`slimgate_exemplars.py` needs nothing but Python). Add them first, then the copy "
             "slots:\n\n```python\n"
             "import json\nfrom slimgate_exemplars import Exemplars\n\n"

@@ -270,14 +270,17 @@ def train_candidate(
                "answer_shape": prep.shape, "copy_coverage": prep.coverage}
     if text_judge is not None:
         metrics["judge"] = {**text_judge.usage.as_dict(), "unjudged": text_judge.unjudged}
+    shown = None  # the worked examples it is asked with: their own file, their count here
+    if asked.exemplars is not None and kind != "encoder":
+        asked.exemplars.save(partial)
+        shown = {"k": asked.exemplars.k, "exchanges": len(asked.exemplars)}
     copy_slots = asked.slots_meta() if kind != "encoder" else {
         "enabled": False, "reason": "the encoder points at the request's own words"}
     # The metadata marks a version complete; written inside the partial directory and then
     # renamed with it in one step, a `v<N>` directory is never seen without it.
     registry.write_meta(partial, {**info, "task": task.id, "version": version, "kind": kind,
                                   "base_model": base_model, "copy_slots": copy_slots,
-                                  **({"exemplars": asked.exemplars.as_dict()}
-                                     if asked.exemplars and kind != "encoder" else {}),
+                                  **({"exemplars": shown} if shown else {}),
                                   "candidate": candidate.model_dump() if candidate else None,
                                   "metrics": metrics})
     partial.rename(final)

@@ -18,11 +18,18 @@ example is never shown itself, nor another exchange with the same text.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+
+# Beside slimgate.json in a student's directory: the bank can hold thousands of exchanges,
+# which the metadata that every reader of a student parses (the registry, warm starts, the
+# gateway when it builds the student's backend) should not carry. slimgate.json says `k`.
+FILE = "exemplars.json"
 
 _WORD = re.compile(r"\w+")
 # Terms in more than this share of a bank's exchanges ("the", "question", a column every
@@ -124,9 +131,21 @@ class Exemplars:
     def as_dict(self) -> dict[str, Any]:
         return {"k": self.k, "shots": [list(s) for s in self.shots]}
 
+    def save(self, directory: Path) -> None:
+        (directory / FILE).write_text(json.dumps(self.as_dict(), ensure_ascii=False),
+                                      encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> Exemplars | None:
+        """The bank saved in a student's directory (None: none there, or malformed)."""
+        try:
+            return cls.from_dict(json.loads((directory / FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None
+
     @classmethod
     def from_dict(cls, data: Any) -> Exemplars | None:
-        """From slimgate.json's `exemplars` (None where a student has none or it is malformed)."""
+        """From `as_dict`'s form (None where it is malformed or empty)."""
         if not isinstance(data, dict):
             return None
         k, shots = data.get("k"), data.get("shots")

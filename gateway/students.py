@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -46,19 +47,19 @@ class StudentAsTrained:
 
     def __init__(self, inner: Backend, cfg: ScrubConfig | None,
                  slots: CopySlots | None = None,
-                 exemplars: Exemplars | dict[str, Any] | None = None) -> None:
-        """`exemplars`: the bank, or its slimgate.json form, indexed on first use in a worker
-        thread (a few thousand exchanges take a second or two: never on the event loop)."""
+                 exemplars: Exemplars | Path | None = None) -> None:
+        """`exemplars`: the bank, or the student's directory holding it, read and indexed
+        on first use in a worker thread (a few thousand exchanges take a second or two:
+        never on the event loop)."""
         self.inner, self.name, self._cfg, self._slots = inner, inner.name, cfg, slots
         self._exemplars = exemplars
         self._indexing = asyncio.Lock()
 
     async def _bank(self) -> Exemplars | None:
-        if isinstance(self._exemplars, dict):
+        if isinstance(self._exemplars, Path):
             async with self._indexing:
-                if isinstance(self._exemplars, dict):
-                    self._exemplars = await asyncio.to_thread(Exemplars.from_dict,
-                                                              self._exemplars)
+                if isinstance(self._exemplars, Path):
+                    self._exemplars = await asyncio.to_thread(Exemplars.load, self._exemplars)
         return self._exemplars
 
     async def load(self) -> None:
@@ -130,24 +131,23 @@ class StudentPool:
             # Students learnt from scrubbed (and delexicalized) data: serve them so.
             scrub = (ScrubConfig(kinds=frozenset(kinds) if kinds is not None else None)
                      if kinds is None or kinds else None)
-            meta = self._meta(task, version)
+            directory, meta = self._on_disk(task, version)
             slots = student_copy_slots(meta)
-            exemplars = meta.get("exemplars") if isinstance(meta.get("exemplars"), dict) \
-                else None
+            exemplars = directory if directory and meta.get("exemplars") else None
             if scrub is not None or slots is not None or exemplars is not None:
                 backend = StudentAsTrained(backend, scrub, slots, exemplars)
             self._backends[key] = backend
         return backend
 
-    def _meta(self, task: str, version: int) -> dict[str, Any]:
-        """The student's slimgate.json ({} for a student from a factory, or none on disk:
-        nothing to restore, no worked examples)."""
+    def _on_disk(self, task: str, version: int) -> tuple[Path | None, dict[str, Any]]:
+        """The student's directory and slimgate.json ((None, {}) for a student from a
+        factory, or none on disk: nothing to restore, no worked examples)."""
         try:
             path = Registry(self._config.distill.students_dir).version_dir(task, version)
             meta = json.loads((path / "slimgate.json").read_text())
         except (OSError, ValueError):
-            return {}
-        return meta if isinstance(meta, dict) else {}
+            return None, {}
+        return (path, meta) if isinstance(meta, dict) else (None, {})
 
     def _from_registry(self, task: str, version: int) -> Backend:
         cfg = self._config.students

@@ -24,7 +24,7 @@ from distill.curate import Curated, Example
 from distill.warm_start import warm_start
 from gateway.config import CandidateConfig
 from gateway.copy_slots import CopySlots
-from gateway.exemplars import Exemplars, last_user_text
+from gateway.exemplars import FILE, Exemplars, last_user_text
 from gateway.registry import META, Registry
 from gateway.store.catalog import StudentRecord
 from gateway.students import StudentAsTrained
@@ -91,10 +91,14 @@ def test_examples_go_before_the_last_user_turn_nearest_last_and_the_request_is_n
     assert last_user_text(parts["messages"]) == "a\nb"
 
 
-def test_the_bank_survives_slimgate_json_and_refuses_what_is_malformed() -> None:
+def test_the_bank_survives_its_file_and_refuses_what_is_malformed(tmp_path: Path) -> None:
     bank = Exemplars(SHOTS, k=2)
-    again = Exemplars.from_dict(json.loads(json.dumps(bank.as_dict())))
+    bank.save(tmp_path)
+    again = Exemplars.load(tmp_path)
     assert again is not None and again.shots == bank.shots and again.k == 2
+    assert Exemplars.load(tmp_path / "elsewhere") is None
+    (tmp_path / FILE).write_text("{not json")
+    assert Exemplars.load(tmp_path) is None
     for bad in (None, [], {"k": 0, "shots": [["a", "b"]]}, {"k": 2, "shots": "x"},
                 {"k": 2, "shots": [["only one"]]}, {"k": "2", "shots": [["a", "b"]]}):
         assert Exemplars.from_dict(bad) is None
@@ -219,7 +223,8 @@ async def test_the_pool_serves_a_student_with_the_examples_in_its_slimgate_json(
     version = tmp_path / "t-sql" / "v1"
     version.mkdir(parents=True)
     (version / META).write_text(json.dumps({"kind": "generative", "copy_slots": {
-        "enabled": False}, "exemplars": Exemplars(SHOTS, k=1).as_dict()}))
+        "enabled": False}, "exemplars": {"k": 1, "exchanges": len(SHOTS)}}))
+    Exemplars(SHOTS, k=1).save(version)
     inner = Echo(reply="SELECT 1")
     async with aiohttp.ClientSession() as session:
         pool = StudentPool(cfg, session, factory=lambda task, v: inner)  # type: ignore[arg-type]
@@ -239,7 +244,7 @@ def test_a_run_goes_on_only_from_an_adapter_asked_with_as_many_examples(
     path.mkdir(parents=True)
     meta: dict[str, Any] = {"copy_slots": {"enabled": False}}
     if trained_k:
-        meta["exemplars"] = Exemplars(SHOTS, k=trained_k).as_dict()
+        meta["exemplars"] = {"k": trained_k, "exchanges": len(SHOTS)}
     (path / META).write_text(json.dumps(meta))
     (path / "adapter_config.json").write_text("{}")
     record = StudentRecord(task="t1", version=1, path=reg.relative(path),

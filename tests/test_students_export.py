@@ -275,8 +275,9 @@ def test_worked_examples_ship_with_the_student_and_are_added_as_the_gateway_adds
     register(setup[1], task, 1, tiny_lora.adapter, "passed",
              {"kind": "generative", "base_model": str(tiny_lora.base),
               "copy_slots": {"enabled": False, "reason": "the answers copy nothing"},
-              "exemplars": bank.as_dict(),
+              "exemplars": {"k": 1, "exchanges": 2},
               "candidate": {"model": str(tiny_lora.base), "licence": "mit"}})
+    bank.save(Registry(setup[1].distill.students_dir).version_dir("t-shots", 1))
     out = setup[2] / "out-shots"
     assert export(setup, "t-shots", "--out", str(out)) == 0
     shipped = load_module(out / "slimgate_exemplars.py", "exported_exemplars")
@@ -285,7 +286,7 @@ def test_worked_examples_ship_with_the_student_and_are_added_as_the_gateway_adds
     assert theirs.add_to(request) == bank.add_to(request)
     assert theirs.add_to(request)["messages"][0]["content"] == "levels for Lisbon"
     card = (out / "README.md").read_text()
-    assert "## Worked examples" in card and "exemplars.json" in card
+    assert "## Worked examples" in card and "2 exchanges in `exemplars.json`" in card
     # a student without them says so, and ships neither file
     plain = setup[2] / "out-plain"
     assert export(setup, "t-lora", "--out", str(plain)) == 0
