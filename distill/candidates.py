@@ -54,6 +54,8 @@ class Prepared:
     unslotted: str | None = None  # why a candidate's slots were set aside (`for_candidate`)
     # The worked examples a pretrained candidate is trained and asked with (`for_candidate`)
     exemplars: Exemplars | None = None
+    # Banks by k, built once for S4's plan and the run it plans (a few seconds on thousands)
+    banks: dict[int, Exemplars | None] = field(default_factory=dict, repr=False, compare=False)
 
     def slots_meta(self) -> dict[str, Any]:
         """`copy_slots` for slimgate.json: the proposer's state and its measured coverage."""
@@ -115,7 +117,9 @@ class Prepared:
         examples, then copy-slotted as a request is at serving (`gateway.students`): for
         answers that are code (EXEMPLAR_SHAPES), all of them content. Unchanged otherwise,
         or for k = 0."""
-        bank = exemplar_bank(self.raw_train, self.shape, k)
+        if k not in self.banks:
+            self.banks[k] = exemplar_bank(self.raw_train, self.shape, k)
+        bank = self.banks[k]
         if bank is None:
             return self
         shown = [replace(ex, messages=bank.add_to({"messages": ex.messages})["messages"])

@@ -253,3 +253,16 @@ def test_a_run_goes_on_only_from_an_adapter_asked_with_as_many_examples(
     found = warm_start([record], reg, base_model="/models/smollm2", slots=False,
                        heldout_percent=15, exemplars=asked_k)
     assert (found is not None) == taken
+
+
+def test_the_bank_is_built_once_for_the_plan_and_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distill.candidates as candidates
+
+    built: list[int] = []
+    real = candidates.exemplar_bank
+    monkeypatch.setattr(candidates, "exemplar_bank",
+                        lambda train, shape, k: built.append(k) or real(train, shape, k))
+    prep = prepare("generic", sql_task(), 100)
+    first = prep.for_candidate(PRETRAINED, 0.9, exemplars=1)  # S4's plan
+    again = prep.for_candidate(PRETRAINED, 0.9, exemplars=1)  # the run it plans
+    assert built == [1] and first.exemplars is again.exemplars is not None
