@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exemplars", type=int, default=TrainingConfig().exemplars,
                    help="worked examples a pretrained candidate is trained and asked with "
                         "(distill.training.exemplars; 0: none)")
+    p.add_argument("--exemplars-anywhere", action="store_true",
+                   help="worked examples for any plain-text answer shape, whatever the share "
+                        "that shows the answer's shape (measuring where the product gives none)")
     p.add_argument("--rounds", type=int, default=1,
                    help="runs per task, each going on from the last one's adapter (LoRA), as "
                         "a task's successive runs in the worker do")
@@ -285,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     from distill.worker import _limit_threads
 
     _limit_threads(args.threads)  # training threads as the worker sets them
+    if args.exemplars_anywhere:
+        import distill.candidates
+
+        distill.candidates.EXEMPLAR_SHAPES = ("code", "copy_json", "enum_json", "text")
+        distill.candidates.MIN_SAME_SHAPE = 0.0
     started = time.perf_counter()
     candidate = pick_candidate(args.candidate)
     conversion = None
