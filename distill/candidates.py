@@ -225,7 +225,8 @@ def judge(student: Any, prep: Prepared, heldout: list[Example], task_kind: str,
           text_judge: TextJudge | None = None) -> Evaluation:
     return evaluate(_as_served(student, prep), heldout, task_kind, confidence=policy.confidence,
                     text_threshold=cfg.distill.text_similarity, max_tokens=max_new,
-                    similarity=similarity, text_judge=text_judge)
+                    similarity=similarity, text_judge=text_judge,
+                    stop_below=policy.min_agreement)
 
 
 def fit_generative(

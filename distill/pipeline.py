@@ -292,6 +292,9 @@ def train_candidate(
     stopped = " (stopped part-way: hopeless)" if training.get("stopped_by") == "hopeless" else ""
     if training.get("warm_from"):
         stopped += f" (trained on from {training['warm_from']}'s adapter)"
+    if cut := ev.summary.get("stopped_early"):
+        stopped += (f" (judged on {cut['after']} of {cut['of']}: the rest could not bring it "
+                    "to the bar)")
     reason = (f"{kind} {base_model}: held-out agreement {ev.summary['agreement']:.2f} "
               f"[{ev.summary['lower']:.2f}, {ev.summary['upper']:.2f}] over {ev.summary['n']} "
               f"{verdict} the gate (lower bound ≥ {policy.min_agreement:.2f}, "
