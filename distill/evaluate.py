@@ -70,7 +70,7 @@ def request_of(ex: Example, max_tokens: int) -> dict[str, Any]:
 # the bar is stopped at some look with probability under 3% (one-sided 0.5% a look; five
 # looks in a judgement of under 1,024 answers). Why (2026-12-07, this 2-core CPU): SmolLM2
 # judged on 200 held-out text-to-SQL questions of advising (answers up to 434 tokens) was
-# still generating 34 minutes after its 600 s of training, holding the worker; the same run
+# still generating 34 minutes after its 600 s of training, holding the worker; a rerun
 # with the stop judged 32 answers (0.31 [0.18, 0.49]) and was done.
 FUTILITY_CONFIDENCE = 0.99
 FIRST_LOOK = 32
