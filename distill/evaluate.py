@@ -98,6 +98,8 @@ def evaluate(
     Not with a `text_judge`, whose sample of pairs is drawn over the whole set."""
     if stop_below is not None:  # each look's answers a fair share of held-out and repeats
         heldout = sorted(heldout, key=lambda ex: ex.key)  # a hash: an order of its own
+    # one embedder for every look and the final tally (it loads on first use, if ever)
+    similarity = similarity or embedding_similarity()
     answers: list[Any] = []
     per_example_ms: list[float] = []
     completion_tokens = 0
@@ -165,7 +167,7 @@ class _Tally:
 
 
 def _tally(heldout: list[Example], answers: list[Any], kind: str, per_example_ms: list[float],
-           *, text_threshold: float, max_tokens: int, similarity: Similarity | None,
+           *, text_threshold: float, max_tokens: int, similarity: Similarity,
            text_judge: TextJudge | None) -> _Tally:
     """Every answer compared with each teacher answer its request counts (`refs_of`)."""
     pairs = [(i, ref, count) for i, ex in enumerate(heldout) for ref, count in refs_of(ex)]
@@ -185,9 +187,8 @@ def _tally(heldout: list[Example], answers: list[Any], kind: str, per_example_ms
             elif not is_code(b):  # code is compared by its tokens (policies.code_text)
                 pending.append((j, a, b))
         if pending:
-            sim_fn = similarity or embedding_similarity()
             for (j, _, _), value in zip(
-                pending, sim_fn([(a, b) for _, a, b in pending]), strict=True
+                pending, similarity([(a, b) for _, a, b in pending]), strict=True
             ):
                 sims[j] = value
 

@@ -82,10 +82,7 @@ def test_a_judgement_near_the_bar_goes_on_and_a_teacher_judged_one_is_never_cut(
     judge(student, examples, stop_below=0.9)
     assert len(student.asked) == 100
 
-    calls: list[int] = []
-
     def teacher(items: list[Any]) -> list[Any]:
-        calls.append(len(items))
         return [None] * len(items)
 
     student = Labeller({ex.messages[-1]["content"] for ex in examples})
